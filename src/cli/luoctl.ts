@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/**
+ * luoctl, the operator's command line. This file is the composition root: it
+ * builds the real environment (device, host files, systemctl) and registers one
+ * module per command; commands get everything through that environment.
+ */
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { Command, CommanderError } from 'commander';
+import { LIVEUPDATE_DEVICE } from '../host/probe.js';
+import { runSystemctlVersion } from '../host/systemd.js';
+import { register as registerDoctor } from './doctor.js';
+import type { CliEnvironment, RegisterCommand } from './environment.js';
+import { ExitCode, Output } from './output.js';
+
+const COMMANDS: readonly RegisterCommand[] = [registerDoctor];
+
+/** Read at run time so the version printed is the installed package's, from dist/ or from src/ alike. */
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  return String(manifest.version);
+}
+
+/**
+ * Provisional until src/kernel/real offers openRealDevice: opening the node
+ * read-write is all the doctor needs to prove the device is usable.
+ */
+function openDeviceNode(): { close(): void } {
+  const fd = openSync(LIVEUPDATE_DEVICE, 'r+');
+  return { close: () => closeSync(fd) };
+}
+
+const environment: CliEnvironment = {
+  host: { openDevice: openDeviceNode, systemctlVersion: runSystemctlVersion, osRelease: release },
+  hostRoot: '/',
+};
+
+function buildProgram(env: CliEnvironment): Command {
+  const program = new Command('luoctl')
+    .description('userspace for Linux kernel Live Update (LUO/KHO)')
+    .version(packageVersion())
+    .option('--json', 'print results and errors as one JSON object on stdout')
+    .configureHelp({ showGlobalOptions: true })
+    // Throw instead of exiting, so that usage errors get exit status 2.
+    .exitOverride();
+  for (const register of COMMANDS) register(program, env);
+  return program;
+}
+
+try {
+  await buildProgram(environment).parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // Commander has already printed its message (or the help or version asked for).
+    process.exitCode = err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+  } else {
+    new Output(false).error('luoctl', err);
+    process.exitCode = ExitCode.failure;
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * The C library, bound with koffi. This file is the only place in luokit that
+ * imports koffi: koffi pointers are untyped and a wrong one crashes the
+ * process instead of throwing, so every binding lives here, typed, and the
+ * rest of `src/sys` wraps them in functions that validate their arguments
+ * and throw `SysError` on failure.
+ *
+ * Variadic C functions (ioctl, fcntl, syscall) are called with explicit
+ * argument types, as the x86_64 and arm64 calling conventions require.
+ */
+import koffi from 'koffi';
+import { Errno } from './errno.js';
+import { SysError } from './error.js';
+
+const libc = koffi.load('libc.so.6');
+
+const fn = {
+  close: libc.func('int close(int fd)'),
+  ioctl: libc.func('int ioctl(int fd, unsigned long request, ...)'),
+  fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
+  memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
+  ftruncate: libc.func('int ftruncate(int fd, int64_t length)'),
+  fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
+  lseek: libc.func('int64_t lseek(int fd, int64_t offset, int whence)'),
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t addrlen)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  accept4: libc.func('int accept4(int fd, void *addr, void *addrlen, int flags)'),
+  connect: libc.func('int connect(int fd, const void *addr, uint32_t addrlen)'),
+  sendmsg: libc.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
+  recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
+  shutdown: libc.func('int shutdown(int fd, int how)'),
+  getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *value, _Inout_ uint32_t *len)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
+  syscall: libc.func('long syscall(long number, ...)'),
+  reboot: libc.func('int reboot(int cmd)'),
+};
+
+/** Throw a SysError for a C call that returned a negative value, using the saved errno. */
+function check(name: string, ret: number | bigint): number {
+  const value = Number(ret);
+  if (value < 0) throw new SysError(name, koffi.errno());
+  return value;
+}
+
+export function closeRaw(fd: number): void {
+  if (fn.close(fd) < 0) {
+    const errno = koffi.errno();
+    // Linux always releases the fd, even on EINTR/EIO: only EBADF is a real
+    // error, and it means a double close somewhere, which must be loud.
+    if (errno === Errno.EBADF) throw new SysError('close', errno);
+  }
+}
+
+export function ioctlRaw(fd: number, request: number, arg: Buffer | null): number {
+  return check('ioctl', fn.ioctl(fd, request, 'void *', arg));
+}
+
+export function fcntlInt(fd: number, cmd: number, arg: number): number {
+  return check('fcntl', fn.fcntl(fd, cmd, 'int', arg));
+}
+
+export function memfdCreateRaw(name: string, flags: number): number {
+  return check('memfd_create', fn.memfd_create(name, flags));
+}
+
+export function ftruncateRaw(fd: number, length: number): void {
+  check('ftruncate', fn.ftruncate(fd, length));
+}
+
+export function fallocateRaw(fd: number, mode: number, offset: number, length: number): void {
+  check('fallocate', fn.fallocate(fd, mode, offset, length));
+}
+
+export function lseekRaw(fd: number, offset: number, whence: number): number {
+  return check('lseek', fn.lseek(fd, offset, whence));
+}
+
+export function socketRaw(domain: number, type: number): number {
+  return check('socket', fn.socket(domain, type, 0));
+}
+
+export function socketpairRaw(domain: number, type: number): [number, number] {
+  const sv = new Int32Array(2);
+  check('socketpair', fn.socketpair(domain, type, 0, sv));
+  return [sv[0]!, sv[1]!];
+}
+
+export function bindRaw(fd: number, addr: Buffer): void {
+  check('bind', fn.bind(fd, addr, addr.length));
+}
+
+export function listenRaw(fd: number, backlog: number): void {
+  check('listen', fn.listen(fd, backlog));
+}
+
+/** accept4(); returns -errno instead of throwing, because EAGAIN is the normal end of a batch. */
+export function accept4Raw(fd: number, flags: number): number {
+  const ret = fn.accept4(fd, null, null, flags);
+  return ret < 0 ? -koffi.errno() : ret;
+}
+
+export function connectRaw(fd: number, addr: Buffer): void {
+  check('connect', fn.connect(fd, addr, addr.length));
+}
+
+/** sendmsg()/recvmsg() on a native msghdr; return -errno instead of throwing (EAGAIN is routine). */
+export function sendmsgRaw(fd: number, msghdr: bigint, flags: number): number {
+  const ret = Number(fn.sendmsg(fd, msghdr, flags));
+  return ret < 0 ? -koffi.errno() : ret;
+}
+
+export function recvmsgRaw(fd: number, msghdr: bigint, flags: number): number {
+  const ret = Number(fn.recvmsg(fd, msghdr, flags));
+  return ret < 0 ? -koffi.errno() : ret;
+}
+
+export function shutdownRaw(fd: number, how: number): void {
+  check('shutdown', fn.shutdown(fd, how));
+}
+
+export function getsockoptRaw(fd: number, level: number, name: number, value: Buffer): number {
+  const len = [value.length];
+  check('getsockopt', fn.getsockopt(fd, level, name, value, len));
+  return len[0]!;
+}
+
+export function setsockoptRaw(fd: number, level: number, name: number, value: Buffer): void {
+  check('setsockopt', fn.setsockopt(fd, level, name, value, value.length));
+}
+
+/** kexec_file_load(2) has no C library wrapper: call it by number. */
+export function kexecFileLoadRaw(
+  nr: number,
+  kernelFd: number,
+  initrdFd: number,
+  cmdline: Buffer,
+  flags: number,
+): void {
+  check(
+    'kexec_file_load',
+    fn.syscall(
+      nr,
+      'int',
+      kernelFd,
+      'int',
+      initrdFd,
+      'unsigned long',
+      cmdline.length,
+      'const char *',
+      cmdline,
+      'unsigned long',
+      flags,
+    ),
+  );
+}
+
+export function rebootRaw(cmd: number): void {
+  check('reboot', fn.reboot(cmd));
+}
+
+/**
+ * Native memory for message headers: the kernel writes into it during
+ * recvmsg, so it must not be a JS-managed buffer that could be reused.
+ */
+export interface NativeBlock {
+  readonly address: bigint;
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+}
+
+export function allocNative(size: number): NativeBlock {
+  const ptr = koffi.alloc('uint8_t', size) as unknown as bigint;
+  const address = koffi.address(ptr) as bigint;
+  const buffer = koffi.view(ptr, size) as ArrayBuffer;
+  return { address, bytes: new Uint8Array(buffer), view: new DataView(buffer) };
+}
+
+/** Watch an fd for readiness on Node's event loop (libuv uv_poll). */
+export interface FdWatcher {
+  start(events: { readable?: boolean; writable?: boolean }, onReady: (ev: ReadyEvents) => void): void;
+  stop(): void;
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
+export interface ReadyEvents {
+  readonly status: number;
+  readonly readable: boolean;
+  readonly writable: boolean;
+  readonly disconnect: boolean;
+}
+
+export function watchFd(fd: number): FdWatcher {
+  // koffi calls the callback as (status, events); its typings show only (events).
+  type RawCallback = (
+    status: number,
+    ev: { readable: boolean; writable: boolean; disconnect: boolean },
+  ) => void;
+  let handle: ReturnType<typeof koffi.node.poll> | null = null;
+  let referenced = true;
+  let current: (ev: ReadyEvents) => void = () => {};
+  const dispatch: RawCallback = (status, ev) => current({ status, ...ev });
+  return {
+    start(events, onReady) {
+      current = onReady;
+      const opts = { readable: !!events.readable, writable: !!events.writable, disconnect: true };
+      if (handle === null) {
+        handle = koffi.node.poll(fd, opts, dispatch as unknown as (ev: unknown) => void);
+        if (!referenced) handle.unref();
+      } else {
+        handle.start(opts, dispatch as unknown as (ev: unknown) => void);
+      }
+    },
+    stop() {
+      handle?.stop();
+    },
+    close() {
+      handle?.close();
+      handle = null;
+    },
+    ref() {
+      referenced = true;
+      handle?.ref();
+    },
+    unref() {
+      referenced = false;
+      handle?.unref();
+    },
+  };
+}
