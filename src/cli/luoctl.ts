@@ -4,11 +4,12 @@
  * builds the real environment (device, host files, systemctl) and registers one
  * module per command; commands get everything through that environment.
  */
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { Command, CommanderError } from 'commander';
-import { LIVEUPDATE_DEVICE } from '../host/probe.js';
 import { runSystemctlVersion } from '../host/systemd.js';
+import { openRealDevice } from '../kernel/real/index.js';
+import { probeKexecFileLoad } from '../sys/kexec.js';
 import { register as registerDoctor } from './doctor.js';
 import type { CliEnvironment, RegisterCommand } from './environment.js';
 import { ExitCode, Output } from './output.js';
@@ -21,17 +22,13 @@ function packageVersion(): string {
   return String(manifest.version);
 }
 
-/**
- * Provisional until src/kernel/real offers openRealDevice: opening the node
- * read-write is all the doctor needs to prove the device is usable.
- */
-function openDeviceNode(): { close(): void } {
-  const fd = openSync(LIVEUPDATE_DEVICE, 'r+');
-  return { close: () => closeSync(fd) };
-}
-
 const environment: CliEnvironment = {
-  host: { openDevice: openDeviceNode, systemctlVersion: runSystemctlVersion, osRelease: release },
+  host: {
+    openDevice: () => openRealDevice(),
+    probeKexecFileLoad,
+    systemctlVersion: runSystemctlVersion,
+    osRelease: release,
+  },
   hostRoot: '/',
 };
 

@@ -3,6 +3,7 @@ export * from './errno.js';
 export * from './error.js';
 export * from './fd.js';
 export * from './file.js';
+export * from './ioctl.js';
 export * from './kexec.js';
 export * from './memfd.js';
 export * from './proc.js';

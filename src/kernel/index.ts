@@ -1,0 +1,54 @@
+/**
+ * Choosing a kernel: `openDevice()` is how every layer above gets a
+ * LiveUpdateDevice.
+ *
+ * `backend: 'real'` means `/dev/liveupdate` and nothing else; a caller that
+ * wants the emulated kernel must say so. Falling back silently would let a
+ * host believe it preserves its VMs while it does not.
+ */
+import * as fs from 'node:fs';
+import { Errno } from '../sys/errno.js';
+import type { OwnedFd } from '../sys/fd.js';
+import { fdTarget } from '../sys/proc.js';
+import { luoError } from '../uapi/errors.js';
+import type { Backend, LiveUpdateDevice, Session } from './device.js';
+import { adoptRealSession, DEVICE_PATH, openRealDevice } from './real/index.js';
+
+export type { Backend, LiveUpdateDevice, Session, SessionOrigin } from './device.js';
+
+export interface OpenDeviceOptions {
+  /** 'auto' (default): the real kernel where /dev/liveupdate exists, else the emulated one. */
+  backend?: Backend | 'auto';
+  /** Path of the real device (tests, unusual hosts). */
+  devicePath?: string;
+}
+
+/** Which backend `openDevice()` would use on this host. */
+export function detectBackend(devicePath: string = DEVICE_PATH): Backend {
+  return fs.existsSync(devicePath) ? 'real' : 'emulated';
+}
+
+export function openDevice(options: OpenDeviceOptions = {}): LiveUpdateDevice {
+  const devicePath = options.devicePath ?? DEVICE_PATH;
+  const backend =
+    options.backend === undefined || options.backend === 'auto' ? detectBackend(devicePath) : options.backend;
+  if (backend === 'real') return openRealDevice(devicePath);
+  throw luoError(
+    'OPEN',
+    Errno.ENOENT,
+    `no live update device exists here (${devicePath} is missing) and luokit's emulated kernel is not part of this build`,
+  );
+}
+
+/** The kernel's name for a real session fd: 'anon_inode:[luo_session] NAME'. */
+const REAL_SESSION_TARGET = /^anon_inode:\[luo_session\]/;
+
+/**
+ * Wrap a session fd this process received (from luod over SCM_RIGHTS, from
+ * an fd store) in the Session API, whichever kernel it belongs to.
+ */
+export function adoptSession(fd: OwnedFd): Session {
+  const target = fdTarget(fd);
+  if (REAL_SESSION_TARGET.test(target)) return adoptRealSession(fd);
+  throw luoError('GET_NAME', Errno.EINVAL, `fd ${fd.fd} (${target}) is not a live update session`);
+}
