@@ -45,6 +45,9 @@ interface PendingWrite {
 /** How many recvmsg() calls one readiness callback may make before yielding to other work. */
 const READS_PER_TICK = 64;
 
+/** How long a server waits before accepting again after accept() failed (e.g. out of fds). */
+const ACCEPT_RETRY_MS = 100;
+
 export interface UnixSocketEvents {
   data: [data: Buffer, fds: OwnedFd[]];
   end: [];
@@ -314,8 +317,13 @@ export class UnixServer extends EventEmitter<UnixServerEvents> {
       try {
         conn = accept(this.#fd);
       } catch (err) {
-        // EMFILE/ENFILE/ECONNABORTED: report and keep listening.
+        // EMFILE/ENFILE/ECONNABORTED: report, and keep listening after a pause,
+        // since the pending connection keeps the socket readable and would spin.
         if (this.listenerCount('error') > 0) this.emit('error', err as Error);
+        this.#watcher.stop();
+        setTimeout(() => {
+          if (!this.#closed) this.#watcher.start({ readable: true }, (next) => this.#onReady(next));
+        }, ACCEPT_RETRY_MS).unref();
         return;
       }
       if (conn === null) return;
