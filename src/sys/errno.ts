@@ -177,6 +177,7 @@ export const Errno = {
   EFAULT: 14,
   EBUSY: 16,
   EEXIST: 17,
+  EXDEV: 18,
   ENODEV: 19,
   EINVAL: 22,
   ENFILE: 23,

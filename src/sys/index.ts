@@ -6,6 +6,7 @@ export * from './file.js';
 export * from './ioctl.js';
 export * from './kexec.js';
 export * from './memfd.js';
+export * from './mm.js';
 export * from './proc.js';
 export * from './socket.js';
 export * from './unix-socket.js';

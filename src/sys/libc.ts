@@ -35,6 +35,13 @@ const fn = {
   setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
   syscall: libc.func('long syscall(long number, ...)'),
   reboot: libc.func('int reboot(int cmd)'),
+  fstatfs: libc.func('int fstatfs(int fd, void *buf)'),
+  mmap: libc.func('intptr_t mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
+  munmap: libc.func('int munmap(intptr_t addr, size_t length)'),
+  copy_file_range: libc.func(
+    'intptr_t copy_file_range(int in_fd, _Inout_ int64_t *in_off, int out_fd, _Inout_ int64_t *out_off, size_t len, unsigned int flags)',
+  ),
+  poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
 };
 
 /** Throw a SysError for a C call that returned a negative value, using the saved errno. */
@@ -154,6 +161,43 @@ export function kexecFileLoadRaw(
       flags,
     ),
   );
+}
+
+/** fstatfs(2): returns f_type, the filesystem magic (first field of struct statfs on LP64). */
+export function fstatfsTypeRaw(fd: number): number {
+  const buf = Buffer.alloc(120);
+  check('fstatfs', fn.fstatfs(fd, buf));
+  return Number(buf.readBigInt64LE(0));
+}
+
+/** mmap(2) of a whole file, returning the address as a number (the mapping is never read from JS). */
+export function mmapRaw(fd: number, length: number, prot: number, flags: number): number {
+  const addr = Number(fn.mmap(null, length, prot, flags, fd, 0));
+  if (addr === -1) throw new SysError('mmap', koffi.errno());
+  return addr;
+}
+
+export function munmapRaw(addr: number, length: number): void {
+  check('munmap', fn.munmap(addr, length));
+}
+
+/** copy_file_range(2) between explicit offsets; returns bytes copied, or -errno. */
+export function copyFileRangeRaw(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number): number {
+  const ret = Number(fn.copy_file_range(inFd, [inOffset], outFd, [outOffset], length, 0));
+  return ret < 0 ? -koffi.errno() : ret;
+}
+
+/** poll(2) one fd for `events`; returns revents (0 on timeout). */
+export function pollOneRaw(fd: number, events: number, timeoutMs: number): number {
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(events, 4);
+  for (;;) {
+    const ret = fn.poll(pfd, 1, timeoutMs);
+    if (ret >= 0) return ret === 0 ? 0 : pfd.readInt16LE(6);
+    const errno = koffi.errno();
+    if (errno !== Errno.EINTR) throw new SysError('poll', errno);
+  }
 }
 
 export function rebootRaw(cmd: number): void {

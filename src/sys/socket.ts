@@ -127,6 +127,16 @@ export function peerCredentials(fd: FdLike): PeerCredentials {
   return { pid: ucred.readInt32LE(0), uid: ucred.readUInt32LE(4), gid: ucred.readUInt32LE(8) };
 }
 
+const SO_TYPE = 3;
+
+/** SO_TYPE: 'stream', 'seqpacket', or undefined for other socket types (and non-sockets throw ENOTSOCK). */
+export function socketType(fd: FdLike): SocketType | undefined {
+  const value = Buffer.alloc(4);
+  getsockoptRaw(rawFd(fd), SOL_SOCKET, SO_TYPE, value);
+  const type = value.readInt32LE(0);
+  return type === SOCK_STREAM ? 'stream' : type === SOCK_SEQPACKET ? 'seqpacket' : undefined;
+}
+
 /** SO_RCVTIMEO/SO_SNDTIMEO for blocking sockets: a dead peer must not hang us forever. */
 export function setTimeouts(fd: FdLike, milliseconds: number): void {
   const tv = Buffer.alloc(16);

@@ -1,0 +1,86 @@
+/**
+ * Memory mappings, filesystem identity and in-kernel copies: what the
+ * emulated kernel needs to hold preserved memfds the way LUO does and to move
+ * their bytes into and out of its emulated physical memory without passing
+ * them through JavaScript.
+ */
+import { Errno } from './errno.js';
+import { SysError } from './error.js';
+import { type FdLike, rawFd } from './fd.js';
+import { pread, pwriteAll } from './file.js';
+import { copyFileRangeRaw, fstatfsTypeRaw, mmapRaw, munmapRaw, pollOneRaw } from './libc.js';
+
+export const TMPFS_MAGIC = 0x01021994;
+export const HUGETLBFS_MAGIC = 0x958458f6;
+
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const MAP_SHARED = 0x1;
+
+export const POLLIN = 0x1;
+export const POLLOUT = 0x4;
+
+/** The filesystem magic of the file behind `fd` (statfs f_type). */
+export function filesystemType(fd: FdLike): number {
+  return fstatfsTypeRaw(rawFd(fd)) >>> 0;
+}
+
+/** A shared mapping of a file, unmapped exactly once. */
+export class Mapping {
+  #address: number;
+  readonly length: number;
+
+  constructor(fd: FdLike, length: number, prot: number = PROT_READ | PROT_WRITE) {
+    if (!Number.isSafeInteger(length) || length <= 0) {
+      throw new SysError('mmap', Errno.EINVAL, `mmap: length must be positive, got ${length}`);
+    }
+    this.length = length;
+    this.#address = mmapRaw(rawFd(fd), length, prot, MAP_SHARED);
+  }
+
+  unmap(): void {
+    if (this.#address === 0) return;
+    const address = this.#address;
+    this.#address = 0;
+    munmapRaw(address, this.length);
+  }
+}
+
+/**
+ * Copy `length` bytes between files inside the kernel (copy_file_range),
+ * falling back to read/write where the kernel refuses a cross-filesystem copy.
+ */
+export function copyRange(from: FdLike, fromOffset: number, to: FdLike, toOffset: number, length: number): void {
+  const inFd = rawFd(from);
+  const outFd = rawFd(to);
+  let done = 0;
+  while (done < length) {
+    const n = copyFileRangeRaw(inFd, fromOffset + done, outFd, toOffset + done, length - done);
+    if (n > 0) {
+      done += n;
+      continue;
+    }
+    if (n === 0) throw new SysError('copy_file_range', Errno.EIO, `copy_file_range: source ended ${length - done} bytes early`);
+    if (!([Errno.EXDEV, Errno.EINVAL, Errno.EOPNOTSUPP, Errno.ENOSYS] as number[]).includes(-n)) {
+      throw new SysError('copy_file_range', -n);
+    }
+    copyByReading(inFd, fromOffset + done, outFd, toOffset + done, length - done);
+    return;
+  }
+}
+
+const COPY_CHUNK = 8 << 20;
+
+function copyByReading(inFd: number, fromOffset: number, outFd: number, toOffset: number, length: number): void {
+  for (let done = 0; done < length; ) {
+    const chunk = pread(inFd, Math.min(COPY_CHUNK, length - done), fromOffset + done);
+    if (chunk.length === 0) throw new SysError('pread', Errno.EIO, 'pread: source ended early');
+    pwriteAll(outFd, chunk, toOffset + done);
+    done += chunk.length;
+  }
+}
+
+/** Block until `fd` is readable (or has hung up); false on timeout. */
+export function waitReadable(fd: FdLike, timeoutMs: number): boolean {
+  return pollOneRaw(rawFd(fd), POLLIN, timeoutMs) !== 0;
+}
