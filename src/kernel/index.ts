@@ -2,9 +2,11 @@
  * Choosing a kernel: `openDevice()` is how every layer above gets a
  * LiveUpdateDevice.
  *
- * `backend: 'real'` means `/dev/liveupdate` and nothing else; a caller that
- * wants the emulated kernel must say so. Falling back silently would let a
- * host believe it preserves its VMs while it does not.
+ * `backend: 'real'` means `/dev/liveupdate` and nothing else. The library's
+ * default, 'auto', takes the emulated kernel where no device exists, so
+ * that developers can work anywhere; luod and `luoctl update` never use
+ * 'auto' (they ask for 'emulated' only under --emulate), because a host
+ * that silently fell back would believe it preserves VMs while it does not.
  */
 import * as fs from 'node:fs';
 import { Errno } from '../sys/errno.js';
@@ -12,6 +14,7 @@ import type { OwnedFd } from '../sys/fd.js';
 import { fdTarget } from '../sys/proc.js';
 import { luoError } from '../uapi/errors.js';
 import type { Backend, LiveUpdateDevice, Session } from './device.js';
+import { adoptEmulatedSession, isEmulatedSessionFd, openEmulatedDevice } from './emu/index.js';
 import { adoptRealSession, DEVICE_PATH, openRealDevice } from './real/index.js';
 
 export type { Backend, LiveUpdateDevice, Session, SessionOrigin } from './device.js';
@@ -21,6 +24,8 @@ export interface OpenDeviceOptions {
   backend?: Backend | 'auto';
   /** Path of the real device (tests, unusual hosts). */
   devicePath?: string;
+  /** The emulated kernel's state directory (default: $LUOKIT_EMU_STATE or a per-user runtime directory). */
+  stateDir?: string;
 }
 
 /** Which backend `openDevice()` would use on this host. */
@@ -33,11 +38,7 @@ export function openDevice(options: OpenDeviceOptions = {}): LiveUpdateDevice {
   const backend =
     options.backend === undefined || options.backend === 'auto' ? detectBackend(devicePath) : options.backend;
   if (backend === 'real') return openRealDevice(devicePath);
-  throw luoError(
-    'OPEN',
-    Errno.ENOENT,
-    `no live update device exists here (${devicePath} is missing) and luokit's emulated kernel is not part of this build`,
-  );
+  return openEmulatedDevice({ stateDir: options.stateDir });
 }
 
 /** The kernel's name for a real session fd: 'anon_inode:[luo_session] NAME'. */
@@ -50,5 +51,6 @@ const REAL_SESSION_TARGET = /^anon_inode:\[luo_session\]/;
 export function adoptSession(fd: OwnedFd): Session {
   const target = fdTarget(fd);
   if (REAL_SESSION_TARGET.test(target)) return adoptRealSession(fd);
+  if (isEmulatedSessionFd(fd)) return adoptEmulatedSession(fd);
   throw luoError('GET_NAME', Errno.EINVAL, `fd ${fd.fd} (${target}) is not a live update session`);
 }

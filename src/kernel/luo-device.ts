@@ -45,7 +45,8 @@ function call(
   try {
     return transport.ioctl(fd, request, arg);
   } catch (err) {
-    if (err instanceof SysError && !(err instanceof LuoError)) throw luoError(operation, err.errno);
+    if (err instanceof SysError && !(err instanceof LuoError))
+      throw luoError(operation, err.errno, err.detail);
     throw err;
   }
 }

@@ -9,9 +9,12 @@ export class SysError extends Error {
   readonly code: string;
   readonly errno: number;
   readonly syscall: string;
+  /** The caller's own account of the failure, when it gave one (instead of the C library's text). */
+  readonly detail: string | undefined;
 
   constructor(syscall: string, errno: number, message?: string) {
     super(message ?? `${syscall}: ${errnoName(errno)} (${errnoText(errno)})`);
+    this.detail = message;
     this.name = 'SysError';
     this.code = errnoName(errno);
     this.errno = errno;

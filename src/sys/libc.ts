@@ -182,7 +182,13 @@ export function munmapRaw(addr: number, length: number): void {
 }
 
 /** copy_file_range(2) between explicit offsets; returns bytes copied, or -errno. */
-export function copyFileRangeRaw(inFd: number, inOffset: number, outFd: number, outOffset: number, length: number): number {
+export function copyFileRangeRaw(
+  inFd: number,
+  inOffset: number,
+  outFd: number,
+  outOffset: number,
+  length: number,
+): number {
   const ret = Number(fn.copy_file_range(inFd, [inOffset], outFd, [outOffset], length, 0));
   return ret < 0 ? -koffi.errno() : ret;
 }

@@ -50,7 +50,13 @@ export class Mapping {
  * Copy `length` bytes between files inside the kernel (copy_file_range),
  * falling back to read/write where the kernel refuses a cross-filesystem copy.
  */
-export function copyRange(from: FdLike, fromOffset: number, to: FdLike, toOffset: number, length: number): void {
+export function copyRange(
+  from: FdLike,
+  fromOffset: number,
+  to: FdLike,
+  toOffset: number,
+  length: number,
+): void {
   const inFd = rawFd(from);
   const outFd = rawFd(to);
   let done = 0;
@@ -60,7 +66,12 @@ export function copyRange(from: FdLike, fromOffset: number, to: FdLike, toOffset
       done += n;
       continue;
     }
-    if (n === 0) throw new SysError('copy_file_range', Errno.EIO, `copy_file_range: source ended ${length - done} bytes early`);
+    if (n === 0)
+      throw new SysError(
+        'copy_file_range',
+        Errno.EIO,
+        `copy_file_range: source ended ${length - done} bytes early`,
+      );
     if (!([Errno.EXDEV, Errno.EINVAL, Errno.EOPNOTSUPP, Errno.ENOSYS] as number[]).includes(-n)) {
       throw new SysError('copy_file_range', -n);
     }
@@ -71,7 +82,13 @@ export function copyRange(from: FdLike, fromOffset: number, to: FdLike, toOffset
 
 const COPY_CHUNK = 8 << 20;
 
-function copyByReading(inFd: number, fromOffset: number, outFd: number, toOffset: number, length: number): void {
+function copyByReading(
+  inFd: number,
+  fromOffset: number,
+  outFd: number,
+  toOffset: number,
+  length: number,
+): void {
   for (let done = 0; done < length; ) {
     const chunk = pread(inFd, Math.min(COPY_CHUNK, length - done), fromOffset + done);
     if (chunk.length === 0) throw new SysError('pread', Errno.EIO, 'pread: source ended early');

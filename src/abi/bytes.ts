@@ -1,0 +1,113 @@
+/**
+ * Field access for the kernel's serialized structs: little-endian integers (x86_64 and
+ * arm64, the only architectures with KHO, are little-endian) and fixed-size `char[N]`
+ * strings. Writers check ranges because DataView setters silently wrap; readers work on
+ * struct images whose length the caller has already checked.
+ */
+import { AbiError } from './errors.js';
+
+const U16_MAX = 0xffff;
+const U32_MAX = 0xffff_ffff;
+export const U64_MAX = (1n << 64n) - 1n;
+
+const utf8 = new TextDecoder('utf-8');
+const utf8Encoder = new TextEncoder();
+
+function viewOf(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export function readU16(bytes: Uint8Array, offset: number): number {
+  return viewOf(bytes).getUint16(offset, true);
+}
+
+export function readU32(bytes: Uint8Array, offset: number): number {
+  return viewOf(bytes).getUint32(offset, true);
+}
+
+export function readU64(bytes: Uint8Array, offset: number): bigint {
+  return viewOf(bytes).getBigUint64(offset, true);
+}
+
+export function writeU16(
+  bytes: Uint8Array,
+  offset: number,
+  value: number,
+  structure: string,
+  field: string,
+): void {
+  viewOf(bytes).setUint16(offset, checkUnsigned(value, U16_MAX, structure, field), true);
+}
+
+export function writeU32(
+  bytes: Uint8Array,
+  offset: number,
+  value: number,
+  structure: string,
+  field: string,
+): void {
+  viewOf(bytes).setUint32(offset, checkUnsigned(value, U32_MAX, structure, field), true);
+}
+
+export function writeU64(
+  bytes: Uint8Array,
+  offset: number,
+  value: bigint,
+  structure: string,
+  field: string,
+): void {
+  if (typeof value !== 'bigint' || value < 0n || value > U64_MAX) {
+    throw new AbiError(structure, {}, `${field} must be an unsigned 64-bit bigint, got ${String(value)}`);
+  }
+  viewOf(bytes).setBigUint64(offset, value, true);
+}
+
+/** A `char[size]` field: the text before the first NUL, and whether there was a NUL at all. */
+export function readCString(
+  bytes: Uint8Array,
+  offset: number,
+  size: number,
+): { text: string; terminated: boolean } {
+  const field = bytes.subarray(offset, offset + size);
+  const nul = field.indexOf(0);
+  return { text: utf8.decode(nul === -1 ? field : field.subarray(0, nul)), terminated: nul !== -1 };
+}
+
+/**
+ * Writes `text` into a zeroed `char[size]` field as the kernel's strscpy() leaves it:
+ * NUL-terminated, so at most size - 1 bytes of text.
+ */
+export function writeCString(
+  bytes: Uint8Array,
+  offset: number,
+  size: number,
+  text: string,
+  structure: string,
+  field: string,
+): void {
+  const encoded = utf8Encoder.encode(text);
+  if (encoded.includes(0)) throw new AbiError(structure, {}, `${field} contains a NUL byte`);
+  if (encoded.byteLength > size - 1) {
+    throw new AbiError(
+      structure,
+      {},
+      `${field} is ${encoded.byteLength} bytes; char[${size}] holds ${size - 1} and a NUL`,
+    );
+  }
+  bytes.set(encoded, offset);
+}
+
+export function encodeUtf8(text: string): Uint8Array {
+  return utf8Encoder.encode(text);
+}
+
+export function decodeUtf8(bytes: Uint8Array): string {
+  return utf8.decode(bytes);
+}
+
+function checkUnsigned(value: number, max: number, structure: string, field: string): number {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new AbiError(structure, {}, `${field} must be an integer in 0..${max}, got ${value}`);
+  }
+  return value;
+}

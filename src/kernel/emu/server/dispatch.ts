@@ -1,0 +1,195 @@
+/**
+ * Raw ioctl dispatch, as luo_ioctl() and luo_session_ioctl() do it.
+ *
+ * The request number and the caller's argument bytes arrive unchanged, and
+ * are checked in the kernel's order: command number range (EINVAL), reading
+ * the size field (EFAULT for a NULL pointer), exact command match (ENOTTY,
+ * the VFS's translation of ENOIOCTLCMD), session direction (EINVAL), the
+ * size field against the struct (EINVAL when too small, E2BIG when bytes the
+ * kernel does not know are non-zero), then the operation itself.
+ */
+import { Errno } from '../../../sys/errno.js';
+import type { OwnedFd } from '../../../sys/fd.js';
+import {
+  FD_ARG_SIZE,
+  FINISH_ARG_SIZE,
+  GET_NAME_ARG_SIZE,
+  SESSION_ARG_SIZE,
+  SESSION_NAME_FIELD_BYTES,
+} from '../../../uapi/structs.js';
+import { FLAG_ARG_NULL, FLAG_FD_INVALID, FLAG_TAIL_NONZERO } from '../protocol.js';
+import { KernelError } from './errors.js';
+import type { EmuSession, IncomingSession, Luo, OutgoingSession } from './luo.js';
+
+/** What an ioctl gives back: the struct to copy to the caller, and maybe a new fd for it. */
+export interface IoctlOutcome {
+  arg: Buffer;
+  /** A session (socket end) or retrieved file to pass to the caller. */
+  fd?: { file: OwnedFd; closeAfterSend: boolean };
+  /** For CREATE/RETRIEVE_SESSION: the session the new fd stands for. */
+  session?: EmuSession;
+}
+
+export interface RawIoctl {
+  request: number;
+  flags: number;
+  arg: Buffer;
+  /** The fd a PRESERVE_FD named, received with the request (null when absent). */
+  file: OwnedFd | null;
+}
+
+interface Op<T> {
+  size: number;
+  direction: 'incoming' | 'outgoing' | 'any';
+  execute: (target: T, arg: Buffer) => IoctlOutcome;
+}
+
+/** The union ucmd_buffer is never smaller than any struct; sizes equal min sizes for every LUO struct. */
+function readStruct(ioctl: RawIoctl, size: number): { arg: Buffer; userSize: number } {
+  if (ioctl.flags & FLAG_ARG_NULL || ioctl.arg.length < 4) throw new KernelError(Errno.EFAULT);
+  const userSize = ioctl.arg.readUInt32LE(0);
+  return { arg: Buffer.alloc(size), userSize };
+}
+
+/** copy_struct_from_user(): zero-extend a smaller struct; a larger one must be zero beyond ours. */
+function copyStruct(ioctl: RawIoctl, into: Buffer, userSize: number): void {
+  const available = Math.min(userSize, 4096);
+  if (ioctl.arg.length < available) throw new KernelError(Errno.EFAULT);
+  ioctl.arg.copy(into, 0, 0, Math.min(userSize, into.length));
+  if (userSize > into.length) {
+    const tail = ioctl.arg.subarray(into.length, available);
+    if (tail.some((b) => b !== 0) || ioctl.flags & FLAG_TAIL_NONZERO) throw new KernelError(Errno.E2BIG);
+  }
+}
+
+/** luo_ucmd_respond(): the caller gets min(its size, ours) bytes back. */
+function respond(arg: Buffer, userSize: number): Buffer {
+  return arg.subarray(0, Math.min(userSize, arg.length));
+}
+
+function nameOf(arg: Buffer, offset: number): string {
+  const field = arg.subarray(offset, offset + SESSION_NAME_FIELD_BYTES);
+  const nul = field.indexOf(0);
+  return field.subarray(0, nul < 0 ? field.length : nul).toString('latin1');
+}
+
+function nameBytes(name: string): Buffer {
+  return Buffer.from(name, 'latin1');
+}
+
+function run<T>(
+  ops: ReadonlyMap<number, Op<T>>,
+  base: number,
+  count: number,
+  target: T,
+  ioctl: RawIoctl,
+  direction: 'incoming' | 'outgoing' | null,
+): IoctlOutcome {
+  const nr = ioctl.request & 0xff;
+  if (nr < base || nr - base >= count) throw new KernelError(Errno.EINVAL);
+  const op = ops.get(nr)!;
+  const { arg, userSize } = readStruct(ioctl, op.size);
+  const expected = 0xba00 | nr;
+  if (ioctl.request >>> 0 !== expected) throw new KernelError(Errno.ENOTTY);
+  if (direction !== null && op.direction !== 'any' && op.direction !== direction)
+    throw new KernelError(Errno.EINVAL);
+  if (userSize < op.size) throw new KernelError(Errno.EINVAL);
+  copyStruct(ioctl, arg, userSize);
+  const outcome = op.execute(target, arg);
+  return { ...outcome, arg: respond(outcome.arg, userSize) };
+}
+
+export function deviceIoctl(luo: Luo, ioctl: RawIoctl): IoctlOutcome {
+  ioctl.file?.close();
+  const ops = new Map<number, Op<Luo>>([
+    [
+      0x00,
+      {
+        size: SESSION_ARG_SIZE,
+        direction: 'any',
+        execute: (l, arg) => {
+          const name = arg.subarray(8, 8 + SESSION_NAME_FIELD_BYTES);
+          const nul = name.indexOf(0);
+          if (nul <= 0) throw new KernelError(Errno.EINVAL);
+          return { arg, session: l.createSession(nameOf(arg, 8)) };
+        },
+      },
+    ],
+    [
+      0x01,
+      {
+        size: SESSION_ARG_SIZE,
+        direction: 'any',
+        execute: (l, arg) => ({ arg, session: l.retrieveSession(nameOf(arg, 8)) }),
+      },
+    ],
+  ]);
+  return run(ops, 0x00, 2, luo, ioctl, null);
+}
+
+export function sessionIoctl(luo: Luo, session: EmuSession, ioctl: RawIoctl): IoctlOutcome {
+  const direction = session.kind;
+  const file = ioctl.file;
+  ioctl.file = null;
+  let consumed = false;
+  const ops = new Map<number, Op<EmuSession>>([
+    [
+      0x40,
+      {
+        size: FD_ARG_SIZE,
+        direction: 'outgoing',
+        execute: (s, arg) => {
+          const token = arg.readBigUInt64LE(8);
+          const received = ioctl.flags & FLAG_FD_INVALID ? null : file;
+          if (received === null) file?.close();
+          consumed = true;
+          luo.preserveFd(s as OutgoingSession, token, received);
+          return { arg };
+        },
+      },
+    ],
+    [
+      0x41,
+      {
+        size: FD_ARG_SIZE,
+        direction: 'incoming',
+        execute: (s, arg) => {
+          const retrieved = luo.retrieveFd(s as IncomingSession, arg.readBigUInt64LE(8));
+          return { arg, fd: { file: retrieved, closeAfterSend: false } };
+        },
+      },
+    ],
+    [
+      0x42,
+      {
+        size: FINISH_ARG_SIZE,
+        direction: 'incoming',
+        execute: (s, arg) => {
+          if (arg.readUInt32LE(4) !== 0) throw new KernelError(Errno.EINVAL);
+          luo.finish(s as IncomingSession);
+          return { arg };
+        },
+      },
+    ],
+    [
+      0x43,
+      {
+        size: GET_NAME_ARG_SIZE,
+        direction: 'any',
+        execute: (s, arg) => {
+          if (arg.readUInt32LE(4) !== 0) throw new KernelError(Errno.EINVAL);
+          arg.fill(0, 8);
+          nameBytes(s.name).copy(arg, 8, 0, SESSION_NAME_FIELD_BYTES - 1);
+          return { arg };
+        },
+      },
+    ],
+  ]);
+  try {
+    return run(ops, 0x40, 4, session, ioctl, direction);
+  } finally {
+    // The fd that came with the request is LUO's now (preserveFd keeps it or
+    // closes it) or must not leak.
+    if (!consumed) file?.close();
+  }
+}
