@@ -42,6 +42,7 @@ const fn = {
     'intptr_t copy_file_range(int in_fd, _Inout_ int64_t *in_off, int out_fd, _Inout_ int64_t *out_off, size_t len, unsigned int flags)',
   ),
   poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+  recv: libc.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
 };
 
 /** Throw a SysError for a C call that returned a negative value, using the saved errno. */
@@ -204,6 +205,23 @@ export function pollOneRaw(fd: number, events: number, timeoutMs: number): numbe
     const errno = koffi.errno();
     if (errno !== Errno.EINTR) throw new SysError('poll', errno);
   }
+}
+
+/** poll(2) many fds at once with a zero timeout; returns each fd's revents. */
+export function pollManyRaw(fds: readonly number[], events: number): Int16Array {
+  const pfds = Buffer.alloc(8 * fds.length);
+  fds.forEach((fd, i) => {
+    pfds.writeInt32LE(fd, 8 * i);
+    pfds.writeInt16LE(events, 8 * i + 4);
+  });
+  if (fds.length > 0 && fn.poll(pfds, fds.length, 0) < 0) throw new SysError('poll', koffi.errno());
+  return Int16Array.from(fds, (_fd, i) => pfds.readInt16LE(8 * i + 6));
+}
+
+/** recv(2) of one byte with MSG_PEEK|MSG_DONTWAIT: 0 means the peer closed and nothing is queued. */
+export function peekRaw(fd: number): number {
+  const ret = Number(fn.recv(fd, Buffer.alloc(1), 1, 0x2 | 0x40));
+  return ret < 0 ? -koffi.errno() : ret;
 }
 
 export function rebootRaw(cmd: number): void {

@@ -8,7 +8,15 @@ import { Errno } from './errno.js';
 import { SysError } from './error.js';
 import { type FdLike, rawFd } from './fd.js';
 import { pread, pwriteAll } from './file.js';
-import { copyFileRangeRaw, fstatfsTypeRaw, mmapRaw, munmapRaw, pollOneRaw } from './libc.js';
+import {
+  copyFileRangeRaw,
+  fstatfsTypeRaw,
+  mmapRaw,
+  munmapRaw,
+  peekRaw,
+  pollManyRaw,
+  pollOneRaw,
+} from './libc.js';
 
 export const TMPFS_MAGIC = 0x01021994;
 export const HUGETLBFS_MAGIC = 0x958458f6;
@@ -19,6 +27,8 @@ export const MAP_SHARED = 0x1;
 
 export const POLLIN = 0x1;
 export const POLLOUT = 0x4;
+export const POLLHUP = 0x10;
+export const POLLRDHUP = 0x2000;
 
 /** The filesystem magic of the file behind `fd` (statfs f_type). */
 export function filesystemType(fd: FdLike): number {
@@ -100,4 +110,15 @@ function copyByReading(
 /** Block until `fd` is readable (or has hung up); false on timeout. */
 export function waitReadable(fd: FdLike, timeoutMs: number): boolean {
   return pollOneRaw(rawFd(fd), POLLIN, timeoutMs) !== 0;
+}
+
+/**
+ * Which of these sockets has a peer that closed, with nothing left to read?
+ * (The kernel releases a file the moment its last fd closes; an event loop
+ * learns of it a little later, and callers that must act in the kernel's
+ * order ask first.)
+ */
+export function peersClosed(fds: readonly number[]): number[] {
+  const revents = pollManyRaw(fds, POLLRDHUP);
+  return fds.filter((fd, i) => (revents[i]! & (POLLHUP | POLLRDHUP)) !== 0 && peekRaw(fd) === 0);
 }

@@ -15,6 +15,8 @@ export const KIND_FROZEN_QUERY = 2;
 export const FLAG_ARG_NULL = 0x1;
 export const FLAG_TAIL_NONZERO = 0x2;
 export const FLAG_FD_INVALID = 0x4;
+/** Reading the caller's struct faulted (after the bytes sent) before any non-zero byte was seen. */
+export const FLAG_ARG_FAULT = 0x8;
 
 /** The most argument bytes one message carries (larger structs: the tail is summarised by a flag). */
 export const MAX_ARG_BYTES = 4096;

@@ -18,6 +18,7 @@ import type { IoctlTransport } from '../transport.js';
 import {
   decodeReply,
   encodeRequest,
+  FLAG_ARG_FAULT,
   FLAG_ARG_NULL,
   FLAG_FD_INVALID,
   FLAG_TAIL_NONZERO,
@@ -92,11 +93,10 @@ function outgoingArgument(
   const userSize = arg.readUInt32LE(0);
   const sent = Math.max(4, Math.min(userSize, MAX_ARG_BYTES, arg.length));
   let flags = 0;
-  if (
-    userSize > MAX_ARG_BYTES &&
-    arg.subarray(MAX_ARG_BYTES, Math.min(userSize, arg.length)).some((b) => b !== 0)
-  ) {
-    flags |= FLAG_TAIL_NONZERO;
+  if (userSize > sent) {
+    // What lies beyond the bytes sent: non-zero bytes first, or the end of the caller's memory.
+    if (arg.subarray(sent, Math.min(userSize, arg.length)).some((b) => b !== 0)) flags |= FLAG_TAIL_NONZERO;
+    else if (userSize > arg.length) flags |= FLAG_ARG_FAULT;
   }
   const attach: number[] = [];
   if (request >>> 0 === LIVEUPDATE_SESSION_PRESERVE_FD && arg.length >= FD_FIELD + 4) {

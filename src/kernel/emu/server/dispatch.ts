@@ -17,7 +17,7 @@ import {
   SESSION_ARG_SIZE,
   SESSION_NAME_FIELD_BYTES,
 } from '../../../uapi/structs.js';
-import { FLAG_ARG_NULL, FLAG_FD_INVALID, FLAG_TAIL_NONZERO } from '../protocol.js';
+import { FLAG_ARG_FAULT, FLAG_ARG_NULL, FLAG_FD_INVALID, FLAG_TAIL_NONZERO } from '../protocol.js';
 import { KernelError } from './errors.js';
 import type { EmuSession, IncomingSession, Luo, OutgoingSession } from './luo.js';
 
@@ -51,15 +51,25 @@ function readStruct(ioctl: RawIoctl, size: number): { arg: Buffer; userSize: num
   return { arg: Buffer.alloc(size), userSize };
 }
 
-/** copy_struct_from_user(): zero-extend a smaller struct; a larger one must be zero beyond ours. */
+/**
+ * copy_struct_from_user(): a larger struct must be zero beyond ours (E2BIG,
+ * or EFAULT if the caller's memory ends first, whichever comes first, as the
+ * client reports with its flags); then our part is copied (EFAULT if the
+ * caller's memory ends before it), zero-extended when the caller's is smaller.
+ */
 function copyStruct(ioctl: RawIoctl, into: Buffer, userSize: number): void {
-  const available = Math.min(userSize, 4096);
-  if (ioctl.arg.length < available) throw new KernelError(Errno.EFAULT);
-  ioctl.arg.copy(into, 0, 0, Math.min(userSize, into.length));
+  const sent = ioctl.arg.length;
   if (userSize > into.length) {
-    const tail = ioctl.arg.subarray(into.length, available);
-    if (tail.some((b) => b !== 0) || ioctl.flags & FLAG_TAIL_NONZERO) throw new KernelError(Errno.E2BIG);
+    if (ioctl.arg.subarray(into.length, Math.min(sent, userSize)).some((b) => b !== 0)) {
+      throw new KernelError(Errno.E2BIG);
+    }
+    if (userSize > sent) {
+      if (ioctl.flags & FLAG_TAIL_NONZERO) throw new KernelError(Errno.E2BIG);
+      if (ioctl.flags & FLAG_ARG_FAULT) throw new KernelError(Errno.EFAULT);
+    }
   }
+  if (Math.min(into.length, userSize) > sent) throw new KernelError(Errno.EFAULT);
+  ioctl.arg.copy(into, 0, 0, Math.min(userSize, into.length));
 }
 
 /** luo_ucmd_respond(): the caller gets min(its size, ours) bytes back. */

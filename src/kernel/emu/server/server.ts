@@ -13,6 +13,7 @@ import * as net from 'node:net';
 import type { Logger } from 'pino';
 import { Errno, errnoName } from '../../../sys/errno.js';
 import type { OwnedFd } from '../../../sys/fd.js';
+import { peersClosed } from '../../../sys/mm.js';
 import { socketpair } from '../../../sys/socket.js';
 import { UnixServer, UnixSocket } from '../../../sys/unix-socket.js';
 import type { StatePaths } from '../paths.js';
@@ -54,7 +55,7 @@ export class EmulatorServer {
   #identity: KernelIdentity;
   #boot: BootReport;
   /** Every connection of the running kernel, dropped at kexec as processes die in a real one. */
-  #connections = new Set<UnixSocket>();
+  #connections = new Map<UnixSocket, () => void>();
   #device: UnixServer | null = null;
   #query: UnixServer | null = null;
   #control: net.Server | null = null;
@@ -110,7 +111,6 @@ export class EmulatorServer {
   }
 
   #track(sock: UnixSocket, onRelease: () => void): void {
-    this.#connections.add(sock);
     let released = false;
     const release = () => {
       if (released) return;
@@ -119,9 +119,22 @@ export class EmulatorServer {
       sock.close();
       if (!this.#dropping && !this.#stopping) this.#guard('release', onRelease);
     };
+    this.#connections.set(sock, release);
     sock.on('end', release);
     sock.on('close', release);
     sock.on('error', (err) => this.#log.debug({ err }, 'connection error'));
+  }
+
+  /**
+   * Release every connection whose peer already closed. The kernel releases
+   * a file when its last fd closes, before the caller's next syscall; our
+   * event loop may not have read that EOF yet, so requests whose answer
+   * depends on it (an exclusive open, a name or file still in use) reap first.
+   */
+  #reapClosed(): void {
+    const byFd = new Map<number, UnixSocket>();
+    for (const sock of this.#connections.keys()) if (!sock.closed) byFd.set(sock.fd, sock);
+    for (const fd of peersClosed([...byFd.keys()])) this.#connections.get(byFd.get(fd)!)?.();
   }
 
   #onDeviceOpen(sock: UnixSocket): void {
@@ -129,6 +142,7 @@ export class EmulatorServer {
       sock.close();
       return;
     }
+    this.#reapClosed();
     try {
       this.#luo.openDevice();
     } catch (err) {
@@ -167,6 +181,7 @@ export class EmulatorServer {
       const req = decodeRequest(data);
       kind = req.kind;
       if (req.kind !== KIND_IOCTL) throw new ProtocolError(`kind ${req.kind} is not valid on this socket`);
+      this.#reapClosed();
       if (fds.length > 1) throw new ProtocolError(`${fds.length} fds attached; at most one is allowed`);
       outcome = handle({
         request: req.request,
@@ -282,7 +297,7 @@ export class EmulatorServer {
   }
 
   #dropConnections(): void {
-    const all = [...this.#connections];
+    const all = [...this.#connections.keys()];
     this.#connections.clear();
     this.#dropping = true;
     for (const sock of all) sock.close();
