@@ -27,6 +27,8 @@ export interface Emulator {
   /** The emulated kexec into `to` (default: the same version); rejects with the kernel's errno if refused. */
   kexec(options?: { to?: string }): Promise<KexecResult>;
   status(): Promise<Record<string, unknown>>;
+  /** Make the next file retrieve fail with `errno` (to test a VMM's error handling). */
+  injectFault(fault: { op: 'retrieve-fd'; errno: string }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -45,6 +47,11 @@ export async function startEmulator(options: StartOptions = {}): Promise<Emulato
     openDevice: () => openEmulatedDevice({ stateDir: paths.dir, start: false }),
     kexec: (opts = {}) => emulatorKexec(paths, opts.to),
     status: () => emulatorStatus(paths),
+    injectFault: async (fault) => {
+      const reply = await controlRequest(paths, { cmd: 'fault', ...fault });
+      if (reply.ok !== true)
+        throw new SysError('fault', Errno.EINVAL, `fault injection refused: ${JSON.stringify(reply.error)}`);
+    },
     stop: () => stopEmulator(paths),
   };
 }

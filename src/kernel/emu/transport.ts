@@ -10,7 +10,7 @@
 import { Errno } from '../../sys/errno.js';
 import { SysError } from '../../sys/error.js';
 import { OwnedFd } from '../../sys/fd.js';
-import { isOpen } from '../../sys/file.js';
+import { isOpen, setCloseOnExec } from '../../sys/file.js';
 import { waitReadable } from '../../sys/mm.js';
 import { receiveWithFds, sendWithFds } from '../../sys/socket.js';
 import { LIVEUPDATE_SESSION_PRESERVE_FD } from '../../uapi/ioctl.js';
@@ -107,9 +107,17 @@ function outgoingArgument(
   return { bytes: arg.subarray(0, sent), flags, attach };
 }
 
+/** VFS-generic ioctls the kernel answers before any driver sees them: FIOCLEX, FIONCLEX. */
+const FIONCLEX = 0x5450;
+const FIOCLEX = 0x5451;
+
 export const emulatedTransport: IoctlTransport = {
   backend: 'emulated',
   ioctl(fd, request, arg) {
+    if (request >>> 0 === FIOCLEX || request >>> 0 === FIONCLEX) {
+      setCloseOnExec(fd, request >>> 0 === FIOCLEX);
+      return 0;
+    }
     const { bytes, flags, attach } = outgoingArgument(request, arg);
     const message = encodeRequest({ kind: KIND_IOCTL, request, flags, arg: bytes });
     const { reply, fd: received } = exchange(fd, message, attach);

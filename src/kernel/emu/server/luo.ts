@@ -193,6 +193,13 @@ export class Luo {
     }
   }
 
+  /** An errno the next file retrieve fails with (fault injection, for testing VMMs' error paths). */
+  #retrieveFault = 0;
+
+  injectRetrieveFault(errno: number): void {
+    this.#retrieveFault = errno;
+  }
+
   /** luo_retrieve_file(): the first result, success or failure, is the answer forever. */
   retrieveFd(session: IncomingSession, token: bigint): OwnedFd {
     const entry = session.files.find((f) => f.record.token === token);
@@ -205,6 +212,11 @@ export class Luo {
       throw new KernelError(Errno.EINVAL);
     }
     try {
+      if (this.#retrieveFault) {
+        const errno = this.#retrieveFault;
+        this.#retrieveFault = 0;
+        throw new KernelError(errno);
+      }
       entry.file = memfd.retrieve(record, fill);
     } catch (err) {
       entry.status = -(err instanceof KernelError ? err.errno : Errno.EIO);

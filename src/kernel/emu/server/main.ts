@@ -31,8 +31,8 @@ if (emulatorRunning(paths)) {
 
 process.title = 'luokit-emu';
 const server = new EmulatorServer(paths, handoverHooks(paths, log), version, log);
-server.listen();
 fs.writeFileSync(paths.pidFile, `${process.pid}\n`);
+await server.listen();
 
 let stopping = false;
 async function stop(reason: string): Promise<void> {

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Logger } from 'pino';
-import { Errno, errnoName } from '../../../sys/errno.js';
+import { Errno, errnoName, errnoNumber } from '../../../sys/errno.js';
 import type { OwnedFd } from '../../../sys/fd.js';
 import { peersClosed } from '../../../sys/mm.js';
 import { socketpair } from '../../../sys/socket.js';
@@ -76,17 +76,25 @@ export class EmulatorServer {
     log.info({ kernel: this.#identity, boot: this.#boot }, 'emulated kernel booted');
   }
 
-  listen(): void {
+  /**
+   * Listen on all three sockets. query.sock comes last: clients take its
+   * existence as "the emulator is ready", so everything else must be up.
+   */
+  async listen(): Promise<void> {
     for (const path of [this.paths.deviceSocket, this.paths.querySocket, this.paths.controlSocket]) {
       fs.rmSync(path, { force: true });
     }
+    const control = net.createServer((conn) => this.#onControl(conn));
+    this.#control = control;
+    await new Promise<void>((resolve, reject) => {
+      control.once('error', reject);
+      control.listen(this.paths.controlSocket, () => resolve());
+    });
     this.#device = UnixServer.listen(this.paths.deviceSocket, { type: 'seqpacket' });
     this.#device.on('connection', (sock) => this.#guard('device open', () => this.#onDeviceOpen(sock)));
     this.#device.on('error', (err) => this.#log.warn({ err }, 'device socket'));
     this.#query = UnixServer.listen(this.paths.querySocket, { type: 'seqpacket' });
     this.#query.on('connection', (sock) => this.#onQueryConnection(sock));
-    this.#control = net.createServer((conn) => this.#onControl(conn));
-    this.#control.listen(this.paths.controlSocket);
   }
 
   async close(): Promise<void> {
@@ -329,7 +337,7 @@ export class EmulatorServer {
   }
 
   #control_(line: string): object {
-    let msg: { cmd?: unknown; to?: unknown };
+    let msg: { cmd?: unknown; to?: unknown; op?: unknown; errno?: unknown };
     try {
       msg = JSON.parse(line);
     } catch {
@@ -342,6 +350,18 @@ export class EmulatorServer {
         const to = typeof msg.to === 'string' ? msg.to : this.#identity.version;
         const result = this.kexec(to);
         return result.ok ? result : { ok: false, error: { code: result.errno, message: result.message } };
+      }
+      case 'fault': {
+        // Fault injection: the next file retrieve fails with this errno (and keeps failing, as in the kernel).
+        const errno = typeof msg.errno === 'string' ? errnoNumber(msg.errno) : undefined;
+        if (msg.op !== 'retrieve-fd' || errno === undefined) {
+          return {
+            ok: false,
+            error: { code: 'EINVAL', message: 'fault needs op "retrieve-fd" and an errno name' },
+          };
+        }
+        this.#luo.injectRetrieveFault(errno);
+        return { ok: true };
       }
       case 'stop':
         if (!this.#stopping) setImmediate(() => this.#onStop?.());
