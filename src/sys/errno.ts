@@ -187,6 +187,8 @@ export const Errno = {
   ENOSPC: 28,
   EPIPE: 32,
   E2BIG: 7,
+  ENOEXEC: 8,
+  EPROTO: 71,
   ENOSYS: 38,
   EMSGSIZE: 90,
   EOPNOTSUPP: 95,

@@ -1,0 +1,141 @@
+/**
+ * The kernel luod drives: the real one (`/dev/liveupdate`, kexec_file_load,
+ * reboot) or, only when asked with --emulate, luokit's emulated kernel. The
+ * same daemon code runs on both; only loading and rebooting differ.
+ */
+import * as fs from 'node:fs';
+import type { Backend, LiveUpdateDevice } from '../kernel/device.js';
+import { ensureEmulator } from '../kernel/emu/client.js';
+import { emulatorKexec, emulatorStatus, openEmulatedDevice, statePaths } from '../kernel/emu/index.js';
+import { checkKernelVersion } from '../kernel/emu/server/versions.js';
+import { openRealDevice } from '../kernel/real/index.js';
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+import { O_RDONLY, open, pread } from '../sys/file.js';
+import { kexecFileLoad, rebootKexec } from '../sys/kexec.js';
+
+export interface LoadRequest {
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  emuVersion?: string;
+}
+
+export interface LoadedKernel {
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+  /** The next emulated kernel's version (emulated backend only). */
+  version?: string;
+}
+
+export interface LuodKernel {
+  readonly backend: Backend;
+  /** What this kernel calls itself (release or emulated version). */
+  release(): Promise<string>;
+  openDevice(): LiveUpdateDevice;
+  load(request: LoadRequest): Promise<LoadedKernel>;
+  /**
+   * Reboot into the loaded kernel. On the real kernel this does not return
+   * when it works; an error means the kernel refused (a freeze failure) and
+   * the host keeps running. On the emulated kernel it resolves once the next
+   * kernel has booted: luod then behaves as it would after a real reboot.
+   */
+  kexec(loaded: LoadedKernel): Promise<void>;
+}
+
+/** Add liveupdate=on when missing: without it the next kernel ignores the handover. */
+export function withLiveupdate(cmdline: string): string {
+  return /(^|\s)liveupdate=\S+/.test(cmdline) ? cmdline : `${cmdline} liveupdate=on`.trim();
+}
+
+const BZIMAGE_MAGIC_OFFSET = 0x202;
+
+/** Is this a bzImage ("HdrS" at 0x202) or an ELF image? Checked before the kernel sees it. */
+export function checkKernelImage(path: string): void {
+  let fd: ReturnType<typeof open>;
+  try {
+    fd = open(path, O_RDONLY);
+  } catch (err) {
+    throw new SysError(
+      'load',
+      (err as SysError).errno,
+      `cannot read kernel image ${path}: ${(err as SysError).code}`,
+    );
+  }
+  try {
+    const head = pread(fd, 0x210, 0);
+    const elf = head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+    const bz =
+      head.length >= BZIMAGE_MAGIC_OFFSET + 4 &&
+      head.toString('latin1', BZIMAGE_MAGIC_OFFSET, BZIMAGE_MAGIC_OFFSET + 4) === 'HdrS';
+    const arm64 = head.length >= 0x3c && head.toString('latin1', 0x38, 0x3c) === 'ARMd';
+    if (!elf && !bz && !arm64) {
+      throw new SysError(
+        'load',
+        Errno.ENOEXEC,
+        `${path} is not a kernel image (no bzImage, arm64 Image or ELF magic)`,
+      );
+    }
+  } finally {
+    fd.close();
+  }
+}
+
+export function realKernel(): LuodKernel {
+  return {
+    backend: 'real',
+    release: async () => fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+    openDevice: () => openRealDevice(),
+    async load(request) {
+      if (!request.kernel) throw new SysError('load', Errno.EINVAL, 'LOAD needs a kernel image path');
+      checkKernelImage(request.kernel);
+      const cmdline = withLiveupdate(request.cmdline ?? fs.readFileSync('/proc/cmdline', 'utf8').trim());
+      using kernel = open(request.kernel, O_RDONLY);
+      if (request.initrd) {
+        using initrd = open(request.initrd, O_RDONLY);
+        kexecFileLoad(kernel, { initrd, cmdline });
+      } else {
+        kexecFileLoad(kernel, { cmdline });
+      }
+      return { kernel: request.kernel, cmdline, ...(request.initrd ? { initrd: request.initrd } : {}) };
+    },
+    async kexec() {
+      rebootKexec();
+    },
+  };
+}
+
+export function emulatedKernel(stateDir: string): LuodKernel {
+  const paths = statePaths(stateDir);
+  ensureEmulator(paths);
+  const current = async () => {
+    const status = await emulatorStatus(paths);
+    return String((status.kernel as { version?: string } | undefined)?.version ?? 'unknown');
+  };
+  return {
+    backend: 'emulated',
+    release: current,
+    openDevice: () => openEmulatedDevice({ stateDir: paths.dir, start: false }),
+    async load(request) {
+      if (request.kernel) checkKernelImage(request.kernel);
+      const version = checkKernelVersion(request.emuVersion ?? (await current()));
+      return {
+        kernel: request.kernel ?? `emulated ${version}`,
+        cmdline: withLiveupdate(request.cmdline ?? ''),
+        version,
+        ...(request.initrd ? { initrd: request.initrd } : {}),
+      };
+    },
+    async kexec(loaded) {
+      const result = await emulatorKexec(paths, loaded.version);
+      if (result.boot.outcome !== 'restored' && result.boot.outcome !== 'cold') {
+        throw new SysError(
+          'kexec',
+          Errno.EIO,
+          `the next emulated kernel did not restore the handover: ${result.boot.detail}`,
+        );
+      }
+    },
+  };
+}

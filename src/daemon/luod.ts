@@ -1,0 +1,616 @@
+/**
+ * luod: the host's live update agent (delegation architecture).
+ *
+ * Lifecycle of one live update:
+ *  1. idle: VMMs connect and SUBSCRIBE with an id; luod records their uid.
+ *  2. LOAD: the next kernel is loaded (kexec_file_load) or, emulated, chosen.
+ *  3. UPDATE: luod opens /dev/liveupdate, creates each subscriber's sessions,
+ *     sends START_PRESERVATION with the session fds, and waits for every
+ *     READY (the barrier). luod keeps its own copy of every session fd: a
+ *     session lives as long as any fd refers to it.
+ *  4. Barrier failure (disconnect, FAILED, deadline, ABORT): luod closes
+ *     every session (the kernel unpreserves), sends ABORTED, kexecs nothing.
+ *  5. Success: luod writes its own state into the `luod-internal` session,
+ *     releases the device, sends KEXEC, and reboots. A refusal (freeze
+ *     failure) aborts as in 4, with the host still running.
+ *  6. After the reboot luod starts early, reads `luod-internal`, retrieves
+ *     every session, and hands each to the client that CLAIMs it (same uid).
+ *     Sessions not claimed by the claim deadline are finished and released,
+ *     loudly.
+ * The device is held only while needed: the session fds keep sessions alive.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Session } from '../kernel/device.js';
+import { type LineChannel, MAX_FDS_PER_LINE, MAX_LINE_BYTES } from '../protocol/lines.js';
+import {
+  ADMIN_COMMANDS,
+  Command,
+  describeInvalid,
+  MAX_CLIENTS,
+  MAX_ID_LENGTH,
+  PROTOCOL_VERSION,
+  sessionNames,
+} from '../protocol/messages.js';
+import { SysError } from '../sys/error.js';
+import type { OwnedFd } from '../sys/fd.js';
+import type { LoadedKernel, LuodKernel } from './kernel.js';
+import { type CarriedState, type PhaseMark, preserveState, retrieveState } from './state.js';
+
+export type Phase = 'idle' | 'preserving' | 'kexec' | 'claiming';
+
+interface Client {
+  readonly channel: LineChannel;
+  readonly uid: number;
+  readonly pid: number;
+  id: string | null;
+  sessionCount: number;
+  malformed: number;
+}
+
+interface RunningUpdate {
+  readonly id: string;
+  readonly deadline: number;
+  readonly sessions: Map<string, Session[]>;
+  readonly ready: Set<string>;
+  readonly participants: Map<string, Client>;
+  readonly timeline: PhaseMark[];
+  fail: (reason: string) => void;
+}
+
+interface Incoming {
+  readonly id: string;
+  readonly uid: number;
+  readonly update: string;
+  readonly sessions: Session[];
+  claimed: boolean;
+}
+
+export class LuodError extends SysError {
+  constructor(code: string, message: string) {
+    super('luod', 0, message);
+    Object.defineProperty(this, 'code', { value: code });
+  }
+}
+
+const fail = (code: string, message: string) => new LuodError(code, message);
+
+export interface LuodOptions {
+  kernel: LuodKernel;
+  log: Logger;
+  claimTimeoutMs?: number;
+  version?: string;
+}
+
+export interface UpdateOutcome {
+  update: string;
+  outcome: 'rebooted' | 'aborted' | 'refused' | 'dry-run';
+  reason?: string;
+  failed?: { id: string; reason: string }[];
+  timeline: PhaseMark[];
+  claims?: string[];
+}
+
+export class Luod {
+  readonly #kernel: LuodKernel;
+  readonly #log: Logger;
+  readonly #claimTimeoutMs: number;
+  readonly #version: string;
+  readonly #clients = new Set<Client>();
+  #phase: Phase = 'idle';
+  #loaded: LoadedKernel | null = null;
+  #update: RunningUpdate | null = null;
+  #incoming = new Map<string, Incoming>();
+  #claimTimer: NodeJS.Timeout | null = null;
+  #lastUpdate: UpdateOutcome | null = null;
+
+  constructor(options: LuodOptions) {
+    this.#kernel = options.kernel;
+    this.#log = options.log;
+    this.#claimTimeoutMs = options.claimTimeoutMs ?? 60_000;
+    this.#version = options.version ?? '0.1.0';
+  }
+
+  get phase(): Phase {
+    return this.#phase;
+  }
+
+  /** Startup (and, on the emulated kernel, after each kexec): take back what the previous kernel handed over. */
+  recover(): void {
+    let device: ReturnType<LuodKernel['openDevice']>;
+    try {
+      device = this.#kernel.openDevice();
+    } catch (err) {
+      this.#log.warn({ err }, 'cannot open the live update device to look for a previous update');
+      return;
+    }
+    try {
+      const state = retrieveState(device);
+      if (!state) {
+        this.#log.info('no live update in progress (no luod-internal session)');
+        return;
+      }
+      const log = this.#log.child({ update: state.update });
+      for (const client of state.clients) {
+        const sessions: Session[] = [];
+        for (const name of client.sessions) {
+          try {
+            sessions.push(device.retrieveSession(name));
+          } catch (err) {
+            log.error(
+              { err, client: client.id, session: name },
+              'a session of this client did not come back',
+            );
+          }
+        }
+        this.#incoming.set(client.id, {
+          id: client.id,
+          uid: client.uid,
+          update: state.update,
+          sessions,
+          claimed: false,
+        });
+      }
+      this.#phase = this.#incoming.size > 0 ? 'claiming' : 'idle';
+      this.#lastUpdate = {
+        update: state.update,
+        outcome: 'rebooted',
+        timeline: [...state.timeline, { phase: 'luod-ready', at: Date.now() }],
+        claims: [],
+      };
+      log.info(
+        { clients: [...this.#incoming.keys()], from: state.from, to: state.to },
+        'live update restored; waiting for claims',
+      );
+      if (this.#phase === 'claiming') this.#armClaimDeadline();
+    } catch (err) {
+      this.#log.error({ err }, 'the state of the previous update could not be restored');
+    } finally {
+      device.close();
+    }
+  }
+
+  #armClaimDeadline(): void {
+    this.#claimTimer = setTimeout(() => this.#releaseUnclaimed(), this.#claimTimeoutMs);
+    this.#claimTimer.unref();
+  }
+
+  #releaseUnclaimed(): void {
+    for (const entry of this.#incoming.values()) {
+      if (entry.claimed) continue;
+      this.#log.error(
+        { update: entry.update, client: entry.id, sessions: entry.sessions.map((s) => s.name) },
+        `UNCLAIMED: ${entry.id} did not claim its sessions within ${this.#claimTimeoutMs} ms; finishing them, their memory is released`,
+      );
+      for (const session of entry.sessions) {
+        try {
+          session.finish();
+        } catch (err) {
+          this.#log.warn({ err, session: session.name }, 'finish failed');
+        }
+        session.close();
+      }
+    }
+    this.#incoming.clear();
+    this.#phase = 'idle';
+  }
+
+  /** A new connection. */
+  accept(channel: LineChannel): void {
+    const cred = channel.socket.peerCredentials();
+    if (this.#clients.size >= MAX_CLIENTS) {
+      void channel
+        .send({ ok: false, error: { code: 'EMFILE', message: `luod serves at most ${MAX_CLIENTS} clients` } })
+        .finally(() => channel.close());
+      return;
+    }
+    const client: Client = { channel, uid: cred.uid, pid: cred.pid, id: null, sessionCount: 1, malformed: 0 };
+    this.#clients.add(client);
+    channel.on('message', (value, fds) => {
+      for (const fd of fds) fd.close(); // luod never takes fds from clients
+      void this.#onMessage(client, value);
+    });
+    channel.on('malformed', (reason) => {
+      client.malformed++;
+      void channel.send({ ok: false, error: { code: reason.code, message: reason.message } }).catch(() => {});
+      if (client.malformed > 16) {
+        this.#log.warn(
+          { pid: client.pid, uid: client.uid },
+          'disconnecting a client that keeps sending malformed lines',
+        );
+        channel.close();
+      }
+    });
+    channel.on('close', () => this.#onClose(client));
+  }
+
+  async #onMessage(client: Client, value: unknown): Promise<void> {
+    const seq = (value as { seq?: unknown }).seq;
+    const reply = (body: object, fds: OwnedFd[] | Session[] = []) =>
+      client.channel
+        .send(
+          { ...(seq !== undefined && { seq }), ...body },
+          fds.map((f) => f.fd),
+        )
+        .catch(() => {});
+    const parsed = Command.safeParse(value);
+    if (!parsed.success) {
+      client.malformed++;
+      const cmd = (value as { cmd?: unknown }).cmd;
+      const known = typeof cmd === 'string' && Command.options.some((o) => o.shape.cmd.value === cmd);
+      await reply({
+        ok: false,
+        error: known
+          ? { code: 'EINVAL', message: `${cmd}: ${describeInvalid(parsed.error)}` }
+          : { code: 'ENOTSUP', message: `unknown command ${JSON.stringify(cmd)}` },
+      });
+      if (client.malformed > 16) client.channel.close();
+      return;
+    }
+    const command = parsed.data;
+    try {
+      if (ADMIN_COMMANDS.has(command.cmd) && client.uid !== 0 && client.uid !== process.getuid?.()) {
+        throw fail('EPERM', `${command.cmd} is an admin command: only root or luod's own uid may send it`);
+      }
+      const result = await this.#execute(client, command, reply);
+      if (result !== undefined) await reply({ ok: true, ...result.body }, result.fds);
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'EIO';
+      await reply({ ok: false, error: { code, message: (err as Error).message } });
+    }
+  }
+
+  async #execute(
+    client: Client,
+    command: Command,
+    reply: (body: object) => Promise<void>,
+  ): Promise<{ body: object; fds?: Session[] } | undefined> {
+    switch (command.cmd) {
+      case 'HELLO': {
+        const offered = command.versions ?? [PROTOCOL_VERSION];
+        if (!offered.includes(PROTOCOL_VERSION)) {
+          throw fail(
+            'ENOTSUP',
+            `luod speaks protocol version ${PROTOCOL_VERSION}; the client offered ${offered.join(', ')}`,
+          );
+        }
+        return {
+          body: {
+            version: PROTOCOL_VERSION,
+            server: `luod/${this.#version}`,
+            backend: this.#kernel.backend,
+            limits: {
+              max_line: MAX_LINE_BYTES,
+              max_fds: MAX_FDS_PER_LINE,
+              max_clients: MAX_CLIENTS,
+              max_id: MAX_ID_LENGTH,
+            },
+          },
+        };
+      }
+      case 'SUBSCRIBE':
+        return { body: this.#subscribe(client, command.id, command.sessions ?? 1) };
+      case 'UNSUBSCRIBE':
+        if (this.#update && client.id && this.#update.participants.has(client.id)) {
+          this.#update.fail(`${client.id} unsubscribed during the update`);
+        }
+        client.id = null;
+        return { body: {} };
+      case 'READY':
+        return { body: this.#ready(client, command.update) };
+      case 'FAILED': {
+        const update = this.#update;
+        if (!update || !client.id || !update.participants.has(client.id))
+          throw fail('EBUSY', 'no update is waiting for this client');
+        update.fail(`${client.id} failed: ${command.reason ?? 'no reason given'}`);
+        return { body: {} };
+      }
+      case 'CLAIM':
+        return this.#claim(client, command.id, command.force === true);
+      case 'STATUS':
+        return { body: this.status() };
+      case 'CLIENTS':
+        return { body: { clients: this.#clientList() } };
+      case 'SESSIONS':
+        return { body: { sessions: this.#sessionList() } };
+      case 'LOAD':
+        return { body: await this.#load(command) };
+      case 'UPDATE': {
+        const progress = (phase: string, detail: object = {}) =>
+          reply({ event: 'PROGRESS', phase, ...detail });
+        return {
+          body: await this.update({
+            timeoutMs: command.timeout_ms ?? 30_000,
+            dryRun: command.dry_run === true,
+            progress,
+          }),
+        };
+      }
+      case 'ABORT': {
+        if (!this.#update) throw fail('EBUSY', 'no update is in progress');
+        this.#update.fail(`aborted by the operator${command.reason ? `: ${command.reason}` : ''}`);
+        return { body: {} };
+      }
+    }
+  }
+
+  #subscribe(client: Client, id: string, sessions: number): object {
+    if (client.id !== null && client.id !== id)
+      throw fail('EINVAL', `this connection already subscribed as ${client.id}`);
+    for (const other of this.#clients) {
+      if (other !== client && other.id === id)
+        throw fail('EEXIST', `another connection is subscribed as ${id}`);
+    }
+    if (this.#update) throw fail('EBUSY', 'an update is in progress; subscribe after it');
+    client.id = id;
+    client.sessionCount = sessions;
+    this.#log.info({ client: id, uid: client.uid, pid: client.pid, sessions }, 'client subscribed');
+    return { id, sessions: sessionNames(id, sessions) };
+  }
+
+  #ready(client: Client, updateId: string | undefined): object {
+    const update = this.#update;
+    if (!update || !client.id || !update.participants.has(client.id))
+      throw fail('EBUSY', 'no update is waiting for this client');
+    if (updateId !== undefined && updateId !== update.id)
+      throw fail('EINVAL', `READY for ${updateId}, but the update is ${update.id}`);
+    update.ready.add(client.id);
+    update.timeline.push({ phase: 'ready', at: Date.now(), client: client.id });
+    this.#log.info({ update: update.id, client: client.id }, 'client ready');
+    this.#checkBarrier();
+    return {};
+  }
+
+  #barrierDone: (() => void) | null = null;
+
+  #checkBarrier(): void {
+    const update = this.#update;
+    if (update && update.ready.size === update.participants.size) this.#barrierDone?.();
+  }
+
+  #claim(client: Client, id: string, force: boolean): { body: object; fds: Session[] } {
+    const entry = this.#incoming.get(id);
+    if (!entry) throw fail('ENOENT', `no sessions for ${id} from the last update`);
+    if (entry.claimed) throw fail('EBUSY', `${id} was already claimed`);
+    if (client.uid !== entry.uid && !(force && client.uid === 0)) {
+      throw fail('EPERM', `CLAIM of ${id}: subscribed by uid ${entry.uid}, you are uid ${client.uid}`);
+    }
+    entry.claimed = true;
+    const sessions = entry.sessions;
+    this.#lastUpdate?.timeline.push({ phase: 'claim', at: Date.now(), client: id });
+    this.#lastUpdate?.claims?.push(id);
+    this.#log.info({ update: entry.update, client: id }, 'client claimed its sessions');
+    // Once sent, the client holds the sessions; luod lets go of its copies.
+    queueMicrotask(() => {
+      setImmediate(() => {
+        for (const s of sessions) s.close();
+      });
+    });
+    if ([...this.#incoming.values()].every((e) => e.claimed)) {
+      if (this.#claimTimer) clearTimeout(this.#claimTimer);
+      this.#phase = 'idle';
+      this.#incoming.clear();
+      this.#lastUpdate?.timeline.push({ phase: 'all-claimed', at: Date.now() });
+    }
+    return { body: { id, update: entry.update, sessions: sessions.map((s) => s.name) }, fds: sessions };
+  }
+
+  async #load(command: Extract<Command, { cmd: 'LOAD' }>): Promise<object> {
+    if (this.#update) throw fail('EBUSY', 'an update is in progress');
+    this.#loaded = await this.#kernel.load({
+      ...(command.kernel !== undefined && { kernel: command.kernel }),
+      ...(command.initrd !== undefined && { initrd: command.initrd }),
+      ...(command.cmdline !== undefined && { cmdline: command.cmdline }),
+      ...(command.emu_version !== undefined && { emuVersion: command.emu_version }),
+    });
+    this.#log.info({ loaded: this.#loaded }, 'next kernel loaded');
+    return { loaded: this.#loaded };
+  }
+
+  /** Run one live update: barrier, then kexec or abort. */
+  async update(options: {
+    timeoutMs: number;
+    dryRun?: boolean;
+    progress?: (phase: string, detail?: object) => Promise<void> | void;
+  }): Promise<UpdateOutcome> {
+    if (this.#phase !== 'idle') throw fail('EBUSY', `luod is busy (${this.#phase})`);
+    if (!this.#loaded) {
+      if (this.#kernel.backend === 'real') throw fail('EINVAL', 'no kernel is loaded: run luoctl load first');
+      this.#loaded = await this.#kernel.load({});
+    }
+    const participants = new Map<string, Client>();
+    for (const client of this.#clients) if (client.id) participants.set(client.id, client);
+    const id = `u-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(2).toString('hex')}`;
+    const log = this.#log.child({ update: id });
+    const timeline: PhaseMark[] = [{ phase: 'update-start', at: Date.now() }];
+    const progress = options.progress ?? (() => {});
+    if (options.dryRun) {
+      return {
+        update: id,
+        outcome: 'dry-run',
+        timeline,
+        reason: `${participants.size} client(s) would take part`,
+      };
+    }
+    this.#phase = 'preserving';
+    const update: RunningUpdate = {
+      id,
+      deadline: Date.now() + options.timeoutMs,
+      sessions: new Map(),
+      ready: new Set(),
+      participants,
+      timeline,
+      fail: () => {},
+    };
+    this.#update = update;
+    const failures: { id: string; reason: string }[] = [];
+    const abort = async (outcome: 'aborted' | 'refused', reason: string): Promise<UpdateOutcome> => {
+      log.warn({ reason, failures }, 'update aborted');
+      for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
+      timeline.push({ phase: 'aborted', at: Date.now() });
+      await Promise.all(
+        [...participants.values()].map((c) =>
+          c.channel.send({ event: 'ABORTED', update: id, reason }).catch(() => {}),
+        ),
+      );
+      this.#update = null;
+      this.#phase = 'idle';
+      this.#lastUpdate = { update: id, outcome, reason, failed: failures, timeline };
+      await progress('aborted', { reason });
+      return this.#lastUpdate;
+    };
+    let device: ReturnType<LuodKernel['openDevice']> | null = null;
+    try {
+      log.info({ clients: [...participants.keys()], next: this.#loaded }, 'live update starting');
+      await progress('preserve', { clients: participants.size });
+      device = this.#kernel.openDevice();
+      for (const [clientId, client] of participants) {
+        const sessions = sessionNames(clientId, client.sessionCount).map((name) =>
+          device!.createSession(name),
+        );
+        update.sessions.set(clientId, sessions);
+      }
+      const barrier = new Promise<string | null>((resolve) => {
+        const timer = setTimeout(() => {
+          const missing = [...participants.keys()].filter((c) => !update.ready.has(c));
+          for (const c of missing)
+            failures.push({ id: c, reason: `no READY within ${options.timeoutMs} ms` });
+          resolve(`${missing.join(', ')} did not say READY within ${options.timeoutMs} ms`);
+        }, options.timeoutMs);
+        const settle = (result: string | null) => {
+          clearTimeout(timer);
+          resolve(result);
+        };
+        update.fail = (reason) => {
+          const [who] = reason.split(' ');
+          if (who && participants.has(who)) failures.push({ id: who, reason });
+          settle(reason);
+        };
+        this.#barrierDone = () => settle(null);
+      });
+      timeline.push({ phase: 'barrier-start', at: Date.now() });
+      for (const [clientId, client] of participants) {
+        const sessions = update.sessions.get(clientId)!;
+        await client.channel.send(
+          {
+            event: 'START_PRESERVATION',
+            update: id,
+            id: clientId,
+            sessions: sessions.map((s) => s.name),
+            deadline: new Date(update.deadline).toISOString(),
+            deadline_ms: update.deadline - Date.now(),
+          },
+          sessions.map((s) => s.fd),
+        );
+      }
+      await progress('barrier', { waiting: participants.size });
+      this.#checkBarrier();
+      const barrierFailure = participants.size === 0 ? null : await barrier;
+      this.#barrierDone = null;
+      if (barrierFailure !== null) {
+        if (failures.length === 0) failures.push({ id: '-', reason: barrierFailure });
+        device.close();
+        return await abort('aborted', barrierFailure);
+      }
+      timeline.push({ phase: 'barrier-done', at: Date.now() });
+      const state: CarriedState = {
+        format: 'luod-state-v1',
+        update: id,
+        from: await this.#kernel.release(),
+        to: this.#loaded.version ?? this.#loaded.kernel,
+        clients: [...participants].map(([clientId, client]) => ({
+          id: clientId,
+          uid: client.uid,
+          sessions: update.sessions.get(clientId)!.map((s) => s.name),
+        })),
+        timeline: [...timeline, { phase: 'kexec', at: Date.now() }],
+      };
+      const internal = preserveState(device, state);
+      device.close();
+      device = null;
+      this.#phase = 'kexec';
+      await Promise.all(
+        [...participants.values()].map((c) => c.channel.send({ event: 'KEXEC', update: id }).catch(() => {})),
+      );
+      await progress('kexec', { to: state.to });
+      log.info({ to: state.to }, 'kexec');
+      try {
+        await this.#kernel.kexec(this.#loaded);
+      } catch (err) {
+        internal.close();
+        failures.push({ id: 'kernel', reason: (err as Error).message });
+        return await abort(
+          'refused',
+          `the kernel refused to kexec: ${(err as SysError).code ?? ''} ${(err as Error).message}`,
+        );
+      }
+      // Emulated kernel: we are now "after the reboot". Every fd of the old
+      // kernel is dead, and the subscribers' connections go, as their
+      // processes would; they reconnect and CLAIM. The operator's connection
+      // stays, to receive this update's outcome.
+      internal.close();
+      for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
+      for (const client of [...this.#clients]) if (client.id) client.channel.close();
+      this.#update = null;
+      this.#phase = 'idle';
+      this.#loaded = null;
+      this.recover();
+      await progress('restored', { clients: this.#incoming.size });
+      return this.#lastUpdate ?? { update: id, outcome: 'rebooted', timeline };
+    } catch (err) {
+      device?.close();
+      const reason = `${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
+      failures.push({ id: 'luod', reason });
+      return await abort('aborted', reason);
+    }
+  }
+
+  #onClose(client: Client): void {
+    this.#clients.delete(client);
+    const update = this.#update;
+    if (
+      update &&
+      client.id &&
+      update.participants.get(client.id) === client &&
+      this.#phase === 'preserving'
+    ) {
+      update.fail(`${client.id} disconnected during the update`);
+    }
+  }
+
+  #clientList(): object[] {
+    return [...this.#clients].map((c) => ({ id: c.id, uid: c.uid, pid: c.pid, sessions: c.sessionCount }));
+  }
+
+  #sessionList(): object[] {
+    const out: object[] = [];
+    for (const [client, sessions] of this.#update?.sessions ?? []) {
+      for (const s of sessions)
+        out.push({ name: s.name, client, direction: 'outgoing', ready: this.#update!.ready.has(client) });
+    }
+    for (const entry of this.#incoming.values()) {
+      for (const s of entry.sessions)
+        out.push({ name: s.name, client: entry.id, direction: 'incoming', claimed: entry.claimed });
+    }
+    return out;
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      phase: this.#phase,
+      backend: this.#kernel.backend,
+      update: this.#update?.id ?? null,
+      loaded: this.#loaded,
+      clients: this.#clients.size,
+      subscribers: [...this.#clients].filter((c) => c.id).map((c) => c.id),
+      pending_claims: [...this.#incoming.values()].filter((e) => !e.claimed).map((e) => e.id),
+      last_update: this.#lastUpdate,
+    };
+  }
+
+  /** Close everything (daemon shutdown). Sessions held only here are released by the kernel. */
+  close(): void {
+    if (this.#claimTimer) clearTimeout(this.#claimTimer);
+    for (const client of [...this.#clients]) client.channel.close();
+  }
+}

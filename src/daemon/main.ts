@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+/**
+ * luod, in the foreground: `luod [--socket PATH] [--emulate [--state DIR]]
+ * [--group NAME|GID] [--claim-timeout SECONDS]`.
+ *
+ * Without --emulate luod drives the real /dev/liveupdate and refuses to
+ * start where there is none: a host must never believe it preserves VMs
+ * when it does not.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import pino from 'pino';
+import { defaultStateDir } from '../kernel/emu/paths.js';
+import { DEVICE_PATH } from '../kernel/real/index.js';
+import { socketPath } from '../protocol/messages.js';
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+import { emulatedKernel, realKernel } from './kernel.js';
+import { Luod } from './luod.js';
+import { listen } from './server.js';
+
+function version(): string {
+  return String(JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+}
+
+function groupId(group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  try {
+    return Number(execFileSync('getent', ['group', group], { encoding: 'utf8' }).split(':')[2]);
+  } catch {
+    throw new SysError('luod', Errno.EINVAL, `unknown group ${group}`);
+  }
+}
+
+const program = new Command('luod')
+  .description('the live update agent: owns /dev/liveupdate and carries VMs across kexec')
+  .version(version())
+  .option('--socket <path>', 'listening socket (default $LUOD_SOCKET or /run/luod/liveupdate.sock)')
+  .option('--emulate', "use luokit's emulated kernel instead of /dev/liveupdate")
+  .option('--state <dir>', 'state directory of the emulated kernel (with --emulate)')
+  .option('--group <group>', 'group allowed to connect to the socket')
+  .option('--claim-timeout <seconds>', 'how long incoming sessions wait for their CLAIM', '60')
+  .exitOverride();
+
+try {
+  program.parse(process.argv);
+  const opts = program.opts<{
+    socket?: string;
+    emulate?: boolean;
+    state?: string;
+    group?: string;
+    claimTimeout: string;
+  }>();
+  if (opts.state && !opts.emulate)
+    throw new SysError('luod', Errno.EINVAL, '--state applies only with --emulate');
+  const claimTimeout = Number(opts.claimTimeout);
+  if (!Number.isFinite(claimTimeout) || claimTimeout <= 0)
+    throw new SysError('luod', Errno.EINVAL, '--claim-timeout must be a positive number of seconds');
+  if (!opts.emulate && !fs.existsSync(DEVICE_PATH)) {
+    throw new SysError(
+      'luod',
+      Errno.ENOENT,
+      `${DEVICE_PATH} does not exist: this kernel cannot live update (see luoctl doctor); use --emulate to run against the emulated kernel`,
+    );
+  }
+  const log = pino({ base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });
+  const kernel = opts.emulate ? emulatedKernel(opts.state ?? defaultStateDir()) : realKernel();
+  const luod = new Luod({ kernel, log, claimTimeoutMs: claimTimeout * 1000, version: version() });
+  luod.recover();
+  const path = socketPath(opts.socket);
+  const server = listen(luod, { socketPath: path, ...(opts.group ? { gid: groupId(opts.group) } : {}) });
+  log.info({ socket: path, backend: kernel.backend }, 'luod ready');
+  const stop = (signal: string) => {
+    log.info({ signal }, 'luod stopping');
+    luod.close();
+    server.close();
+    fs.rmSync(path, { force: true });
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? 0 : 2;
+  } else {
+    const code = (err as { code?: string }).code ?? 'EIO';
+    process.stderr.write(`luod: ${code}: ${(err as Error).message}\n`);
+    if (process.env.LUOKIT_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
+    process.exitCode = 1;
+  }
+}

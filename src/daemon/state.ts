@@ -1,0 +1,101 @@
+/**
+ * What luod carries across the kexec about itself: the update id, which
+ * client owns which sessions, each client's uid, and the phase timeline.
+ *
+ * It travels in a sealed memfd preserved at token 0 of the session named
+ * `luod-internal`, so the next kernel hands it back with the VMs' memory,
+ * and it is validated before use: a damaged record is reported, never
+ * half-trusted.
+ */
+import { z } from 'zod';
+import type { LiveUpdateDevice, Session } from '../kernel/device.js';
+import { INTERNAL_SESSION } from '../protocol/messages.js';
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+import { fstat, pread, pwriteAll } from '../sys/file.js';
+import {
+  addSeals,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  MFD_ALLOW_SEALING,
+  memfdCreate,
+} from '../sys/memfd.js';
+
+export const STATE_FORMAT = 'luod-state-v1';
+const STATE_TOKEN = 0n;
+const MAX_STATE_BYTES = 1 << 20;
+
+export const PhaseMark = z.object({ phase: z.string(), at: z.number(), client: z.string().optional() });
+export type PhaseMark = z.infer<typeof PhaseMark>;
+
+export const CarriedState = z.object({
+  format: z.literal(STATE_FORMAT),
+  update: z.string(),
+  from: z.string(),
+  to: z.string(),
+  clients: z.array(
+    z.object({ id: z.string(), uid: z.number().int().nonnegative(), sessions: z.array(z.string()).min(1) }),
+  ),
+  timeline: z.array(PhaseMark),
+});
+export type CarriedState = z.infer<typeof CarriedState>;
+
+/** Write the state into a sealed memfd and preserve it in a new `luod-internal` session. */
+export function preserveState(device: LiveUpdateDevice, state: CarriedState): Session {
+  const bytes = Buffer.from(JSON.stringify(state));
+  const session = device.createSession(INTERNAL_SESSION);
+  try {
+    using memfd = memfdCreate(INTERNAL_SESSION, MFD_ALLOW_SEALING);
+    pwriteAll(memfd, bytes, 0);
+    addSeals(memfd, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+    session.preserveFd(memfd, STATE_TOKEN);
+    return session;
+  } catch (err) {
+    session.close();
+    throw err;
+  }
+}
+
+/**
+ * Read the state the previous kernel's luod left, or null when there is none
+ * (a cold boot, or no update in progress). The session is finished after.
+ */
+export function retrieveState(device: LiveUpdateDevice): CarriedState | null {
+  let session: Session;
+  try {
+    session = device.retrieveSession(INTERNAL_SESSION);
+  } catch (err) {
+    if ((err as SysError).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    using memfd = session.retrieveFd(STATE_TOKEN);
+    const size = fstat(memfd).size;
+    if (size > MAX_STATE_BYTES)
+      throw new SysError(
+        'luod-state',
+        Errno.EFBIG,
+        `luod state is ${size} bytes, more than ${MAX_STATE_BYTES}`,
+      );
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(pread(memfd, size, 0).toString('utf8'));
+    } catch {
+      throw new SysError('luod-state', Errno.EINVAL, 'the luod state carried across the kexec is not JSON');
+    }
+    const result = CarriedState.safeParse(parsed);
+    if (!result.success) {
+      throw new SysError(
+        'luod-state',
+        Errno.EINVAL,
+        `the luod state carried across the kexec is invalid: ${result.error.issues[0]?.message}`,
+      );
+    }
+    session.finish();
+    return result.data;
+  } finally {
+    session.close();
+  }
+}

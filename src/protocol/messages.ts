@@ -1,0 +1,88 @@
+/**
+ * luod's protocol messages (docs/protocol.md) as zod schemas: everything a
+ * client sends is validated here before luod acts on it.
+ */
+import { z } from 'zod';
+
+export const PROTOCOL_VERSION = 1;
+export const DEFAULT_SOCKET = '/run/luod/liveupdate.sock';
+export const MAX_CLIENTS = 256;
+export const MAX_ID_LENGTH = 48;
+export const MAX_SESSIONS_PER_CLIENT = 8;
+/** Session name luod keeps its own state in, as the upstream design does. */
+export const INTERNAL_SESSION = 'luod-internal';
+
+/** Where luod listens: --socket, else $LUOD_SOCKET, else the default. */
+export function socketPath(explicit?: string, env: NodeJS.ProcessEnv = process.env): string {
+  return explicit ?? env.LUOD_SOCKET ?? DEFAULT_SOCKET;
+}
+
+const seq = z.union([z.number(), z.string().max(64)]).optional();
+
+export const clientId = z
+  .string()
+  .min(1)
+  .max(MAX_ID_LENGTH)
+  .regex(/^[A-Za-z0-9_-]+$/, 'ids use only letters, digits, "_" and "-"')
+  .refine((id) => id !== INTERNAL_SESSION, 'this id is reserved for luod');
+
+export const Command = z.discriminatedUnion('cmd', [
+  z.object({
+    cmd: z.literal('HELLO'),
+    seq,
+    versions: z.array(z.number().int()).min(1).max(16).optional(),
+    client: z.string().max(128).optional(),
+  }),
+  z.object({
+    cmd: z.literal('SUBSCRIBE'),
+    seq,
+    id: clientId,
+    sessions: z.number().int().min(1).max(MAX_SESSIONS_PER_CLIENT).optional(),
+  }),
+  z.object({ cmd: z.literal('UNSUBSCRIBE'), seq }),
+  z.object({ cmd: z.literal('READY'), seq, update: z.string().max(64).optional() }),
+  z.object({
+    cmd: z.literal('FAILED'),
+    seq,
+    update: z.string().max(64).optional(),
+    reason: z.string().max(1024).optional(),
+  }),
+  z.object({ cmd: z.literal('CLAIM'), seq, id: clientId, force: z.boolean().optional() }),
+  z.object({ cmd: z.literal('STATUS'), seq }),
+  z.object({ cmd: z.literal('CLIENTS'), seq }),
+  z.object({ cmd: z.literal('SESSIONS'), seq }),
+  z.object({
+    cmd: z.literal('LOAD'),
+    seq,
+    kernel: z.string().max(4096).optional(),
+    initrd: z.string().max(4096).optional(),
+    cmdline: z.string().max(4096).optional(),
+    emu_version: z.string().max(16).optional(),
+  }),
+  z.object({
+    cmd: z.literal('UPDATE'),
+    seq,
+    timeout_ms: z.number().int().min(100).max(3_600_000).optional(),
+    dry_run: z.boolean().optional(),
+  }),
+  z.object({ cmd: z.literal('ABORT'), seq, reason: z.string().max(1024).optional() }),
+]);
+export type Command = z.infer<typeof Command>;
+
+export const ADMIN_COMMANDS = new Set(['LOAD', 'UPDATE', 'ABORT', 'CLIENTS', 'SESSIONS']);
+
+/**
+ * Session names for a client: the id, then id.1, id.2... Ids have no '.', so
+ * two clients' names never collide, and at 48 bytes at most they fit in 63.
+ */
+export function sessionNames(id: string, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => (i === 0 ? id : `${id}.${i}`));
+}
+
+/** The one-line summary of a zod failure, for an error reply. */
+export function describeInvalid(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((issue) => `${issue.path.join('.') || 'message'}: ${issue.message}`)
+    .join('; ');
+}
