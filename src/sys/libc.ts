@@ -43,6 +43,7 @@ const fn = {
   ),
   poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
   recv: libc.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
+  sendfile: libc.func('intptr_t sendfile(int out_fd, int in_fd, _Inout_ int64_t *offset, size_t count)'),
 };
 
 /** Throw a SysError for a C call that returned a negative value, using the saved errno. */
@@ -191,6 +192,12 @@ export function copyFileRangeRaw(
   length: number,
 ): number {
   const ret = Number(fn.copy_file_range(inFd, [inOffset], outFd, [outOffset], length, 0));
+  return ret < 0 ? -koffi.errno() : ret;
+}
+
+/** sendfile(2) from `inFd` at `inOffset` to `outFd`'s current position; returns bytes copied, or -errno. */
+export function sendfileRaw(outFd: number, inFd: number, inOffset: number, length: number): number {
+  const ret = Number(fn.sendfile(outFd, inFd, [inOffset], length));
   return ret < 0 ? -koffi.errno() : ret;
 }
 

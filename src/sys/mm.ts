@@ -4,18 +4,21 @@
  * their bytes into and out of its emulated physical memory without passing
  * them through JavaScript.
  */
+import { readSync } from 'node:fs';
 import { Errno } from './errno.js';
 import { SysError } from './error.js';
 import { type FdLike, rawFd } from './fd.js';
-import { pread, pwriteAll } from './file.js';
+import { pwriteAll } from './file.js';
 import {
   copyFileRangeRaw,
   fstatfsTypeRaw,
+  lseekRaw,
   mmapRaw,
   munmapRaw,
   peekRaw,
   pollManyRaw,
   pollOneRaw,
+  sendfileRaw,
 } from './libc.js';
 
 export const TMPFS_MAGIC = 0x01021994;
@@ -57,8 +60,10 @@ export class Mapping {
 }
 
 /**
- * Copy `length` bytes between files inside the kernel (copy_file_range),
- * falling back to read/write where the kernel refuses a cross-filesystem copy.
+ * Copy `length` bytes between files inside the kernel. copy_file_range is
+ * tried first; between different filesystems (a memfd and a file on
+ * /dev/shm are different superblocks) the kernel refuses with EXDEV, and
+ * sendfile does the copy instead, still without passing through userspace.
  */
 export function copyRange(
   from: FdLike,
@@ -85,12 +90,38 @@ export function copyRange(
     if (!([Errno.EXDEV, Errno.EINVAL, Errno.EOPNOTSUPP, Errno.ENOSYS] as number[]).includes(-n)) {
       throw new SysError('copy_file_range', -n);
     }
-    copyByReading(inFd, fromOffset + done, outFd, toOffset + done, length - done);
+    copyBySendfile(inFd, fromOffset + done, outFd, toOffset + done, length - done);
     return;
   }
 }
 
+function copyBySendfile(
+  inFd: number,
+  fromOffset: number,
+  outFd: number,
+  toOffset: number,
+  length: number,
+): void {
+  lseekRaw(outFd, toOffset, 0);
+  let done = 0;
+  while (done < length) {
+    const n = sendfileRaw(outFd, inFd, fromOffset + done, length - done);
+    if (n > 0) {
+      done += n;
+      continue;
+    }
+    if (n === 0)
+      throw new SysError('sendfile', Errno.EIO, `sendfile: source ended ${length - done} bytes early`);
+    if (-n === Errno.EINVAL || -n === Errno.ENOSYS) {
+      copyByReading(inFd, fromOffset + done, outFd, toOffset + done, length - done);
+      return;
+    }
+    throw new SysError('sendfile', -n);
+  }
+}
+
 const COPY_CHUNK = 8 << 20;
+let copyBuffer: Buffer | null = null;
 
 function copyByReading(
   inFd: number,
@@ -99,11 +130,13 @@ function copyByReading(
   toOffset: number,
   length: number,
 ): void {
+  copyBuffer ??= Buffer.allocUnsafe(COPY_CHUNK);
   for (let done = 0; done < length; ) {
-    const chunk = pread(inFd, Math.min(COPY_CHUNK, length - done), fromOffset + done);
-    if (chunk.length === 0) throw new SysError('pread', Errno.EIO, 'pread: source ended early');
-    pwriteAll(outFd, chunk, toOffset + done);
-    done += chunk.length;
+    const want = Math.min(COPY_CHUNK, length - done);
+    const n = readSync(inFd, copyBuffer, 0, want, fromOffset + done);
+    if (n === 0) throw new SysError('pread', Errno.EIO, 'pread: source ended early');
+    pwriteAll(outFd, copyBuffer.subarray(0, n), toOffset + done);
+    done += n;
   }
 }
 

@@ -14,6 +14,7 @@
  * unknown file handler makes every open of the device fail with EIO.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { decodeHandover, handoverBootOutcome, writeHandover } from '../../../abi/handover.js';
 import type { MemfdFolio } from '../../../abi/memfd.js';
@@ -35,25 +36,54 @@ const HUGE_ORDER = 9;
 /** Folio flags the kernel records for pinned, up-to-date pages (DIRTY | UPTODATE). */
 const FOLIO_FLAGS = 0x3;
 
-/** Copy a preserved memfd's pages into freshly allocated physical memory, as folios. */
+/**
+ * Copy a preserved memfd's pages into freshly allocated physical memory, as
+ * folios. The pages are allocated as one contiguous run (2 MiB aligned), so
+ * the bytes move in one in-kernel copy; the folio list describes the run in
+ * 2 MiB folios where the file allows (as shmem with THP), 4 KiB at the tail.
+ */
 function writeFolios(
   writer: PhysicalMemoryWriter,
   image: SparseFileMemory,
   file: OutgoingFile,
 ): MemfdFolio[] {
   const { size } = file.memfd.record;
+  const pages = Math.ceil(size / PAGE);
+  if (pages === 0) return [];
+  const base = writer.allocPages(pages, HUGE_ORDER);
+  copyRange(file.memfd.file, 0, image.fd, Number(base), size);
   const folios: MemfdFolio[] = [];
-  for (let index = 0; index * PAGE < size; ) {
-    const remainingPages = Math.ceil((size - index * PAGE) / PAGE);
-    const huge = remainingPages >= 1 << HUGE_ORDER && index % (1 << HUGE_ORDER) === 0;
-    const order = huge ? HUGE_ORDER : 0;
-    const pa = writer.allocPages(1 << order, order);
-    const bytes = Math.min((1 << order) * PAGE, size - index * PAGE);
-    copyRange(file.memfd.file, index * PAGE, image.fd, Number(pa), bytes);
-    folios.push({ index: BigInt(index), pa, order, flags: FOLIO_FLAGS });
+  for (let index = 0; index < pages; ) {
+    const order = pages - index >= 1 << HUGE_ORDER ? HUGE_ORDER : 0;
+    folios.push({ index: BigInt(index), pa: base + BigInt(index * PAGE), order, flags: FOLIO_FLAGS });
     index += 1 << order;
   }
   return folios;
+}
+
+/** Folios that sit back to back in both the file and physical memory, merged into runs to copy at once. */
+function contiguousRuns(
+  folios: readonly MemfdFolio[],
+  size: bigint,
+): { offset: number; pa: bigint; bytes: number }[] {
+  const runs: { offset: number; pa: bigint; bytes: number }[] = [];
+  for (const folio of [...folios].sort((a, b) => (a.index < b.index ? -1 : 1))) {
+    const offset = folio.index * BigInt(PAGE);
+    if (offset >= size) continue;
+    const bytes = Math.min((1 << folio.order) * PAGE, Number(size - offset));
+    const last = runs.at(-1);
+    if (last && BigInt(last.offset + last.bytes) === offset && last.pa + BigInt(last.bytes) === folio.pa) {
+      last.bytes += bytes;
+    } else {
+      runs.push({ offset: Number(offset), pa: folio.pa, bytes });
+    }
+  }
+  return runs;
+}
+
+/** The handover this emulated kernel booted from: `kho-in.dtb`, pointing into `memory.img`. */
+export function incomingFdt(paths: StatePaths): string {
+  return path.join(paths.dir, 'kho-in.dtb');
 }
 
 export function handoverHooks(paths: StatePaths, log: Logger): RebootHooks {
@@ -95,6 +125,8 @@ export function handoverHooks(paths: StatePaths, log: Logger): RebootHooks {
         });
         image.close();
         fs.writeFileSync(tmpFdt, fdt);
+        // The incoming handover's copy points into the image about to be replaced.
+        fs.rmSync(incomingFdt(paths), { force: true });
         fs.renameSync(tmpImage, paths.memoryImage);
         fs.renameSync(tmpFdt, paths.handoverFdt);
       } catch (err) {
@@ -113,11 +145,13 @@ export function handoverHooks(paths: StatePaths, log: Logger): RebootHooks {
       const identity: KernelIdentity = { version, bootId: (previous?.bootId ?? 0) + 1, liveupdateNum: 0 };
       const start = (report: BootReport, luo = new Luo()) => ({ luo, identity, report });
       if (!fs.existsSync(paths.handoverFdt) || !fs.existsSync(paths.memoryImage)) {
+        fs.rmSync(incomingFdt(paths), { force: true });
         return start({ outcome: 'cold', detail: 'no handover: a cold boot', sessions: 0 });
       }
       const fdt = fs.readFileSync(paths.handoverFdt);
-      // The handover is consumed by this boot, whatever comes of it.
-      fs.rmSync(paths.handoverFdt, { force: true });
+      // The handover is consumed by this boot, whatever comes of it; it stays readable as
+      // kho-in.dtb (with memory.img) for `luoctl inspect --state`, as kho/in/fdt does in debugfs.
+      fs.renameSync(paths.handoverFdt, incomingFdt(paths));
       const image = open(paths.memoryImage, O_RDONLY);
       const memory = SparseFileMemory.fromFd(image.fd);
       const formats = KERNEL_FORMATS[version]!;
@@ -174,11 +208,8 @@ export function handoverHooks(paths: StatePaths, log: Logger): RebootHooks {
             compatible: file.compatible,
             memfd: { pos: Number(state.pos), size: Number(state.size), seals: state.seals },
             fill: (target: OwnedFd) => {
-              for (const folio of state.folios) {
-                const offset = folio.index * BigInt(PAGE);
-                if (offset >= state.size) continue;
-                const bytes = Math.min((1 << folio.order) * PAGE, Number(state.size - offset));
-                copyRange(image, Number(folio.pa), target, Number(offset), bytes);
+              for (const run of contiguousRuns(state.folios, state.size)) {
+                copyRange(image, Number(run.pa), target, run.offset, run.bytes);
               }
             },
           };
