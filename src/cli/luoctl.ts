@@ -11,12 +11,18 @@ import { runSystemctlVersion } from '../host/systemd.js';
 import { openRealDevice } from '../kernel/real/index.js';
 import { probeKexecFileLoad } from '../sys/kexec.js';
 import { register as registerDaemonCommands } from './daemon-commands.js';
+import { register as registerDemo } from './demo.js';
 import { register as registerDoctor } from './doctor.js';
 import { register as registerEmu } from './emu.js';
 import type { CliEnvironment, RegisterCommand } from './environment.js';
 import { ExitCode, Output } from './output.js';
 
-const COMMANDS: readonly RegisterCommand[] = [registerDoctor, registerEmu, registerDaemonCommands];
+const COMMANDS: readonly RegisterCommand[] = [
+  registerDoctor,
+  registerEmu,
+  registerDaemonCommands,
+  registerDemo,
+];
 
 /** Read at run time so the version printed is the installed package's, from dist/ or from src/ alike. */
 function packageVersion(): string {

@@ -66,6 +66,14 @@ interface Incoming {
   claimed: boolean;
 }
 
+/** A command's reply body and fds; `delivered`/`undelivered` run once the reply went out, or could not. */
+interface CommandResult {
+  body: object;
+  fds?: Session[];
+  delivered?: () => void;
+  undelivered?: () => void;
+}
+
 export class LuodError extends SysError {
   constructor(code: string, message: string) {
     super('luod', 0, message);
@@ -74,6 +82,9 @@ export class LuodError extends SysError {
 }
 
 const fail = (code: string, message: string) => new LuodError(code, message);
+
+/** Unread output luod keeps for one client before it gives up on that client. */
+const MAX_QUEUED_BYTES = 4 << 20;
 
 export interface LuodOptions {
   kernel: LuodKernel;
@@ -178,6 +189,7 @@ export class Luod {
   #releaseUnclaimed(): void {
     for (const entry of this.#incoming.values()) {
       if (entry.claimed) continue;
+      this.#incoming.delete(entry.id);
       this.#log.error(
         { update: entry.update, client: entry.id, sessions: entry.sessions.map((s) => s.name) },
         `UNCLAIMED: ${entry.id} did not claim its sessions within ${this.#claimTimeoutMs} ms; finishing them, their memory is released`,
@@ -191,7 +203,6 @@ export class Luod {
         session.close();
       }
     }
-    this.#incoming.clear();
     this.#phase = 'idle';
   }
 
@@ -226,6 +237,14 @@ export class Luod {
 
   async #onMessage(client: Client, value: unknown): Promise<void> {
     const seq = (value as { seq?: unknown }).seq;
+    if (client.channel.socket.pendingBytes > MAX_QUEUED_BYTES) {
+      this.#log.warn(
+        { client: client.id, pid: client.pid },
+        'disconnecting a client that does not read its socket',
+      );
+      client.channel.close();
+      return;
+    }
     const reply = (body: object, fds: OwnedFd[] | Session[] = []) =>
       client.channel
         .send(
@@ -253,7 +272,18 @@ export class Luod {
         throw fail('EPERM', `${command.cmd} is an admin command: only root or luod's own uid may send it`);
       }
       const result = await this.#execute(client, command, reply);
-      if (result !== undefined) await reply({ ok: true, ...result.body }, result.fds);
+      if (result === undefined) return;
+      const delivered = await client.channel
+        .send(
+          { ...(seq !== undefined && { seq }), ok: true, ...result.body },
+          (result.fds ?? []).map((f) => f.fd),
+        )
+        .then(
+          () => true,
+          () => false,
+        );
+      if (delivered) result.delivered?.();
+      else result.undelivered?.();
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'EIO';
       await reply({ ok: false, error: { code, message: (err as Error).message } });
@@ -264,7 +294,7 @@ export class Luod {
     client: Client,
     command: Command,
     reply: (body: object) => Promise<void>,
-  ): Promise<{ body: object; fds?: Session[] } | undefined> {
+  ): Promise<CommandResult | undefined> {
     switch (command.cmd) {
       case 'HELLO': {
         const offered = command.versions ?? [PROTOCOL_VERSION];
@@ -368,31 +398,39 @@ export class Luod {
     if (update && update.ready.size === update.participants.size) this.#barrierDone?.();
   }
 
-  #claim(client: Client, id: string, force: boolean): { body: object; fds: Session[] } {
+  #claim(client: Client, id: string, force: boolean): CommandResult {
     const entry = this.#incoming.get(id);
     if (!entry) throw fail('ENOENT', `no sessions for ${id} from the last update`);
     if (entry.claimed) throw fail('EBUSY', `${id} was already claimed`);
     if (client.uid !== entry.uid && !(force && client.uid === 0)) {
       throw fail('EPERM', `CLAIM of ${id}: subscribed by uid ${entry.uid}, you are uid ${client.uid}`);
     }
+    // luod lets go of its copies only once the client has the fds: a client
+    // that dies before the reply reaches it must not lose its memory.
     entry.claimed = true;
     const sessions = entry.sessions;
-    this.#lastUpdate?.timeline.push({ phase: 'claim', at: Date.now(), client: id });
-    this.#lastUpdate?.claims?.push(id);
-    this.#log.info({ update: entry.update, client: id }, 'client claimed its sessions');
-    // Once sent, the client holds the sessions; luod lets go of its copies.
-    queueMicrotask(() => {
-      setImmediate(() => {
+    return {
+      body: { id, update: entry.update, sessions: sessions.map((s) => s.name) },
+      fds: sessions,
+      delivered: () => {
         for (const s of sessions) s.close();
-      });
-    });
-    if ([...this.#incoming.values()].every((e) => e.claimed)) {
-      if (this.#claimTimer) clearTimeout(this.#claimTimer);
-      this.#phase = 'idle';
-      this.#incoming.clear();
-      this.#lastUpdate?.timeline.push({ phase: 'all-claimed', at: Date.now() });
-    }
-    return { body: { id, update: entry.update, sessions: sessions.map((s) => s.name) }, fds: sessions };
+        this.#lastUpdate?.timeline.push({ phase: 'claim', at: Date.now(), client: id });
+        this.#lastUpdate?.claims?.push(id);
+        this.#log.info({ update: entry.update, client: id }, 'client claimed its sessions');
+        if ([...this.#incoming.values()].every((e) => e.claimed)) {
+          if (this.#claimTimer) clearTimeout(this.#claimTimer);
+          this.#phase = 'idle';
+          this.#lastUpdate?.timeline.push({ phase: 'all-claimed', at: Date.now() });
+        }
+      },
+      undelivered: () => {
+        entry.claimed = false;
+        this.#log.warn(
+          { update: entry.update, client: id },
+          'the CLAIM reply did not reach the client; its sessions are kept',
+        );
+      },
+    };
   }
 
   async #load(command: Extract<Command, { cmd: 'LOAD' }>): Promise<object> {
@@ -433,6 +471,7 @@ export class Luod {
       };
     }
     this.#phase = 'preserving';
+    this.#incoming.clear();
     const update: RunningUpdate = {
       id,
       deadline: Date.now() + options.timeoutMs,
@@ -448,11 +487,8 @@ export class Luod {
       log.warn({ reason, failures }, 'update aborted');
       for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
       timeline.push({ phase: 'aborted', at: Date.now() });
-      await Promise.all(
-        [...participants.values()].map((c) =>
-          c.channel.send({ event: 'ABORTED', update: id, reason }).catch(() => {}),
-        ),
-      );
+      // Not awaited: a client that stopped reading must not hold luod.
+      for (const c of participants.values()) this.#notify(c, { event: 'ABORTED', update: id, reason });
       this.#update = null;
       this.#phase = 'idle';
       this.#lastUpdate = { update: id, outcome, reason, failed: failures, timeline };
@@ -465,10 +501,22 @@ export class Luod {
       await progress('preserve', { clients: participants.size });
       device = this.#kernel.openDevice();
       for (const [clientId, client] of participants) {
-        const sessions = sessionNames(clientId, client.sessionCount).map((name) =>
-          device!.createSession(name),
-        );
+        const sessions: Session[] = [];
         update.sessions.set(clientId, sessions);
+        for (const name of sessionNames(clientId, client.sessionCount)) {
+          try {
+            sessions.push(device.createSession(name));
+          } catch (err) {
+            const code = (err as { code?: string }).code;
+            const reason =
+              code === 'EEXIST'
+                ? `session ${name} still exists: a copy of it from an earlier update is still open (a client must close its session fds after ABORTED)`
+                : `cannot create session ${name}: ${(err as Error).message}`;
+            failures.push({ id: clientId, reason });
+            device.close();
+            return await abort('aborted', `${clientId}: ${reason}`);
+          }
+        }
       }
       const barrier = new Promise<string | null>((resolve) => {
         const timer = setTimeout(() => {
@@ -491,17 +539,21 @@ export class Luod {
       timeline.push({ phase: 'barrier-start', at: Date.now() });
       for (const [clientId, client] of participants) {
         const sessions = update.sessions.get(clientId)!;
-        await client.channel.send(
-          {
-            event: 'START_PRESERVATION',
-            update: id,
-            id: clientId,
-            sessions: sessions.map((s) => s.name),
-            deadline: new Date(update.deadline).toISOString(),
-            deadline_ms: update.deadline - Date.now(),
-          },
-          sessions.map((s) => s.fd),
-        );
+        // Not awaited: a client that does not read its socket must not hold
+        // the update; it simply never says READY before the deadline.
+        void client.channel
+          .send(
+            {
+              event: 'START_PRESERVATION',
+              update: id,
+              id: clientId,
+              sessions: sessions.map((s) => s.name),
+              deadline: new Date(update.deadline).toISOString(),
+              deadline_ms: update.deadline - Date.now(),
+            },
+            sessions.map((s) => s.fd),
+          )
+          .catch(() => update.fail(`${clientId} could not be sent START_PRESERVATION`));
       }
       await progress('barrier', { waiting: participants.size });
       this.#checkBarrier();
@@ -529,9 +581,7 @@ export class Luod {
       device.close();
       device = null;
       this.#phase = 'kexec';
-      await Promise.all(
-        [...participants.values()].map((c) => c.channel.send({ event: 'KEXEC', update: id }).catch(() => {})),
-      );
+      for (const c of participants.values()) this.#notify(c, { event: 'KEXEC', update: id });
       await progress('kexec', { to: state.to });
       log.info({ to: state.to }, 'kexec');
       try {
@@ -563,6 +613,28 @@ export class Luod {
       failures.push({ id: 'luod', reason });
       return await abort('aborted', reason);
     }
+  }
+
+  /**
+   * Send an event without waiting for it. A client whose unread output has
+   * grown past MAX_QUEUED_BYTES is not reading at all: it is disconnected
+   * rather than allowed to grow luod's memory without bound.
+   */
+  #notify(client: Client, event: object, fds: Session[] = []): void {
+    if (client.channel.socket.pendingBytes > MAX_QUEUED_BYTES) {
+      this.#log.warn(
+        { client: client.id, pid: client.pid },
+        'disconnecting a client that does not read its socket',
+      );
+      client.channel.close();
+      return;
+    }
+    void client.channel
+      .send(
+        event,
+        fds.map((s) => s.fd),
+      )
+      .catch(() => {});
   }
 
   #onClose(client: Client): void {

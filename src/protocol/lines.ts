@@ -2,14 +2,13 @@
  * Newline-delimited JSON over an fd-carrying Unix stream socket: the framing
  * of luod's protocol (docs/protocol.md), shared by luod and its clients.
  *
- * fds sent with a line ride on its first byte. The kernel never merges the
- * bytes of two sendmsg() calls carrying different fds into one recvmsg(), so
- * the fds that arrive with a chunk belong to the line that chunk's first byte
- * is part of: the line being accumulated when the chunk arrives.
+ * fds sent with a line ride on its first byte; which line a received chunk's
+ * fds belong to is decided by LineFramer (framing.ts).
  */
 import { EventEmitter } from 'node:events';
 import type { FdLike, OwnedFd } from '../sys/fd.js';
 import { UnixSocket } from '../sys/unix-socket.js';
+import { LineFramer } from './framing.js';
 
 export const MAX_LINE_BYTES = 64 * 1024;
 export const MAX_FDS_PER_LINE = 16;
@@ -23,9 +22,7 @@ export interface LineChannelEvents {
 
 export class LineChannel extends EventEmitter<LineChannelEvents> {
   readonly socket: UnixSocket;
-  #buffered = '';
-  #bufferedBytes = 0;
-  #lineFds: OwnedFd[] = [];
+  readonly #framer = new LineFramer(MAX_LINE_BYTES);
   #closed = false;
 
   constructor(socket: UnixSocket) {
@@ -53,8 +50,7 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const fd of this.#lineFds) fd.close();
-    this.#lineFds = [];
+    this.#framer.dispose();
     this.socket.close();
     this.emit('close');
   }
@@ -64,35 +60,10 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
       for (const fd of fds) fd.close();
       return;
     }
-    this.#lineFds.push(...fds);
-    let text = data.toString('utf8');
-    for (;;) {
-      const newline = text.indexOf('\n');
-      if (newline < 0) break;
-      const line = this.#buffered + text.slice(0, newline);
-      text = text.slice(newline + 1);
-      this.#buffered = '';
-      this.#bufferedBytes = 0;
-      const lineFds = this.#lineFds;
-      this.#lineFds = [];
-      this.#deliver(line, lineFds);
-      if (this.#closed) return;
-    }
-    this.#buffered += text;
-    this.#bufferedBytes += Buffer.byteLength(text);
-    if (this.#bufferedBytes > MAX_LINE_BYTES) {
-      this.emit('malformed', {
-        code: 'E2BIG',
-        message: `line longer than ${MAX_LINE_BYTES} bytes`,
-        fatal: true,
-      });
-      this.close();
-    }
-  }
-
-  #deliver(line: string, fds: OwnedFd[]): void {
-    if (Buffer.byteLength(line) > MAX_LINE_BYTES) {
-      for (const fd of fds) fd.close();
+    let lines: ReturnType<LineFramer['push']>;
+    try {
+      lines = this.#framer.push(data, fds);
+    } catch {
       this.emit('malformed', {
         code: 'E2BIG',
         message: `line longer than ${MAX_LINE_BYTES} bytes`,
@@ -101,6 +72,16 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
       this.close();
       return;
     }
+    for (const { line, fds: lineFds } of lines) {
+      if (this.#closed) {
+        for (const fd of lineFds) fd.close();
+        continue;
+      }
+      this.#deliver(line, lineFds);
+    }
+  }
+
+  #deliver(line: string, fds: OwnedFd[]): void {
     if (fds.length > MAX_FDS_PER_LINE) {
       for (const fd of fds) fd.close();
       this.emit('malformed', {

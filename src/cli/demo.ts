@@ -1,0 +1,213 @@
+/**
+ * `luoctl demo`: a whole live update on the emulated kernel, end to end.
+ *
+ * Starts an emulated kernel and luod (--emulate) in a private directory,
+ * starts N example VMMs whose guest RAM is a memfd their vCPU keeps writing,
+ * runs `update` into the next emulated kernel, lets every VMM claim its
+ * memory back and verify every byte, then prints the timeline and a verdict.
+ * With --json the last line of stdout is one object with "verified".
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stopEmulator } from '../kernel/emu/index.js';
+import { statePaths } from '../kernel/emu/paths.js';
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+import type { RegisterCommand } from './environment.js';
+import { askLuod, checkReply } from './luod-connection.js';
+import { commandAction, ExitCode } from './output.js';
+
+const SIZE = /^(\d+)([KMG]?)$/i;
+
+export function parseSize(text: string): number {
+  const match = SIZE.exec(text.trim());
+  if (!match) throw new SysError('demo', Errno.EINVAL, `not a size: ${text} (e.g. 256M, 1G)`);
+  const unit = { '': 1, K: 1 << 10, M: 1 << 20, G: 1 << 30 }[match[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return Number(match[1]) * unit;
+}
+
+/** A compiled entry of this package, or its TypeScript source when running under tsx. */
+function entry(relative: string): string[] {
+  const self = fileURLToPath(import.meta.url);
+  const file = fileURLToPath(
+    new URL(relative.replace(/\.js$/, self.endsWith('.ts') ? '.ts' : '.js'), import.meta.url),
+  );
+  return self.endsWith('.ts') ? ['--import', 'tsx', file] : [file];
+}
+
+async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<T | undefined> | T | undefined,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new SysError('demo', Errno.ETIMEDOUT, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+interface VmmResult {
+  id: string;
+  verified: boolean;
+  bytes?: number;
+  blackout_ms?: number;
+  error?: string;
+}
+
+function lastJsonLine(text: string): Record<string, unknown> | undefined {
+  for (const line of text.trim().split('\n').reverse()) {
+    try {
+      const value = JSON.parse(line);
+      if (value && typeof value === 'object') return value;
+    } catch {
+      // not JSON
+    }
+  }
+  return undefined;
+}
+
+export const register: RegisterCommand = (program) => {
+  program
+    .command('demo')
+    .description('a complete live update of example VMMs on the emulated kernel, verified byte for byte')
+    .option('--vms <n>', 'how many example VMMs', '4')
+    .option('--mem <size>', 'guest RAM per VMM', '256M')
+    .option('--keep', 'keep the demo directory (logs, emulator state)')
+    .action(
+      commandAction(async (command, out) => {
+        const opts = command.opts<{ vms: string; mem: string; keep?: boolean }>();
+        const vms = Number(opts.vms);
+        if (!Number.isInteger(vms) || vms < 1 || vms > 64)
+          throw new SysError('demo', Errno.EINVAL, '--vms must be 1 to 64');
+        const mem = parseSize(opts.mem);
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-'));
+        const socket = path.join(dir, 'luod.sock');
+        const emuState = path.join(dir, 'emu');
+        const say = (line: string) => {
+          if (!out.json) process.stderr.write(`${line}\n`);
+        };
+        const children: ChildProcess[] = [];
+        const started = Date.now();
+        try {
+          say(`demo: ${vms} VMM(s) with ${opts.mem} of guest RAM each, in ${dir}`);
+          const luodLog = fs.openSync(path.join(dir, 'luod.log'), 'a');
+          const luod = spawn(
+            process.execPath,
+            [...entry('../daemon/main.js'), '--socket', socket, '--emulate', '--state', emuState],
+            {
+              stdio: ['ignore', luodLog, luodLog],
+            },
+          );
+          fs.closeSync(luodLog);
+          children.push(luod);
+          await waitFor('luod', 20_000, async () =>
+            checkReply(await askLuod({ cmd: 'STATUS' }, { socket })) ? true : undefined,
+          );
+          say('demo: emulated kernel and luod are up');
+          const outputs = new Map<string, string>();
+          const exits: Promise<void>[] = [];
+          for (let i = 1; i <= vms; i++) {
+            const id = `vm-${i}`;
+            const vmm = spawn(
+              process.execPath,
+              [
+                ...entry('../client/example-vmm-main.js'),
+                '--id',
+                id,
+                '--mem',
+                String(mem),
+                '--socket',
+                socket,
+              ],
+              {
+                stdio: ['ignore', 'pipe', fs.openSync(path.join(dir, `${id}.log`), 'a')],
+              },
+            );
+            children.push(vmm);
+            outputs.set(id, '');
+            vmm.stdout!.on('data', (chunk: Buffer) => outputs.set(id, outputs.get(id) + chunk.toString()));
+            exits.push(new Promise((resolve) => vmm.once('exit', () => resolve())));
+          }
+          await waitFor('every VMM to subscribe', 60_000, async () => {
+            const reply = checkReply(await askLuod({ cmd: 'CLIENTS' }, { socket }));
+            const ids = (reply.clients as { id: string | null }[]).filter((c) => c.id).length;
+            return ids >= vms ? true : undefined;
+          });
+          say('demo: every VMM subscribed; updating');
+          const update = checkReply(
+            await askLuod(
+              { cmd: 'UPDATE', timeout_ms: 60_000 },
+              { socket, onEvent: (e) => say(`demo: update: ${String(e.phase)}`) },
+            ),
+          );
+          say(`demo: update ${update.update}: ${update.outcome}`);
+          // Each VMM prints its verdict once it has claimed and verified its memory.
+          await Promise.race([
+            waitFor('every VMM to verify its memory', 120_000, () =>
+              [...outputs.values()].every((text) => typeof lastJsonLine(text)?.verified === 'boolean')
+                ? true
+                : undefined,
+            ),
+            Promise.all(exits),
+          ]).catch(() => {});
+          const results: VmmResult[] = [...outputs].map(([id, text]) => {
+            const verdict = lastJsonLine(text);
+            return verdict && typeof verdict.verified === 'boolean'
+              ? ({ id, ...verdict } as VmmResult)
+              : { id, verified: false, error: 'no verdict from this VMM (see its log)' };
+          });
+          const status = checkReply(await askLuod({ cmd: 'STATUS' }, { socket }));
+          const last = status.last_update as {
+            timeline: { phase: string; at: number; client?: string }[];
+          } | null;
+          const timeline =
+            last?.timeline ?? (update.timeline as { phase: string; at: number; client?: string }[]) ?? [];
+          const verified =
+            update.outcome === 'rebooted' && results.length === vms && results.every((r) => r.verified);
+          const report = {
+            verified,
+            update: update.update,
+            outcome: update.outcome,
+            vms,
+            mem_bytes: mem,
+            vmms: results,
+            timeline,
+            duration_ms: Date.now() - started,
+            ...(opts.keep && { dir }),
+          };
+          out.result(report, () => {
+            const t0 = timeline[0]?.at ?? 0;
+            return [
+              'timeline:',
+              ...timeline.map(
+                (m) => `  ${`+${m.at - t0} ms`.padStart(10)}  ${m.phase}${m.client ? ` (${m.client})` : ''}`,
+              ),
+              'VMMs:',
+              ...results.map(
+                (r) =>
+                  `  ${r.id.padEnd(8)} ${r.verified ? 'verified' : 'NOT VERIFIED'}${r.bytes !== undefined ? `  ${r.bytes} bytes` : ''}${r.blackout_ms !== undefined ? `  blackout ${r.blackout_ms} ms` : ''}${r.error ? `  ${r.error}` : ''}`,
+              ),
+              verified
+                ? `verdict: live update verified: ${vms} VMM(s), every byte of guest memory intact`
+                : 'verdict: live update NOT verified',
+            ].join('\n');
+          });
+          return verified ? ExitCode.ok : ExitCode.failure;
+        } finally {
+          for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+          await stopEmulator(statePaths(emuState)).catch(() => {});
+          if (!opts.keep) fs.rmSync(dir, { recursive: true, force: true });
+        }
+      }),
+    );
+};

@@ -1,0 +1,506 @@
+/**
+ * A toy VMM that lives through live updates with LuoClient: what a real VMM
+ * does with luod, minus the virtualisation.
+ *
+ * - Guest RAM is a memfd of the given size. The "vCPU" is a timer that keeps
+ *   writing into it: each tick fills a few random pages with random bytes
+ *   and stamps a generation counter into page 0. For every page it keeps
+ *   the SHA-256 of what it last wrote there (its running checksum), so the
+ *   digest of all of RAM costs one hash over the page table, at any moment.
+ * - START_PRESERVATION: preserve the RAM memfd (token 1) while the vCPU still
+ *   runs, then pause it, compute the digest, and preserve a small sealed
+ *   "device state" memfd (token 2) holding {digest, generation, size, ...}.
+ *   Returning sends READY.
+ * - ABORTED: resume the vCPU on the same RAM.
+ * - KEXEC, then the connection drops (emulated kernel: this process
+ *   survives): reconnect until luod answers, CLAIM the id, retrieve tokens 1
+ *   and 2, verify every byte of RAM against the recorded digest, finish,
+ *   and resume the vCPU on the retrieved memfd. Print one JSON line
+ *   {"id", "verified", "bytes", "blackout_ms", ...}.
+ *
+ * `runVmm()` is the whole VMM (used by `example-vmm-main.ts`, by
+ * `examples/vmm.ts`, and by `luoctl demo` as child processes).
+ */
+import { createHash, randomFillSync } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import type { Session } from '../kernel/index.js';
+import { socketPath } from '../protocol/messages.js';
+import type { OwnedFd } from '../sys/fd.js';
+import { fstat, ftruncate, pread, pwriteAll } from '../sys/file.js';
+import {
+  addSeals,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  memfdCreate,
+} from '../sys/memfd.js';
+import { type DisconnectInfo, LuoClient, LuoClientError, type PreservationRequest } from './luo-client.js';
+
+export const PAGE_SIZE = 4096;
+export const RAM_TOKEN = 1n;
+export const DEVICE_STATE_TOKEN = 2n;
+const STATE_FORMAT = 'luokit-example-vmm/1';
+const HEADER_MAGIC = 'LUOVMM01';
+const VERIFY_CHUNK = 4 << 20;
+
+export type Misbehaviour = 'none' | 'never-ready' | 'fail';
+
+export interface VmmOptions {
+  id: string;
+  /** Guest RAM in bytes (rounded up to whole pages). */
+  memBytes: number;
+  /** luod's socket (default $LUOD_SOCKET or /run/luod/liveupdate.sock). */
+  socket?: string;
+  /** vCPU tick interval (default 2 ms). */
+  tickMs?: number;
+  /** Random pages written per tick (default 16). */
+  pagesPerTick?: number;
+  /** Live updates to go through before returning (default 1). */
+  updates?: number;
+  /** How long to keep trying to reach luod after the reboot (default 120 s). */
+  reconnectTimeoutMs?: number;
+  /** Test knobs: never say READY (stay paused until ABORTED), or answer FAILED. */
+  misbehave?: Misbehaviour;
+  /** One JSON line per update (default: stdout). */
+  output?: (line: string) => void;
+  /** Progress messages (default: stderr, as JSON lines). */
+  log?: (message: string, fields?: Record<string, unknown>) => void;
+  /** Stop early (the VMM then returns what it has). */
+  signal?: AbortSignal;
+}
+
+export interface VmmUpdateResult {
+  id: string;
+  verified: boolean;
+  bytes: number;
+  blackout_ms: number;
+  update: string;
+  generation: number;
+  /** Time spent reading and hashing the retrieved RAM (part of the blackout). */
+  verify_ms?: number;
+  error?: string;
+}
+
+interface DeviceState {
+  format: string;
+  id: string;
+  update: string;
+  size: number;
+  page_size: number;
+  generation: number;
+  digest: string;
+  paused_at: number;
+}
+
+const sha256 = (data: Uint8Array): Buffer => createHash('sha256').update(data).digest();
+
+/** "64M", "1G", "4096", "512KiB" -> bytes. */
+export function parseSize(text: string): number {
+  const m = /^(\d+)\s*([KMGT]?)(i?B)?$/i.exec(text.trim());
+  if (!m) throw new LuoClientError('EINVAL', `not a size: ${JSON.stringify(text)} (e.g. 64M, 1G, 65536)`);
+  const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
+  const bytes = Number(m[1]) * 2 ** shift;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0)
+    throw new LuoClientError('EINVAL', `size out of range: ${text}`);
+  return bytes;
+}
+
+/** The digest of a whole RAM image from its per-page hashes. */
+function rootDigest(pageHashes: Buffer): string {
+  return sha256(pageHashes).toString('hex');
+}
+
+/** Read a memfd and compute the digest of its content, page by page. */
+export function digestOf(fd: OwnedFd, size: number): string {
+  const pages = Math.ceil(size / PAGE_SIZE);
+  const hashes = Buffer.alloc(pages * 32);
+  for (let offset = 0; offset < size; offset += VERIFY_CHUNK) {
+    const want = Math.min(VERIFY_CHUNK, size - offset);
+    const chunk = Buffer.alloc(want);
+    let got = 0;
+    while (got < want) {
+      const part = pread(fd, want - got, offset + got);
+      if (part.length === 0) break; // short file: the rest stays zero, and the digest differs
+      part.copy(chunk, got);
+      got += part.length;
+    }
+    for (let p = 0; p < want; p += PAGE_SIZE) {
+      sha256(chunk.subarray(p, p + PAGE_SIZE)).copy(hashes, ((offset + p) / PAGE_SIZE) * 32);
+    }
+  }
+  return rootDigest(hashes);
+}
+
+/** Guest RAM and the vCPU that writes into it. */
+class Guest {
+  readonly size: number;
+  readonly pages: number;
+  #ram: OwnedFd;
+  readonly #hashes: Buffer;
+  readonly #header = Buffer.alloc(PAGE_SIZE);
+  readonly #page = Buffer.alloc(PAGE_SIZE);
+  readonly #tickMs: number;
+  readonly #pagesPerTick: number;
+  #timer: NodeJS.Timeout | null = null;
+  generation = 0;
+
+  constructor(id: string, size: number, tickMs: number, pagesPerTick: number) {
+    this.pages = Math.max(1, Math.ceil(size / PAGE_SIZE));
+    this.size = this.pages * PAGE_SIZE;
+    this.#tickMs = tickMs;
+    this.#pagesPerTick = pagesPerTick;
+    this.#ram = memfdCreate(`guest-ram:${id}`);
+    ftruncate(this.#ram, this.size);
+    const zero = sha256(Buffer.alloc(PAGE_SIZE));
+    this.#hashes = Buffer.alloc(this.pages * 32);
+    for (let p = 0; p < this.pages; p++) zero.copy(this.#hashes, p * 32);
+    this.#header.write(HEADER_MAGIC, 0, 'latin1');
+    this.#header.write(id.slice(0, 48), 16, 'utf8');
+  }
+
+  get ram(): OwnedFd {
+    return this.#ram;
+  }
+
+  get running(): boolean {
+    return this.#timer !== null;
+  }
+
+  /** Digest of everything the vCPU wrote (meaningful while paused). */
+  digest(): string {
+    return rootDigest(this.#hashes);
+  }
+
+  /** One vCPU step: random pages, then the generation counter in page 0. */
+  tick(): void {
+    for (let i = 0; i < this.#pagesPerTick && this.pages > 1; i++) {
+      const page = 1 + Math.floor(Math.random() * (this.pages - 1));
+      randomFillSync(this.#page);
+      pwriteAll(this.#ram, this.#page, page * PAGE_SIZE);
+      sha256(this.#page).copy(this.#hashes, page * 32);
+    }
+    this.generation++;
+    this.#header.writeBigUInt64LE(BigInt(this.generation), 8);
+    pwriteAll(this.#ram, this.#header, 0);
+    sha256(this.#header).copy(this.#hashes, 0);
+  }
+
+  resume(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.tick(), this.#tickMs);
+  }
+
+  /** Stop the vCPU. Ticks are synchronous, so no write is in flight after this. */
+  pause(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /** Continue on another memfd with the same content (the one the next kernel gave back). */
+  replaceRam(fd: OwnedFd): void {
+    const old = this.#ram;
+    this.#ram = fd;
+    old.close();
+  }
+
+  close(): void {
+    this.pause();
+    this.#ram.close();
+  }
+}
+
+function readAll(fd: OwnedFd): Buffer {
+  const size = fstat(fd).size;
+  const parts: Buffer[] = [];
+  for (let offset = 0; offset < size; ) {
+    const part = pread(fd, size - offset, offset);
+    if (part.length === 0) break;
+    parts.push(part);
+    offset += part.length;
+  }
+  return Buffer.concat(parts);
+}
+
+function defaultLog(id: string): (message: string, fields?: Record<string, unknown>) => void {
+  return (message, fields = {}) => {
+    process.stderr.write(
+      `${JSON.stringify({ vmm: id, t: new Date().toISOString(), msg: message, ...fields })}\n`,
+    );
+  };
+}
+
+/** Run the VMM through `updates` live updates; resolves with one result per update. */
+export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
+  const { id } = options;
+  const path = options.socket ?? socketPath();
+  const log = options.log ?? defaultLog(id);
+  const output = options.output ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const updates = options.updates ?? 1;
+  const misbehave = options.misbehave ?? 'none';
+  const reconnectTimeoutMs = options.reconnectTimeoutMs ?? 120_000;
+  const guest = new Guest(id, options.memBytes, options.tickMs ?? 2, options.pagesPerTick ?? 16);
+  const results: VmmUpdateResult[] = [];
+  let client: LuoClient | null = null;
+  const stopped = new Promise<void>((resolve) => {
+    if (options.signal?.aborted) resolve();
+    options.signal?.addEventListener('abort', () => resolve(), { once: true });
+  });
+
+  const preserve = async (sessions: Session[], request: PreservationRequest): Promise<void> => {
+    const session = sessions[0];
+    if (!session) throw new Error('luod gave no session');
+    log('preserving', { update: request.update, session: session.name, deadline_ms: request.deadlineMs });
+    if (misbehave === 'fail') throw new Error(`${id} refuses to preserve (--misbehave fail)`);
+    // Guest memory first, while the guest still runs (the kernel keeps the
+    // pages; what the vCPU writes until it is paused goes with them).
+    session.preserveFd(guest.ram, RAM_TOKEN);
+    guest.pause();
+    const state: DeviceState = {
+      format: STATE_FORMAT,
+      id,
+      update: request.update,
+      size: guest.size,
+      page_size: PAGE_SIZE,
+      generation: guest.generation,
+      digest: guest.digest(),
+      paused_at: Date.now(),
+    };
+    const device = memfdCreate(`device-state:${id}`);
+    try {
+      pwriteAll(device, Buffer.from(JSON.stringify(state)), 0);
+      addSeals(device, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+      session.preserveFd(device, DEVICE_STATE_TOKEN);
+    } finally {
+      device.close(); // the kernel holds its own reference now
+    }
+    log('paused and preserved', { generation: state.generation, bytes: guest.size });
+    if (misbehave === 'never-ready') {
+      log('not saying READY (--misbehave never-ready)');
+      await new Promise<void>((resolve) =>
+        request.signal.addEventListener('abort', () => resolve(), { once: true }),
+      );
+      throw new Error('aborted');
+    }
+  };
+
+  /** Connect, HELLO, SUBSCRIBE; resolves with the connection's end. */
+  const attach = async (connection: LuoClient): Promise<DisconnectInfo> => {
+    connection.on('warning', (err) =>
+      log('warning', { code: (err as LuoClientError).code, error: err.message }),
+    );
+    connection.onPreserve(preserve);
+    connection.onAborted((event) => {
+      log('update aborted: resuming the guest', { update: event.update, reason: event.reason });
+      guest.resume();
+    });
+    connection.onKexec((event) => log('kexec: the host reboots', { update: event.update }));
+    const subscribed = await connection.subscribe(id);
+    log('subscribed', { sessions: subscribed.sessions });
+    return connection.closed;
+  };
+
+  /** After the reboot: claim, retrieve, verify, finish, resume. */
+  const restore = async (): Promise<VmmUpdateResult> => {
+    client = await LuoClient.connectWithRetry(path, {
+      hello: true,
+      client: `example-vmm/${id}`,
+      timeoutMs: reconnectTimeoutMs,
+      ...(options.signal && { signal: options.signal }),
+    });
+    let sessions: Session[] = [];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        sessions = await client.claim(id);
+        break;
+      } catch (err) {
+        // luod may still be restoring the handover right after its restart.
+        if ((err as LuoClientError).code !== 'ENOENT' || attempt >= 20) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const [session] = sessions;
+    try {
+      if (!session) throw new LuoClientError('EPROTO', 'CLAIM returned no session');
+      const stateFd = session.retrieveFd(DEVICE_STATE_TOKEN);
+      let state: DeviceState;
+      try {
+        state = JSON.parse(readAll(stateFd).toString('utf8')) as DeviceState;
+      } finally {
+        stateFd.close();
+      }
+      if (state.format !== STATE_FORMAT || state.id !== id) {
+        throw new LuoClientError('EPROTO', `device state is not this VMM's: ${state.format} ${state.id}`);
+      }
+      const ram = session.retrieveFd(RAM_TOKEN);
+      const size = fstat(ram).size;
+      const verifyStart = Date.now();
+      const verified = size === state.size && digestOf(ram, size) === state.digest;
+      const verify_ms = Date.now() - verifyStart;
+      for (const s of sessions) s.finish();
+      if (!verified) {
+        ram.close();
+        return {
+          id,
+          verified: false,
+          bytes: size,
+          blackout_ms: Date.now() - state.paused_at,
+          update: state.update,
+          generation: state.generation,
+          verify_ms,
+          error:
+            size === state.size
+              ? 'RAM content differs from the recorded digest'
+              : `RAM is ${size} bytes, expected ${state.size}`,
+        };
+      }
+      guest.replaceRam(ram);
+      guest.generation = state.generation;
+      guest.resume();
+      return {
+        id,
+        verified: true,
+        bytes: size,
+        blackout_ms: Date.now() - state.paused_at,
+        update: state.update,
+        generation: state.generation,
+        verify_ms,
+      };
+    } finally {
+      for (const s of sessions) s.close();
+    }
+  };
+
+  try {
+    guest.resume();
+    client = await LuoClient.connectWithRetry(path, {
+      hello: true,
+      client: `example-vmm/${id}`,
+      timeoutMs: reconnectTimeoutMs,
+      ...(options.signal && { signal: options.signal }),
+    });
+    let closed = attach(client);
+    while (results.length < updates) {
+      const outcome = await Promise.race([closed, stopped.then(() => null)]);
+      if (outcome === null) break;
+      if (!outcome.afterKexec) {
+        // luod went away without a reboot: the update (if any) is void.
+        log('luod disconnected; reconnecting', outcome.error ? { error: outcome.error.message } : {});
+        guest.resume();
+        client = await LuoClient.connectWithRetry(path, { hello: true, timeoutMs: reconnectTimeoutMs });
+        closed = attach(client);
+        continue;
+      }
+      log('connection to luod dropped after KEXEC: reconnecting to claim');
+      let result: VmmUpdateResult;
+      try {
+        result = await restore();
+      } catch (err) {
+        result = {
+          id,
+          verified: false,
+          bytes: 0,
+          blackout_ms: 0,
+          update: '',
+          generation: guest.generation,
+          error: `${(err as LuoClientError).code ?? 'EIO'}: ${(err as Error).message}`,
+        };
+      }
+      results.push(result);
+      output(JSON.stringify(result));
+      if (!result.verified || results.length >= updates) break;
+      closed = attach(client!);
+    }
+    return results;
+  } finally {
+    guest.close();
+    (client as LuoClient | null)?.close();
+  }
+}
+
+export const VMM_USAGE = `usage: vmm --id ID [--mem 64M] [--socket PATH] [--updates N] [--tick-ms MS]
+           [--pages-per-tick N] [--reconnect-timeout S] [--misbehave none|never-ready|fail] [--quiet]`;
+
+const VMM_ARGS = {
+  id: { type: 'string' },
+  mem: { type: 'string', default: '64M' },
+  socket: { type: 'string' },
+  updates: { type: 'string', default: '1' },
+  'tick-ms': { type: 'string', default: '2' },
+  'pages-per-tick': { type: 'string', default: '16' },
+  'reconnect-timeout': { type: 'string', default: '120' },
+  misbehave: { type: 'string', default: 'none' },
+  quiet: { type: 'boolean', default: false },
+  help: { type: 'boolean', default: false },
+} as const;
+
+/** Parse the example VMM's command line into runVmm() options (throws EINVAL on a bad one). */
+export function parseVmmArgs(argv: string[]): VmmOptions | 'help' {
+  let values: ReturnType<
+    typeof parseArgs<{ args: string[]; options: typeof VMM_ARGS; strict: true }>
+  >['values'];
+  try {
+    values = parseArgs({ args: argv, options: VMM_ARGS, strict: true }).values;
+  } catch (err) {
+    throw new LuoClientError('EINVAL', (err as Error).message);
+  }
+  if (values.help) return 'help';
+  if (!values.id) throw new LuoClientError('EINVAL', '--id is required');
+  if (!['none', 'never-ready', 'fail'].includes(values.misbehave)) {
+    throw new LuoClientError('EINVAL', '--misbehave must be none, never-ready or fail');
+  }
+  const positive = (name: string, text: string) => {
+    const n = Number(text);
+    if (!Number.isFinite(n) || n <= 0)
+      throw new LuoClientError('EINVAL', `--${name} must be a positive number`);
+    return n;
+  };
+  return {
+    id: values.id,
+    memBytes: parseSize(values.mem),
+    ...(values.socket !== undefined && { socket: values.socket }),
+    updates: Math.floor(positive('updates', values.updates)),
+    tickMs: positive('tick-ms', values['tick-ms']),
+    pagesPerTick: Math.floor(positive('pages-per-tick', values['pages-per-tick'])),
+    reconnectTimeoutMs: positive('reconnect-timeout', values['reconnect-timeout']) * 1000,
+    misbehave: values.misbehave as Misbehaviour,
+    ...(values.quiet && { log: () => {} }),
+  };
+}
+
+/**
+ * The command line of the example VMM. Returns the exit code: 0 when every
+ * update was verified, 1 when one was not (or luod could not be reached), 2
+ * for a bad command line.
+ */
+export async function vmmMain(argv: string[]): Promise<number> {
+  let options: VmmOptions | 'help';
+  try {
+    options = parseVmmArgs(argv);
+  } catch (err) {
+    process.stderr.write(`vmm: ${(err as Error).message}\n${VMM_USAGE}\n`);
+    return 2;
+  }
+  if (options === 'help') {
+    process.stdout.write(`${VMM_USAGE}\n`);
+    return 0;
+  }
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  try {
+    const results = await runVmm({ ...options, signal: controller.signal });
+    // Stopped by a signal before its updates came: not a failure.
+    const complete = results.length > 0 || controller.signal.aborted;
+    return complete && results.every((r) => r.verified) ? 0 : 1;
+  } catch (err) {
+    process.stderr.write(
+      `vmm ${options.id}: ${(err as LuoClientError).code ?? 'EIO'}: ${(err as Error).message}\n`,
+    );
+    return 1;
+  } finally {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
+  }
+}

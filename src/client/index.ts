@@ -1,0 +1,3 @@
+/** src/client: luod's client library for VMMs (docs/protocol.md). */
+export * from '../protocol/framing.js';
+export * from './luo-client.js';

@@ -1,0 +1,762 @@
+/**
+ * LuoClient: luod's protocol (docs/protocol.md) for VMMs written in TypeScript.
+ *
+ *   const luo = await LuoClient.connect();          // $LUOD_SOCKET or /run/luod/liveupdate.sock
+ *   await luo.hello();
+ *   luo.onPreserve(async (sessions, update) => {     // START_PRESERVATION, fds adopted as Sessions
+ *     sessions[0].preserveFd(guestRam, 1n);
+ *     pauseVcpus();
+ *   });                                              // resolves: READY is sent; throws: FAILED
+ *   luo.onAborted(() => resumeVcpus());
+ *   await luo.subscribe('vm-42');
+ *   ...after the reboot, on a new connection:
+ *   const [session] = await luo.claim('vm-42');     // incoming: retrieveFd(token), finish(), close()
+ *
+ * Every command waits for its reply (matched by `seq`); a refusal rejects
+ * with a LuoClientError whose `code` is luod's errno name and whose message
+ * is luod's sentence. When the connection drops, pending commands reject
+ * with ECONNRESET.
+ *
+ * Ownership of session fds: the Sessions given to the preserve handler
+ * belong to the client, which keeps them open until the update ends (as the
+ * protocol asks) and closes them on ABORTED or disconnect. Sessions returned
+ * by claim() belong to the caller.
+ */
+import { EventEmitter } from 'node:events';
+import { isEmulatedSessionFd } from '../kernel/emu/index.js';
+import { emulatedTransport } from '../kernel/emu/transport.js';
+import type { Session } from '../kernel/index.js';
+import { LuoSession } from '../kernel/luo-device.js';
+import { realTransport } from '../kernel/real/transport.js';
+import { LineFramer } from '../protocol/framing.js';
+import { MAX_LINE_BYTES } from '../protocol/lines.js';
+import { PROTOCOL_VERSION, socketPath } from '../protocol/messages.js';
+import type { OwnedFd } from '../sys/fd.js';
+import { fdTarget } from '../sys/proc.js';
+import { UnixSocket } from '../sys/unix-socket.js';
+
+/** A refusal from luod, or a failure to reach it. `code` is an errno name. */
+export class LuoClientError extends Error {
+  readonly code: string;
+  /** The command that failed (e.g. 'CLAIM'), when one did. */
+  readonly command: string | undefined;
+
+  constructor(code: string, message: string, command?: string) {
+    super(message);
+    this.name = 'LuoClientError';
+    this.code = code;
+    this.command = command;
+  }
+}
+
+/** What START_PRESERVATION asks of this client. */
+export interface PreservationRequest {
+  readonly update: string;
+  readonly id: string;
+  /** Session names, in the order of the Sessions handed to the handler. */
+  readonly sessions: readonly string[];
+  readonly deadline: Date;
+  /** Milliseconds luod gave when it sent the event. */
+  readonly deadlineMs: number;
+  /** Aborted when the update is cancelled (ABORTED) or the connection drops. */
+  readonly signal: AbortSignal;
+  /** The event as luod sent it. */
+  readonly event: Readonly<Record<string, unknown>>;
+}
+
+export interface AbortedEvent {
+  readonly update: string;
+  readonly reason: string;
+}
+
+export interface KexecEvent {
+  readonly update: string;
+}
+
+export interface DisconnectInfo {
+  /** close() was called. */
+  readonly byClient: boolean;
+  /** A KEXEC event came before the connection dropped: the host is rebooting (emulated: has rebooted). */
+  readonly afterKexec: boolean;
+  /** Why, when it was an error (an EMFILE refusal from luod, a read failure). */
+  readonly error?: LuoClientError;
+}
+
+export interface HelloResult {
+  version: number;
+  server: string;
+  backend: 'real' | 'emulated';
+  limits: { max_line: number; max_fds: number; max_clients: number; max_id: number };
+  [key: string]: unknown;
+}
+
+export interface SubscribeResult {
+  id: string;
+  sessions: string[];
+}
+
+/** claim()'s sessions, with the update they come from. */
+export type ClaimedSessions = Session[] & { readonly update: string; readonly id: string };
+
+export type PreserveHandler = (sessions: Session[], update: PreservationRequest) => void | Promise<void>;
+export type AbortedHandler = (event: AbortedEvent) => void | Promise<void>;
+export type KexecHandler = (event: KexecEvent) => void | Promise<void>;
+export type DisconnectHandler = (info: DisconnectInfo) => void;
+
+export interface LuoClientEvents {
+  /** Every event line luod sends (START_PRESERVATION, ABORTED, KEXEC, PROGRESS, ...). */
+  event: [event: Record<string, unknown>];
+  /** PROGRESS events of an UPDATE this connection sent. */
+  progress: [event: Record<string, unknown>];
+  /** Something went wrong outside any command (a handler threw, READY was refused...). */
+  warning: [error: Error];
+  close: [info: DisconnectInfo];
+}
+
+export interface ConnectOptions {
+  /** Reject a command whose reply takes longer than this (0, the default: wait for ever). */
+  commandTimeoutMs?: number;
+}
+
+export interface RetryOptions extends ConnectOptions {
+  /** Give up after this long (default 60 s). */
+  timeoutMs?: number;
+  /** Pause between attempts (default 100 ms). */
+  intervalMs?: number;
+  signal?: AbortSignal;
+}
+
+interface Pending {
+  readonly seq: number;
+  readonly cmd: string;
+  readonly resolve: (reply: { body: Record<string, unknown>; fds: OwnedFd[] }) => void;
+  readonly reject: (err: LuoClientError) => void;
+  timer: NodeJS.Timeout | null;
+}
+
+interface CurrentUpdate {
+  readonly request: PreservationRequest;
+  readonly sessions: Session[];
+  readonly controller: AbortController;
+  /** READY or FAILED went out (from the handler's outcome or by hand). */
+  answered: boolean;
+  kexec: boolean;
+  /** Settles when the preserve handler has returned (immediately without one). */
+  handled: Promise<void>;
+}
+
+const REAL_SESSION_TARGET = /^anon_inode:\[luo_session\]/;
+
+/**
+ * Wrap a received session fd. The kernel's name (GET_NAME) is preferred;
+ * kernels before 7.2 lack GET_NAME, and then the name luod sent stands.
+ */
+export function adoptReceivedSession(fd: OwnedFd, name: string): Session {
+  let transport: typeof realTransport;
+  if (REAL_SESSION_TARGET.test(fdTarget(fd))) transport = realTransport;
+  else if (isEmulatedSessionFd(fd)) transport = emulatedTransport;
+  else
+    throw new LuoClientError(
+      'EPROTO',
+      `luod sent fd ${fd.fd} (${fdTarget(fd)}) as session ${name}, but it is not one`,
+    );
+  try {
+    return LuoSession.adopt(transport, fd);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EBADF') throw err;
+    return new LuoSession(transport, fd, name, 'adopted');
+  }
+}
+
+function errorOf(err: unknown, fallbackCode = 'EIO'): LuoClientError {
+  if (err instanceof LuoClientError) return err;
+  const code = (err as { code?: unknown }).code;
+  return new LuoClientError(
+    typeof code === 'string' ? code : fallbackCode,
+    (err as Error)?.message ?? String(err),
+  );
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new LuoClientError('ECANCELED', 'cancelled'));
+      return;
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new LuoClientError('ECANCELED', 'cancelled'));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export class LuoClient extends EventEmitter<LuoClientEvents> {
+  /** The socket path this client connected to. */
+  readonly path: string;
+  readonly #socket: UnixSocket;
+  readonly #framer = new LineFramer(MAX_LINE_BYTES);
+  readonly #commandTimeoutMs: number;
+  readonly #pending: Pending[] = [];
+  #seq = 0;
+  #closed = false;
+  #closeInfo: DisconnectInfo | null = null;
+  #refusal: LuoClientError | null = null;
+  #current: CurrentUpdate | null = null;
+  #sawKexec = false;
+  #events: Promise<void> = Promise.resolve();
+  #preserveHandler: PreserveHandler | null = null;
+  #abortedHandler: AbortedHandler | null = null;
+  #kexecHandler: KexecHandler | null = null;
+  #resolveClosed!: (info: DisconnectInfo) => void;
+  /** Settles when the connection is gone, for whatever reason. */
+  readonly closed: Promise<DisconnectInfo>;
+
+  private constructor(socket: UnixSocket, path: string, options: ConnectOptions) {
+    super();
+    this.path = path;
+    this.#socket = socket;
+    this.#commandTimeoutMs = options.commandTimeoutMs ?? 0;
+    this.closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    socket.on('data', (data, fds) => this.#onData(data, fds));
+    socket.on('end', () => this.#shutdown(false));
+    socket.on('close', () => this.#shutdown(false));
+    socket.on('error', (err) => this.#shutdown(false, errorOf(err)));
+  }
+
+  /** Connect to luod (default: $LUOD_SOCKET, else /run/luod/liveupdate.sock). */
+  static async connect(path: string = socketPath(), options: ConnectOptions = {}): Promise<LuoClient> {
+    let socket: UnixSocket;
+    try {
+      socket = UnixSocket.connect(path);
+    } catch (err) {
+      const e = errorOf(err, 'ECONNREFUSED');
+      throw new LuoClientError(e.code, `cannot connect to luod at ${path}: ${e.message}`);
+    }
+    return new LuoClient(socket, path, options);
+  }
+
+  /**
+   * Connect, retrying while luod is not listening (ENOENT, ECONNREFUSED,
+   * EAGAIN): what a VMM does after a reboot, when luod may not be up yet.
+   * With `hello`, an attempt counts only once HELLO is answered.
+   */
+  static async connectWithRetry(
+    path: string = socketPath(),
+    options: RetryOptions & { hello?: boolean; client?: string } = {},
+  ): Promise<LuoClient> {
+    const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+    const interval = options.intervalMs ?? 100;
+    let last: LuoClientError | null = null;
+    while (Date.now() < deadline) {
+      try {
+        const client = await LuoClient.connect(path, options);
+        if (!options.hello) return client;
+        try {
+          await client.hello(options.client !== undefined ? { client: options.client } : {});
+          return client;
+        } catch (err) {
+          client.close();
+          throw err;
+        }
+      } catch (err) {
+        last = errorOf(err);
+        if (!['ENOENT', 'ECONNREFUSED', 'EAGAIN', 'ECONNRESET', 'EPIPE', 'EMFILE'].includes(last.code))
+          throw last;
+      }
+      await sleep(Math.min(interval, Math.max(0, deadline - Date.now())), options.signal);
+    }
+    throw new LuoClientError(
+      'ETIMEDOUT',
+      `luod did not answer at ${path} within ${options.timeoutMs ?? 60_000} ms${last ? ` (${last.code}: ${last.message})` : ''}`,
+    );
+  }
+
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** The update this client is taking part in (between START_PRESERVATION and its end). */
+  get currentUpdate(): PreservationRequest | null {
+    return this.#current?.request ?? null;
+  }
+
+  /** Let the process exit while this connection is open. */
+  unref(): this {
+    this.#socket.unref();
+    return this;
+  }
+
+  ref(): this {
+    this.#socket.ref();
+    return this;
+  }
+
+  // ---- handlers --------------------------------------------------------
+
+  /**
+   * Called on START_PRESERVATION with the session fds adopted as Sessions.
+   * When it resolves the client sends READY; when it throws, FAILED with the
+   * error's message. (Call ready()/failed() yourself instead by not setting
+   * one.) `update.signal` aborts if the update is cancelled meanwhile.
+   */
+  onPreserve(handler: PreserveHandler | null): this {
+    this.#preserveHandler = handler;
+    return this;
+  }
+
+  /** Called on ABORTED, after the preserve handler has returned; the sessions are closed by then. */
+  onAborted(handler: AbortedHandler | null): this {
+    this.#abortedHandler = handler;
+    return this;
+  }
+
+  /** Called on KEXEC (the host reboots next). */
+  onKexec(handler: KexecHandler | null): this {
+    this.#kexecHandler = handler;
+    return this;
+  }
+
+  /** Called once when the connection is gone. */
+  onDisconnect(handler: DisconnectHandler): this {
+    void this.closed.then(handler);
+    return this;
+  }
+
+  // ---- commands --------------------------------------------------------
+
+  /** Protocol negotiation (optional; version 1 is assumed without it). */
+  async hello(options: { versions?: number[]; client?: string } = {}): Promise<HelloResult> {
+    const { body } = await this.request('HELLO', {
+      versions: options.versions ?? [PROTOCOL_VERSION],
+      client: options.client ?? `luokit-client/${PROTOCOL_VERSION}`,
+    });
+    return body as unknown as HelloResult;
+  }
+
+  /** Join the barrier of every live update as `id`, with `sessions` LUO sessions (1 to 8). */
+  async subscribe(id: string, options: { sessions?: number } = {}): Promise<SubscribeResult> {
+    const { body } = await this.request('SUBSCRIBE', {
+      id,
+      ...(options.sessions !== undefined && { sessions: options.sessions }),
+    });
+    return { id: String(body.id), sessions: (body.sessions as string[] | undefined) ?? [] };
+  }
+
+  async unsubscribe(): Promise<void> {
+    await this.request('UNSUBSCRIBE');
+  }
+
+  /** Tell luod this client has preserved everything (done for you when a preserve handler resolves). */
+  async ready(): Promise<void> {
+    const current = this.#current;
+    if (current) current.answered = true;
+    await this.request('READY', current ? { update: current.request.update } : {});
+  }
+
+  /** Tell luod this client cannot preserve: the update is aborted for everyone. */
+  async failed(reason: string): Promise<void> {
+    const current = this.#current;
+    if (current) current.answered = true;
+    await this.request('FAILED', {
+      ...(current && { update: current.request.update }),
+      reason: reason.slice(0, 1024),
+    });
+  }
+
+  /**
+   * After the reboot: take the sessions `id` had, as incoming Sessions, in
+   * order. The caller owns them: retrieveFd(token) each file, finish(), close().
+   * `force` lets root claim another uid's sessions.
+   */
+  async claim(id: string, options: { force?: boolean } = {}): Promise<ClaimedSessions> {
+    const { body, fds } = await this.request(
+      'CLAIM',
+      { id, ...(options.force && { force: true }) },
+      { keepFds: true },
+    );
+    const names = Array.isArray(body.sessions) ? (body.sessions as unknown[]).map(String) : [];
+    if (fds.length !== names.length) {
+      for (const fd of fds) fd.close();
+      throw new LuoClientError(
+        'EPROTO',
+        `CLAIM of ${id}: luod named ${names.length} session(s) but sent ${fds.length} fd(s)`,
+        'CLAIM',
+      );
+    }
+    const sessions: Session[] = [];
+    try {
+      for (const [i, fd] of fds.entries()) sessions.push(adoptReceivedSession(fd, names[i]!));
+    } catch (err) {
+      for (const fd of fds) fd.close();
+      throw errorOf(err);
+    }
+    return Object.assign(sessions, { update: String(body.update ?? ''), id: String(body.id ?? id) });
+  }
+
+  async status(): Promise<Record<string, unknown>> {
+    return (await this.request('STATUS')).body;
+  }
+
+  // Admin commands (root or luod's uid).
+
+  /** Run a live update; resolves with luod's outcome when it is over. */
+  async update(
+    options: {
+      timeoutMs?: number;
+      dryRun?: boolean;
+      onProgress?: (event: Record<string, unknown>) => void;
+    } = {},
+  ): Promise<Record<string, unknown>> {
+    const listener = options.onProgress;
+    if (listener) this.on('progress', listener);
+    try {
+      return (
+        await this.request('UPDATE', {
+          ...(options.timeoutMs !== undefined && { timeout_ms: options.timeoutMs }),
+          ...(options.dryRun && { dry_run: true }),
+        })
+      ).body;
+    } finally {
+      if (listener) this.off('progress', listener);
+    }
+  }
+
+  async abort(reason?: string): Promise<void> {
+    await this.request('ABORT', reason !== undefined ? { reason } : {});
+  }
+
+  async clients(): Promise<Record<string, unknown>[]> {
+    return ((await this.request('CLIENTS')).body.clients as Record<string, unknown>[]) ?? [];
+  }
+
+  async sessions(): Promise<Record<string, unknown>[]> {
+    return ((await this.request('SESSIONS')).body.sessions as Record<string, unknown>[]) ?? [];
+  }
+
+  async load(
+    options: { kernel?: string; initrd?: string; cmdline?: string; emuVersion?: string } = {},
+  ): Promise<Record<string, unknown>> {
+    return (
+      await this.request('LOAD', {
+        ...(options.kernel !== undefined && { kernel: options.kernel }),
+        ...(options.initrd !== undefined && { initrd: options.initrd }),
+        ...(options.cmdline !== undefined && { cmdline: options.cmdline }),
+        ...(options.emuVersion !== undefined && { emu_version: options.emuVersion }),
+      })
+    ).body;
+  }
+
+  /**
+   * Send any command and wait for its reply. Resolves with the reply's fields
+   * (and its fds with `keepFds`; otherwise they are closed); rejects with a
+   * LuoClientError when luod refuses or the connection drops.
+   */
+  request(
+    cmd: string,
+    fields: Record<string, unknown> = {},
+    options: { keepFds?: boolean; timeoutMs?: number } = {},
+  ): Promise<{ body: Record<string, unknown>; fds: OwnedFd[] }> {
+    if (this.#closed) return Promise.reject(this.#goneError(cmd));
+    const seq = ++this.#seq;
+    return new Promise((resolve, reject) => {
+      const pending: Pending = {
+        seq,
+        cmd,
+        timer: null,
+        resolve: (reply) => {
+          if (!options.keepFds) {
+            for (const fd of reply.fds) fd.close();
+            resolve({ body: reply.body, fds: [] });
+          } else {
+            resolve(reply);
+          }
+        },
+        reject,
+      };
+      const timeoutMs = options.timeoutMs ?? this.#commandTimeoutMs;
+      if (timeoutMs > 0) {
+        pending.timer = setTimeout(() => {
+          this.#drop(pending);
+          reject(new LuoClientError('ETIMEDOUT', `${cmd}: luod did not answer within ${timeoutMs} ms`, cmd));
+        }, timeoutMs);
+      }
+      this.#pending.push(pending);
+      this.#socket.send(Buffer.from(`${JSON.stringify({ ...fields, cmd, seq })}\n`)).catch((err) => {
+        if (this.#drop(pending)) reject(this.#goneError(cmd, errorOf(err)));
+      });
+    });
+  }
+
+  /** Close the connection. Sessions of an update in progress are closed (after the preserve handler returns). */
+  close(): void {
+    this.#shutdown(true);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // ---- receiving -------------------------------------------------------
+
+  #onData(data: Buffer, fds: OwnedFd[]): void {
+    let lines: ReturnType<LineFramer['push']>;
+    try {
+      lines = this.#framer.push(data, fds);
+    } catch (err) {
+      this.#shutdown(false, errorOf(err, 'E2BIG'));
+      return;
+    }
+    for (const { line, fds: lineFds } of lines) {
+      if (this.#closed) {
+        for (const fd of lineFds) fd.close();
+        continue;
+      }
+      let message: unknown;
+      try {
+        message = JSON.parse(line);
+      } catch {
+        for (const fd of lineFds) fd.close();
+        if (line.trim() !== '')
+          this.#warn(new LuoClientError('EPROTO', `luod sent a line that is not JSON: ${line.slice(0, 80)}`));
+        continue;
+      }
+      if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+        for (const fd of lineFds) fd.close();
+        this.#warn(
+          new LuoClientError('EPROTO', `luod sent a line that is not a JSON object: ${line.slice(0, 80)}`),
+        );
+        continue;
+      }
+      const record = message as Record<string, unknown>;
+      if ('ok' in record) this.#onReply(record, lineFds);
+      else if (typeof record.event === 'string') this.#onEvent(record, lineFds);
+      else {
+        for (const fd of lineFds) fd.close();
+        this.#warn(
+          new LuoClientError(
+            'EPROTO',
+            `luod sent a line that is neither a reply nor an event: ${line.slice(0, 80)}`,
+          ),
+        );
+      }
+    }
+  }
+
+  #onReply(reply: Record<string, unknown>, fds: OwnedFd[]): void {
+    let pending: Pending | undefined;
+    if (reply.seq !== undefined) {
+      pending = this.#pending.find((p) => p.seq === reply.seq);
+    } else if (reply.ok === false) {
+      // A reply without seq answers no command of ours: luod refused the
+      // connection (EMFILE) or a line it could not parse.
+      for (const fd of fds) fd.close();
+      const error = this.#errorFrom(reply, undefined);
+      this.#refusal = error;
+      this.#warn(error);
+      return;
+    } else {
+      pending = this.#pending[0];
+    }
+    if (!pending) {
+      for (const fd of fds) fd.close();
+      this.#warn(new LuoClientError('EPROTO', `a reply for no pending command (seq ${String(reply.seq)})`));
+      return;
+    }
+    this.#drop(pending);
+    if (reply.ok === true) {
+      const { ok: _ok, seq: _seq, ...body } = reply;
+      pending.resolve({ body, fds });
+    } else {
+      for (const fd of fds) fd.close();
+      pending.reject(this.#errorFrom(reply, pending.cmd));
+    }
+  }
+
+  #errorFrom(reply: Record<string, unknown>, cmd: string | undefined): LuoClientError {
+    const error = (reply.error ?? {}) as { code?: unknown; message?: unknown };
+    const code = typeof error.code === 'string' ? error.code : 'EIO';
+    const message = typeof error.message === 'string' ? error.message : `${cmd ?? 'luod'} failed (${code})`;
+    return new LuoClientError(code, message, cmd);
+  }
+
+  #onEvent(event: Record<string, unknown>, fds: OwnedFd[]): void {
+    if (event.event !== 'START_PRESERVATION') for (const fd of fds) fd.close();
+    this.emit('event', event);
+    switch (event.event) {
+      case 'START_PRESERVATION':
+        this.#onStartPreservation(event, fds);
+        break;
+      case 'ABORTED':
+        this.#onAbortedEvent(event);
+        break;
+      case 'KEXEC':
+        this.#onKexecEvent(event);
+        break;
+      case 'PROGRESS':
+        this.emit('progress', event);
+        break;
+      default:
+        break; // events this client does not know are ignored, as the protocol allows
+    }
+  }
+
+  #onStartPreservation(event: Record<string, unknown>, fds: OwnedFd[]): void {
+    const names = Array.isArray(event.sessions) ? (event.sessions as unknown[]).map(String) : [];
+    const update = String(event.update ?? '');
+    const previous = this.#current;
+    if (previous) {
+      // A new update while the last one is open: luod has given up on it.
+      previous.controller.abort();
+      void previous.handled.then(() => this.#closeSessions(previous));
+    }
+    let sessions: Session[];
+    try {
+      if (fds.length !== names.length) {
+        throw new LuoClientError(
+          'EPROTO',
+          `START_PRESERVATION named ${names.length} session(s) but carried ${fds.length} fd(s)`,
+        );
+      }
+      sessions = fds.map((fd, i) => adoptReceivedSession(fd, names[i]!));
+    } catch (err) {
+      for (const fd of fds) fd.close();
+      this.#current = null;
+      const reason = `the session fds could not be used: ${errorOf(err).message}`;
+      this.#warn(errorOf(err));
+      this.request('FAILED', { update, reason }).catch((e) => this.#warn(errorOf(e)));
+      return;
+    }
+    const controller = new AbortController();
+    const deadlineMs = typeof event.deadline_ms === 'number' ? event.deadline_ms : 0;
+    const request: PreservationRequest = {
+      update,
+      id: String(event.id ?? ''),
+      sessions: names,
+      deadline:
+        typeof event.deadline === 'string' ? new Date(event.deadline) : new Date(Date.now() + deadlineMs),
+      deadlineMs,
+      signal: controller.signal,
+      event,
+    };
+    const current: CurrentUpdate = {
+      request,
+      sessions,
+      controller,
+      answered: false,
+      kexec: false,
+      handled: Promise.resolve(),
+    };
+    this.#current = current;
+    const handler = this.#preserveHandler;
+    if (!handler) return;
+    current.handled = (async () => {
+      let failure: Error | null = null;
+      try {
+        await handler(sessions, request);
+      } catch (err) {
+        failure = err instanceof Error ? err : new Error(String(err));
+      }
+      if (current.answered || controller.signal.aborted || this.#closed) return;
+      try {
+        if (failure) await this.failed(failure.message || 'the preserve handler failed');
+        else await this.ready();
+      } catch (err) {
+        // e.g. EBUSY: the update was aborted while the handler ran (ABORTED follows).
+        this.#warn(errorOf(err));
+      }
+    })();
+  }
+
+  #onAbortedEvent(event: Record<string, unknown>): void {
+    const info: AbortedEvent = { update: String(event.update ?? ''), reason: String(event.reason ?? '') };
+    const current = this.#current;
+    if (current && (info.update === '' || info.update === current.request.update)) {
+      this.#current = null;
+      current.controller.abort();
+    }
+    this.#queue(async () => {
+      if (current) {
+        await current.handled;
+        this.#closeSessions(current);
+      }
+      await this.#abortedHandler?.(info);
+    });
+  }
+
+  #onKexecEvent(event: Record<string, unknown>): void {
+    const info: KexecEvent = { update: String(event.update ?? '') };
+    this.#sawKexec = true;
+    if (this.#current) this.#current.kexec = true;
+    this.#queue(async () => {
+      await this.#kexecHandler?.(info);
+    });
+  }
+
+  /** Run event handlers one after another, in the order the events came. */
+  #queue(step: () => Promise<void>): void {
+    this.#events = this.#events.then(step).catch((err) => this.#warn(errorOf(err)));
+  }
+
+  #closeSessions(current: CurrentUpdate): void {
+    for (const session of current.sessions) session.close();
+  }
+
+  #warn(error: Error): void {
+    if (this.listenerCount('warning') > 0) this.emit('warning', error);
+  }
+
+  #drop(pending: Pending): boolean {
+    const i = this.#pending.indexOf(pending);
+    if (i < 0) return false;
+    this.#pending.splice(i, 1);
+    if (pending.timer) clearTimeout(pending.timer);
+    return true;
+  }
+
+  #goneError(cmd: string, cause?: LuoClientError): LuoClientError {
+    const refusal = this.#refusal ?? this.#closeInfo?.error;
+    if (refusal) return new LuoClientError(refusal.code, `${cmd}: ${refusal.message}`, cmd);
+    const why = this.#closeInfo?.byClient ? 'the client closed the connection' : 'luod closed the connection';
+    return new LuoClientError(
+      'ECONNRESET',
+      `${cmd}: ${why}${cause ? ` (${cause.code}: ${cause.message})` : ''}${this.#sawKexec ? ' (the host rebooted: KEXEC)' : ''}`,
+      cmd,
+    );
+  }
+
+  #shutdown(byClient: boolean, error?: LuoClientError): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const info: DisconnectInfo = {
+      byClient,
+      afterKexec: this.#sawKexec,
+      ...((error ?? this.#refusal) && { error: (error ?? this.#refusal)! }),
+    };
+    this.#closeInfo = info;
+    this.#socket.close();
+    this.#framer.dispose();
+    const pending = this.#pending.splice(0);
+    for (const p of pending) {
+      if (p.timer) clearTimeout(p.timer);
+      p.reject(this.#goneError(p.cmd));
+    }
+    const current = this.#current;
+    this.#current = null;
+    if (current) {
+      current.controller.abort();
+      void current.handled.then(() => this.#closeSessions(current));
+    }
+    // After the handlers of events already received.
+    this.#queue(async () => {
+      this.#resolveClosed(info);
+      this.emit('close', info);
+    });
+  }
+}
