@@ -237,14 +237,7 @@ export class Luod {
 
   async #onMessage(client: Client, value: unknown): Promise<void> {
     const seq = (value as { seq?: unknown }).seq;
-    if (client.channel.socket.pendingBytes > MAX_QUEUED_BYTES) {
-      this.#log.warn(
-        { client: client.id, pid: client.pid },
-        'disconnecting a client that does not read its socket',
-      );
-      client.channel.close();
-      return;
-    }
+    if (this.#dropIfNotReading(client)) return;
     const reply = (body: object, fds: OwnedFd[] | Session[] = []) =>
       client.channel
         .send(
@@ -616,19 +609,23 @@ export class Luod {
   }
 
   /**
-   * Send an event without waiting for it. A client whose unread output has
-   * grown past MAX_QUEUED_BYTES is not reading at all: it is disconnected
-   * rather than allowed to grow luod's memory without bound.
+   * A client whose unread output has grown past MAX_QUEUED_BYTES is not
+   * reading at all: it is disconnected rather than allowed to grow luod's
+   * memory without bound.
    */
+  #dropIfNotReading(client: Client): boolean {
+    if (client.channel.socket.pendingBytes <= MAX_QUEUED_BYTES) return false;
+    this.#log.warn(
+      { client: client.id, pid: client.pid },
+      'disconnecting a client that does not read its socket',
+    );
+    client.channel.close();
+    return true;
+  }
+
+  /** Send an event without waiting for it (see #dropIfNotReading). */
   #notify(client: Client, event: object, fds: Session[] = []): void {
-    if (client.channel.socket.pendingBytes > MAX_QUEUED_BYTES) {
-      this.#log.warn(
-        { client: client.id, pid: client.pid },
-        'disconnecting a client that does not read its socket',
-      );
-      client.channel.close();
-      return;
-    }
+    if (this.#dropIfNotReading(client)) return;
     void client.channel
       .send(
         event,
