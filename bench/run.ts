@@ -13,8 +13,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Benchmark, type BenchmarkResult, context, gbPerSecond, now } from './lib.js';
 import { memfdHandover } from './memfd-handover.js';
+import { radixDecode } from './radix.js';
 
-const BENCHMARKS: readonly Benchmark[] = [memfdHandover];
+const BENCHMARKS: readonly Benchmark[] = [memfdHandover, radixDecode];
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outFile = path.resolve(

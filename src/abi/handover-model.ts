@@ -6,7 +6,7 @@
  */
 import type { AbiError } from './errors.js';
 import type { KhoSubtree, ReserveMem } from './kho.js';
-import type { PreservedRange } from './kho-radix.js';
+import type { PreservedMemoryMap, PreservedRange } from './kho-radix.js';
 import type { LuoFlbSer } from './luo.js';
 import type { MemfdState } from './memfd.js';
 
@@ -72,8 +72,13 @@ export interface HandoverLayout {
   memoryMapPa?: bigint;
   /** The radix tree's own pages. */
   radixPages: bigint[];
-  /** Every preserved block, in radix-tree key order. */
+  /**
+   * Every preserved block, in radix-tree key order; empty when there are more than
+   * LAYOUT_MAX_BLOCKS (2^20) of them, which preservedMap holds as runs.
+   */
   preserved: PreservedRange[];
+  /** The preserved-memory map as the successor sees it (absent when it could not be read). */
+  preservedMap?: PreservedMemoryMap;
   subtrees: (KhoSubtree | { name: string; error: AbiError })[];
   luoSerPa?: bigint;
   luoCompatible?: string;

@@ -38,10 +38,10 @@ import {
 } from './kho.js';
 import { readBlockChain } from './kho-block.js';
 import {
-  decodeRadixTree,
   PreservedMemoryMap,
   type PreservedRange,
   preservePagesRanges,
+  walkRadixTreeRuns,
 } from './kho-radix.js';
 import {
   decodeLuoFileSer,
@@ -59,6 +59,9 @@ import { MEMFD_LUO_FH_COMPATIBLE, readMemfd } from './memfd.js';
 import { checkPageAligned, PAGE_SIZE, type PhysicalMemory, readStruct } from './memory.js';
 
 type ProblemContext = Pick<HandoverProblem, 'session' | 'token'>;
+
+/** Above this many preserved blocks, layout.preserved stays empty (layout.preservedMap has them all). */
+export const LAYOUT_MAX_BLOCKS = 1 << 20;
 
 export class HandoverReader {
   readonly problems: HandoverProblem[] = [];
@@ -107,15 +110,20 @@ export class HandoverReader {
     this.layout.khoCompatible = root.compatible;
     this.layout.memoryMapPa = root.memoryMapPa;
     this.layout.subtrees = khoSubtrees(root.fdt.root);
-    const tree = this.attempt('cold-boot', () => decodeRadixTree(this.memory, root.memoryMapPa));
+    const tree = this.attempt('cold-boot', () => {
+      const collector = PreservedMemoryMap.collect();
+      const nodePages = walkRadixTreeRuns(this.memory, root.memoryMapPa, collector.visit);
+      return { map: collector.finish(), nodePages };
+    });
     if (!tree) return undefined;
-    this.layout.preserved = tree.ranges;
+    this.preserved = tree.map;
+    this.layout.preservedMap = tree.map;
+    this.layout.preserved = tree.map.blockCount <= LAYOUT_MAX_BLOCKS ? [...tree.map.ranges] : [];
     this.layout.radixPages = tree.nodePages;
-    this.preserved = new PreservedMemoryMap(tree.ranges);
     const overlaps = this.preserved.overlaps();
     if (overlaps.length > 0) {
       const [outer, inner] = overlaps[0]!;
-      const reason = `${overlaps.length} preserved block(s) overlap others; the first lies in the order-${outer.order} block at ${hexPa(outer.pa)}`;
+      const reason = `${overlaps.length} run(s) of preserved blocks overlap others; the first lies in the order-${outer.order} block at ${hexPa(outer.pa)}`;
       this.report('warning', new AbiError('kho-radix-leaf', { pa: inner.pa }, reason));
     }
     return root;

@@ -14,7 +14,6 @@
  * them during early boot, when it only allocates from the scratch areas, and then lets
  * them be reused. So encodeRadixTree allocates node pages but does not mark them.
  */
-import { readU64 } from './bytes.js';
 import { AbiError, hexPa } from './errors.js';
 import {
   PAGE_SHIFT,
@@ -22,7 +21,7 @@ import {
   type PhysicalMemory,
   type PhysicalMemoryWriter,
   type PhysicalRange,
-  readStruct,
+  readStructInto,
 } from './memory.js';
 
 /** A preserved block: 2^order pages at `pa`, which is aligned to its size. */
@@ -121,6 +120,285 @@ export interface RadixWalkOptions {
 }
 
 /**
+ * `blocks` preserved blocks of one order back to back: [pa, pa + blocks * 2^order pages).
+ * A walk reports maximal runs, so a fully preserved 1 GiB of 4 KiB pages is one run.
+ */
+export interface PreservedRun {
+  order: number;
+  pa: bigint;
+  blocks: number;
+}
+
+/**
+ * Receives one run of a walk. `first` is the index of the run's first block,
+ * pa >> (12 + order): below 2^52, so exact as a number. Runs arrive in key order (larger
+ * orders first, then by address), merged across bitmap words and leaves.
+ */
+export type RadixRunVisitor = (order: number, first: number, blocks: number) => void;
+
+/** The address of block `first` of `order` (see RadixRunVisitor). */
+export function runPa(order: number, first: number): bigint {
+  return BigInt(first) << BigInt(PAGE_SHIFT + order);
+}
+
+const BITMAP_WORDS = PAGE_SIZE / 4;
+const BITMAP_BITS = 1 << BITMAP_SIZE_LOG2;
+/** Keys at or above this have an order bit above bit 52: no page order. */
+const FIRST_INVALID_KEY = 1n << BigInt(KHO_ORDER_0_LOG2 + 1);
+const FULL_LEAF = Buffer.alloc(PAGE_SIZE, 0xff);
+const MAX_SAFE_PA = 1n << 53n;
+/** Leaves read with one request when they sit back to back: 256 KiB. */
+const LEAF_BATCH = 64;
+/** Bitmap words are read as host int32s: right on little-endian hosts (as KHO is); others go bit by bit. */
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * Walks the tree at `rootPa` and reports preserved memory as runs (RadixRunVisitor), the
+ * form that scales: a terabyte of 4 KiB pages is 2^28 blocks but a handful of runs.
+ * Checks everything walkRadixTree does: a zero root, a misaligned pointer, a node that
+ * is not readable, a page reached twice (a cycle or shared subtree), a key with no valid
+ * order. Returns the physical addresses of the tree's own pages, in walk order.
+ */
+export function walkRadixTreeRuns(memory: PhysicalMemory, rootPa: bigint, visit: RadixRunVisitor): bigint[] {
+  // Node pages as numbers below 2^53 (all real ones), so the hot path needs no bigints.
+  const seen = new Set<number | bigint>();
+  const nodePages: (number | bigint)[] = [];
+  const key = (pa: bigint): number | bigint => (pa < MAX_SAFE_PA ? Number(pa) : pa);
+  // Reused buffers (a walk reads thousands of pages): one page per table level, and a
+  // batch of leaves, read at once when a table's leaves sit back to back in memory.
+  const tablePages = Array.from({ length: KHO_TREE_MAX_DEPTH }, () => new Uint8Array(PAGE_SIZE));
+  const batch = new Uint8Array(LEAF_BATCH * PAGE_SIZE);
+  const leafBytes = Array.from({ length: LEAF_BATCH }, (_, i) =>
+    batch.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE),
+  );
+  const leafWords = leafBytes.map((bytes) => new Int32Array(bytes.buffer, bytes.byteOffset, BITMAP_WORDS));
+  const leafBuffers = leafBytes.map((bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, PAGE_SIZE));
+  // The run being built, carried across words and leaves until something breaks it.
+  let runOrder = -1;
+  let runFirst = 0;
+  let runBlocks = 0;
+
+  const add = (order: number, first: number, blocks: number): void => {
+    if (order === runOrder && first === runFirst + runBlocks) {
+      runBlocks += blocks;
+      return;
+    }
+    if (runBlocks > 0) visit(runOrder, runFirst, runBlocks);
+    runOrder = order;
+    runFirst = first;
+    runBlocks = blocks;
+  };
+
+  /** The checks every node gets before it is read: alignment, and no page twice. */
+  const admit = (pa: bigint, structure: string, from: string): void => {
+    if (pa % BigInt(PAGE_SIZE) !== 0n) throw new AbiError(structure, { pa }, `${from} is not page aligned`);
+    if (seen.has(key(pa)))
+      throw new AbiError(structure, { pa }, `${from} reaches this page a second time (cycle or shared node)`);
+  };
+  const mark = (pa: bigint): void => {
+    seen.add(key(pa));
+    nodePages.push(key(pa));
+  };
+
+  /** Bit by bit, for the two leaves whose keys are not all of one valid order. */
+  const walkLeafSlowly = (bitmap: Uint8Array, leafPa: bigint, prefix: bigint): void => {
+    for (let byte = 0; byte < PAGE_SIZE; byte++) {
+      const bits = bitmap[byte]!;
+      if (bits === 0) continue;
+      for (let b = 0; b < 8; b++) {
+        if ((bits & (1 << b)) === 0) continue;
+        const range = rangeOfRadixKey(prefix | BigInt(byte * 8 + b), { pa: leafPa });
+        add(range.order, Number(range.pa >> BigInt(PAGE_SHIFT + range.order)), 1);
+      }
+    }
+  };
+
+  /** A leaf already read into batch slot `slot`. */
+  const scanSlot = (slot: number, leafPa: bigint, prefix: bigint): void => {
+    // Key 0 and orders 38..52 share the first leaf; keys from 2^53 on are all invalid.
+    if (prefix === 0n || prefix >= FIRST_INVALID_KEY || !HOST_LITTLE_ENDIAN) {
+      walkLeafSlowly(leafBytes[slot]!, leafPa, prefix);
+      return;
+    }
+    // Every key in this leaf has its order bit at the same place, above the 15 bitmap bits.
+    const orderBit = bitLength(prefix) - 1;
+    scanSlotOfOrder(slot, KHO_ORDER_0_LOG2 - orderBit, Number(prefix - (1n << BigInt(orderBit))));
+  };
+
+  /** A leaf in batch slot `slot` whose blocks are `leafFirst` onwards, all of `order`. */
+  const scanSlotOfOrder = (slot: number, order: number, leafFirst: number): void => {
+    let carried = -1;
+    if (runBlocks > 0) {
+      if (runOrder === order && runFirst + runBlocks === leafFirst) carried = runFirst;
+      else visit(runOrder, runFirst, runBlocks);
+      runBlocks = 0;
+    }
+    // A full leaf (2^15 blocks: 128 MiB of 4 KiB pages) only extends or opens a run.
+    const open = leafBuffers[slot]!.equals(FULL_LEAF)
+      ? carried >= 0
+        ? carried
+        : leafFirst
+      : scanLeaf(leafWords[slot]!, order, leafFirst, carried, visit);
+    if (open >= 0) {
+      runOrder = order;
+      runFirst = open;
+      runBlocks = leafFirst + BITMAP_BITS - open;
+    }
+  };
+
+  /** One leaf into batch slot 0, with its checks. */
+  const readLeaf = (leafPa: bigint): void => {
+    admit(leafPa, 'kho-radix-leaf', 'a level-1 entry');
+    mark(leafPa);
+    readStructInto(memory, 'kho-radix-leaf', leafPa, leafBytes[0]!);
+  };
+
+  /**
+   * The leaves of a level-1 table, in entry order. Leaves at consecutive addresses
+   * (entries i, i+1, ... pointing at pa, pa + 4096, ...) that pass their checks are read
+   * with one request; if that fails, they are read one by one, so the error names the
+   * same page as a walk reading one page at a time.
+   */
+  const walkLeaves = (view: DataView, prefix: bigint): void => {
+    const prefixOf = (i: number): bigint => prefix | (BigInt(i) << BigInt(BITMAP_SIZE_LOG2));
+    // When every key under this table has its order bit at one place (all but the first
+    // table), each leaf's order and first block follow from its index, without bigints.
+    const last = prefix | (BigInt(TABLE_ENTRIES - 1) << BigInt(BITMAP_SIZE_LOG2));
+    const orderBit = bitLength(prefix) - 1;
+    const uniform =
+      prefix > 0n && last < FIRST_INVALID_KEY && HOST_LITTLE_ENDIAN && bitLength(last) - 1 === orderBit;
+    const order = KHO_ORDER_0_LOG2 - orderBit;
+    const tableFirst = uniform ? Number(prefix - (1n << BigInt(orderBit))) : 0;
+    const scan = (slot: number, leafPa: number | bigint, i: number): void => {
+      if (uniform) scanSlotOfOrder(slot, order, tableFirst + i * BITMAP_BITS);
+      else scanSlot(slot, BigInt(leafPa), prefixOf(i));
+    };
+    /** Entry i as a number, or -1 when it is 2^53 or more (then read as a bigint). */
+    const entry = (i: number): number => {
+      const high = view.getUint32(i * 8 + 4, true);
+      return high < 2 ** (53 - 32) ? high * 2 ** 32 + view.getUint32(i * 8, true) : -1;
+    };
+    const one = (pa: bigint, i: number): void => {
+      readLeaf(pa);
+      scan(0, pa, i);
+    };
+    let i = 0;
+    while (i < TABLE_ENTRIES) {
+      const first = entry(i);
+      if (first === 0) {
+        i++;
+        continue;
+      }
+      if (first < 0) {
+        one(view.getBigUint64(i * 8, true), i);
+        i++;
+        continue;
+      }
+      let n = 0;
+      while (n < LEAF_BATCH && i + n < TABLE_ENTRIES) {
+        const pa = entry(i + n);
+        if (pa !== first + n * PAGE_SIZE || pa % PAGE_SIZE !== 0 || seen.has(pa)) break;
+        n++;
+      }
+      if (n <= 1) {
+        one(BigInt(first), i);
+        i++;
+        continue;
+      }
+      try {
+        readStructInto(memory, 'kho-radix-leaf', BigInt(first), batch.subarray(0, n * PAGE_SIZE));
+      } catch (error) {
+        if (!(error instanceof AbiError)) throw error;
+        for (let k = 0; k < n; k++) one(BigInt(first + k * PAGE_SIZE), i + k);
+        i += n;
+        continue;
+      }
+      for (let k = 0; k < n; k++) {
+        const pa = first + k * PAGE_SIZE;
+        seen.add(pa);
+        nodePages.push(pa);
+        scan(k, pa, i + k);
+      }
+      i += n;
+    }
+  };
+
+  const walkTable = (tablePa: bigint, level: number, prefix: bigint, from: string): void => {
+    admit(tablePa, 'kho-radix-node', from);
+    mark(tablePa);
+    const table = tablePages[level]!;
+    readStructInto(memory, 'kho-radix-node', tablePa, table);
+    const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+    if (level === 1) {
+      walkLeaves(view, prefix);
+      return;
+    }
+    const shift = BigInt((level - 1) * TABLE_SIZE_LOG2 + BITMAP_SIZE_LOG2);
+    for (let i = 0; i < TABLE_ENTRIES; i++) {
+      if (view.getUint32(i * 8, true) === 0 && view.getUint32(i * 8 + 4, true) === 0) continue;
+      const child = view.getBigUint64(i * 8, true);
+      walkTable(
+        child,
+        level - 1,
+        prefix | (BigInt(i) << shift),
+        `entry ${i} of the level-${level} node at ${hexPa(tablePa)}`,
+      );
+    }
+  };
+
+  if (rootPa === 0n)
+    throw new AbiError('kho-radix-node', { pa: rootPa }, 'the preserved-memory-map root is zero');
+  walkTable(rootPa, ROOT_LEVEL, 0n, 'preserved-memory-map');
+  if (runBlocks > 0) visit(runOrder, runFirst, runBlocks);
+  return nodePages.map((pa) => BigInt(pa));
+}
+
+/**
+ * Scans one bitmap leaf whose keys all have one order: block `leafFirst + bit` for each
+ * set bit. `carried` is the first block of a run left open by the previous leaf and
+ * ending right where this one starts, or -1. Visits every run that ends inside the leaf
+ * and returns the first block of the run still open at its end, or -1.
+ *
+ * Words are host-order int32s (little-endian hosts only, as KHO is). Each word is turned
+ * into its transitions (bits where a run starts or ends, from the word and the last bit
+ * before it), so a word that only continues the current state costs one test, and a run
+ * two clz32.
+ */
+function scanLeaf(
+  words: Int32Array,
+  order: number,
+  leafFirst: number,
+  carried: number,
+  visit: RadixRunVisitor,
+): number {
+  // start: bit where the open run began in this leaf (0 for a carried run), or -1.
+  let start = carried >= 0 ? 0 : -1;
+  let carriedFirst = carried;
+  let previous = carried >= 0 ? 1 : 0;
+  for (let w = 0; w < BITMAP_WORDS; w++) {
+    const v = words[w]!;
+    let transitions = v ^ ((v << 1) | previous);
+    previous = v >>> 31;
+    if (transitions === 0) continue;
+    const base = w << 5;
+    do {
+      const bit = base + 31 - Math.clz32(transitions ^ (transitions - 1));
+      transitions &= transitions - 1;
+      if (start < 0) {
+        start = bit;
+      } else {
+        const first = carriedFirst >= 0 ? carriedFirst : leafFirst + start;
+        visit(order, first, leafFirst + bit - first);
+        carriedFirst = -1;
+        start = -1;
+      }
+    } while (transitions !== 0);
+  }
+  if (start < 0) return -1;
+  return carriedFirst >= 0 ? carriedFirst : leafFirst + start;
+}
+
+/**
  * Visits every preserved block in the tree at `rootPa`, in key order (larger orders
  * first, then by address). Throws AbiError for a zero or misaligned pointer, a node that
  * is not readable, a page reached twice (a cycle or shared subtree), a key with no valid
@@ -134,49 +412,16 @@ export function walkRadixTree(
   options: RadixWalkOptions = {},
 ): bigint[] {
   const maxRanges = options.maxRanges ?? DEFAULT_MAX_PRESERVED_RANGES;
-  const seen = new Set<bigint>();
   let visited = 0;
-
-  const enter = (pa: bigint, structure: string, from: string): Uint8Array => {
-    if (pa % BigInt(PAGE_SIZE) !== 0n) throw new AbiError(structure, { pa }, `${from} is not page aligned`);
-    if (seen.has(pa))
-      throw new AbiError(structure, { pa }, `${from} reaches this page a second time (cycle or shared node)`);
-    seen.add(pa);
-    return readStruct(memory, structure, pa, PAGE_SIZE);
-  };
-
-  const walkLeaf = (leafPa: bigint, prefix: bigint): void => {
-    const bitmap = enter(leafPa, 'kho-radix-leaf', 'a level-1 entry');
-    for (let byte = 0; byte < PAGE_SIZE; byte++) {
-      const bits = bitmap[byte]!;
-      if (bits === 0) continue;
-      for (let b = 0; b < 8; b++) {
-        if ((bits & (1 << b)) === 0) continue;
-        if (++visited > maxRanges) {
-          throw new AbiError('kho-radix-leaf', { pa: leafPa }, `more than ${maxRanges} preserved blocks`);
-        }
-        visit(rangeOfRadixKey(prefix | BigInt(byte * 8 + b), { pa: leafPa }));
-      }
+  return walkRadixTreeRuns(memory, rootPa, (order, first, blocks) => {
+    if (visited + blocks > maxRanges) {
+      const pa = runPa(order, first + (maxRanges - visited));
+      throw new AbiError('kho-radix-leaf', { pa }, `more than ${maxRanges} preserved blocks`);
     }
-  };
-
-  const walkTable = (tablePa: bigint, level: number, prefix: bigint, from: string): void => {
-    const table = enter(tablePa, 'kho-radix-node', from);
-    const shift = BigInt((level - 1) * TABLE_SIZE_LOG2 + BITMAP_SIZE_LOG2);
-    for (let i = 0; i < TABLE_ENTRIES; i++) {
-      const child = readU64(table, i * 8);
-      if (child === 0n) continue;
-      const childPrefix = prefix | (BigInt(i) << shift);
-      const childFrom = `entry ${i} of the level-${level} node at ${hexPa(tablePa)}`;
-      if (level === 1) walkLeaf(child, childPrefix);
-      else walkTable(child, level - 1, childPrefix, childFrom);
-    }
-  };
-
-  if (rootPa === 0n)
-    throw new AbiError('kho-radix-node', { pa: rootPa }, 'the preserved-memory-map root is zero');
-  walkTable(rootPa, ROOT_LEVEL, 0n, 'preserved-memory-map');
-  return [...seen];
+    visited += blocks;
+    const shift = BigInt(PAGE_SHIFT + order);
+    for (let i = 0; i < blocks; i++) visit({ pa: BigInt(first + i) << shift, order });
+  });
 }
 
 /** All preserved blocks of the tree at `rootPa`, and the tree's own pages. */
@@ -213,34 +458,173 @@ export function summarizePreserved(ranges: Iterable<PreservedRange>): PreservedS
   return { blocks, bytes, byOrder: [...byOrder.values()].sort((a, b) => a.order - b.order) };
 }
 
+/** The runs of one order in a PreservedMemoryMap: ascending, disjoint and maximal. */
+export interface OrderRuns {
+  order: number;
+  first: number[];
+  blocks: number[];
+  totalBlocks: number;
+}
+
 /**
  * Preserved blocks indexed by start address: what the next kernel knows after it has
  * walked the tree (kho_restore_folio() and friends accept only the head of a block).
+ * Held as runs per order, so a map of 2^28 pages costs a few runs, not 2^28 entries.
  */
 export class PreservedMemoryMap {
-  private readonly heads = new Map<bigint, number>();
-  readonly ranges: readonly PreservedRange[];
+  /** Ascending by order. */
+  private readonly orders: OrderRuns[];
+  private given: readonly PreservedRange[] | undefined;
+  /** Block heads exactly as given to the constructor, which accepts any range, aligned or not. */
+  private readonly heads: Map<bigint, number> | undefined;
+  /** Preserved blocks, all orders. */
+  readonly blockCount: number;
 
-  constructor(ranges: Iterable<PreservedRange>) {
-    this.ranges = [...ranges];
-    for (const range of this.ranges) this.heads.set(range.pa, range.order);
+  /**
+   * From individual blocks in any order (duplicates count once), as tests and small
+   * handovers have them; orderAt() then answers for exactly these heads.
+   */
+  constructor(ranges: Iterable<PreservedRange> | { runs: OrderRuns[] }) {
+    if ('runs' in ranges) {
+      this.orders = ranges.runs;
+    } else {
+      const given = [...ranges];
+      this.given = given;
+      this.heads = new Map(given.map((range) => [range.pa, range.order]));
+      const byOrder = new Map<number, number[]>();
+      for (const range of given) {
+        const list = byOrder.get(range.order) ?? [];
+        list.push(Number(range.pa >> BigInt(PAGE_SHIFT + range.order)));
+        byOrder.set(range.order, list);
+      }
+      const builder = new PreservedMapBuilder();
+      for (const order of [...byOrder.keys()].sort((x, y) => y - x)) {
+        const firsts = byOrder.get(order)!.sort((x, y) => x - y);
+        firsts.forEach((first, i) => {
+          if (i === 0 || first !== firsts[i - 1]) builder.add(order, first, 1);
+        });
+      }
+      this.orders = builder.orderRuns();
+    }
+    this.blockCount = this.orders.reduce((n, o) => n + o.totalBlocks, 0);
   }
 
-  /** The order of the block starting at `pa`, or undefined if no block starts there. */
+  /** Collects a walk's runs (walkRadixTreeRuns) into a map, without listing single blocks. */
+  static collect(): { visit: RadixRunVisitor; finish(): PreservedMemoryMap } {
+    const builder = new PreservedMapBuilder();
+    return {
+      visit: (order, first, blocks) => builder.add(order, first, blocks),
+      finish: () => new PreservedMemoryMap({ runs: builder.orderRuns() }),
+    };
+  }
+
+  /** Every block, larger orders first then by address; built on first use (a large map has many). */
+  get ranges(): readonly PreservedRange[] {
+    if (!this.given) {
+      const ranges: PreservedRange[] = [];
+      for (const { order, first, blocks } of [...this.orders].reverse()) {
+        const shift = BigInt(PAGE_SHIFT + order);
+        first.forEach((f, i) => {
+          for (let b = 0; b < blocks[i]!; b++) ranges.push({ pa: BigInt(f + b) << shift, order });
+        });
+      }
+      this.given = ranges;
+    }
+    return this.given;
+  }
+
+  /**
+   * The order of the block starting at `pa`, or undefined if no block starts there. When
+   * blocks of several orders start there, a walked map answers the smallest.
+   */
   orderAt(pa: bigint): number | undefined {
-    return this.heads.get(pa);
+    if (this.heads) return this.heads.get(pa);
+    for (const runs of this.orders) {
+      const size = BigInt(PAGE_SIZE) << BigInt(runs.order);
+      if (pa % size !== 0n) continue;
+      const index = Number(pa / size);
+      let low = 0;
+      let high = runs.first.length;
+      while (low < high) {
+        const mid = (low + high) >> 1;
+        if (runs.first[mid]! + runs.blocks[mid]! <= index) low = mid + 1;
+        else high = mid;
+      }
+      if (low < runs.first.length && runs.first[low]! <= index) return runs.order;
+    }
+    return undefined;
   }
 
-  /** Pairs of blocks that share memory (the kernel reserves both; it is a sign of a bug). */
+  /** Orders present, ascending, with their block and run counts. */
+  orderSummaries(): { order: number; blocks: number; runs: number }[] {
+    return this.orders.map((o) => ({ order: o.order, blocks: o.totalBlocks, runs: o.first.length }));
+  }
+
+  /** Runs of every order, ascending by order then address; stop early by returning false. */
+  forEachRun(visit: (run: PreservedRun) => boolean | undefined): void {
+    for (const { order, first, blocks } of this.orders) {
+      for (let i = 0; i < first.length; i++) {
+        if (visit({ order, pa: runPa(order, first[i]!), blocks: blocks[i]! }) === false) return;
+      }
+    }
+  }
+
+  /**
+   * Pairs of blocks that share memory (the kernel reserves both; it is a sign of a bug):
+   * for each pair of overlapping runs, the first pair of blocks that overlap.
+   */
   overlaps(): [PreservedRange, PreservedRange][] {
-    const sorted = [...this.ranges].sort((a, b) => (a.pa < b.pa ? -1 : a.pa > b.pa ? 1 : a.order - b.order));
+    const runs: { start: bigint; end: bigint; order: number }[] = [];
+    for (const { order, first, blocks } of this.orders) {
+      const size = BigInt(PAGE_SIZE) << BigInt(order);
+      first.forEach((f, i) => {
+        const start = BigInt(f) * size;
+        runs.push({ start, end: start + BigInt(blocks[i]!) * size, order });
+      });
+    }
+    runs.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : b.order - a.order));
     const found: [PreservedRange, PreservedRange][] = [];
-    let widest: PreservedRange | undefined;
-    for (const range of sorted) {
-      if (widest && range.pa < widest.pa + rangeBytes(widest)) found.push([widest, range]);
-      if (!widest || range.pa + rangeBytes(range) > widest.pa + rangeBytes(widest)) widest = range;
+    let widest: (typeof runs)[number] | undefined;
+    for (const run of runs) {
+      if (widest && run.start < widest.end) {
+        const size = BigInt(PAGE_SIZE) << BigInt(widest.order);
+        const outer = widest.start + ((run.start - widest.start) / size) * size;
+        found.push([
+          { pa: outer, order: widest.order },
+          { pa: run.start, order: run.order },
+        ]);
+      }
+      if (!widest || run.end > widest.end) widest = run;
     }
     return found;
+  }
+}
+
+/** Gathers runs per order, merging adjacent ones; runs of one order must come in address order. */
+class PreservedMapBuilder {
+  private readonly byOrder = new Map<number, OrderRuns>();
+
+  /** The order added to last: a walk visits one order at a time. */
+  private last: OrderRuns | undefined;
+
+  add(order: number, first: number, blocks: number): void {
+    let runs = this.last?.order === order ? this.last : this.byOrder.get(order);
+    if (!runs) {
+      runs = { order, first: [], blocks: [], totalBlocks: 0 };
+      this.byOrder.set(order, runs);
+    }
+    this.last = runs;
+    const last = runs.first.length - 1;
+    if (last >= 0 && runs.first[last]! + runs.blocks[last]! === first) runs.blocks[last]! += blocks;
+    else {
+      runs.first.push(first);
+      runs.blocks.push(blocks);
+    }
+    runs.totalBlocks += blocks;
+  }
+
+  orderRuns(): OrderRuns[] {
+    return [...this.byOrder.values()].sort((a, b) => a.order - b.order);
   }
 }
 

@@ -29,6 +29,11 @@ export interface PhysicalRange {
 export interface PhysicalMemory {
   /** The `length` bytes at `pa`; throws AbiError if any of them is not present. */
   read(pa: bigint, length: number): Uint8Array;
+  /**
+   * Optional: fills `target` with the target.byteLength bytes at `pa`, as read() would
+   * return them, so a decoder reading thousands of pages can reuse one buffer.
+   */
+  readInto?(pa: bigint, target: Uint8Array): void;
   /** The present ranges, ascending and disjoint (for scanning a dump). */
   ranges(): PhysicalRange[];
 }
@@ -52,6 +57,23 @@ export function readStruct(memory: PhysicalMemory, structure: string, pa: bigint
   } catch (error) {
     if (error instanceof AbiError)
       throw new AbiError(structure, { pa }, `${size} bytes not readable: ${error.reason}`);
+    throw error;
+  }
+}
+
+/** readStruct into a buffer the caller reuses (PhysicalMemory.readInto when the memory has it). */
+export function readStructInto(
+  memory: PhysicalMemory,
+  structure: string,
+  pa: bigint,
+  target: Uint8Array,
+): void {
+  try {
+    if (memory.readInto) memory.readInto(pa, target);
+    else target.set(memory.read(pa, target.byteLength));
+  } catch (error) {
+    if (error instanceof AbiError)
+      throw new AbiError(structure, { pa }, `${target.byteLength} bytes not readable: ${error.reason}`);
     throw error;
   }
 }
@@ -179,16 +201,28 @@ export class FileSegmentMemory implements PhysicalMemory {
   read(pa: bigint, length: number): Uint8Array {
     checkRequest(pa, length);
     const out = new Uint8Array(length);
+    this.readInto(pa, out);
+    return out;
+  }
+
+  readInto(pa: bigint, out: Uint8Array): void {
+    const length = out.byteLength;
+    checkRequest(pa, length);
     let at = 0;
     while (at < length) {
       const here = pa + BigInt(at);
       const segment = this.segments.find((s) => s.start <= here && here < s.end);
       if (!segment) throw new AbiError(this.structure, { pa: here }, 'address not present in the dump');
       const n = Number(bigMin(segment.end - here, BigInt(length - at)));
-      out.set(readFile(this.fd, segment.fileOffset + Number(here - segment.start), n, this.structure), at);
+      readFile(
+        this.fd,
+        segment.fileOffset + Number(here - segment.start),
+        n,
+        this.structure,
+        out.subarray(at, at + n),
+      );
       at += n;
     }
-    return out;
   }
 
   ranges(): PhysicalRange[] {
@@ -230,6 +264,14 @@ export class SparseFileMemory implements WritablePhysicalMemory {
 
   read(pa: bigint, length: number): Uint8Array {
     checkRequest(pa, length);
+    const out = new Uint8Array(length);
+    this.readInto(pa, out);
+    return out;
+  }
+
+  readInto(pa: bigint, target: Uint8Array): void {
+    const length = target.byteLength;
+    checkRequest(pa, length);
     if (pa + BigInt(length) > this.end) {
       throw new AbiError(
         'memory-image',
@@ -237,7 +279,7 @@ export class SparseFileMemory implements WritablePhysicalMemory {
         `${length} bytes run past the end of memory (${hexPa(this.end)})`,
       );
     }
-    return readFile(this.fd, Number(pa), length, 'memory-image');
+    readFile(this.fd, Number(pa), length, 'memory-image', target);
   }
 
   write(pa: bigint, bytes: Uint8Array): void {
@@ -316,8 +358,13 @@ function checkRequest(pa: bigint, length: number): void {
   }
 }
 
-function readFile(fd: number, position: number, length: number, structure: string): Uint8Array {
-  const out = new Uint8Array(length);
+function readFile(
+  fd: number,
+  position: number,
+  length: number,
+  structure: string,
+  out: Uint8Array = new Uint8Array(length),
+): Uint8Array {
   let done = 0;
   while (done < length) {
     let n: number;

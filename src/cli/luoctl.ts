@@ -15,6 +15,7 @@ import { register as registerDemo } from './demo.js';
 import { register as registerDoctor } from './doctor.js';
 import { register as registerEmu } from './emu.js';
 import type { CliEnvironment, RegisterCommand } from './environment.js';
+import { register as registerInspect } from './inspect.js';
 import { ExitCode, Output } from './output.js';
 
 const COMMANDS: readonly RegisterCommand[] = [
@@ -22,6 +23,7 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerEmu,
   registerDaemonCommands,
   registerDemo,
+  registerInspect,
 ];
 
 /** Read at run time so the version printed is the installed package's, from dist/ or from src/ alike. */
