@@ -1,0 +1,104 @@
+/**
+ * luoctl's daemon commands as an operator runs them (compiled CLI, LUOD_SOCKET),
+ * against luod on the emulated kernel: clean errors for bad kernel images and
+ * versions, --json everywhere, and exit codes scripts can rely on.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, test } from 'node:test';
+import { LuoClient } from '../src/client/index.js';
+import { stopEmulator } from '../src/kernel/emu/index.js';
+import { statePaths } from '../src/kernel/emu/paths.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-cli-luod-'));
+const socket = path.join(dir, 'luod.sock');
+const state = path.join(dir, 'emu');
+let luod: ChildProcess;
+
+before(async () => {
+  luod = spawn(process.execPath, ['dist/daemon/main.js', '--emulate', '--state', state], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, LUOD_SOCKET: socket },
+  });
+  (await LuoClient.connectWithRetry(socket, { timeoutMs: 20_000 })).close();
+});
+
+after(async () => {
+  luod.kill('SIGTERM');
+  await stopEmulator(statePaths(state)).catch(() => {});
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function luoctl(...args: string[]) {
+  const run = spawnSync(process.execPath, ['dist/cli/luoctl.js', ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, LUOD_SOCKET: socket },
+  });
+  assert.equal(run.stderr.includes('    at '), false, `no stack trace:\n${run.stderr}`);
+  return run;
+}
+
+test('status --json reaches luod through LUOD_SOCKET', () => {
+  const run = luoctl('status', '--json');
+  assert.equal(run.status, 0, run.stderr);
+  const status = JSON.parse(run.stdout);
+  assert.equal(status.ok, true);
+  assert.equal(status.phase, 'idle');
+  assert.equal(status.backend, 'emulated');
+});
+
+test('load refuses what is not a kernel image, and a missing one, naming the file', () => {
+  const missing = luoctl('load', path.join(dir, 'no-such-bzImage'));
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /luoctl: load: ENOENT: cannot read kernel image .*no-such-bzImage/);
+  const text = path.join(dir, 'not-a-kernel');
+  fs.writeFileSync(text, 'hello, I am a text file\n'.repeat(100));
+  const notKernel = luoctl('load', text, '--json');
+  assert.equal(notKernel.status, 1);
+  const reply = JSON.parse(notKernel.stdout);
+  assert.equal(reply.error.code, 'ENOEXEC');
+  assert.match(reply.error.message, /not a kernel image/);
+});
+
+test('load accepts a bzImage header, adds liveupdate=on, and records the emulated version', () => {
+  const image = path.join(dir, 'bzImage');
+  const bytes = Buffer.alloc(0x400);
+  bytes.write('HdrS', 0x202, 'latin1');
+  fs.writeFileSync(image, bytes);
+  const run = luoctl('load', image, '--emu-version', '7.3', '--cmdline', 'console=ttyS0', '--json');
+  assert.equal(run.status, 0, run.stdout + run.stderr);
+  const { loaded } = JSON.parse(run.stdout);
+  assert.equal(loaded.version, '7.3');
+  assert.equal(loaded.cmdline, 'console=ttyS0 liveupdate=on');
+  const bad = luoctl('load', '--emu-version', '9.9');
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /EINVAL: unknown emulated kernel "9\.9"/);
+  const both = luoctl('load', '--cmdline', 'x', '--reuse-cmdline');
+  assert.equal(both.status, 1);
+  assert.match(both.stderr, /EINVAL: --cmdline and --reuse-cmdline exclude each other/);
+});
+
+test('update --dry-run changes nothing; abort with no update is EBUSY; bad durations are EINVAL', () => {
+  const dry = luoctl('update', '--dry-run', '--json');
+  assert.equal(dry.status, 0, dry.stderr);
+  assert.equal(JSON.parse(dry.stdout).outcome, 'dry-run');
+  assert.equal(JSON.parse(luoctl('status', '--json').stdout).phase, 'idle');
+  const abort = luoctl('abort');
+  assert.equal(abort.status, 1);
+  assert.match(abort.stderr, /luoctl: abort: EBUSY: no update is in progress/);
+  const duration = luoctl('update', '--timeout', 'soon');
+  assert.equal(duration.status, 1);
+  assert.match(duration.stderr, /EINVAL: not a duration: soon/);
+});
+
+test('without luod, commands say where they looked', () => {
+  const run = spawnSync(process.execPath, ['dist/cli/luoctl.js', 'status'], {
+    encoding: 'utf8',
+    env: { ...process.env, LUOD_SOCKET: path.join(dir, 'nobody-here.sock') },
+  });
+  assert.equal(run.status, 1);
+  assert.match(run.stderr, /luoctl: status: ENOENT: cannot reach luod at .*nobody-here\.sock/);
+});
