@@ -1,0 +1,502 @@
+/**
+ * The real-kernel bench (`npm run test:vm`; docs/vm.md): builds or reuses a LUO kernel from
+ * Debian's source, builds the guest's initramfs, and in QEMU guests on that kernel runs
+ *
+ *   1. the kernel's own LUO selftests: `liveupdate` (15 tests) and the kexec tests, stage 1,
+ *      a real kexec, stage 2;
+ *   2. the LUO scenario suite (test/scenarios/) on the real /dev/liveupdate, across two real
+ *      kexecs (the same QEMU process throughout);
+ *   3. the same suite on luokit's emulated kernel, on the host, and the parity report: both
+ *      runs compared step by step (build/vm/parity.{json,txt}).
+ *
+ * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
+ * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
+ * broken, a guest that did not boot) and nothing failed; 2 bad usage.
+ *
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity]
+ *                                    [--scenarios ID,...] [--exec 'SHELL COMMAND'] [--timeout-scale N]
+ *
+ * --kernels: the kernel of each boot (boot N runs the Nth; the last repeats): `7.2,7.3` runs
+ * the first stage on 7.2 and kexecs into 7.3. An entry may also be a bzImage's path (used as
+ * it is, nothing is built). --exec boots once and runs a command in the guest
+ * (chrooted into the host's /, in the project directory), for debugging.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { ScenarioResult } from '../scenarios/types.js';
+import type { BootResults } from './guest-scenarios.js';
+import { compareResults, formatParity, type ParityReport } from './parity.js';
+import { type QemuResult, runQemu } from './qemu.js';
+import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const OUT = path.join(ROOT, 'build/vm');
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+const EXIT_INFRA = 3;
+
+type CheckStatus = 'pass' | 'fail' | 'infra' | 'skip';
+
+interface Check {
+  name: string;
+  status: CheckStatus;
+  detail?: string;
+}
+
+/** The bench could not test: never a pass, never a test failure. */
+class InfraError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InfraError';
+  }
+}
+
+const checks: Check[] = [];
+const timings: Record<string, number | string> = {};
+
+function check(name: string, status: CheckStatus, detail?: string): void {
+  checks.push({ name, status, ...(detail !== undefined ? { detail } : {}) });
+  const mark = { pass: 'ok  ', fail: 'FAIL', infra: 'INFR', skip: 'skip' }[status];
+  console.log(`${mark} ${name}${detail && status !== 'pass' ? `  (${detail})` : ''}`);
+}
+
+function log(text: string): void {
+  console.log(`[vm] ${text}`);
+}
+
+function seconds(ms: number): number {
+  return Math.round(ms / 100) / 10;
+}
+
+/** Run a program, stream its stderr with a prefix, return stdout and the exit status. */
+function run(
+  command: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; prefix?: string; quiet?: boolean } = {},
+): Promise<{ status: number | null; stdout: string; stderr: string; error?: Error }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (!options.quiet) {
+        for (const line of d.toString().trimEnd().split('\n')) console.log(`${options.prefix ?? ''}${line}`);
+      }
+    });
+    child.once('error', (error) => resolve({ status: null, stdout, stderr, error }));
+    child.once('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+function which(program: string): boolean {
+  const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin']);
+  return dirs.some((d) => d !== '' && fs.existsSync(path.join(d, program)));
+}
+
+/** What the host must have before anything is built; missing pieces are infrastructure. */
+function preflight(): void {
+  const missing: string[] = [];
+  if (!which('qemu-system-x86_64')) missing.push('qemu-system-x86_64 (apt-get install qemu-system-x86)');
+  if (!fs.existsSync('/bin/busybox')) missing.push('/bin/busybox (apt-get install busybox-static)');
+  if (!which('kexec'))
+    missing.push('kexec (apt-get install kexec-tools; then LOAD_KEXEC=false in /etc/default/kexec)');
+  if (!which('cpio')) missing.push('cpio (apt-get install cpio)');
+  if (missing.length > 0) throw new InfraError(`missing on the host: ${missing.join('; ')}`);
+}
+
+const kernelCache = new Map<string, string>();
+
+/** vm/build-kernel.sh VERSION: the cached bzImage (exit 3 there is infrastructure, and so is any build failure). */
+async function kernel(version: string): Promise<string> {
+  const cached = kernelCache.get(version);
+  if (cached) return cached;
+  // A path instead of a version: that bzImage as it is (no build).
+  if (version.includes('/')) {
+    if (!fs.existsSync(version)) throw new InfraError(`kernel image ${version} does not exist`);
+    return version;
+  }
+  const started = performance.now();
+  const r = await run('sh', [path.join(ROOT, 'vm/build-kernel.sh'), version], {
+    prefix: `[kernel ${version}] `,
+  });
+  timings[`kernel ${version} (build or reuse), s`] = seconds(performance.now() - started);
+  const image = r.stdout.trim().split('\n').at(-1) ?? '';
+  if (r.status !== 0 || !fs.existsSync(image)) {
+    throw new InfraError(
+      `kernel ${version}: vm/build-kernel.sh exited ${r.status ?? r.error?.message}: ${r.stderr.trim().split('\n').at(-1) ?? ''}`,
+    );
+  }
+  const info = path.join(path.dirname(image), 'info');
+  if (fs.existsSync(info)) {
+    const release = /^release=(.*)$/m.exec(fs.readFileSync(info, 'utf8'))?.[1];
+    timings[`kernel ${version} image`] = `${image} (${release}, ${fs.statSync(image).size} bytes)`;
+  }
+  kernelCache.set(version, image);
+  return image;
+}
+
+async function initramfs(): Promise<string> {
+  const file = path.join(OUT, 'initramfs.cpio.gz');
+  const r = await run('sh', [path.join(ROOT, 'vm/build-initramfs.sh'), file], { prefix: '[initramfs] ' });
+  if (r.status !== 0) throw new InfraError(`vm/build-initramfs.sh exited ${r.status}: ${r.stderr.trim()}`);
+  timings['initramfs bytes'] = fs.statSync(file).size;
+  return file;
+}
+
+/** vm/build-selftests.sh VERSION: the kernel's selftests, static, from the same source as the kernel. */
+async function selftestBinaries(version: string): Promise<string> {
+  const r = await run('sh', [path.join(ROOT, 'vm/build-selftests.sh'), version], { prefix: '[selftests] ' });
+  const dir = r.stdout.trim().split('\n').at(-1) ?? '';
+  if (r.status !== 0 || !fs.existsSync(path.join(dir, 'liveupdate'))) {
+    throw new InfraError(`vm/build-selftests.sh ${version} exited ${r.status}: ${r.stderr.trim()}`);
+  }
+  return dir;
+}
+
+function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", `'\\''`)}'`;
+}
+
+interface GuestRun {
+  name: string;
+  dir: string;
+  result: QemuResult;
+}
+
+/** Boot the guest on `kernels[0]` and run `command` (kexecs go to the next kernels). */
+async function guest(
+  name: string,
+  kernels: readonly string[],
+  command: string,
+  env: Record<string, string>,
+  timeoutMs: number,
+  image: string,
+): Promise<GuestRun> {
+  const dir = path.join(OUT, 'runs', name);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const job = path.join(dir, 'job.sh');
+  const exports = Object.entries({ ...env, LUOKIT_KERNELS: kernels.join(' ') })
+    .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
+    .join('\n');
+  fs.writeFileSync(
+    job,
+    `#!/bin/sh\n# Written by test/vm/run.ts; run in the guest by /init.\n${exports}\ncd ${shellQuote(ROOT)}\n${command}\n`,
+  );
+  log(
+    `${name}: booting ${path.basename(path.dirname(kernels[0]!))} (console: ${path.relative(ROOT, dir)}/console.log)`,
+  );
+  const result = await runQemu({
+    kernel: kernels[0]!,
+    initramfs: image,
+    append: `luokit.boot=0 luokit.job=${job} luokit.out=${dir}`,
+    shares: [
+      { tag: 'host', path: '/', readonly: true },
+      { tag: 'out', path: dir, readonly: false },
+    ],
+    timeoutMs,
+    consoleLog: path.join(dir, 'console.log'),
+    onLine: (line) => {
+      if (/LUOKIT-(BOOT|KEXEC|EXIT|INFRA|SCENARIOS)|Kernel panic/.test(line)) log(`${name}: ${line.trim()}`);
+    },
+  });
+  fs.writeFileSync(path.join(dir, 'qemu-result.json'), `${JSON.stringify(result, null, 1)}\n`);
+  for (const b of result.boots) {
+    timings[`${name}: boot ${b.boot} (${b.release}) kernel start -> /init, s`] =
+      b.kernelAtMs === undefined ? 'n/a' : seconds(b.initAtMs - b.kernelAtMs);
+  }
+  if (result.boots[0]) timings[`${name}: QEMU start -> first /init, s`] = seconds(result.boots[0].initAtMs);
+  for (const k of result.kexecs) {
+    timings[`${name}: kexec ${k.from} -> ${k.to} blackout (kexec -e -> next /init), s`] =
+      k.blackoutMs === undefined ? 'never' : seconds(k.blackoutMs);
+  }
+  timings[`${name}: whole QEMU run, s`] = seconds(result.durationMs);
+  log(
+    `${name}: ${result.outcome}${result.reason ? ` (${result.reason})` : ''} in ${seconds(result.durationMs)} s`,
+  );
+  if (result.outcome === 'infra') throw new InfraError(`${name}: ${result.reason}`);
+  return { name, dir, result };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** A run directory's name for these kernels: versions as they are, a bzImage by its cache directory. */
+function runLabel(versions: readonly string[]): string {
+  return versions.map((v) => (v.includes('/') ? path.basename(path.dirname(v)) : v)).join('-');
+}
+
+/** The kernels of a run for check names: `7.2`, `7.2->7.3`, a bzImage by its cache directory. */
+function kernelLabel(versions: readonly string[]): string {
+  return versions.map((v) => (v.includes('/') ? path.basename(path.dirname(v)) : v)).join('->');
+}
+
+async function selftests(
+  kernels: readonly string[],
+  versions: readonly string[],
+  image: string,
+): Promise<void> {
+  // The selftests of the first kernel's source (a bzImage path: 7.2's).
+  const binaries = await selftestBinaries(versions[0]!.includes('/') ? '7.2' : versions[0]!);
+  const label = kernelLabel(versions);
+  const g = await guest(
+    `selftests-${runLabel(versions)}`,
+    kernels,
+    'exec sh vm/guest/selftests.sh',
+    { LUOKIT_SELFTESTS: binaries, LUOKIT_KEXEC_TESTS: KEXEC_SELFTESTS.join(' ') },
+    600_000 * timeoutScale,
+    image,
+  );
+  const results = g.result.markers.filter((m) => m.kind === 'RESULT' && m.fields.kind === 'selftest');
+  const status = (name: string, stage: string): number | undefined => {
+    const m = results.find((r) => r.fields.name === name && r.fields.stage === stage);
+    return m === undefined ? undefined : Number(m.fields.status);
+  };
+  // liveupdate: one check per TAP test case.
+  const tapFile = path.join(g.dir, 'liveupdate.boot0.txt');
+  const tap = fs.existsSync(tapFile) ? tapResults(fs.readFileSync(tapFile, 'utf8')) : [];
+  if (tap.length === 0) {
+    check(
+      `selftest liveupdate (${label})`,
+      'fail',
+      `no TAP results (exit status ${status('liveupdate', 'single')})`,
+    );
+  }
+  for (const t of tap) {
+    check(`selftest liveupdate/${t.name} (${label})`, t.skip ? 'skip' : t.ok ? 'pass' : 'fail');
+  }
+  const passed = tap.filter((t) => t.ok && !t.skip).length;
+  timings[`selftest liveupdate (${label})`] = `${passed}/${tap.length}`;
+  for (const name of KEXEC_SELFTESTS) {
+    const s1 = status(name, '1');
+    const s2 = status(name, '2');
+    const ok = s1 === 0 && s2 === 0;
+    const detail =
+      s1 !== 0
+        ? `stage 1 exit status ${s1 ?? 'missing'}`
+        : s2 === undefined
+          ? `stage 2 never ran (${g.result.reason ?? 'after the kexec'})`
+          : `stage 2 exit status ${s2}`;
+    check(
+      `selftest ${name} stage 1 -> kexec -> stage 2 (${label})`,
+      ok ? 'pass' : 'fail',
+      ok ? undefined : detail,
+    );
+  }
+  if (g.result.outcome === 'failed') check(`selftests guest run (${label})`, 'fail', g.result.reason);
+}
+
+/**
+ * The guest's scenario program as one JavaScript file (koffi stays external: a native module,
+ * found in the project's node_modules). Plain Node starts in about 2 s in the guest, where tsx
+ * takes about 30 s (esbuild under TCG, every file over 9p, its cache gone at each boot).
+ * Falls back to tsx when esbuild is not there.
+ */
+async function guestProgram(): Promise<string> {
+  const esbuild = path.join(ROOT, 'node_modules/.bin/esbuild');
+  const outfile = path.join(OUT, 'guest/scenarios.mjs');
+  const fallback = 'exec node --import tsx test/vm/guest-scenarios.ts';
+  if (!fs.existsSync(esbuild)) return fallback;
+  const r = await run(
+    esbuild,
+    [
+      'test/vm/guest-scenarios.ts',
+      '--bundle',
+      '--platform=node',
+      '--format=esm',
+      '--target=node20',
+      '--external:koffi',
+      '--log-level=warning',
+      `--outfile=${outfile}`,
+      // Bundled ESM has no require(); some dependencies (pino) still call it.
+      "--banner:js=import { createRequire as __luokitRequire } from 'node:module'; const require = __luokitRequire(import.meta.url);",
+    ],
+    { prefix: '[esbuild] ' },
+  );
+  if (r.status !== 0 || !fs.existsSync(outfile)) {
+    log(`esbuild failed (exit ${r.status}); the guest runs the TypeScript through tsx instead (slower)`);
+    return fallback;
+  }
+  return `exec node ${shellQuote(outfile)}`;
+}
+
+async function realScenarios(
+  kernels: readonly string[],
+  versions: readonly string[],
+  image: string,
+  ids: string | undefined,
+): Promise<ScenarioResult[]> {
+  const label = kernelLabel(versions);
+  const g = await guest(
+    `scenarios-${runLabel(versions)}`,
+    kernels,
+    await guestProgram(),
+    { LUOKIT_ROOT: ROOT, ...(ids ? { LUOKIT_SCENARIO_IDS: ids } : {}) },
+    900_000 * timeoutScale,
+    image,
+  );
+  const results: ScenarioResult[] = [];
+  for (let boot = 0; boot <= 2; boot++) {
+    const file = path.join(g.dir, `scenarios.boot${boot}.json`);
+    if (!fs.existsSync(file)) continue;
+    const record = JSON.parse(fs.readFileSync(file, 'utf8')) as BootResults;
+    results.push(...record.results);
+    const m = g.result.markers.find((x) => x.kind === 'SCENARIOS' && x.fields.boot === String(boot));
+    if (m) timings[`${g.name}: scenarios in boot ${boot} (${record.release}), s`] = Number(m.fields.seconds);
+  }
+  if (results.length === 0) {
+    throw new InfraError(
+      `${g.name}: the guest wrote no scenario results (${g.result.reason ?? `exit ${g.result.exitStatus}`})`,
+    );
+  }
+  for (const r of results) {
+    const status: CheckStatus = r.status === 'pass' ? 'pass' : r.status === 'fail' ? 'fail' : 'skip';
+    check(`scenario ${r.id} on the real kernel (${label})`, status, r.error?.split('\n')[0]);
+  }
+  if (g.result.outcome === 'failed') check(`scenarios guest run (${label})`, 'fail', g.result.reason);
+  else if (g.result.exitStatus !== 0) {
+    check(`scenarios guest run (${label})`, 'fail', `the guest runner exited ${g.result.exitStatus}`);
+  }
+  fs.writeFileSync(
+    path.join(OUT, 'real-results.json'),
+    `${JSON.stringify({ backend: 'real', kernels: versions, results }, null, 2)}\n`,
+  );
+  return results;
+}
+
+/** The same suite on the emulated kernel, on the host (test/scenarios.test.ts writes the JSON). */
+async function emulatorScenarios(): Promise<ScenarioResult[]> {
+  const file = path.join(OUT, 'emulator-results.json');
+  fs.rmSync(file, { force: true });
+  const started = performance.now();
+  log('emulator: node --test test/scenarios.test.ts (LUOKIT_SCENARIO_RESULTS)');
+  const r = await run(
+    process.execPath,
+    ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=dot', 'test/scenarios.test.ts'],
+    { env: { ...process.env, LUOKIT_SCENARIO_RESULTS: file }, quiet: true },
+  );
+  timings['emulator scenarios on the host, s'] = seconds(performance.now() - started);
+  if (!fs.existsSync(file)) {
+    throw new InfraError(
+      `the emulator run wrote no results (exit ${r.status}): ${r.stderr.trim().slice(-500)}`,
+    );
+  }
+  if (r.status !== 0) log(`emulator: node --test exited ${r.status} (failures are in the parity report)`);
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { results: ScenarioResult[] }).results;
+}
+
+function parity(emulator: ScenarioResult[], real: ScenarioResult[], ids: string | undefined): ParityReport {
+  // With --scenarios, compare only what the guest ran.
+  const wanted = new Set(real.map((r) => r.id));
+  const report = compareResults(ids ? emulator.filter((r) => wanted.has(r.id)) : emulator, real);
+  fs.writeFileSync(path.join(OUT, 'parity.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const table = formatParity(report);
+  fs.writeFileSync(path.join(OUT, 'parity.txt'), table);
+  console.log(table);
+  for (const row of report.rows) {
+    if (row.verdict === 'same') check(`parity ${row.id}`, 'pass');
+    else if (row.verdict === 'not-compared') check(`parity ${row.id}`, 'skip', row.reason);
+    else check(`parity ${row.id}`, 'fail', row.reason);
+  }
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+let timeoutScale = 1;
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      kernels: { type: 'string', default: process.env.LUOKIT_VM_KERNELS ?? '7.2' },
+      only: { type: 'string', default: 'selftests,scenarios,parity' },
+      scenarios: { type: 'string' },
+      exec: { type: 'string' },
+      'timeout-scale': { type: 'string', default: '1' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]);
+    return 0;
+  }
+  timeoutScale = Number(values['timeout-scale']);
+  const versions = values.kernels.split(',').filter((v) => v !== '');
+  const only = new Set(values.only.split(','));
+  for (const part of only) {
+    if (!['selftests', 'scenarios', 'parity'].includes(part)) {
+      console.error(`unknown --only part '${part}'`);
+      return EXIT_USAGE;
+    }
+  }
+  fs.mkdirSync(OUT, { recursive: true });
+  const started = performance.now();
+  try {
+    preflight();
+    const kernels: string[] = [];
+    for (const v of versions) kernels.push(await kernel(v));
+    const image = await initramfs();
+    if (values.exec !== undefined) {
+      const g = await guest('exec', kernels, values.exec, {}, 300_000 * timeoutScale, image);
+      check('exec', g.result.exitStatus === 0 ? 'pass' : 'fail', `exit status ${g.result.exitStatus}`);
+    } else {
+      if (only.has('selftests')) await selftests(kernels, versions, image);
+      if (only.has('scenarios') || only.has('parity')) {
+        const real = await realScenarios(kernels, versions, image, values.scenarios);
+        if (only.has('parity')) parity(await emulatorScenarios(), real, values.scenarios);
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof InfraError)) throw err;
+    check('infrastructure', 'infra', err.message);
+  }
+  timings['total, s'] = seconds(performance.now() - started);
+
+  const count = (s: CheckStatus): number => checks.filter((c) => c.status === s).length;
+  fs.writeFileSync(
+    path.join(OUT, 'summary.json'),
+    `${JSON.stringify({ kernels: versions, timings, checks }, null, 2)}\n`,
+  );
+  console.log('');
+  console.log('Timings:');
+  for (const [k, v] of Object.entries(timings)) console.log(`  ${k}: ${v}`);
+  const infra = checks.filter((c) => c.status === 'infra');
+  const failed = checks.filter((c) => c.status === 'fail');
+  console.log('');
+  if (failed.length > 0) {
+    console.log('Failed:');
+    for (const c of failed) console.log(`  ${c.name}${c.detail ? `: ${c.detail}` : ''}`);
+  }
+  if (infra.length > 0) {
+    console.log('INFRASTRUCTURE problems (the bench could not test; not a pass, not a kernel failure):');
+    for (const c of infra) console.log(`  ${c.detail}`);
+  }
+  console.log(
+    `${count('skip')} skipped (a kernel host lacks what the scenario needs), ${infra.length} infrastructure`,
+  );
+  console.log(`${count('pass')} passed, ${failed.length} failed`);
+  if (failed.length > 0) return EXIT_FAILED;
+  if (infra.length > 0) return EXIT_INFRA;
+  return 0;
+}
+
+main().then(
+  (status) => {
+    process.exitCode = status;
+  },
+  (err: unknown) => {
+    console.error(err);
+    console.log('0 passed, 1 failed');
+    process.exitCode = EXIT_FAILED;
+  },
+);
