@@ -99,17 +99,27 @@ SRC
   tar -xf "$APT/pkg/usr/src/linux-source-$VERSION.tar.xz" -C "$CACHE/src"
   rm -rf "$APT/pkg"
   dpkg-deb -f "$deb" Version >"$KSRC.version"
+  tree_version >"$KSRC.tree-version"
+  rm -f "$deb"
 }
 
-# The package version of the extracted tree: our stamp, or the .deb it came from (the tree may
-# have been extracted by scripts/fetch-kernel-source.sh, which keeps its .deb in apt/download).
+# The upstream version the extracted tree says it is (7.2.13, 7.3.0-rc7), from its Makefile.
+tree_version() {
+  sed -n -e 's/^VERSION = \(.*\)/\1/p' -e 's/^PATCHLEVEL = \(.*\)/.\1/p' -e 's/^SUBLEVEL = \(.*\)/.\1/p' \
+    -e 's/^EXTRAVERSION = \(.*\)/\1/p' "$KSRC/Makefile" 2>/dev/null | head -n 4 | tr -d '\n '
+}
+
+# The package version of the extracted tree: our stamp (trusted while the tree is the one it
+# was written for), else the .deb it came from (scripts/fetch-kernel-source.sh extracts into
+# the same place and keeps its .deb in apt/download).
 source_version() {
-  if [ -s "$KSRC.version" ]; then
+  if [ -s "$KSRC.version" ] && [ "$(cat "$KSRC.tree-version" 2>/dev/null)" = "$(tree_version)" ]; then
     cat "$KSRC.version"
     return
   fi
   for deb in "$CACHE/apt/download/linux-source-${VERSION}"_*.deb "$APT/download/linux-source-${VERSION}"_*.deb; do
     if [ -f "$deb" ]; then
+      tree_version >"$KSRC.tree-version"
       dpkg-deb -f "$deb" Version | tee "$KSRC.version"
       return
     fi

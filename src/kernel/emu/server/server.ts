@@ -216,10 +216,14 @@ export class EmulatorServer {
       toSend = userEnd;
     }
     const reply = encodeReply({ kind, result, arg });
-    sock
+    const sent = sock
       .send(reply, toSend ? [toSend] : [])
-      .catch((err) => this.#log.debug({ err }, 'reply not delivered'))
-      .finally(() => sessionEnd?.close());
+      .catch((err) => this.#log.debug({ err }, 'reply not delivered'));
+    // Our copy of the caller's session end must go as soon as the kernel has
+    // duplicated it into the message: while it is open, a close by the
+    // caller is invisible to #reapClosed and the session would seem alive.
+    if (sock.pendingBytes === 0) sessionEnd?.close();
+    else void sent.finally(() => sessionEnd?.close());
   }
 
   #errnoOf(err: unknown): number {
