@@ -35,5 +35,5 @@ test('luoctl demo --json: every VMM claims and verifies its memory after the liv
 test('luoctl demo rejects bad sizes with a clear error', () => {
   const run = spawnSync(process.execPath, [CLI, 'demo', '--mem', 'lots'], { encoding: 'utf8' });
   assert.equal(run.status, 1);
-  assert.match(run.stderr, /luoctl: demo: EINVAL: not a size: lots/);
+  assert.match(run.stderr, /luoctl: demo: EINVAL: not a size: "lots"/);
 });

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseSize } from '../client/example-vmm.js';
 import { stopEmulator } from '../kernel/emu/index.js';
 import { statePaths } from '../kernel/emu/paths.js';
 import { Errno } from '../sys/errno.js';
@@ -19,15 +20,6 @@ import { SysError } from '../sys/error.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
-
-const SIZE = /^(\d+)([KMG]?)$/i;
-
-export function parseSize(text: string): number {
-  const match = SIZE.exec(text.trim());
-  if (!match) throw new SysError('demo', Errno.EINVAL, `not a size: ${text} (e.g. 256M, 1G)`);
-  const unit = { '': 1, K: 1 << 10, M: 1 << 20, G: 1 << 30 }[match[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
-  return Number(match[1]) * unit;
-}
 
 /** A compiled entry of this package, or its TypeScript source when running under tsx. */
 function entry(relative: string): string[] {
