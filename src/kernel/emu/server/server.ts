@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Logger } from 'pino';
+import { writeFileAtomic } from '../../../sys/atomic-file.js';
 import { Errno, errnoName, errnoNumber } from '../../../sys/errno.js';
 import type { OwnedFd } from '../../../sys/fd.js';
 import { peersClosed } from '../../../sys/mm.js';
@@ -396,7 +397,5 @@ function readIdentity(paths: StatePaths): KernelIdentity | null {
 
 /** Written atomically: a reader never sees half a file. */
 function writeIdentity(paths: StatePaths, identity: KernelIdentity, boot: BootReport): void {
-  const tmp = `${paths.kernelFile}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify({ kernel: identity, boot }, null, 2)}\n`);
-  fs.renameSync(tmp, paths.kernelFile);
+  writeFileAtomic(paths.kernelFile, `${JSON.stringify({ kernel: identity, boot }, null, 2)}\n`);
 }
