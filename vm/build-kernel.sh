@@ -16,8 +16,8 @@
 # fragment before each pass: some options only appear once their dependencies are on), every
 # option of the fragment verified in the final .config, `make -j2 bzImage`.
 #
-# The source is fetched with a private apt configuration under ~/.cache/luokit/apt-vm (the
-# host's apt sources are not touched) when it is not extracted yet.
+# The source comes from scripts/fetch-kernel-source.sh (a private apt configuration: the host's
+# apt sources are not touched) when it is not extracted yet.
 #
 # Exit status: 0 built or reused; 1 the build failed (a config option did not stick, a compile
 # error); 3 infrastructure (a build tool is missing, the package cannot be fetched).
@@ -56,7 +56,7 @@ SUITE=${LUOKIT_KERNEL_SUITE:-$SUITE}
 
 # --- Build tools (Debian: apt-get install flex bison libelf-dev cpio bc gcc make) -------------
 missing=""
-for tool in make gcc flex bison bc cpio perl sha256sum xz dpkg-deb; do
+for tool in make gcc flex bison bc cpio perl sha256sum; do
   command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 # objtool (always built for x86_64) needs libelf's headers.
@@ -64,73 +64,10 @@ done
 [ -z "$missing" ] || infra "missing build tools:$missing (Debian: apt-get install flex bison libelf-dev cpio bc gcc make xz-utils)"
 
 # --- The source: Debian's linux-source-VERSION, fetched through a private apt configuration ----
-APT="$CACHE/apt-vm"
-apt_private() {
-  # As root, apt would hand the download to the _apt user, who cannot write under ~root.
-  sandbox=""
-  [ "$(id -u)" != 0 ] || sandbox="-o APT::Sandbox::User=root"
-  # shellcheck disable=SC2086 # $sandbox is empty or one option pair
-  apt-get -o Dir::Etc::SourceList="$APT/debian.sources" -o Dir::Etc::SourceParts=/dev/null \
-    -o Dir::State::Lists="$APT/lists" -o Dir::Cache::Archives="$APT/archives" \
-    -o Dir::Cache="$APT/cache" $sandbox "$@"
-}
-fetch_source() {
-  command -v apt-get >/dev/null 2>&1 || infra "apt-get is needed to fetch linux-source-$VERSION"
-  [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] ||
-    infra "debian-archive-keyring is needed to fetch linux-source-$VERSION"
-  mkdir -p "$APT/lists/partial" "$APT/archives/partial" "$APT/cache" "$APT/download" "$CACHE/src"
-  cat >"$APT/debian.sources" <<SRC
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: sid experimental
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-  log "fetching linux-source-$VERSION from Debian $SUITE (private apt config in $APT)"
-  apt_private -qq update >&2 || infra "apt-get update (private config, suites sid experimental) failed"
-  rm -f "$APT/download/linux-source-${VERSION}"_*.deb
-  (cd "$APT/download" && apt_private -qq download "linux-source-$VERSION/$SUITE") >&2 ||
-    infra "linux-source-$VERSION is not downloadable from Debian $SUITE"
-  deb=$(ls "$APT/download/linux-source-${VERSION}"_*.deb)
-  rm -rf "$APT/pkg"
-  dpkg-deb -x "$deb" "$APT/pkg"
-  rm -rf "$KSRC"
-  log "extracting $(basename "$deb")"
-  tar -xf "$APT/pkg/usr/src/linux-source-$VERSION.tar.xz" -C "$CACHE/src"
-  rm -rf "$APT/pkg"
-  dpkg-deb -f "$deb" Version >"$KSRC.version"
-  tree_version >"$KSRC.tree-version"
-  rm -f "$deb"
-}
-
-# The upstream version the extracted tree says it is (7.2.13, 7.3.0-rc7), from its Makefile.
-tree_version() {
-  sed -n -e 's/^VERSION = \(.*\)/\1/p' -e 's/^PATCHLEVEL = \(.*\)/.\1/p' -e 's/^SUBLEVEL = \(.*\)/.\1/p' \
-    -e 's/^EXTRAVERSION = \(.*\)/\1/p' "$KSRC/Makefile" 2>/dev/null | head -n 4 | tr -d '\n '
-}
-
-# The package version of the extracted tree: our stamp (trusted while the tree is the one it
-# was written for), else the .deb it came from (scripts/fetch-kernel-source.sh extracts into
-# the same place and keeps its .deb in apt/download).
-source_version() {
-  if [ -s "$KSRC.version" ] && [ "$(cat "$KSRC.tree-version" 2>/dev/null)" = "$(tree_version)" ]; then
-    cat "$KSRC.version"
-    return
-  fi
-  for deb in "$CACHE/apt/download/linux-source-${VERSION}"_*.deb "$APT/download/linux-source-${VERSION}"_*.deb; do
-    if [ -f "$deb" ]; then
-      tree_version >"$KSRC.tree-version"
-      dpkg-deb -f "$deb" Version | tee "$KSRC.version"
-      return
-    fi
-  done
-}
-
-mkdir -p "$CACHE/src"
-if [ ! -f "$KSRC/Makefile" ] || [ -z "$(source_version)" ]; then
-  fetch_source
-fi
-PKGVER=$(source_version)
+status=0
+LUOKIT_CACHE=$CACHE LUOKIT_KERNEL_SUITE=$SUITE sh "$ROOT/scripts/fetch-kernel-source.sh" "$VERSION" >/dev/null || status=$?
+[ "$status" = 0 ] || infra "scripts/fetch-kernel-source.sh $VERSION exited $status"
+PKGVER=$(cat "$KSRC.version" 2>/dev/null || true)
 [ -n "$PKGVER" ] || infra "cannot tell the package version of $KSRC"
 
 HASH=$(

@@ -154,12 +154,14 @@ async function initramfs(): Promise<string> {
   return file;
 }
 
-/** vm/build-selftests.sh VERSION: the kernel's selftests, static, from the same source as the kernel. */
+/** scripts/build-selftests.sh --static VERSION: the kernel's selftests, from the same source as the kernel. */
 async function selftestBinaries(version: string): Promise<string> {
-  const r = await run('sh', [path.join(ROOT, 'vm/build-selftests.sh'), version], { prefix: '[selftests] ' });
+  const r = await run('sh', [path.join(ROOT, 'scripts/build-selftests.sh'), '--static', version], {
+    prefix: '[selftests] ',
+  });
   const dir = r.stdout.trim().split('\n').at(-1) ?? '';
   if (r.status !== 0 || !fs.existsSync(path.join(dir, 'liveupdate'))) {
-    throw new InfraError(`vm/build-selftests.sh ${version} exited ${r.status}: ${r.stderr.trim()}`);
+    throw new InfraError(`scripts/build-selftests.sh --static ${version} exited ${r.status}: ${r.stderr.trim()}`);
   }
   return dir;
 }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The kernel's own LUO selftests in the guest (docs/vm.md): unmodified, statically linked
-# binaries built by vm/build-selftests.sh from the kernel's own source.
+# binaries built by scripts/build-selftests.sh --static from the kernel's own source.
 #
 # boot 0: `liveupdate` (15 tests, no kexec), then stage 1 of every kexec test (each forks a
 #         holder for its sessions and exits), then the kexec (vm/guest/kexec-next.sh);
