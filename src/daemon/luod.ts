@@ -178,6 +178,7 @@ export class Luod {
 
   /** Startup (and, on the emulated kernel, after each kexec): take back what the previous kernel handed over. */
   recover(): void {
+    const readyAt = Date.now();
     let device: ReturnType<LuodKernel['openDevice']>;
     try {
       device = this.#kernel.openDevice();
@@ -191,7 +192,6 @@ export class Luod {
         this.#log.info('no live update in progress (no luod-internal session)');
         return;
       }
-      const readyAt = Date.now();
       const draft =
         state.format === 'luod-state-v2'
           ? state.record
@@ -628,7 +628,7 @@ export class Luod {
     try {
       log.info({ clients: [...participants.keys()], next: this.#loaded }, 'live update starting');
       await progress('preserve', { clients: participants.size });
-      record.begin('preserve');
+      record.begin('preserve', timeline[0]!.at);
       device = this.#kernel.openDevice();
       for (const [clientId, client] of participants) {
         const sessions: Session[] = [];
