@@ -4,6 +4,7 @@
  * metrics (HTTP endpoint and textfile) and the update id on every log line.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -191,6 +192,19 @@ describe('a completed update', () => {
     );
     const ended = during.filter((l) => l.event === 'phase' && l.step === 'end');
     assert.ok(ended.every((l) => typeof l.ms === 'number'));
+  });
+
+  test('luoctl report finds the record by asking the running luod where its records are', () => {
+    const run = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/luoctl.ts', '--socket', luod.socket, '--json', 'report'],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    assert.equal(run.status, 0, run.stdout + run.stderr);
+    const reply = JSON.parse(run.stdout);
+    assert.equal(reply.path, recordOf(luod, update));
+    assert.equal(reply.record.update, update);
+    assert.equal(reply.record.outcome, 'completed');
   });
 
   test('metrics: the endpoint and the textfile count the update and its phases', async () => {
