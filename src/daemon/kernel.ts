@@ -39,7 +39,7 @@ export interface LuodKernel {
    * kexec phase ends in its record. Emulated: when the last emulated kexec
    * returned (or when luod met the emulator).
    */
-  startedAt(): number;
+  startedAt?(): number;
   load(request: LoadRequest): Promise<LoadedKernel>;
   /**
    * Reboot into the loaded kernel. On the real kernel this does not return

@@ -201,7 +201,7 @@ export class Luod {
       const log = record.log;
       // The kexec ran until the next kernel started; luod itself started
       // after that (on the emulated kernel, luod lives on: both are ~now).
-      const kernelStart = Math.min(readyAt, Math.max(this.#kernel.startedAt(), draft.started));
+      const kernelStart = Math.min(readyAt, Math.max(this.#kernel.startedAt?.() ?? readyAt, draft.started));
       const luodStart = Math.min(readyAt, Math.max(kernelStart, Math.round(performance.timeOrigin)));
       record.end('kexec', kernelStart);
       record.span('boot', kernelStart, luodStart);
@@ -251,7 +251,12 @@ export class Luod {
         this.#finishUpdate();
       }
     } catch (err) {
-      this.#log.error({ err }, 'the state of the previous update could not be restored');
+      this.#activeLog.error({ err }, 'the state of the previous update could not be restored');
+      if (this.#record) {
+        const reason = `luod could not restore the update: ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
+        this.#record.failure('luod', reason);
+        this.#finishRecord('failed', reason);
+      }
     } finally {
       device.close();
     }
