@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { test } from 'node:test';
 
 const CLI = 'dist/cli/luoctl.js';
@@ -30,6 +32,37 @@ test('luoctl demo --json: every VMM claims and verifies its memory after the liv
     assert.ok(phases.includes(phase), `timeline has ${phase}: ${phases.join(', ')}`);
   }
   assert.equal(run.stderr.includes('    at '), false, 'no stack trace');
+  // The demo leaves the update's record and its HTML report, and says where.
+  try {
+    const record = JSON.parse(fs.readFileSync(report.record, 'utf8'));
+    assert.equal(record.update, report.update);
+    assert.equal(record.outcome, 'completed');
+    assert.deepEqual(record.clients.map((c: { id: string }) => c.id).sort(), ['vm-1', 'vm-2', 'vm-3']);
+    const html = fs.readFileSync(report.html, 'utf8');
+    assert.match(html, /<svg /);
+    assert.match(html, new RegExp(`data-update="${report.update}"`));
+  } finally {
+    fs.rmSync(path.dirname(report.html), { recursive: true, force: true });
+  }
+});
+
+test('luoctl demo says where its record and HTML report are', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-out-'));
+  try {
+    const run = spawnSync(process.execPath, [CLI, 'demo', '--vms', '1', '--mem', '4M', '--report-dir', dir], {
+      encoding: 'utf8',
+      timeout: 240_000,
+    });
+    assert.equal(run.status, 0, `demo failed:\n${run.stdout}\n${run.stderr}`);
+    const record = /^record: (\S+) \(completed\)$/m.exec(run.stdout)?.[1];
+    const html = /^html report: (\S+)$/m.exec(run.stdout)?.[1];
+    assert.ok(record && html, run.stdout);
+    assert.equal(path.dirname(path.dirname(record)), dir);
+    assert.equal(path.dirname(html), dir);
+    assert.ok(fs.existsSync(record) && fs.existsSync(html));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('luoctl demo rejects bad sizes with a clear error', () => {

@@ -5,6 +5,9 @@
  * starts N example VMMs whose guest RAM is a memfd their vCPU keeps writing,
  * runs `update` into the next emulated kernel, lets every VMM claim its
  * memory back and verify every byte, then prints the timeline and a verdict.
+ * luod writes the update's record into a report directory that outlives the
+ * demo (--report-dir, default a new one under the temporary directory),
+ * beside an HTML report of it; both paths are printed.
  * With --json the last line of stdout is one object with "verified".
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -13,8 +16,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../client/example-vmm.js';
+import type { UpdateRecord } from '../daemon/record.js';
+import { readRecordFile, recordPath } from '../daemon/record-store.js';
 import { stopEmulator } from '../kernel/emu/index.js';
 import { statePaths } from '../kernel/emu/paths.js';
+import { reportHtml } from '../report/html.js';
+import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import type { RegisterCommand } from './environment.js';
@@ -75,14 +82,19 @@ export const register: RegisterCommand = (program) => {
     .option('--vms <n>', 'how many example VMMs', '4')
     .option('--mem <size>', 'guest RAM per VMM', '256M')
     .option('--keep', 'keep the demo directory (logs, emulator state)')
+    .option('--report-dir <dir>', "where the update's record and its HTML report go (kept after the demo)")
     .action(
       commandAction(async (command, out) => {
-        const opts = command.opts<{ vms: string; mem: string; keep?: boolean }>();
+        const opts = command.opts<{ vms: string; mem: string; keep?: boolean; reportDir?: string }>();
         const vms = Number(opts.vms);
         if (!Number.isInteger(vms) || vms < 1 || vms > 64)
           throw new SysError('demo', Errno.EINVAL, '--vms must be 1 to 64');
         const mem = parseSize(opts.mem);
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-'));
+        const reportDir = opts.reportDir
+          ? path.resolve(opts.reportDir)
+          : fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-report-'));
+        const recordsDir = path.join(reportDir, 'updates');
         const socket = path.join(dir, 'luod.sock');
         const emuState = path.join(dir, 'emu');
         const say = (line: string) => {
@@ -95,7 +107,16 @@ export const register: RegisterCommand = (program) => {
           const luodLog = fs.openSync(path.join(dir, 'luod.log'), 'a');
           const luod = spawn(
             process.execPath,
-            [...entry('../daemon/main.js'), '--socket', socket, '--emulate', '--state', emuState],
+            [
+              ...entry('../daemon/main.js'),
+              '--socket',
+              socket,
+              '--emulate',
+              '--state',
+              emuState,
+              '--records',
+              recordsDir,
+            ],
             {
               stdio: ['ignore', luodLog, luodLog],
             },
@@ -164,8 +185,19 @@ export const register: RegisterCommand = (program) => {
           } | null;
           const timeline =
             last?.timeline ?? (update.timeline as { phase: string; at: number; client?: string }[]) ?? [];
+          // luod closes the record once every VMM has claimed (or the update ended).
+          const recordFile = recordPath(recordsDir, String(update.update));
+          const record = await waitFor<UpdateRecord>('the update record', 20_000, () => {
+            const r = readRecordFile(recordFile);
+            return r.outcome === 'in-progress' ? undefined : r;
+          });
+          const htmlFile = path.join(reportDir, `${record.update}.html`);
+          writeFileAtomic(htmlFile, reportHtml(record));
           const verified =
-            update.outcome === 'rebooted' && results.length === vms && results.every((r) => r.verified);
+            update.outcome === 'rebooted' &&
+            record.outcome === 'completed' &&
+            results.length === vms &&
+            results.every((r) => r.verified);
           const report = {
             verified,
             update: update.update,
@@ -174,6 +206,8 @@ export const register: RegisterCommand = (program) => {
             mem_bytes: mem,
             vmms: results,
             timeline,
+            record: recordFile,
+            html: htmlFile,
             duration_ms: Date.now() - started,
             ...(opts.keep && { dir }),
           };
@@ -189,6 +223,8 @@ export const register: RegisterCommand = (program) => {
                 (r) =>
                   `  ${r.id.padEnd(8)} ${r.verified ? 'verified' : 'NOT VERIFIED'}${r.bytes !== undefined ? `  ${r.bytes} bytes` : ''}${r.blackout_ms !== undefined ? `  blackout ${r.blackout_ms} ms` : ''}${r.error ? `  ${r.error}` : ''}`,
               ),
+              `record: ${recordFile} (${record.outcome})`,
+              `html report: ${htmlFile}`,
               verified
                 ? `verdict: live update verified: ${vms} VMM(s), every byte of guest memory intact`
                 : 'verdict: live update NOT verified',

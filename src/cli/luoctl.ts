@@ -17,6 +17,7 @@ import { register as registerEmu } from './emu.js';
 import type { CliEnvironment, RegisterCommand } from './environment.js';
 import { register as registerInspect } from './inspect.js';
 import { ExitCode, Output } from './output.js';
+import { register as registerReport } from './report.js';
 
 const COMMANDS: readonly RegisterCommand[] = [
   registerDoctor,
@@ -24,6 +25,7 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerDaemonCommands,
   registerDemo,
   registerInspect,
+  registerReport,
 ];
 
 /** Read at run time so the version printed is the installed package's, from dist/ or from src/ alike. */

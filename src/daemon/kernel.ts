@@ -34,6 +34,12 @@ export interface LuodKernel {
   /** What this kernel calls itself (release or emulated version). */
   release(): Promise<string>;
   openDevice(): LiveUpdateDevice;
+  /**
+   * When the running kernel started (ms since the epoch): where an update's
+   * kexec phase ends in its record. Emulated: when the last emulated kexec
+   * returned (or when luod met the emulator).
+   */
+  startedAt?(): number;
   load(request: LoadRequest): Promise<LoadedKernel>;
   /**
    * Reboot into the loaded kernel. On the real kernel this does not return
@@ -87,6 +93,10 @@ export function realKernel(): LuodKernel {
     backend: 'real',
     release: async () => fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
     openDevice: () => openRealDevice(),
+    startedAt: () => {
+      const uptime = Number.parseFloat(fs.readFileSync('/proc/uptime', 'utf8'));
+      return Math.round(Date.now() - uptime * 1000);
+    },
     async load(request) {
       if (!request.kernel) throw new SysError('load', Errno.EINVAL, 'LOAD needs a kernel image path');
       checkKernelImage(request.kernel);
@@ -109,6 +119,7 @@ export function realKernel(): LuodKernel {
 export function emulatedKernel(stateDir: string): LuodKernel {
   const paths = statePaths(stateDir);
   ensureEmulator(paths);
+  let startedAt = Date.now();
   const current = async () => {
     const status = await emulatorStatus(paths);
     return String((status.kernel as { version?: string } | undefined)?.version ?? 'unknown');
@@ -117,6 +128,7 @@ export function emulatedKernel(stateDir: string): LuodKernel {
     backend: 'emulated',
     release: current,
     openDevice: () => openEmulatedDevice({ stateDir: paths.dir, start: false }),
+    startedAt: () => startedAt,
     async load(request) {
       if (request.kernel) checkKernelImage(request.kernel);
       const version = checkKernelVersion(request.emuVersion ?? (await current()));
@@ -129,6 +141,7 @@ export function emulatedKernel(stateDir: string): LuodKernel {
     },
     async kexec(loaded) {
       const result = await emulatorKexec(paths, loaded.version);
+      startedAt = Date.now();
       if (result.boot.outcome !== 'restored' && result.boot.outcome !== 'cold') {
         throw new SysError(
           'kexec',

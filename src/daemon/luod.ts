@@ -35,6 +35,9 @@ import {
 import { SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import type { LoadedKernel, LuodKernel } from './kernel.js';
+import type { LuodGauges, LuodMetrics } from './metrics.js';
+import { draftFromTimeline, RecordBuilder, type UpdateRecord } from './record.js';
+import type { RecordStore } from './record-store.js';
 import { type CarriedState, type PhaseMark, preserveState, retrieveState } from './state.js';
 
 export type Phase = 'idle' | 'preserving' | 'kexec' | 'claiming';
@@ -91,6 +94,9 @@ export interface LuodOptions {
   log: Logger;
   claimTimeoutMs?: number;
   version?: string;
+  /** Where each update's record is written (record-store.ts); none: records are only logged. */
+  records?: RecordStore;
+  metrics?: LuodMetrics;
 }
 
 export interface UpdateOutcome {
@@ -114,12 +120,56 @@ export class Luod {
   #incoming = new Map<string, Incoming>();
   #claimTimer: NodeJS.Timeout | null = null;
   #lastUpdate: UpdateOutcome | null = null;
+  readonly #records: RecordStore | null;
+  readonly #metrics: LuodMetrics | null;
+  /** The record of the update in progress (preserving, kexec, claiming). */
+  #record: RecordBuilder | null = null;
+  #lastRecordPath: string | null = null;
+  /** When the loaded kernel was loaded: the record's load phase. */
+  #loadSpan: { start: number; end: number } | null = null;
 
   constructor(options: LuodOptions) {
     this.#kernel = options.kernel;
     this.#log = options.log;
     this.#claimTimeoutMs = options.claimTimeoutMs ?? 60_000;
     this.#version = options.version ?? '0.1.0';
+    this.#records = options.records ?? null;
+    this.#metrics = options.metrics ?? null;
+    this.#metrics?.watch(() => this.gauges());
+  }
+
+  /** The update's logger while one is in progress (every line carries its id), else luod's. */
+  get #activeLog(): Logger {
+    return this.#record?.log ?? this.#log;
+  }
+
+  /** The id of the update in progress (until every claim), or null. */
+  get updateId(): string | null {
+    return this.#record?.update ?? null;
+  }
+
+  /** Write the record as it stands (in progress) or closed; a failure to write is logged, never fatal. */
+  #saveRecord(record: UpdateRecord): void {
+    if (record.outcome !== 'in-progress') this.#metrics?.updateFinished(record);
+    if (!this.#records) return;
+    try {
+      this.#lastRecordPath = this.#records.write(record);
+      this.#activeLog.info(
+        { event: 'record', path: this.#lastRecordPath, outcome: record.outcome },
+        'update record written',
+      );
+    } catch (err) {
+      this.#activeLog.error({ err, dir: this.#records.dir }, 'the update record could not be written');
+    }
+  }
+
+  /** Close the update's record with `outcome` and write it. */
+  #finishRecord(outcome: 'completed' | 'aborted' | 'refused' | 'failed', reason: string | null): void {
+    const builder = this.#record;
+    if (!builder) return;
+    const record = builder.finish(outcome, reason);
+    this.#saveRecord(record);
+    this.#record = null;
   }
 
   get phase(): Phase {
@@ -128,6 +178,7 @@ export class Luod {
 
   /** Startup (and, on the emulated kernel, after each kexec): take back what the previous kernel handed over. */
   recover(): void {
+    const readyAt = Date.now();
     let device: ReturnType<LuodKernel['openDevice']>;
     try {
       device = this.#kernel.openDevice();
@@ -141,7 +192,21 @@ export class Luod {
         this.#log.info('no live update in progress (no luod-internal session)');
         return;
       }
-      const log = this.#log.child({ update: state.update });
+      const draft =
+        state.format === 'luod-state-v2'
+          ? state.record
+          : draftFromTimeline({ ...state, backend: this.#kernel.backend });
+      const record = RecordBuilder.resume(draft, this.#log);
+      this.#record = record;
+      const log = record.log;
+      // The kexec ran until the next kernel started; luod itself started
+      // after that (on the emulated kernel, luod lives on: both are ~now).
+      const kernelStart = Math.min(readyAt, Math.max(this.#kernel.startedAt?.() ?? readyAt, draft.started));
+      const luodStart = Math.min(readyAt, Math.max(kernelStart, Math.round(performance.timeOrigin)));
+      record.end('kexec', kernelStart);
+      record.span('boot', kernelStart, luodStart);
+      record.span('luod-ready', luodStart, readyAt);
+      record.begin('restore', readyAt);
       for (const client of state.clients) {
         const sessions: Session[] = [];
         for (const name of client.sessions) {
@@ -151,6 +216,10 @@ export class Luod {
             log.error(
               { err, client: client.id, session: name },
               'a session of this client did not come back',
+            );
+            record.failure(
+              client.id,
+              `session ${name} did not come back: ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`,
             );
           }
         }
@@ -169,13 +238,25 @@ export class Luod {
         timeline: [...state.timeline, { phase: 'luod-ready', at: Date.now() }],
         claims: [],
       };
+      record.end('restore');
       log.info(
         { clients: [...this.#incoming.keys()], from: state.from, to: state.to },
         'live update restored; waiting for claims',
       );
-      if (this.#phase === 'claiming') this.#armClaimDeadline();
+      if (this.#phase === 'claiming') {
+        record.begin('claims');
+        this.#saveRecord(record.snapshot());
+        this.#armClaimDeadline();
+      } else {
+        this.#finishUpdate();
+      }
     } catch (err) {
-      this.#log.error({ err }, 'the state of the previous update could not be restored');
+      this.#activeLog.error({ err }, 'the state of the previous update could not be restored');
+      if (this.#record) {
+        const reason = `luod could not restore the update: ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
+        this.#record.failure('luod', reason);
+        this.#finishRecord('failed', reason);
+      }
     } finally {
       device.close();
     }
@@ -187,10 +268,19 @@ export class Luod {
   }
 
   #releaseUnclaimed(): void {
+    const record = this.#record;
+    const reason = `not claimed within ${this.#claimTimeoutMs} ms`;
+    record?.end('claims', Date.now(), reason);
+    record?.begin('finish');
     for (const entry of this.#incoming.values()) {
       if (entry.claimed) continue;
       this.#incoming.delete(entry.id);
-      this.#log.error(
+      record?.failure(
+        entry.id,
+        `did not claim its sessions within ${this.#claimTimeoutMs} ms: they were finished, their memory released`,
+      );
+      this.#metrics?.unclaimedReleased(entry.sessions.length);
+      this.#activeLog.error(
         { update: entry.update, client: entry.id, sessions: entry.sessions.map((s) => s.name) },
         `UNCLAIMED: ${entry.id} did not claim its sessions within ${this.#claimTimeoutMs} ms; finishing them, their memory is released`,
       );
@@ -204,6 +294,21 @@ export class Luod {
       }
     }
     this.#phase = 'idle';
+    this.#finishUpdate();
+  }
+
+  /** After the last claim or the claim deadline: the update's record is closed. */
+  #finishUpdate(): void {
+    const record = this.#record;
+    if (!record) return;
+    record.end('claims');
+    if (!record.isOpen('finish')) record.begin('finish');
+    record.end('finish');
+    const failures = record.snapshot().failures;
+    this.#finishRecord(
+      failures.length === 0 ? 'completed' : 'failed',
+      failures.length === 0 ? null : failures.map((f) => `${f.id}: ${f.reason}`).join('; '),
+    );
   }
 
   /** A new connection. */
@@ -223,9 +328,10 @@ export class Luod {
     });
     channel.on('malformed', (reason) => {
       client.malformed++;
+      this.#metrics?.protocolError('malformed-line');
       void channel.send({ ok: false, error: { code: reason.code, message: reason.message } }).catch(() => {});
       if (client.malformed > 16) {
-        this.#log.warn(
+        this.#activeLog.warn(
           { pid: client.pid, uid: client.uid },
           'disconnecting a client that keeps sending malformed lines',
         );
@@ -250,6 +356,7 @@ export class Luod {
       client.malformed++;
       const cmd = (value as { cmd?: unknown }).cmd;
       const known = typeof cmd === 'string' && Command.options.some((o) => o.shape.cmd.value === cmd);
+      this.#metrics?.protocolError(known ? 'invalid-command' : 'unknown-command');
       await reply({
         ok: false,
         error: known
@@ -379,7 +486,8 @@ export class Luod {
       throw fail('EINVAL', `READY for ${updateId}, but the update is ${update.id}`);
     update.ready.add(client.id);
     update.timeline.push({ phase: 'ready', at: Date.now(), client: client.id });
-    this.#log.info({ update: update.id, client: client.id }, 'client ready');
+    this.#record?.ready(client.id);
+    this.#activeLog.info({ update: update.id, client: client.id }, 'client ready');
     this.#checkBarrier();
     return {};
   }
@@ -401,6 +509,7 @@ export class Luod {
     // luod lets go of its copies only once the client has the fds: a client
     // that dies before the reply reaches it must not lose its memory.
     entry.claimed = true;
+    this.#record?.claimStarted(id);
     const sessions = entry.sessions;
     return {
       body: { id, update: entry.update, sessions: sessions.map((s) => s.name) },
@@ -409,16 +518,19 @@ export class Luod {
         for (const s of sessions) s.close();
         this.#lastUpdate?.timeline.push({ phase: 'claim', at: Date.now(), client: id });
         this.#lastUpdate?.claims?.push(id);
-        this.#log.info({ update: entry.update, client: id }, 'client claimed its sessions');
+        this.#record?.claimed(id);
+        this.#activeLog.info({ update: entry.update, client: id }, 'client claimed its sessions');
         if ([...this.#incoming.values()].every((e) => e.claimed)) {
           if (this.#claimTimer) clearTimeout(this.#claimTimer);
           this.#phase = 'idle';
           this.#lastUpdate?.timeline.push({ phase: 'all-claimed', at: Date.now() });
+          this.#finishUpdate();
         }
       },
       undelivered: () => {
         entry.claimed = false;
-        this.#log.warn(
+        this.#record?.claimUndelivered(id);
+        this.#activeLog.warn(
           { update: entry.update, client: id },
           'the CLAIM reply did not reach the client; its sessions are kept',
         );
@@ -428,13 +540,15 @@ export class Luod {
 
   async #load(command: Extract<Command, { cmd: 'LOAD' }>): Promise<object> {
     if (this.#update) throw fail('EBUSY', 'an update is in progress');
+    const start = Date.now();
     this.#loaded = await this.#kernel.load({
       ...(command.kernel !== undefined && { kernel: command.kernel }),
       ...(command.initrd !== undefined && { initrd: command.initrd }),
       ...(command.cmdline !== undefined && { cmdline: command.cmdline }),
       ...(command.emu_version !== undefined && { emuVersion: command.emu_version }),
     });
-    this.#log.info({ loaded: this.#loaded }, 'next kernel loaded');
+    this.#loadSpan = { start, end: Date.now() };
+    this.#log.info({ loaded: this.#loaded, ms: this.#loadSpan.end - start }, 'next kernel loaded');
     return { loaded: this.#loaded };
   }
 
@@ -447,7 +561,9 @@ export class Luod {
     if (this.#phase !== 'idle') throw fail('EBUSY', `luod is busy (${this.#phase})`);
     if (!this.#loaded) {
       if (this.#kernel.backend === 'real') throw fail('EINVAL', 'no kernel is loaded: run luoctl load first');
+      const start = Date.now();
       this.#loaded = await this.#kernel.load({});
+      this.#loadSpan = { start, end: Date.now() };
     }
     const participants = new Map<string, Client>();
     for (const client of this.#clients) if (client.id) participants.set(client.id, client);
@@ -465,6 +581,25 @@ export class Luod {
     }
     this.#phase = 'preserving';
     this.#incoming.clear();
+    // A previous update still waiting for claims is closed by this one.
+    if (this.#record) this.#finishUpdate();
+    const record = RecordBuilder.start(
+      {
+        update: id,
+        backend: this.#kernel.backend,
+        from: await this.#kernel.release().catch(() => 'unknown'),
+        to: this.#loaded.version ?? this.#loaded.kernel,
+        clients: [...participants].map(([clientId, client]) => ({
+          id: clientId,
+          uid: client.uid,
+          sessions: sessionNames(clientId, client.sessionCount),
+        })),
+        load: this.#loadSpan,
+        at: timeline[0]!.at,
+      },
+      this.#log,
+    );
+    this.#record = record;
     const update: RunningUpdate = {
       id,
       deadline: Date.now() + options.timeoutMs,
@@ -478,6 +613,10 @@ export class Luod {
     const failures: { id: string; reason: string }[] = [];
     const abort = async (outcome: 'aborted' | 'refused', reason: string): Promise<UpdateOutcome> => {
       log.warn({ reason, failures }, 'update aborted');
+      for (const f of failures) record.failure(f.id, f.reason);
+      for (const phase of ['preserve', 'barrier', 'freeze', 'kexec'] as const)
+        record.end(phase, Date.now(), reason);
+      record.begin('finish');
       for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
       timeline.push({ phase: 'aborted', at: Date.now() });
       // Not awaited: a client that stopped reading must not hold luod.
@@ -485,6 +624,8 @@ export class Luod {
       this.#update = null;
       this.#phase = 'idle';
       this.#lastUpdate = { update: id, outcome, reason, failed: failures, timeline };
+      record.end('finish');
+      this.#finishRecord(outcome, reason);
       await progress('aborted', { reason });
       return this.#lastUpdate;
     };
@@ -492,6 +633,7 @@ export class Luod {
     try {
       log.info({ clients: [...participants.keys()], next: this.#loaded }, 'live update starting');
       await progress('preserve', { clients: participants.size });
+      record.begin('preserve', timeline[0]!.at);
       device = this.#kernel.openDevice();
       for (const [clientId, client] of participants) {
         const sessions: Session[] = [];
@@ -530,8 +672,11 @@ export class Luod {
         this.#barrierDone = () => settle(null);
       });
       timeline.push({ phase: 'barrier-start', at: Date.now() });
+      record.end('preserve');
+      record.begin('barrier');
       for (const [clientId, client] of participants) {
         const sessions = update.sessions.get(clientId)!;
+        record.preservationSent(clientId);
         // Not awaited: a client that does not read its socket must not hold
         // the update; it simply never says READY before the deadline.
         void client.channel
@@ -558,17 +703,24 @@ export class Luod {
         return await abort('aborted', barrierFailure);
       }
       timeline.push({ phase: 'barrier-done', at: Date.now() });
+      record.end('barrier');
+      record.begin('freeze');
+      const draft = record.snapshot();
+      const kexecAt = Date.now();
+      record.end('freeze', kexecAt);
+      record.begin('kexec', kexecAt);
       const state: CarriedState = {
-        format: 'luod-state-v1',
+        format: 'luod-state-v2',
         update: id,
-        from: await this.#kernel.release(),
-        to: this.#loaded.version ?? this.#loaded.kernel,
+        from: draft.from,
+        to: draft.to,
         clients: [...participants].map(([clientId, client]) => ({
           id: clientId,
           uid: client.uid,
           sessions: update.sessions.get(clientId)!.map((s) => s.name),
         })),
-        timeline: [...timeline, { phase: 'kexec', at: Date.now() }],
+        timeline: [...timeline, { phase: 'kexec', at: kexecAt }],
+        record: record.snapshot(),
       };
       const internal = preserveState(device, state);
       device.close();
@@ -597,6 +749,9 @@ export class Luod {
       this.#update = null;
       this.#phase = 'idle';
       this.#loaded = null;
+      this.#loadSpan = null;
+      // The next kernel's luod takes the record from the carried state, as after a real reboot.
+      this.#record = null;
       this.recover();
       await progress('restored', { clients: this.#incoming.size });
       return this.#lastUpdate ?? { update: id, outcome: 'rebooted', timeline };
@@ -615,7 +770,7 @@ export class Luod {
    */
   #dropIfNotReading(client: Client): boolean {
     if (client.channel.socket.pendingBytes <= MAX_QUEUED_BYTES) return false;
-    this.#log.warn(
+    this.#activeLog.warn(
       { client: client.id, pid: client.pid },
       'disconnecting a client that does not read its socket',
     );
@@ -674,6 +829,22 @@ export class Luod {
       subscribers: [...this.#clients].filter((c) => c.id).map((c) => c.id),
       pending_claims: [...this.#incoming.values()].filter((e) => !e.claimed).map((e) => e.id),
       last_update: this.#lastUpdate,
+      records_dir: this.#records?.dir ?? null,
+      last_record: this.#lastRecordPath,
+    };
+  }
+
+  /** What the metrics' gauges show. */
+  gauges(): LuodGauges {
+    let outgoing = 0;
+    for (const sessions of this.#update?.sessions.values() ?? []) outgoing += sessions.length;
+    let unclaimed = 0;
+    for (const entry of this.#incoming.values()) if (!entry.claimed) unclaimed += entry.sessions.length;
+    return {
+      clients: this.#clients.size,
+      subscribers: [...this.#clients].filter((c) => c.id).length,
+      sessionsHeld: outgoing + unclaimed,
+      unclaimedSessions: unclaimed,
     };
   }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * luod, in the foreground: `luod [--socket PATH] [--emulate [--state DIR]]
- * [--group NAME|GID] [--claim-timeout SECONDS]`.
+ * [--group NAME|GID] [--claim-timeout SECONDS] [--records DIR] [--keep-records N]
+ * [--metrics-port PORT] [--metrics-textfile FILE]`.
  *
  * Without --emulate luod drives the real /dev/liveupdate and refuses to
  * start where there is none: a host must never believe it preserves VMs
@@ -18,6 +19,13 @@ import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { emulatedKernel, realKernel } from './kernel.js';
 import { Luod } from './luod.js';
+import { LuodMetrics } from './metrics.js';
+import {
+  DEFAULT_KEEP_RECORDS,
+  DEFAULT_RECORDS_DIR,
+  emulatedRecordsDir,
+  RecordStore,
+} from './record-store.js';
 import { listen } from './server.js';
 
 function version(): string {
@@ -41,6 +49,13 @@ const program = new Command('luod')
   .option('--state <dir>', 'state directory of the emulated kernel (with --emulate)')
   .option('--group <group>', 'group allowed to connect to the socket')
   .option('--claim-timeout <seconds>', 'how long incoming sessions wait for their CLAIM', '60')
+  .option(
+    '--records <dir>',
+    `where each update's record is written (default ${DEFAULT_RECORDS_DIR}; with --emulate, STATE/updates)`,
+  )
+  .option('--keep-records <n>', 'how many update records to keep', String(DEFAULT_KEEP_RECORDS))
+  .option('--metrics-port <port>', 'serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)')
+  .option('--metrics-textfile <file>', "keep Prometheus metrics in FILE (node_exporter's textfile collector)")
   .exitOverride();
 
 try {
@@ -51,6 +66,10 @@ try {
     state?: string;
     group?: string;
     claimTimeout: string;
+    records?: string;
+    keepRecords: string;
+    metricsPort?: string;
+    metricsTextfile?: string;
   }>();
   if (opts.state && !opts.emulate)
     throw new SysError('luod', Errno.EINVAL, '--state applies only with --emulate');
@@ -64,15 +83,53 @@ try {
       `${DEVICE_PATH} does not exist: this kernel cannot live update (see luoctl doctor); use --emulate to run against the emulated kernel`,
     );
   }
+  const keepRecords = Number(opts.keepRecords);
+  if (!Number.isInteger(keepRecords) || keepRecords < 1)
+    throw new SysError('luod', Errno.EINVAL, '--keep-records must be a positive integer');
+  const metricsPort = opts.metricsPort === undefined ? undefined : Number(opts.metricsPort);
+  if (
+    metricsPort !== undefined &&
+    !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)
+  )
+    throw new SysError('luod', Errno.EINVAL, '--metrics-port must be a port number (0 to 65535)');
   const log = pino({ base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });
-  const kernel = opts.emulate ? emulatedKernel(opts.state ?? defaultStateDir()) : realKernel();
-  const luod = new Luod({ kernel, log, claimTimeoutMs: claimTimeout * 1000, version: version() });
+  const stateDir = opts.state ?? defaultStateDir();
+  const kernel = opts.emulate ? emulatedKernel(stateDir) : realKernel();
+  const records = new RecordStore(
+    opts.records ?? (opts.emulate ? emulatedRecordsDir(stateDir) : DEFAULT_RECORDS_DIR),
+    keepRecords,
+  );
+  const metrics =
+    metricsPort !== undefined || opts.metricsTextfile !== undefined ? new LuodMetrics() : undefined;
+  const luod = new Luod({
+    kernel,
+    log,
+    claimTimeoutMs: claimTimeout * 1000,
+    version: version(),
+    records,
+    ...(metrics && { metrics }),
+  });
+  if (metrics && metricsPort !== undefined) {
+    const { port } = await metrics.serve(metricsPort);
+    log.info({ metrics: `http://127.0.0.1:${port}/metrics`, port }, 'metrics served');
+  }
+  const stopTextfile =
+    metrics && opts.metricsTextfile
+      ? metrics.startTextfile(opts.metricsTextfile, {
+          onError: (err) =>
+            log.error({ err, file: opts.metricsTextfile }, 'the metrics textfile could not be written'),
+        })
+      : () => {};
   luod.recover();
   const path = socketPath(opts.socket);
   const server = listen(luod, { socketPath: path, ...(opts.group ? { gid: groupId(opts.group) } : {}) });
-  log.info({ socket: path, backend: kernel.backend }, 'luod ready');
+  (luod.updateId ? log.child({ update: luod.updateId }) : log).info(
+    { socket: path, backend: kernel.backend, records: records.dir },
+    'luod ready',
+  );
   const stop = (signal: string) => {
     log.info({ signal }, 'luod stopping');
+    stopTextfile();
     luod.close();
     server.close();
     fs.rmSync(path, { force: true });

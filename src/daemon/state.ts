@@ -1,6 +1,8 @@
 /**
  * What luod carries across the kexec about itself: the update id, which
- * client owns which sessions, each client's uid, and the phase timeline.
+ * client owns which sessions, each client's uid, the phase timeline and
+ * (from v2) the update's record so far (record.ts), which luod completes
+ * after boot. A v1 state, from an older luod, is still accepted.
  *
  * It travels in a sealed memfd preserved at token 0 of the session named
  * `luod-internal`, so the next kernel hands it back with the VMs' memory,
@@ -22,16 +24,17 @@ import {
   MFD_ALLOW_SEALING,
   memfdCreate,
 } from '../sys/memfd.js';
+import { describeRecordIssue, UpdateRecord } from './record.js';
 
-export const STATE_FORMAT = 'luod-state-v1';
+export const STATE_FORMAT = 'luod-state-v2';
+const STATE_FORMAT_V1 = 'luod-state-v1';
 const STATE_TOKEN = 0n;
 const MAX_STATE_BYTES = 1 << 20;
 
 export const PhaseMark = z.object({ phase: z.string(), at: z.number(), client: z.string().optional() });
 export type PhaseMark = z.infer<typeof PhaseMark>;
 
-export const CarriedState = z.object({
-  format: z.literal(STATE_FORMAT),
+const StateFields = {
   update: z.string(),
   from: z.string(),
   to: z.string(),
@@ -39,8 +42,16 @@ export const CarriedState = z.object({
     z.object({ id: z.string(), uid: z.number().int().nonnegative(), sessions: z.array(z.string()).min(1) }),
   ),
   timeline: z.array(PhaseMark),
-});
+};
+
+export const CarriedState = z
+  .object({ format: z.literal(STATE_FORMAT), ...StateFields, record: UpdateRecord })
+  .refine((s) => s.record.update === s.update, 'the record is of another update');
 export type CarriedState = z.infer<typeof CarriedState>;
+
+/** What an older luod carried (no record): read, never written. */
+const CarriedStateV1 = z.object({ format: z.literal(STATE_FORMAT_V1), ...StateFields });
+export type CarriedStateV1 = z.infer<typeof CarriedStateV1>;
 
 /** Write the state into a sealed memfd and preserve it in a new `luod-internal` session. */
 export function preserveState(device: LiveUpdateDevice, state: CarriedState): Session {
@@ -62,7 +73,7 @@ export function preserveState(device: LiveUpdateDevice, state: CarriedState): Se
  * Read the state the previous kernel's luod left, or null when there is none
  * (a cold boot, or no update in progress). The session is finished after.
  */
-export function retrieveState(device: LiveUpdateDevice): CarriedState | null {
+export function retrieveState(device: LiveUpdateDevice): CarriedState | CarriedStateV1 | null {
   let session: Session;
   try {
     session = device.retrieveSession(INTERNAL_SESSION);
@@ -85,12 +96,13 @@ export function retrieveState(device: LiveUpdateDevice): CarriedState | null {
     } catch {
       throw new SysError('luod-state', Errno.EINVAL, 'the luod state carried across the kexec is not JSON');
     }
-    const result = CarriedState.safeParse(parsed);
+    const format = (parsed as { format?: unknown } | null)?.format;
+    const result = (format === STATE_FORMAT_V1 ? CarriedStateV1 : CarriedState).safeParse(parsed);
     if (!result.success) {
       throw new SysError(
         'luod-state',
         Errno.EINVAL,
-        `the luod state carried across the kexec is invalid: ${result.error.issues[0]?.message}`,
+        `the luod state carried across the kexec is invalid: ${describeRecordIssue(result.error)}`,
       );
     }
     session.finish();

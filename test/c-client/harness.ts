@@ -28,6 +28,8 @@ export interface StartLuodOptions {
   claimTimeoutS?: number;
   /** Group allowed to connect (luod --group), e.g. 65534 for a client running as nobody. */
   group?: number;
+  /** More luod options (e.g. --metrics-port 0). */
+  args?: string[];
 }
 
 export async function startLuod(options: StartLuodOptions = {}): Promise<LuodInstance> {
@@ -46,6 +48,7 @@ export async function startLuod(options: StartLuodOptions = {}): Promise<LuodIns
     stateDir,
     ...(options.claimTimeoutS !== undefined ? ['--claim-timeout', String(options.claimTimeoutS)] : []),
     ...(options.group !== undefined ? ['--group', String(options.group)] : []),
+    ...(options.args ?? []),
   ];
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';

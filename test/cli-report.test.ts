@@ -1,0 +1,363 @@
+/**
+ * Update records and `luoctl report`: the records directory (bounded,
+ * damaged records named), the carried state's older format, the compiled
+ * CLI's summary and --json, and the HTML page as headless Chromium renders
+ * it (Debian's `chromium` must be installed: the test fails without it).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+import pino from 'pino';
+import { blackoutOf, draftFromTimeline, RecordBuilder, type UpdateRecord } from '../src/daemon/record.js';
+import { latestRecord, RecordStore, readRecordFile, recordPath } from '../src/daemon/record-store.js';
+import { reportHtml } from '../src/report/html.js';
+
+const CLI = 'dist/cli/luoctl.js';
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-report-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+const silent = pino({ level: 'silent' });
+
+/** A completed update of two clients, built as luod builds it, at known times. */
+function completedRecord(update: string, t0 = 1_800_000_000_000): UpdateRecord {
+  const r = RecordBuilder.start(
+    {
+      update,
+      backend: 'emulated',
+      from: '7.2',
+      to: '7.3',
+      clients: [
+        { id: 'vm-a', uid: 0, sessions: ['vm-a'] },
+        { id: 'vm-b', uid: 0, sessions: ['vm-b', 'vm-b.1'] },
+      ],
+      load: { start: t0 - 5000, end: t0 - 4000 },
+      at: t0,
+    },
+    silent,
+  );
+  r.begin('preserve', t0);
+  r.preservationSent('vm-a', t0 + 10);
+  r.preservationSent('vm-b', t0 + 10);
+  r.end('preserve', t0 + 10);
+  r.begin('barrier', t0 + 10);
+  r.ready('vm-a', t0 + 50);
+  r.ready('vm-b', t0 + 200);
+  r.end('barrier', t0 + 200);
+  r.span('freeze', t0 + 200, t0 + 210);
+  r.begin('kexec', t0 + 210);
+  // The carried draft, as the next kernel's luod resumes it.
+  const next = RecordBuilder.resume(r.snapshot(), silent);
+  next.end('kexec', t0 + 1210);
+  next.span('boot', t0 + 1210, t0 + 3210);
+  next.span('luod-ready', t0 + 3210, t0 + 3410);
+  next.span('restore', t0 + 3410, t0 + 3420);
+  next.begin('claims', t0 + 3420);
+  next.claimStarted('vm-a', t0 + 3500);
+  next.claimed('vm-a', t0 + 3502);
+  next.claimStarted('vm-b', t0 + 3600);
+  next.claimed('vm-b', t0 + 3605);
+  next.end('claims', t0 + 3605);
+  next.span('finish', t0 + 3605, t0 + 3606);
+  return next.finish('completed', null, t0 + 3606);
+}
+
+function abortedRecord(update: string, t0 = 1_800_000_100_000): UpdateRecord {
+  const r = RecordBuilder.start(
+    {
+      update,
+      backend: 'real',
+      from: '7.2.0-luo',
+      to: '/boot/vmlinuz-7.3',
+      clients: [
+        { id: 'vm-ok', uid: 0, sessions: ['vm-ok'] },
+        { id: 'vm-bad', uid: 1000, sessions: ['vm-bad'] },
+      ],
+      load: null,
+      at: t0,
+    },
+    silent,
+  );
+  r.begin('preserve', t0);
+  r.end('preserve', t0 + 5);
+  r.begin('barrier', t0 + 5);
+  r.preservationSent('vm-ok', t0 + 5);
+  r.preservationSent('vm-bad', t0 + 5);
+  r.ready('vm-ok', t0 + 40);
+  r.failure('vm-bad', 'vm-bad failed: no space for the device state', t0 + 90);
+  r.end('barrier', t0 + 90, 'vm-bad failed: no space for the device state');
+  r.span('finish', t0 + 90, t0 + 95);
+  return r.finish('aborted', 'vm-bad failed: no space for the device state', t0 + 95);
+}
+
+function luoctl(...args: string[]) {
+  assert.ok(fs.existsSync(CLI), `${CLI} is missing: run npm run build first`);
+  const run = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, LUOD_SOCKET: path.join(dir, 'no-luod.sock') },
+  });
+  assert.equal(run.stderr.includes('    at '), false, `no stack trace:\n${run.stderr}`);
+  return run;
+}
+
+describe('records', () => {
+  test('the builder closes phases in order and the blackout runs from the first READY to the last CLAIM', () => {
+    const record = completedRecord('u-built');
+    assert.equal(record.outcome, 'completed');
+    assert.deepEqual(
+      record.phases.map((p) => [p.phase, p.end! - p.start]),
+      [
+        ['load', 1000],
+        ['preserve', 10],
+        ['barrier', 190],
+        ['freeze', 10],
+        ['kexec', 1000],
+        ['boot', 2000],
+        ['luod-ready', 200],
+        ['restore', 10],
+        ['claims', 185],
+        ['finish', 1],
+      ],
+    );
+    const b = record.clients.find((c) => c.id === 'vm-b')!;
+    assert.deepEqual(b.preserve, { start: record.started + 10, end: record.started + 200 });
+    assert.deepEqual(blackoutOf(record), { start: record.started + 50, end: record.started + 3605 });
+    const aborted = abortedRecord('u-aborted');
+    assert.deepEqual(blackoutOf(aborted), { start: aborted.started + 40, end: aborted.started + 95 });
+    assert.equal(aborted.clients.find((c) => c.id === 'vm-bad')!.preserve!.end, aborted.started + 90);
+  });
+
+  test('the store keeps a bounded number, and a damaged record is named, never trusted', () => {
+    const store = new RecordStore(path.join(dir, 'bounded'), 3);
+    for (let i = 0; i < 5; i++) {
+      const file = store.write(completedRecord(`u-${i}`));
+      const t = new Date(Date.now() - (10 - i) * 1000);
+      fs.utimesSync(file, t, t);
+    }
+    store.prune();
+    assert.deepEqual(fs.readdirSync(store.dir).sort(), ['u-2.json', 'u-3.json', 'u-4.json']);
+    fs.writeFileSync(path.join(store.dir, 'u-9.json'), '{"format":"luod-update-record-v1","upd');
+    const latest = latestRecord(store.dir);
+    assert.equal(latest.record.update, 'u-4');
+    assert.equal(latest.skipped.length, 1);
+    assert.match(latest.skipped[0]!.reason, /record .*u-9\.json is corrupt: not JSON/);
+    const wrong = { ...completedRecord('u-8'), phases: [{ phase: 'teleport', start: 1, end: 2 }] };
+    fs.writeFileSync(path.join(store.dir, 'u-8.json'), JSON.stringify(wrong));
+    assert.throws(
+      () => readRecordFile(path.join(store.dir, 'u-8.json')),
+      /u-8\.json is corrupt: phases\.0\.phase/,
+    );
+    assert.throws(() => recordPath(store.dir, '../etc/passwd'), { code: 'EINVAL' });
+    assert.throws(() => store.write({ ...completedRecord('u-x'), finished: null }), /finish time/);
+    assert.throws(() => new RecordStore(dir, 0), { code: 'EINVAL' });
+  });
+
+  test("an older luod's carried state (v1, phase marks only) becomes a draft with the same phases", () => {
+    const draft = draftFromTimeline({
+      update: 'u-old',
+      from: '7.2',
+      to: '7.3',
+      backend: 'real',
+      clients: [{ id: 'vm-a', uid: 0, sessions: ['vm-a'] }],
+      timeline: [
+        { phase: 'update-start', at: 1000 },
+        { phase: 'barrier-start', at: 1010 },
+        { phase: 'ready', at: 1050, client: 'vm-a' },
+        { phase: 'barrier-done', at: 1050 },
+        { phase: 'kexec', at: 1060 },
+      ],
+    });
+    assert.deepEqual(
+      draft.phases.map((p) => [p.phase, p.start, p.end]),
+      [
+        ['preserve', 1000, 1010],
+        ['barrier', 1010, 1050],
+        ['freeze', 1050, 1060],
+        ['kexec', 1060, null],
+      ],
+    );
+    assert.equal(draft.clients[0]!.ready, 1050);
+  });
+});
+
+describe('luoctl report', () => {
+  const records = path.join(dir, 'updates');
+  const store = new RecordStore(records);
+  const done = store.write(completedRecord('u-20270115T100000-aaaa'));
+  const aborted = store.write(abortedRecord('u-20270115T110000-bbbb'));
+  fs.utimesSync(done, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+
+  test('without UPDATE: the latest, as a summary of phases, blackout and clients', () => {
+    const run = luoctl('report', '--records', records);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^update u-20270115T110000-bbbb: ABORTED \(vm-bad failed: no space/);
+    assert.match(run.stdout, /kernel 7\.2\.0-luo -> \/boot\/vmlinuz-7\.3 \(real\)/);
+    assert.match(run.stdout, /barrier +85 ms +at \+5 ms +FAILED: vm-bad failed/);
+    assert.match(run.stdout, /vm-bad +uid 1000 +no preservation started|vm-bad +uid 1000/);
+    assert.match(run.stdout, /FAILED: vm-bad failed: no space for the device state/);
+    assert.match(run.stdout, /blackout 55 ms/);
+    assert.match(run.stdout, new RegExp(`record: ${aborted.replace(/[.]/g, '\\.')}`));
+  });
+
+  test('UPDATE by id, where the blackout went, and --json carries the record', () => {
+    const run = luoctl('report', 'u-20270115T100000-aaaa', '--records', records);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /COMPLETED/);
+    assert.match(
+      run.stdout,
+      /blackout 3\.5\d s \(first READY to last CLAIM\), spent in:\n +boot +2\.00 s +56%/,
+    );
+    for (const phase of [
+      'preserve',
+      'barrier',
+      'freeze',
+      'kexec',
+      'boot',
+      'luod-ready',
+      'restore',
+      'claims',
+      'finish',
+    ])
+      assert.match(run.stdout, new RegExp(`^  ${phase} `, 'm'), phase);
+    assert.match(run.stdout, /load +1\.00 s +at 5\.00 s before the update/);
+    assert.match(
+      run.stdout,
+      /vm-b +uid 0 +preserved in 190 ms, READY at \+200 ms, paused 3\.40 s, claimed at \+3\.6\d s/,
+    );
+    const json = luoctl('--json', 'report', 'u-20270115T100000-aaaa', '--records', records);
+    assert.equal(json.status, 0, json.stderr);
+    const reply = JSON.parse(json.stdout);
+    assert.equal(reply.ok, true);
+    assert.equal(reply.path, done);
+    assert.deepEqual(reply.record, readRecordFile(done));
+  });
+
+  test('clear errors: unknown update, bad id, damaged record, nothing recorded yet', () => {
+    const missing = luoctl('report', 'u-nope', '--records', records);
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /^luoctl: report: ENOENT: no record of update u-nope in /);
+    const bad = luoctl('--json', 'report', '../../etc/passwd', '--records', records);
+    assert.equal(bad.status, 1);
+    assert.equal(JSON.parse(bad.stdout).error.code, 'EINVAL');
+    fs.writeFileSync(path.join(records, 'u-broken.json'), '{"format":"luod-update-record-v1"}');
+    const broken = luoctl('report', 'u-broken', '--records', records);
+    assert.equal(broken.status, 1);
+    assert.match(broken.stderr, /EINVAL: record .*u-broken\.json is corrupt: /);
+    const latest = luoctl('report', '--records', records);
+    assert.equal(latest.status, 0);
+    assert.match(latest.stderr, /luoctl: report: skipped: record .*u-broken\.json is corrupt/);
+    assert.match(latest.stdout, /u-20270115T110000-bbbb/);
+    fs.rmSync(path.join(records, 'u-broken.json'));
+    const empty = luoctl('report', '--records', path.join(dir, 'nothing-here'));
+    assert.equal(empty.status, 1);
+    assert.match(empty.stderr, /ENOENT: no update record in .*nothing-here yet/);
+    const nowhere = luoctl('report');
+    if (!fs.existsSync('/var/lib/luod/updates')) {
+      assert.equal(nowhere.status, 1);
+      assert.match(nowhere.stderr, /ENOENT: no records directory: cannot reach luod at .*no-luod\.sock/);
+    }
+    const both = luoctl('report', '--records', records, '--state', dir);
+    assert.equal(both.status, 1);
+    assert.match(both.stderr, /EINVAL: --records and --state exclude each other/);
+  });
+});
+
+/** Headless Chromium's DOM of `file` after it parsed and laid it out. */
+function renderedDom(file: string): string {
+  const chromium = spawnSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).stdout.trim();
+  assert.ok(
+    chromium,
+    'chromium is not installed: the HTML report is checked in headless Chromium (apt-get install -y chromium)',
+  );
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-chromium-'));
+  try {
+    const run = spawnSync(
+      chromium,
+      [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        `--user-data-dir=${profile}`,
+        '--dump-dom',
+        `file://${file}`,
+      ],
+      { encoding: 'utf8', timeout: 120_000, maxBuffer: 16 << 20 },
+    );
+    assert.equal(run.status, 0, `chromium failed: ${run.error ?? ''}\n${run.stderr}`);
+    return run.stdout;
+  } finally {
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+/** The start tags in `dom` that have all of `attributes`. */
+function elements(dom: string, tag: string, attributes: Record<string, string>): string[] {
+  return [...dom.matchAll(new RegExp(`<${tag}\\b[^>]*>`, 'g'))]
+    .map((m) => m[0])
+    .filter((el) => Object.entries(attributes).every(([k, v]) => el.includes(`${k}="${v}"`)));
+}
+
+describe('the HTML report in headless Chromium', () => {
+  test('luoctl report --html: one lane for luod and one per client, every phase drawn, the blackout shaded', () => {
+    const html = path.join(dir, 'completed.html');
+    const records = path.join(dir, 'html-records');
+    new RecordStore(records).write(completedRecord('u-20270115T100000-cccc'));
+    const run = luoctl('report', '--records', records, '--html', html);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, new RegExp(`html report: ${html}`));
+    const page = fs.readFileSync(html, 'utf8');
+    assert.doesNotMatch(
+      page,
+      /<script|<link|src=|url\(|@import|https?:\/\/(?!www\.w3\.org\/2000\/svg)/,
+      'self-contained',
+    );
+    const dom = renderedDom(html);
+    assert.ok(dom.includes('<svg'), 'an SVG timeline');
+    const lanes = elements(dom, 'g', { class: 'lane' }).map((g) => /data-lane="([^"]+)"/.exec(g)![1]);
+    assert.deepEqual(lanes, ['luod', 'vm-a', 'vm-b']);
+    const luodBars = elements(dom, 'rect', { 'data-lane': 'luod' });
+    assert.deepEqual(
+      luodBars.map((r) => /data-phase="([^"]+)"/.exec(r)![1]),
+      ['load', 'preserve', 'barrier', 'freeze', 'kexec', 'boot', 'luod-ready', 'restore', 'claims', 'finish'],
+    );
+    const boot = elements(dom, 'rect', { 'data-lane': 'luod', 'data-phase': 'boot' })[0]!;
+    assert.match(boot, /data-start-ms="1210"/);
+    assert.match(boot, /data-duration-ms="2000"/);
+    for (const client of ['vm-a', 'vm-b'])
+      assert.deepEqual(
+        elements(dom, 'rect', { 'data-lane': client }).map((r) => /data-phase="([^"]+)"/.exec(r)![1]),
+        ['preserve', 'paused', 'claim'],
+        client,
+      );
+    const blackout = elements(dom, 'rect', { 'data-blackout': 'true' });
+    assert.equal(blackout.length, 1);
+    assert.match(blackout[0]!, /data-duration-ms="3555"/);
+    assert.equal(elements(dom, 'rect', { 'data-failed': 'true' }).length, 0);
+    assert.ok(elements(dom, 'g', { 'data-axis': 'time' }).length === 1, 'a time axis');
+    assert.match(dom, /boot 2\.00 s/, 'durations written on the bars');
+  });
+
+  test('an aborted update: the failed client and the failed barrier are marked', () => {
+    const html = path.join(dir, 'aborted.html');
+    fs.writeFileSync(html, reportHtml(abortedRecord('u-20270115T110000-dddd')));
+    const dom = renderedDom(html);
+    assert.deepEqual(
+      elements(dom, 'g', { class: 'lane' }).map((g) => /data-lane="([^"]+)"/.exec(g)![1]),
+      ['luod', 'vm-ok', 'vm-bad'],
+    );
+    assert.equal(elements(dom, 'g', { 'data-lane': 'vm-bad', 'data-failed': 'true' }).length, 1);
+    const failed = elements(dom, 'rect', { 'data-failed': 'true' }).map(
+      (r) => `${/data-lane="([^"]+)"/.exec(r)![1]}/${/data-phase="([^"]+)"/.exec(r)![1]}`,
+    );
+    assert.deepEqual(failed.sort(), ['luod/barrier', 'vm-bad/preserve']);
+    assert.equal(elements(dom, 'text', { 'data-failure-mark': 'vm-bad' }).length, 1);
+    assert.equal(elements(dom, 'rect', { 'data-lane': 'luod', 'data-phase': 'kexec' }).length, 0);
+    assert.match(dom, /data-outcome="aborted"/);
+  });
+});
