@@ -284,6 +284,29 @@ describe('an aborted update', () => {
   });
 });
 
+describe('claims that arrive together', () => {
+  test('the update completes only once every claim reply went out, and the record has them all', async () => {
+    const luod = await luodWith([]);
+    const ids = ['vm-c1', 'vm-c2', 'vm-c3', 'vm-c4', 'vm-c5', 'vm-c6'];
+    for (const id of ids) await vmm(luod.socket, id);
+    const admin = await LuoClient.connect(luod.socket);
+    await admin.load({ emuVersion: '7.2' });
+    const outcome = await admin.update({ timeoutMs: 20_000 });
+    admin.close();
+    assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
+    const update = outcome.update;
+    await Promise.all(ids.map((id) => claimBack(luod.socket, id)));
+    const record = await finishedRecord(luod, update);
+    assert.equal(record.outcome, 'completed', record.reason ?? '');
+    const claims = record.phases.find((p) => p.phase === 'claims')!;
+    for (const id of ids) {
+      const client = record.clients.find((c) => c.id === id)!;
+      assert.ok(client.claim?.end, `${id}'s claim ended in the record: ${JSON.stringify(client)}`);
+      assert.ok(client.claim.end <= claims.end!, `${id} claimed before the claims phase ended`);
+    }
+  });
+});
+
 describe('an update whose client never claims', () => {
   test('fails at the claim deadline, and the record and metrics say who and how many sessions', async () => {
     const luod = await luodWith(['--metrics-port', '0'], 1);

@@ -66,7 +66,12 @@ interface Incoming {
   readonly uid: number;
   readonly update: string;
   readonly sessions: Session[];
-  claimed: boolean;
+  /**
+   * waiting: nobody asked yet; sending: a CLAIM reply with the fds is on its way (luod
+   * still holds its copies); done: the client has them. The update is over only when no
+   * entry is waiting or sending.
+   */
+  claim: 'waiting' | 'sending' | 'done';
 }
 
 /** A command's reply body and fds; `delivered`/`undelivered` run once the reply went out, or could not. */
@@ -228,9 +233,10 @@ export class Luod {
           uid: client.uid,
           update: state.update,
           sessions,
-          claimed: false,
+          claim: 'waiting',
         });
       }
+      this.#claimDeadlinePassed = false;
       this.#phase = this.#incoming.size > 0 ? 'claiming' : 'idle';
       this.#lastUpdate = {
         update: state.update,
@@ -268,32 +274,54 @@ export class Luod {
   }
 
   #releaseUnclaimed(): void {
+    this.#claimDeadlinePassed = true;
     const record = this.#record;
     const reason = `not claimed within ${this.#claimTimeoutMs} ms`;
     record?.end('claims', Date.now(), reason);
     record?.begin('finish');
     for (const entry of this.#incoming.values()) {
-      if (entry.claimed) continue;
-      this.#incoming.delete(entry.id);
-      record?.failure(
-        entry.id,
-        `did not claim its sessions within ${this.#claimTimeoutMs} ms: they were finished, their memory released`,
-      );
-      this.#metrics?.unclaimedReleased(entry.sessions.length);
-      this.#activeLog.error(
-        { update: entry.update, client: entry.id, sessions: entry.sessions.map((s) => s.name) },
-        `UNCLAIMED: ${entry.id} did not claim its sessions within ${this.#claimTimeoutMs} ms; finishing them, their memory is released`,
-      );
-      for (const session of entry.sessions) {
-        try {
-          session.finish();
-        } catch (err) {
-          this.#log.warn({ err, session: session.name }, 'finish failed');
-        }
-        session.close();
-      }
+      if (entry.claim === 'waiting') this.#releaseEntry(entry);
     }
+    this.#settleClaims();
+  }
+
+  /** Finish an unclaimed client's sessions: past the deadline, their memory is released. */
+  #releaseEntry(entry: Incoming): void {
+    const record = this.#record;
+    this.#incoming.delete(entry.id);
+    record?.failure(
+      entry.id,
+      `did not claim its sessions within ${this.#claimTimeoutMs} ms: they were finished, their memory released`,
+    );
+    this.#metrics?.unclaimedReleased(entry.sessions.length);
+    this.#activeLog.error(
+      { update: entry.update, client: entry.id, sessions: entry.sessions.map((s) => s.name) },
+      `UNCLAIMED: ${entry.id} did not claim its sessions within ${this.#claimTimeoutMs} ms; finishing them, their memory is released`,
+    );
+    for (const session of entry.sessions) {
+      try {
+        session.finish();
+      } catch (err) {
+        this.#log.warn({ err, session: session.name }, 'finish failed');
+      }
+      session.close();
+    }
+  }
+
+  #claimDeadlinePassed = false;
+
+  /**
+   * After each claim delivered or not, and at the deadline: once no client is waiting
+   * (before the deadline) and no reply is on its way, the update is over.
+   */
+  #settleClaims(): void {
+    const entries = [...this.#incoming.values()];
+    if (entries.some((e) => e.claim === 'sending')) return;
+    if (!this.#claimDeadlinePassed && entries.some((e) => e.claim === 'waiting')) return;
+    if (this.#phase !== 'claiming') return;
+    if (this.#claimTimer) clearTimeout(this.#claimTimer);
     this.#phase = 'idle';
+    if (!this.#claimDeadlinePassed) this.#lastUpdate?.timeline.push({ phase: 'all-claimed', at: Date.now() });
     this.#finishUpdate();
   }
 
@@ -502,13 +530,14 @@ export class Luod {
   #claim(client: Client, id: string, force: boolean): CommandResult {
     const entry = this.#incoming.get(id);
     if (!entry) throw fail('ENOENT', `no sessions for ${id} from the last update`);
-    if (entry.claimed) throw fail('EBUSY', `${id} was already claimed`);
+    if (entry.claim === 'done') throw fail('EBUSY', `${id} was already claimed`);
+    if (entry.claim === 'sending') throw fail('EBUSY', `a CLAIM of ${id} is already being answered`);
     if (client.uid !== entry.uid && !(force && client.uid === 0)) {
       throw fail('EPERM', `CLAIM of ${id}: subscribed by uid ${entry.uid}, you are uid ${client.uid}`);
     }
     // luod lets go of its copies only once the client has the fds: a client
     // that dies before the reply reaches it must not lose its memory.
-    entry.claimed = true;
+    entry.claim = 'sending';
     this.#record?.claimStarted(id);
     const sessions = entry.sessions;
     return {
@@ -516,24 +545,25 @@ export class Luod {
       fds: sessions,
       delivered: () => {
         for (const s of sessions) s.close();
+        entry.claim = 'done';
         this.#lastUpdate?.timeline.push({ phase: 'claim', at: Date.now(), client: id });
         this.#lastUpdate?.claims?.push(id);
         this.#record?.claimed(id);
         this.#activeLog.info({ update: entry.update, client: id }, 'client claimed its sessions');
-        if ([...this.#incoming.values()].every((e) => e.claimed)) {
-          if (this.#claimTimer) clearTimeout(this.#claimTimer);
-          this.#phase = 'idle';
-          this.#lastUpdate?.timeline.push({ phase: 'all-claimed', at: Date.now() });
-          this.#finishUpdate();
-        }
+        this.#settleClaims();
       },
       undelivered: () => {
-        entry.claimed = false;
+        entry.claim = 'waiting';
         this.#record?.claimUndelivered(id);
-        this.#activeLog.warn(
-          { update: entry.update, client: id },
-          'the CLAIM reply did not reach the client; its sessions are kept',
-        );
+        if (this.#claimDeadlinePassed) {
+          this.#releaseEntry(entry);
+        } else {
+          this.#activeLog.warn(
+            { update: entry.update, client: id },
+            'the CLAIM reply did not reach the client; its sessions are kept',
+          );
+        }
+        this.#settleClaims();
       },
     };
   }
@@ -814,7 +844,7 @@ export class Luod {
     }
     for (const entry of this.#incoming.values()) {
       for (const s of entry.sessions)
-        out.push({ name: s.name, client: entry.id, direction: 'incoming', claimed: entry.claimed });
+        out.push({ name: s.name, client: entry.id, direction: 'incoming', claimed: entry.claim === 'done' });
     }
     return out;
   }
@@ -827,7 +857,7 @@ export class Luod {
       loaded: this.#loaded,
       clients: this.#clients.size,
       subscribers: [...this.#clients].filter((c) => c.id).map((c) => c.id),
-      pending_claims: [...this.#incoming.values()].filter((e) => !e.claimed).map((e) => e.id),
+      pending_claims: [...this.#incoming.values()].filter((e) => e.claim !== 'done').map((e) => e.id),
       last_update: this.#lastUpdate,
       records_dir: this.#records?.dir ?? null,
       last_record: this.#lastRecordPath,
@@ -839,7 +869,8 @@ export class Luod {
     let outgoing = 0;
     for (const sessions of this.#update?.sessions.values() ?? []) outgoing += sessions.length;
     let unclaimed = 0;
-    for (const entry of this.#incoming.values()) if (!entry.claimed) unclaimed += entry.sessions.length;
+    for (const entry of this.#incoming.values())
+      if (entry.claim !== 'done') unclaimed += entry.sessions.length;
     return {
       clients: this.#clients.size,
       subscribers: [...this.#clients].filter((c) => c.id).length,
