@@ -63,7 +63,10 @@ interface Incoming {
   readonly uid: number;
   readonly update: string;
   readonly sessions: Session[];
+  /** A CLAIM reply carrying the sessions is on its way (or arrived): no second CLAIM. */
   claimed: boolean;
+  /** The reply arrived: the client has the fds and luod let go of its copies. */
+  handedOver: boolean;
 }
 
 /** A command's reply body and fds; `delivered`/`undelivered` run once the reply went out, or could not. */
@@ -91,7 +94,16 @@ export interface LuodOptions {
   log: Logger;
   claimTimeoutMs?: number;
   version?: string;
+  /**
+   * Told of every phase mark as it happens (before a kexec, before the
+   * reboot call), for observers outside luod: a benchmark or a tracer.
+   * It must be quick and must not throw; luod ignores what it throws.
+   */
+  onPhase?: (mark: PhaseEvent) => void;
 }
+
+/** A phase mark with the update it belongs to (`load`/`loaded` belong to none). */
+export type PhaseEvent = PhaseMark & { update?: string };
 
 export interface UpdateOutcome {
   update: string;
@@ -107,6 +119,7 @@ export class Luod {
   readonly #log: Logger;
   readonly #claimTimeoutMs: number;
   readonly #version: string;
+  readonly #onPhase: ((mark: PhaseEvent) => void) | undefined;
   readonly #clients = new Set<Client>();
   #phase: Phase = 'idle';
   #loaded: LoadedKernel | null = null;
@@ -120,6 +133,24 @@ export class Luod {
     this.#log = options.log;
     this.#claimTimeoutMs = options.claimTimeoutMs ?? 60_000;
     this.#version = options.version ?? '0.1.0';
+    this.#onPhase = options.onPhase;
+  }
+
+  /** Record a phase mark in `timeline` (when given) and tell the observer. */
+  #mark(
+    timeline: PhaseMark[] | undefined,
+    update: string | undefined,
+    phase: string,
+    client?: string,
+  ): PhaseMark {
+    const mark: PhaseMark = { phase, at: Date.now(), ...(client !== undefined && { client }) };
+    timeline?.push(mark);
+    try {
+      this.#onPhase?.({ ...mark, ...(update !== undefined && { update }) });
+    } catch (err) {
+      this.#log.warn({ err, phase }, 'the phase observer failed');
+    }
+    return mark;
   }
 
   get phase(): Phase {
@@ -160,13 +191,14 @@ export class Luod {
           update: state.update,
           sessions,
           claimed: false,
+          handedOver: false,
         });
       }
       this.#phase = this.#incoming.size > 0 ? 'claiming' : 'idle';
       this.#lastUpdate = {
         update: state.update,
         outcome: 'rebooted',
-        timeline: [...state.timeline, { phase: 'luod-ready', at: Date.now() }],
+        timeline: [...state.timeline, this.#mark(undefined, state.update, 'luod-ready')],
         claims: [],
       };
       log.info(
@@ -378,7 +410,7 @@ export class Luod {
     if (updateId !== undefined && updateId !== update.id)
       throw fail('EINVAL', `READY for ${updateId}, but the update is ${update.id}`);
     update.ready.add(client.id);
-    update.timeline.push({ phase: 'ready', at: Date.now(), client: client.id });
+    this.#mark(update.timeline, update.id, 'ready', client.id);
     this.#log.info({ update: update.id, client: client.id }, 'client ready');
     this.#checkBarrier();
     return {};
@@ -406,14 +438,17 @@ export class Luod {
       body: { id, update: entry.update, sessions: sessions.map((s) => s.name) },
       fds: sessions,
       delivered: () => {
+        entry.handedOver = true;
         for (const s of sessions) s.close();
-        this.#lastUpdate?.timeline.push({ phase: 'claim', at: Date.now(), client: id });
+        this.#mark(this.#lastUpdate?.timeline, entry.update, 'claim', id);
         this.#lastUpdate?.claims?.push(id);
         this.#log.info({ update: entry.update, client: id }, 'client claimed its sessions');
-        if ([...this.#incoming.values()].every((e) => e.claimed)) {
+        // Every client has its fds, not merely a reply on its way: a reply still in
+        // flight may yet fail, and its sessions must then wait for the claim deadline.
+        if ([...this.#incoming.values()].every((e) => e.handedOver)) {
           if (this.#claimTimer) clearTimeout(this.#claimTimer);
           this.#phase = 'idle';
-          this.#lastUpdate?.timeline.push({ phase: 'all-claimed', at: Date.now() });
+          this.#mark(this.#lastUpdate?.timeline, entry.update, 'all-claimed');
         }
       },
       undelivered: () => {
@@ -428,12 +463,14 @@ export class Luod {
 
   async #load(command: Extract<Command, { cmd: 'LOAD' }>): Promise<object> {
     if (this.#update) throw fail('EBUSY', 'an update is in progress');
+    this.#mark(undefined, undefined, 'load');
     this.#loaded = await this.#kernel.load({
       ...(command.kernel !== undefined && { kernel: command.kernel }),
       ...(command.initrd !== undefined && { initrd: command.initrd }),
       ...(command.cmdline !== undefined && { cmdline: command.cmdline }),
       ...(command.emu_version !== undefined && { emuVersion: command.emu_version }),
     });
+    this.#mark(undefined, undefined, 'loaded');
     this.#log.info({ loaded: this.#loaded }, 'next kernel loaded');
     return { loaded: this.#loaded };
   }
@@ -453,7 +490,10 @@ export class Luod {
     for (const client of this.#clients) if (client.id) participants.set(client.id, client);
     const id = `u-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(2).toString('hex')}`;
     const log = this.#log.child({ update: id });
-    const timeline: PhaseMark[] = [{ phase: 'update-start', at: Date.now() }];
+    const timeline: PhaseMark[] = [];
+    // A dry run is not an update: the observer does not hear of it.
+    if (options.dryRun) timeline.push({ phase: 'update-start', at: Date.now() });
+    else this.#mark(timeline, id, 'update-start');
     const progress = options.progress ?? (() => {});
     if (options.dryRun) {
       return {
@@ -479,7 +519,7 @@ export class Luod {
     const abort = async (outcome: 'aborted' | 'refused', reason: string): Promise<UpdateOutcome> => {
       log.warn({ reason, failures }, 'update aborted');
       for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
-      timeline.push({ phase: 'aborted', at: Date.now() });
+      this.#mark(timeline, id, 'aborted');
       // Not awaited: a client that stopped reading must not hold luod.
       for (const c of participants.values()) this.#notify(c, { event: 'ABORTED', update: id, reason });
       this.#update = null;
@@ -529,7 +569,7 @@ export class Luod {
         };
         this.#barrierDone = () => settle(null);
       });
-      timeline.push({ phase: 'barrier-start', at: Date.now() });
+      this.#mark(timeline, id, 'barrier-start');
       for (const [clientId, client] of participants) {
         const sessions = update.sessions.get(clientId)!;
         // Not awaited: a client that does not read its socket must not hold
@@ -557,7 +597,7 @@ export class Luod {
         device.close();
         return await abort('aborted', barrierFailure);
       }
-      timeline.push({ phase: 'barrier-done', at: Date.now() });
+      this.#mark(timeline, id, 'barrier-done');
       const state: CarriedState = {
         format: 'luod-state-v1',
         update: id,
@@ -577,6 +617,7 @@ export class Luod {
       for (const c of participants.values()) this.#notify(c, { event: 'KEXEC', update: id });
       await progress('kexec', { to: state.to });
       log.info({ to: state.to }, 'kexec');
+      this.#mark(undefined, id, 'kexec');
       try {
         await this.#kernel.kexec(this.#loaded);
       } catch (err) {

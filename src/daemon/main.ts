@@ -1,7 +1,13 @@
 #!/usr/bin/env node
 /**
  * luod, in the foreground: `luod [--socket PATH] [--emulate [--state DIR]]
- * [--group NAME|GID] [--claim-timeout SECONDS]`.
+ * [--group NAME|GID] [--claim-timeout SECONDS] [--timeline FILE]`.
+ *
+ * --timeline appends every phase mark (load, update-start, barrier-done,
+ * kexec, luod-ready, claim, ...) to FILE as one JSON line the moment it
+ * happens, written before luod moves on (the `kexec` line before the reboot
+ * call): the real-kernel bench points it at /dev/console to time a live
+ * update from outside the guest (docs/vm.md).
  *
  * Without --emulate luod drives the real /dev/liveupdate and refuses to
  * start where there is none: a host must never believe it preserves VMs
@@ -17,7 +23,7 @@ import { socketPath } from '../protocol/messages.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { emulatedKernel, realKernel } from './kernel.js';
-import { Luod } from './luod.js';
+import { Luod, type PhaseEvent } from './luod.js';
 import { listen } from './server.js';
 
 function version(): string {
@@ -33,6 +39,28 @@ function groupId(group: string): number {
   }
 }
 
+/**
+ * One synchronous write per mark (`{"luod_phase":...,"update":...,"at":...}`):
+ * the line is out of luod before it acts on the next step, a reboot included.
+ */
+function timelineWriter(file: string): (mark: PhaseEvent) => void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'a');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new SysError(
+      'luod',
+      Errno[code as keyof typeof Errno] ?? Errno.EIO,
+      `cannot open --timeline ${file}: ${code}`,
+    );
+  }
+  return ({ phase, update, client, at }) => {
+    const line = { luod_phase: phase, ...(update && { update }), ...(client && { client }), at };
+    fs.writeSync(fd, `${JSON.stringify(line)}\n`);
+  };
+}
+
 const program = new Command('luod')
   .description('the live update agent: owns /dev/liveupdate and carries VMs across kexec')
   .version(version())
@@ -41,6 +69,7 @@ const program = new Command('luod')
   .option('--state <dir>', 'state directory of the emulated kernel (with --emulate)')
   .option('--group <group>', 'group allowed to connect to the socket')
   .option('--claim-timeout <seconds>', 'how long incoming sessions wait for their CLAIM', '60')
+  .option('--timeline <file>', 'append every phase mark to this file as a JSON line, as it happens')
   .exitOverride();
 
 try {
@@ -51,6 +80,7 @@ try {
     state?: string;
     group?: string;
     claimTimeout: string;
+    timeline?: string;
   }>();
   if (opts.state && !opts.emulate)
     throw new SysError('luod', Errno.EINVAL, '--state applies only with --emulate');
@@ -66,7 +96,14 @@ try {
   }
   const log = pino({ base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });
   const kernel = opts.emulate ? emulatedKernel(opts.state ?? defaultStateDir()) : realKernel();
-  const luod = new Luod({ kernel, log, claimTimeoutMs: claimTimeout * 1000, version: version() });
+  const onPhase = opts.timeline ? timelineWriter(opts.timeline) : undefined;
+  const luod = new Luod({
+    kernel,
+    log,
+    claimTimeoutMs: claimTimeout * 1000,
+    version: version(),
+    ...(onPhase && { onPhase }),
+  });
   luod.recover();
   const path = socketPath(opts.socket);
   const server = listen(luod, { socketPath: path, ...(opts.group ? { gid: groupId(opts.group) } : {}) });
