@@ -9,6 +9,10 @@
  * folio dropped, duplicated or reordered, a zero page or a truncated file all
  * fail verification, and writing the pattern costs one pwrite per 64 MiB
  * plus 16K small stores to re-stamp the headers.
+ *
+ * Used by the benchmarks (bench/) and by the example VMM (--fill). The
+ * real-kernel bench's C floor (test/vm/floor/luo_floor.c) writes the same
+ * bytes; test/vm/blackout.test.ts holds the two to it.
  */
 import * as fs from 'node:fs';
 import { pwriteAll } from '../sys/file.js';
