@@ -165,7 +165,9 @@ async function selftestBinaries(version: string): Promise<string> {
   });
   const dir = r.stdout.trim().split('\n').at(-1) ?? '';
   if (r.status !== 0 || !fs.existsSync(path.join(dir, 'liveupdate'))) {
-    throw new InfraError(`scripts/build-selftests.sh --static ${version} exited ${r.status}: ${r.stderr.trim()}`);
+    throw new InfraError(
+      `scripts/build-selftests.sh --static ${version} exited ${r.status}: ${r.stderr.trim()}`,
+    );
   }
   return dir;
 }
