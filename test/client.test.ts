@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
-import { digestOf, parseSize, parseVmmArgs } from '../src/client/example-vmm.js';
+import { digestOf, parseSize, parseVmmArgs, runVmm } from '../src/client/example-vmm.js';
 import { LineFramer, LuoClient, type LuoClientError } from '../src/client/index.js';
 import type { Session } from '../src/kernel/index.js';
 import { LineChannel } from '../src/protocol/lines.js';
@@ -777,6 +777,41 @@ describe('LuoClient against luod on the emulated kernel', () => {
     }
     const status = await admin.status();
     assert.deepEqual(status.pending_claims, []);
+  });
+
+  test('a VMM started again after the reboot (--claim) claims its filled memory and verifies every byte', async () => {
+    // On a real kernel the kexec ends the VMM; here the first VMM stops itself at KEXEC.
+    const stop = new AbortController();
+    const first = runVmm({
+      id: 't-restart',
+      memBytes: 4 << 20,
+      fill: true,
+      socket: luod.socket,
+      signal: stop.signal,
+      output: () => assert.fail('the first VMM must not claim'),
+      log: (message) => {
+        if (message === 'kexec: the host reboots') stop.abort();
+      },
+    });
+    await waitIdleWith(admin, ['t-restart']);
+    const outcome = await admin.update({ timeoutMs: 30_000 });
+    assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
+    assert.deepEqual(await first, []);
+    assert.deepEqual((await admin.status()).pending_claims, ['t-restart']);
+    const lines: string[] = [];
+    const [result] = await runVmm({
+      id: 't-restart',
+      memBytes: 4 << 20,
+      claim: true,
+      socket: luod.socket,
+      output: (line) => lines.push(line),
+      log: () => {},
+    });
+    assert.equal(result?.verified, true, JSON.stringify(result));
+    assert.equal(result?.bytes, 4 << 20);
+    assert.equal(result?.update, outcome.update);
+    assert.deepEqual(JSON.parse(lines[0]!), result);
+    assert.deepEqual((await admin.status()).pending_claims, []);
   });
 
   test('a subscribed client with a command in flight when the host reboots gets ECONNRESET', async (t) => {

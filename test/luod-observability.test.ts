@@ -294,7 +294,7 @@ describe('claims that arrive together', () => {
     const outcome = await admin.update({ timeoutMs: 20_000 });
     admin.close();
     assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
-    const update = outcome.update;
+    const update = String(outcome.update);
     await Promise.all(ids.map((id) => claimBack(luod.socket, id)));
     const record = await finishedRecord(luod, update);
     assert.equal(record.outcome, 'completed', record.reason ?? '');

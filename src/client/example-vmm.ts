@@ -17,6 +17,12 @@
  *   and 2, verify every byte of RAM against the recorded digest, finish,
  *   and resume the vCPU on the retrieved memfd. Print one JSON line
  *   {"id", "verified", "bytes", "blackout_ms", ...}.
+ * - Real kernel: the kexec ends this process with every other. The VMM is
+ *   started again in the next kernel with the same id and `claim: true`
+ *   (--claim): it begins with the CLAIM, verification and resume above.
+ * - `fill: true` (--fill) writes the whole of RAM with luokit's data pattern
+ *   (pattern.ts) before the vCPU starts, as a booted guest's RAM would be
+ *   populated: every page is then real memory the kernel must carry.
  *
  * `runVmm()` is the whole VMM (used by `example-vmm-main.ts`, by
  * `examples/vmm.ts`, and by `luoctl demo` as child processes).
@@ -36,6 +42,7 @@ import {
   memfdCreate,
 } from '../sys/memfd.js';
 import { type DisconnectInfo, LuoClient, LuoClientError, type PreservationRequest } from './luo-client.js';
+import { Pattern } from './pattern.js';
 
 export const PAGE_SIZE = 4096;
 export const RAM_TOKEN = 1n;
@@ -60,6 +67,10 @@ export interface VmmOptions {
   updates?: number;
   /** How long to keep trying to reach luod after the reboot (default 120 s). */
   reconnectTimeoutMs?: number;
+  /** Fill all of RAM with the data pattern (pattern.ts) before the vCPU starts. */
+  fill?: boolean;
+  /** Start by claiming this id's sessions from the last update (restarted after a real kexec). */
+  claim?: boolean;
   /** Test knobs: never say READY (stay paused until ABORTED), or answer FAILED. */
   misbehave?: Misbehaviour;
   /** One JSON line per update (default: stdout). */
@@ -170,6 +181,17 @@ class Guest {
   /** Digest of everything the vCPU wrote (meaningful while paused). */
   digest(): string {
     return rootDigest(this.#hashes);
+  }
+
+  /** Write the pattern over all of RAM and record every page's hash (before the vCPU runs). */
+  fill(pattern: Pattern): void {
+    for (let offset = 0, index = 0; offset < this.size; offset += pattern.chunkBytes, index++) {
+      const bytes = pattern.chunk(index).subarray(0, Math.min(pattern.chunkBytes, this.size - offset));
+      pwriteAll(this.#ram, bytes, offset);
+      for (let p = 0; p < bytes.length; p += PAGE_SIZE) {
+        sha256(bytes.subarray(p, p + PAGE_SIZE)).copy(this.#hashes, ((offset + p) / PAGE_SIZE) * 32);
+      }
+    }
   }
 
   /** One vCPU step: random pages, then the generation counter in page 0. */
@@ -371,15 +393,41 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
     }
   };
 
+  /** restore(), with any failure turned into an unverified result. */
+  const restoreOrReport = async (): Promise<VmmUpdateResult> => {
+    try {
+      return await restore();
+    } catch (err) {
+      return {
+        id,
+        verified: false,
+        bytes: 0,
+        blackout_ms: 0,
+        update: '',
+        generation: guest.generation,
+        error: `${(err as LuoClientError).code ?? 'EIO'}: ${(err as Error).message}`,
+      };
+    }
+  };
+
   try {
-    guest.resume();
-    client = await LuoClient.connectWithRetry(path, {
-      hello: true,
-      client: `example-vmm/${id}`,
-      timeoutMs: reconnectTimeoutMs,
-      ...(options.signal && { signal: options.signal }),
-    });
-    let closed = attach(client);
+    if (options.claim) {
+      // Restarted after a real kexec: this process's first act is the CLAIM.
+      const result = await restoreOrReport();
+      results.push(result);
+      output(JSON.stringify(result));
+      if (!result.verified || results.length >= updates) return results;
+    } else {
+      if (options.fill) guest.fill(new Pattern());
+      guest.resume();
+      client = await LuoClient.connectWithRetry(path, {
+        hello: true,
+        client: `example-vmm/${id}`,
+        timeoutMs: reconnectTimeoutMs,
+        ...(options.signal && { signal: options.signal }),
+      });
+    }
+    let closed = attach(client!);
     while (results.length < updates) {
       const outcome = await Promise.race([closed, stopped.then(() => null)]);
       if (outcome === null) break;
@@ -392,20 +440,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
         continue;
       }
       log('connection to luod dropped after KEXEC: reconnecting to claim');
-      let result: VmmUpdateResult;
-      try {
-        result = await restore();
-      } catch (err) {
-        result = {
-          id,
-          verified: false,
-          bytes: 0,
-          blackout_ms: 0,
-          update: '',
-          generation: guest.generation,
-          error: `${(err as LuoClientError).code ?? 'EIO'}: ${(err as Error).message}`,
-        };
-      }
+      const result = await restoreOrReport();
       results.push(result);
       output(JSON.stringify(result));
       if (!result.verified || results.length >= updates) break;
@@ -419,7 +454,8 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
 }
 
 export const VMM_USAGE = `usage: vmm --id ID [--mem 64M] [--socket PATH] [--updates N] [--tick-ms MS]
-           [--pages-per-tick N] [--reconnect-timeout S] [--misbehave none|never-ready|fail] [--quiet]`;
+           [--pages-per-tick N] [--reconnect-timeout S] [--misbehave none|never-ready|fail] [--quiet]
+           [--fill] [--claim]`;
 
 const VMM_ARGS = {
   id: { type: 'string' },
@@ -431,6 +467,8 @@ const VMM_ARGS = {
   'reconnect-timeout': { type: 'string', default: '120' },
   misbehave: { type: 'string', default: 'none' },
   quiet: { type: 'boolean', default: false },
+  fill: { type: 'boolean', default: false },
+  claim: { type: 'boolean', default: false },
   help: { type: 'boolean', default: false },
 } as const;
 
@@ -465,6 +503,8 @@ export function parseVmmArgs(argv: string[]): VmmOptions | 'help' {
     reconnectTimeoutMs: positive('reconnect-timeout', values['reconnect-timeout']) * 1000,
     misbehave: values.misbehave as Misbehaviour,
     ...(values.quiet && { log: () => {} }),
+    ...(values.fill && { fill: true }),
+    ...(values.claim && { claim: true }),
   };
 }
 

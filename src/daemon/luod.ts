@@ -102,7 +102,16 @@ export interface LuodOptions {
   /** Where each update's record is written (record-store.ts); none: records are only logged. */
   records?: RecordStore;
   metrics?: LuodMetrics;
+  /**
+   * Told of every phase mark as it happens (before a kexec, before the
+   * reboot call), for observers outside luod: a benchmark or a tracer.
+   * It must be quick and must not throw; luod ignores what it throws.
+   */
+  onPhase?: (mark: PhaseEvent) => void;
 }
+
+/** A phase mark with the update it belongs to (`load`/`loaded` belong to none). */
+export type PhaseEvent = PhaseMark & { update?: string };
 
 export interface UpdateOutcome {
   update: string;
@@ -118,6 +127,7 @@ export class Luod {
   readonly #log: Logger;
   readonly #claimTimeoutMs: number;
   readonly #version: string;
+  readonly #onPhase: ((mark: PhaseEvent) => void) | undefined;
   readonly #clients = new Set<Client>();
   #phase: Phase = 'idle';
   #loaded: LoadedKernel | null = null;
@@ -140,6 +150,7 @@ export class Luod {
     this.#version = options.version ?? '0.1.0';
     this.#records = options.records ?? null;
     this.#metrics = options.metrics ?? null;
+    this.#onPhase = options.onPhase;
     this.#metrics?.watch(() => this.gauges());
   }
 
@@ -175,6 +186,23 @@ export class Luod {
     const record = builder.finish(outcome, reason);
     this.#saveRecord(record);
     this.#record = null;
+  }
+
+  /** Record a phase mark in `timeline` (when given) and tell the observer. */
+  #mark(
+    timeline: PhaseMark[] | undefined,
+    update: string | undefined,
+    phase: string,
+    client?: string,
+  ): PhaseMark {
+    const mark: PhaseMark = { phase, at: Date.now(), ...(client !== undefined && { client }) };
+    timeline?.push(mark);
+    try {
+      this.#onPhase?.({ ...mark, ...(update !== undefined && { update }) });
+    } catch (err) {
+      this.#log.warn({ err, phase }, 'the phase observer failed');
+    }
+    return mark;
   }
 
   get phase(): Phase {
@@ -241,7 +269,7 @@ export class Luod {
       this.#lastUpdate = {
         update: state.update,
         outcome: 'rebooted',
-        timeline: [...state.timeline, { phase: 'luod-ready', at: Date.now() }],
+        timeline: [...state.timeline, this.#mark(undefined, state.update, 'luod-ready')],
         claims: [],
       };
       record.end('restore');
@@ -321,7 +349,8 @@ export class Luod {
     if (this.#phase !== 'claiming') return;
     if (this.#claimTimer) clearTimeout(this.#claimTimer);
     this.#phase = 'idle';
-    if (!this.#claimDeadlinePassed) this.#lastUpdate?.timeline.push({ phase: 'all-claimed', at: Date.now() });
+    if (!this.#claimDeadlinePassed)
+      this.#mark(this.#lastUpdate?.timeline, this.#lastUpdate?.update, 'all-claimed');
     this.#finishUpdate();
   }
 
@@ -513,7 +542,7 @@ export class Luod {
     if (updateId !== undefined && updateId !== update.id)
       throw fail('EINVAL', `READY for ${updateId}, but the update is ${update.id}`);
     update.ready.add(client.id);
-    update.timeline.push({ phase: 'ready', at: Date.now(), client: client.id });
+    this.#mark(update.timeline, update.id, 'ready', client.id);
     this.#record?.ready(client.id);
     this.#activeLog.info({ update: update.id, client: client.id }, 'client ready');
     this.#checkBarrier();
@@ -546,7 +575,7 @@ export class Luod {
       delivered: () => {
         for (const s of sessions) s.close();
         entry.claim = 'done';
-        this.#lastUpdate?.timeline.push({ phase: 'claim', at: Date.now(), client: id });
+        this.#mark(this.#lastUpdate?.timeline, entry.update, 'claim', id);
         this.#lastUpdate?.claims?.push(id);
         this.#record?.claimed(id);
         this.#activeLog.info({ update: entry.update, client: id }, 'client claimed its sessions');
@@ -571,12 +600,14 @@ export class Luod {
   async #load(command: Extract<Command, { cmd: 'LOAD' }>): Promise<object> {
     if (this.#update) throw fail('EBUSY', 'an update is in progress');
     const start = Date.now();
+    this.#mark(undefined, undefined, 'load');
     this.#loaded = await this.#kernel.load({
       ...(command.kernel !== undefined && { kernel: command.kernel }),
       ...(command.initrd !== undefined && { initrd: command.initrd }),
       ...(command.cmdline !== undefined && { cmdline: command.cmdline }),
       ...(command.emu_version !== undefined && { emuVersion: command.emu_version }),
     });
+    this.#mark(undefined, undefined, 'loaded');
     this.#loadSpan = { start, end: Date.now() };
     this.#log.info({ loaded: this.#loaded, ms: this.#loadSpan.end - start }, 'next kernel loaded');
     return { loaded: this.#loaded };
@@ -599,7 +630,10 @@ export class Luod {
     for (const client of this.#clients) if (client.id) participants.set(client.id, client);
     const id = `u-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(2).toString('hex')}`;
     const log = this.#log.child({ update: id });
-    const timeline: PhaseMark[] = [{ phase: 'update-start', at: Date.now() }];
+    const timeline: PhaseMark[] = [];
+    // A dry run is not an update: the observer does not hear of it.
+    if (options.dryRun) timeline.push({ phase: 'update-start', at: Date.now() });
+    else this.#mark(timeline, id, 'update-start');
     const progress = options.progress ?? (() => {});
     if (options.dryRun) {
       return {
@@ -648,7 +682,7 @@ export class Luod {
         record.end(phase, Date.now(), reason);
       record.begin('finish');
       for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
-      timeline.push({ phase: 'aborted', at: Date.now() });
+      this.#mark(timeline, id, 'aborted');
       // Not awaited: a client that stopped reading must not hold luod.
       for (const c of participants.values()) this.#notify(c, { event: 'ABORTED', update: id, reason });
       this.#update = null;
@@ -701,7 +735,7 @@ export class Luod {
         };
         this.#barrierDone = () => settle(null);
       });
-      timeline.push({ phase: 'barrier-start', at: Date.now() });
+      this.#mark(timeline, id, 'barrier-start');
       record.end('preserve');
       record.begin('barrier');
       for (const [clientId, client] of participants) {
@@ -732,7 +766,7 @@ export class Luod {
         device.close();
         return await abort('aborted', barrierFailure);
       }
-      timeline.push({ phase: 'barrier-done', at: Date.now() });
+      this.#mark(timeline, id, 'barrier-done');
       record.end('barrier');
       record.begin('freeze');
       const draft = record.snapshot();
@@ -759,6 +793,7 @@ export class Luod {
       for (const c of participants.values()) this.#notify(c, { event: 'KEXEC', update: id });
       await progress('kexec', { to: state.to });
       log.info({ to: state.to }, 'kexec');
+      this.#mark(undefined, id, 'kexec');
       try {
         await this.#kernel.kexec(this.#loaded);
       } catch (err) {

@@ -2,7 +2,13 @@
 /**
  * luod, in the foreground: `luod [--socket PATH] [--emulate [--state DIR]]
  * [--group NAME|GID] [--claim-timeout SECONDS] [--records DIR] [--keep-records N]
- * [--metrics-port PORT] [--metrics-textfile FILE]`.
+ * [--metrics-port PORT] [--metrics-textfile FILE] [--timeline FILE]`.
+ *
+ * --timeline appends every phase mark (load, update-start, barrier-done,
+ * kexec, luod-ready, claim, ...) to FILE as one JSON line the moment it
+ * happens, written before luod moves on (the `kexec` line before the reboot
+ * call): the real-kernel bench points it at /dev/console to time a live
+ * update from outside the guest (docs/vm.md).
  *
  * Without --emulate luod drives the real /dev/liveupdate and refuses to
  * start where there is none: a host must never believe it preserves VMs
@@ -18,7 +24,7 @@ import { socketPath } from '../protocol/messages.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { emulatedKernel, realKernel } from './kernel.js';
-import { Luod } from './luod.js';
+import { Luod, type PhaseEvent } from './luod.js';
 import { LuodMetrics } from './metrics.js';
 import {
   DEFAULT_KEEP_RECORDS,
@@ -41,6 +47,28 @@ function groupId(group: string): number {
   }
 }
 
+/**
+ * One synchronous write per mark (`{"luod_phase":...,"update":...,"at":...}`):
+ * the line is out of luod before it acts on the next step, a reboot included.
+ */
+function timelineWriter(file: string): (mark: PhaseEvent) => void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'a');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new SysError(
+      'luod',
+      Errno[code as keyof typeof Errno] ?? Errno.EIO,
+      `cannot open --timeline ${file}: ${code}`,
+    );
+  }
+  return ({ phase, update, client, at }) => {
+    const line = { luod_phase: phase, ...(update && { update }), ...(client && { client }), at };
+    fs.writeSync(fd, `${JSON.stringify(line)}\n`);
+  };
+}
+
 const program = new Command('luod')
   .description('the live update agent: owns /dev/liveupdate and carries VMs across kexec')
   .version(version())
@@ -56,6 +84,7 @@ const program = new Command('luod')
   .option('--keep-records <n>', 'how many update records to keep', String(DEFAULT_KEEP_RECORDS))
   .option('--metrics-port <port>', 'serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)')
   .option('--metrics-textfile <file>', "keep Prometheus metrics in FILE (node_exporter's textfile collector)")
+  .option('--timeline <file>', 'append every phase mark to this file as a JSON line, as it happens')
   .exitOverride();
 
 try {
@@ -70,6 +99,7 @@ try {
     keepRecords: string;
     metricsPort?: string;
     metricsTextfile?: string;
+    timeline?: string;
   }>();
   if (opts.state && !opts.emulate)
     throw new SysError('luod', Errno.EINVAL, '--state applies only with --emulate');
@@ -101,6 +131,7 @@ try {
   );
   const metrics =
     metricsPort !== undefined || opts.metricsTextfile !== undefined ? new LuodMetrics() : undefined;
+  const onPhase = opts.timeline ? timelineWriter(opts.timeline) : undefined;
   const luod = new Luod({
     kernel,
     log,
@@ -108,6 +139,7 @@ try {
     version: version(),
     records,
     ...(metrics && { metrics }),
+    ...(onPhase && { onPhase }),
   });
   if (metrics && metricsPort !== undefined) {
     const { port } = await metrics.serve(metricsPort);

@@ -7,13 +7,16 @@
  *   2. the LUO scenario suite (test/scenarios/) on the real /dev/liveupdate, across two real
  *      kexecs (the same QEMU process throughout);
  *   3. the same suite on luokit's emulated kernel, on the host, and the parity report: both
- *      runs compared step by step (build/vm/parity.{json,txt}).
+ *      runs compared step by step (build/vm/parity.{json,txt});
+ *   4. a full live update through luod with example VMMs, and the same memory through a
+ *      minimal C program (the floor), each across a real kexec; the blackout report of both
+ *      (test/vm/update.ts; build/vm/blackout.{json,txt}).
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
- *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity]
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update]
  *                                    [--scenarios ID,...] [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
  * --kernels: the kernel of each boot (boot N runs the Nth; the last repeats): `7.2,7.3` runs
@@ -31,6 +34,7 @@ import type { BootResults } from './guest-scenarios.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { type QemuResult, runQemu } from './qemu.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
+import { type BenchContext, liveUpdate } from './update.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, 'build/vm');
@@ -419,11 +423,26 @@ function parity(emulator: ScenarioResult[], real: ScenarioResult[], ids: string 
 
 let timeoutScale = 1;
 
+/** What the live update part (update.ts) borrows from this runner. */
+function benchContext(): BenchContext {
+  return {
+    root: ROOT,
+    out: OUT,
+    timeoutScale,
+    guest,
+    check,
+    timings,
+    log,
+    run: (command, args, options) => run(command, args, options),
+    infra: (message) => new InfraError(message),
+  };
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       kernels: { type: 'string', default: process.env.LUOKIT_VM_KERNELS ?? '7.2' },
-      only: { type: 'string', default: 'selftests,scenarios,parity' },
+      only: { type: 'string', default: 'selftests,scenarios,parity,update' },
       scenarios: { type: 'string' },
       exec: { type: 'string' },
       'timeout-scale': { type: 'string', default: '1' },
@@ -438,7 +457,7 @@ async function main(): Promise<number> {
   const versions = values.kernels.split(',').filter((v) => v !== '');
   const only = new Set(values.only.split(','));
   for (const part of only) {
-    if (!['selftests', 'scenarios', 'parity'].includes(part)) {
+    if (!['selftests', 'scenarios', 'parity', 'update'].includes(part)) {
       console.error(`unknown --only part '${part}'`);
       return EXIT_USAGE;
     }
@@ -458,6 +477,9 @@ async function main(): Promise<number> {
       if (only.has('scenarios') || only.has('parity')) {
         const real = await realScenarios(kernels, versions, image, values.scenarios);
         if (only.has('parity')) parity(await emulatorScenarios(), real, values.scenarios);
+      }
+      if (only.has('update')) {
+        await liveUpdate(benchContext(), kernels, kernelLabel(versions), runLabel(versions), image);
       }
     }
   } catch (err) {

@@ -7,21 +7,10 @@
 # LUOKIT_KERNELS: the bzImage of each boot, space-separated (boot N uses the Nth, the last
 # one repeats). Whatever holds live update sessions must stay alive while this runs.
 set -u
-BOOT=${LUOKIT_BOOT:-0}
-NEXT=$((BOOT + 1))
-set -- $LUOKIT_KERNELS
-i=0
-KERNEL=""
-for k in "$@"; do
-  [ "$i" -le "$NEXT" ] && KERNEL=$k
-  i=$((i + 1))
-done
-[ -n "$KERNEL" ] || {
-  echo "LUOKIT-KEXEC-FAILED boot=$BOOT reason=no-kernel-in-LUOKIT_KERNELS"
+. "$(dirname -- "$0")/next-boot.sh" || {
+  echo "LUOKIT-KEXEC-FAILED boot=$BOOT reason=$NEXT_ERROR"
   exit 1
 }
-CMDLINE=$(sed -e "s/luokit\.boot=[0-9]*//g" -e 's/  */ /g' -e 's/ *$//' /proc/cmdline)
-CMDLINE="$CMDLINE luokit.boot=$NEXT"
 if ! kexec -s -l "$KERNEL" --initrd=/sys/firmware/initrd --append="$CMDLINE"; then
   echo "LUOKIT-KEXEC-FAILED boot=$BOOT reason=kexec-load-failed kernel=$KERNEL"
   exit 1

@@ -1,0 +1,191 @@
+/**
+ * The live update part of the real-kernel bench without QEMU: console marks,
+ * the blackout computation and table, luod's error lines, and the floor
+ * program's data pattern against luokit's (the same bytes, or the floor
+ * verifies something else than the VMMs preserved).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { Pattern } from '../../src/client/pattern.js';
+import { memfdCreate, pread } from '../../src/sys/index.js';
+import { blackoutReport, collectMarks, formatBlackout, parseConsoleLog } from './blackout.js';
+import { luodErrors } from './update.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+/** A luod run's console as qemu.ts writes it (times in seconds since QEMU started). */
+const LUOD_CONSOLE = `# qemu-system-x86_64 -kernel ...
+[+   5.598s] LUOKIT-BOOT boot=0 release=7.2.13 uptime=3.80
+[+  20.000s] LUOKIT-PHASE path=luod boot=0 phase=subscribed
+[+  21.000s] {"luod_phase":"load","at":1}
+[+  22.500s] {"luod_phase":"loaded","at":2}
+[+  30.000s] {"luod_phase":"update-start","update":"u-1","at":3}
+[+  30.100s] {"luod_phase":"barrier-start","update":"u-1","at":4}
+[+  30.700s] {"luod_phase":"ready","update":"u-1","client":"vm-1","at":5}
+[+  30.900s] {"luod_phase":"barrier-done","update":"u-1","at":6}
+[+  31.000s] {"luod_phase":"kexec","update":"u-1","at":7}
+[+  31.050s] [  169.304702] kexec_core: Starting new kernel
+[+  36.000s] LUOKIT-BOOT boot=1 release=7.3.0-rc7 uptime=5.00
+[+  40.000s] {"luod_phase":"luod-ready","update":"u-1","at":8}
+[+  41.000s] {"luod_phase":"claim","update":"u-1","client":"vm-1","at":9}
+[+  41.200s] {"luod_phase":"all-claimed","update":"u-1","at":10}
+[+  45.000s] LUOKIT-VMM boot=1 id=vm-1 result={"id":"vm-1","verified":true,"bytes":67108864,"verify_ms":3000}
+[+  47.500s] LUOKIT-VMM boot=1 id=vm-2 result={"id":"vm-2","verified":false,"bytes":0,"error":"ENOENT: no sessions"}
+[+  48.000s] LUOKIT-VMM boot=1 id=vm-3 result={"id":"vm-3", truncated by the kexec
+[+  50.000s] LUOKIT-EXIT boot=1 status=0
+`;
+
+const FLOOR_CONSOLE = `[+   4.000s] LUOKIT-BOOT boot=0 release=7.2.13 uptime=3.31
+[+  10.500s] LUOKIT-PHASE path=floor boot=0 phase=load
+[+  11.500s] LUOKIT-PHASE path=floor boot=0 phase=loaded
+[+  11.525s] LUOKIT-PHASE path=floor boot=0 phase=preserve
+[+  11.700s] LUOKIT-PHASE path=floor boot=0 phase=preserved
+[+  11.702s] [   11.131069] kexec_core: Starting new kernel
+[+  17.000s] LUOKIT-BOOT boot=1 release=7.2.13 uptime=3.84
+[+  18.000s] LUOKIT-PHASE path=floor boot=1 phase=start
+[+  19.000s] LUOKIT-PHASE path=floor boot=1 phase=retrieved
+[+  25.000s] LUOKIT-PHASE path=floor boot=1 phase=verified
+[+  25.100s] LUOKIT-RESULT kind=floor name=floor-1 bytes=67108864 verified=1
+[+  25.200s] LUOKIT-RESULT kind=floor name=floor-2 bytes=134217728 verified=0 error=first difference at byte 4100
+`;
+
+test('console lines: host ms and text; the QEMU command line is not a line of the guest', () => {
+  const lines = parseConsoleLog(LUOD_CONSOLE);
+  assert.equal(lines[0]!.atMs, 5598);
+  assert.equal(lines[0]!.text, 'LUOKIT-BOOT boot=0 release=7.2.13 uptime=3.80');
+  assert.ok(!lines.some((l) => l.text.includes('qemu-system')));
+});
+
+test('marks: boots, luod timeline lines, job phases, VMM verdicts, the kernel kexec line', () => {
+  const run = collectMarks(parseConsoleLog(LUOD_CONSOLE));
+  assert.equal(run.marks['init@0'], 5598);
+  assert.equal(run.marks['init@1'], 36000);
+  assert.equal(run.marks['update-start@0'], 30000);
+  assert.equal(run.marks['kexec@0'], 31000);
+  assert.equal(run.marks['kernel-kexec@0'], 31050);
+  assert.equal(run.marks['luod-ready@1'], 40000, 'a luod line belongs to the boot it is printed in');
+  assert.equal(run.marks['subscribed@0'], 20000);
+  assert.equal(run.marks['all-verified@1'], 47500, 'the last readable VMM verdict');
+  assert.deepEqual(
+    run.vmms.map((v) => [v.id, v.verified, v.error]),
+    [
+      ['vm-1', true, undefined],
+      ['vm-2', false, 'ENOENT: no sessions'],
+    ],
+  );
+  assert.equal(run.unreadable.length, 1, 'the truncated verdict is reported, not guessed');
+  const floor = collectMarks(parseConsoleLog(FLOOR_CONSOLE));
+  assert.deepEqual(
+    floor.floor.map((f) => [f.name, f.verified, f.bytes, f.error]),
+    [
+      ['floor-1', true, 67108864, undefined],
+      ['floor-2', false, 134217728, 'first difference at byte 4100'],
+    ],
+  );
+});
+
+test('a repeated mark keeps its first moment', () => {
+  const run = collectMarks(
+    parseConsoleLog(
+      `[+   1.000s] {"luod_phase":"all-claimed","at":1}\n[+   2.000s] {"luod_phase":"all-claimed","at":2}\n`,
+    ),
+  );
+  assert.equal(run.marks['all-claimed@0'], 1000);
+});
+
+test('blackout: phases between marks, totals from preservation to verification, the ratio', () => {
+  const report = blackoutReport({
+    kernels: '7.2->7.3',
+    sizes: ['64M', '128M'],
+    luod: collectMarks(parseConsoleLog(LUOD_CONSOLE)),
+    floor: collectMarks(parseConsoleLog(FLOOR_CONSOLE)),
+  });
+  const row = (phase: string) => report.rows.find((r) => r.phase === phase)!;
+  assert.deepEqual([row('load').luodMs, row('load').floorMs, row('load').inBlackout], [1500, 1000, false]);
+  assert.deepEqual([row('preserve').luodMs, row('preserve').floorMs], [100, 175]);
+  assert.deepEqual([row('barrier').luodMs, row('barrier').floorMs], [800, null]);
+  assert.deepEqual([row('handover').luodMs, row('kexec').luodMs], [100, 5000]);
+  assert.deepEqual([row('luod-ready').luodMs, row('luod-ready').floorMs], [4000, 1000]);
+  assert.deepEqual([row('all-claimed').luodMs, row('all-verified').luodMs], [1200, 6300]);
+  assert.equal(report.luod.totalMs, 47500 - 30000);
+  // The floor printed no kexec mark here: the kernel's own line stands in, and says so.
+  assert.equal(row('kexec').floorMs, 17000 - 11702);
+  assert.equal(report.floor.substituted.length, 1);
+  assert.equal(report.floor.totalMs, 25000 - 11525);
+  assert.equal(report.ratio, Math.round((17500 / 13475) * 100) / 100);
+  assert.deepEqual(report.luod.missing, []);
+  const table = formatBlackout(report);
+  assert.match(table, /TOTAL blackout\s+17500\s+13475\s+4025/);
+  assert.match(table, /ratio luod \/ floor \(total blackout\): 1\.30x/);
+  assert.match(table, /load \(before\)/);
+  assert.match(table, /floor: kexec@0 <- kernel-kexec@0/);
+});
+
+test('a run that never reached the next kernel: null phases, named missing marks, no ratio', () => {
+  const cut = LUOD_CONSOLE.split('\n').slice(0, 10).join('\n');
+  const report = blackoutReport({
+    kernels: '7.2',
+    sizes: ['64M'],
+    luod: collectMarks(parseConsoleLog(cut)),
+    floor: collectMarks(parseConsoleLog(FLOOR_CONSOLE)),
+  });
+  assert.equal(report.luod.totalMs, null);
+  assert.equal(report.ratio, null);
+  assert.ok(report.luod.missing.includes('init@1'));
+  assert.ok(report.luod.missing.includes('all-verified@1'));
+  assert.equal(report.rows.find((r) => r.phase === 'preserve')!.luodMs, 100);
+  assert.match(formatBlackout(report), /luod: missing marks: .*init@1/);
+  assert.match(formatBlackout(report), /ratio luod \/ floor \(total blackout\): n\/a/);
+});
+
+test("luod's error and fatal log lines are found; info, warnings and non-JSON are not", () => {
+  const log = [
+    '{"level":30,"msg":"luod ready"}',
+    '{"level":40,"msg":"finish failed"}',
+    '{"level":50,"msg":"a session of this client did not come back","err":{"message":"ENOENT"}}',
+    'not json',
+    '{"level":60,"msg":"fatal"}',
+  ].join('\n');
+  assert.deepEqual(luodErrors(log), ['a session of this client did not come back: ENOENT', 'fatal']);
+});
+
+test('the floor program writes the same pattern as pattern.ts (two chunks and a part)', (t) => {
+  try {
+    execFileSync('gcc', ['--version'], { stdio: 'ignore' });
+  } catch {
+    t.skip('no gcc');
+    return;
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luo-floor-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const binary = path.join(dir, 'luo_floor');
+  execFileSync('gcc', [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-o',
+    binary,
+    path.join(ROOT, 'test/vm/floor/luo_floor.c'),
+  ]);
+  const size = 2 * (64 << 20) + 5 * 4096;
+  const bytes = execFileSync(binary, ['pattern', '--sizes', `${size / 1024}K`], { maxBuffer: size + 1 });
+  assert.equal(bytes.length, size);
+  using fd = memfdCreate('pattern');
+  new Pattern().writeTo(fd.fd, size);
+  for (const offset of [0, 4096, (64 << 20) - 4096, 64 << 20, size - 4096]) {
+    assert.ok(
+      bytes.subarray(offset, offset + 4096).equals(pread(fd, 4096, offset)),
+      `page at ${offset} differs between luo_floor.c and pattern.ts`,
+    );
+  }
+  // A size that is not whole pages is refused (exit 2), not rounded.
+  assert.throws(
+    () => execFileSync(binary, ['pattern', '--sizes', '1000'], { stdio: 'pipe' }),
+    (err: { status?: number }) => err.status === 2,
+  );
+});

@@ -1,0 +1,370 @@
+/**
+ * The blackout report of the real-kernel bench (docs/vm.md): how long VMs are
+ * stopped by a live update through luod, against the kernel-only floor
+ * (test/vm/floor/luo_floor.c) on the same kernels, phase by phase.
+ *
+ * Clock: the guest's clocks restart with each kernel, so every time here is
+ * the host's, stamped on each serial-console line as it arrived
+ * (test/vm/qemu.ts writes `[+SSSS.mmms] line` to console.log). A line is
+ * stamped when it has fully arrived: at 115200 baud a 100-character line
+ * takes about 9 ms, so each mark is late by its own length, a few ms.
+ *
+ * Marks come from four kinds of console lines:
+ *   LUOKIT-BOOT boot=N ...                   `init` (the boot's /init started)
+ *   LUOKIT-PHASE path=P boot=N phase=NAME    the floor's steps, the luod job's steps
+ *   {"luod_phase":"NAME",...}                luod's own timeline (luod --timeline)
+ *   LUOKIT-VMM boot=N id=ID result=JSON      a VMM verified (or not) its memory
+ * plus the kernel's "Starting new kernel" (`kernel-kexec`), a fallback for a
+ * `kexec` mark lost with the old kernel's console buffer.
+ */
+
+export type UpdatePath = 'luod' | 'floor';
+
+export interface ConsoleLine {
+  atMs: number;
+  text: string;
+}
+
+/** One moment of a run: `name@boot` -> host ms since QEMU started. */
+export type Marks = Record<string, number>;
+
+export interface VmmVerdict {
+  id: string;
+  verified: boolean;
+  bytes?: number;
+  verify_ms?: number;
+  error?: string;
+  atMs: number;
+}
+
+export interface FloorVerdict {
+  name: string;
+  verified: boolean;
+  bytes: number;
+  error?: string;
+}
+
+export interface RunMarks {
+  marks: Marks;
+  vmms: VmmVerdict[];
+  floor: FloorVerdict[];
+  /** Console lines that claimed to be marks but could not be read. */
+  unreadable: string[];
+}
+
+/** `[+   12.345s] text` (console.log) -> { atMs: 12345, text }; other lines (the command) are skipped. */
+export function parseConsoleLog(text: string): ConsoleLine[] {
+  const lines: ConsoleLine[] = [];
+  for (const raw of text.split('\n')) {
+    const m = /^\[\+\s*(\d+(?:\.\d+)?)s\] ?(.*)$/.exec(raw);
+    if (m) lines.push({ atMs: Math.round(Number(m[1]) * 1000), text: m[2]! });
+  }
+  return lines;
+}
+
+/** `KEY=value` fields of a LUOKIT- line (a value runs to the next ` key=`). */
+function fields(text: string, kind: string): Record<string, string> | undefined {
+  const at = text.indexOf(`LUOKIT-${kind} `);
+  if (at < 0) return undefined;
+  const rest = text.slice(at + kind.length + 8);
+  const out: Record<string, string> = {};
+  const re = /(?:^|\s)([a-z][a-z0-9_.-]*)=/g;
+  const keys: { key: string; start: number; end: number }[] = [];
+  for (let m = re.exec(rest); m !== null; m = re.exec(rest)) {
+    keys.push({ key: m[1]!, start: m.index, end: m.index + m[0].length });
+  }
+  keys.forEach((k, i) => {
+    out[k.key] = rest.slice(k.end, keys[i + 1]?.start ?? rest.length).trim();
+  });
+  return out;
+}
+
+/**
+ * Every mark of one QEMU run, first occurrence wins (a mark is a moment; a
+ * repeat is a later, different event). `all-verified@N` is the last VMM
+ * verdict of boot N.
+ */
+export function collectMarks(lines: readonly ConsoleLine[]): RunMarks {
+  const marks: Marks = {};
+  const vmms: VmmVerdict[] = [];
+  const floor: FloorVerdict[] = [];
+  const unreadable: string[] = [];
+  let boot = 0;
+  const mark = (name: string, b: number, atMs: number) => {
+    const key = `${name}@${b}`;
+    if (marks[key] === undefined) marks[key] = atMs;
+  };
+  for (const { atMs, text } of lines) {
+    const bootFields = fields(text, 'BOOT');
+    if (bootFields) {
+      boot = Number(bootFields.boot);
+      mark('init', boot, atMs);
+      continue;
+    }
+    const phase = fields(text, 'PHASE');
+    if (phase) {
+      if (phase.phase) mark(phase.phase, Number(phase.boot ?? boot), atMs);
+      else unreadable.push(text);
+      continue;
+    }
+    const vmm = fields(text, 'VMM');
+    if (vmm) {
+      const b = Number(vmm.boot ?? boot);
+      try {
+        const result = JSON.parse(vmm.result ?? '') as Omit<VmmVerdict, 'atMs'>;
+        vmms.push({
+          id: vmm.id ?? result.id,
+          verified: result.verified === true,
+          ...(result.bytes !== undefined && { bytes: result.bytes }),
+          ...(result.verify_ms !== undefined && { verify_ms: result.verify_ms }),
+          ...(result.error !== undefined && { error: result.error }),
+          atMs,
+        });
+        marks[`all-verified@${b}`] = atMs;
+      } catch {
+        unreadable.push(text);
+      }
+      continue;
+    }
+    const result = fields(text, 'RESULT');
+    if (result && result.kind === 'floor') {
+      floor.push({
+        name: result.name ?? '?',
+        verified: result.verified === '1',
+        bytes: Number(result.bytes),
+        ...(result.error !== undefined && { error: result.error }),
+      });
+      continue;
+    }
+    const json = text.indexOf('{"luod_phase":');
+    if (json >= 0) {
+      try {
+        const m = JSON.parse(text.slice(json)) as { luod_phase: string };
+        mark(m.luod_phase, boot, atMs);
+      } catch {
+        unreadable.push(text);
+      }
+      continue;
+    }
+    if (/kexec_core: Starting new kernel|\] Starting new kernel/.test(text)) mark('kernel-kexec', boot, atMs);
+  }
+  return { marks, vmms, floor, unreadable };
+}
+
+/** One row of the report: the same step on both paths, between two marks of each. */
+export interface PhaseSpec {
+  phase: string;
+  what: string;
+  /** Part of the blackout (VMs stopped)? `load` happens before it, on both paths. */
+  inBlackout: boolean;
+  luod?: [string, string];
+  floor?: [string, string];
+}
+
+/**
+ * The phases, in order. The names are luod's own timeline marks
+ * (src/daemon/luod.ts, PhaseMark) where luod has them.
+ */
+export const PHASES: readonly PhaseSpec[] = [
+  {
+    phase: 'load',
+    what: 'kexec load (kexec_file_load of the next kernel and initramfs; before the VMs stop)',
+    inBlackout: false,
+    luod: ['load@0', 'loaded@0'],
+    floor: ['load@0', 'loaded@0'],
+  },
+  {
+    phase: 'preserve',
+    what: 'luod: open /dev/liveupdate, create the sessions; floor: create the sessions and PRESERVE_FD',
+    inBlackout: true,
+    luod: ['update-start@0', 'barrier-start@0'],
+    floor: ['preserve@0', 'preserved@0'],
+  },
+  {
+    phase: 'barrier',
+    what: 'START_PRESERVATION to every VMM, each preserves its memory and says READY',
+    inBlackout: true,
+    luod: ['barrier-start@0', 'barrier-done@0'],
+  },
+  {
+    phase: 'handover',
+    what: 'luod: its state into luod-internal, KEXEC to the VMMs; floor: nothing (up to the reboot call)',
+    inBlackout: true,
+    luod: ['barrier-done@0', 'kexec@0'],
+    floor: ['preserved@0', 'kexec@0'],
+  },
+  {
+    phase: 'kexec',
+    what: "reboot(LINUX_REBOOT_CMD_KEXEC) to the next kernel's /init (LUO serialises, the kernel boots)",
+    inBlackout: true,
+    luod: ['kexec@0', 'init@1'],
+    floor: ['kexec@0', 'init@1'],
+  },
+  {
+    phase: 'luod-ready',
+    what: 'luod: /init to luod restored from luod-internal; floor: /init to the program started',
+    inBlackout: true,
+    luod: ['init@1', 'luod-ready@1'],
+    floor: ['init@1', 'start@1'],
+  },
+  {
+    phase: 'all-claimed',
+    what: 'luod: every VMM started again and CLAIMed its session; floor: RETRIEVE_SESSION and RETRIEVE_FD',
+    inBlackout: true,
+    luod: ['luod-ready@1', 'all-claimed@1'],
+    floor: ['start@1', 'retrieved@1'],
+  },
+  {
+    phase: 'all-verified',
+    what: 'every byte of guest memory checked (VMMs: SHA-256 digest; floor: compared with the pattern)',
+    inBlackout: true,
+    luod: ['all-claimed@1', 'all-verified@1'],
+    floor: ['retrieved@1', 'verified@1'],
+  },
+];
+
+/** Where the blackout starts and ends on each path. */
+export const TOTAL: Record<UpdatePath, [string, string]> = {
+  luod: ['update-start@0', 'all-verified@1'],
+  floor: ['preserve@0', 'verified@1'],
+};
+
+export interface PhaseRow {
+  phase: string;
+  what: string;
+  inBlackout: boolean;
+  luodMs: number | null;
+  floorMs: number | null;
+}
+
+export interface PathReport {
+  totalMs: number | null;
+  /** Marks a phase needed and the run did not print (a phase is then null). */
+  missing: string[];
+  /** Marks replaced by a fallback (`kexec@0` by the kernel's own line). */
+  substituted: string[];
+  marks: Marks;
+}
+
+export interface BlackoutReport {
+  kernels: string;
+  clock: string;
+  sizes: string[];
+  rows: PhaseRow[];
+  luod: PathReport;
+  floor: PathReport;
+  /** luod's total blackout over the floor's; null when either is missing. */
+  ratio: number | null;
+  vmms: VmmVerdict[];
+  floorFiles: FloorVerdict[];
+}
+
+export const CLOCK =
+  'host time (ms since QEMU started) at which each serial-console line arrived; the guest clocks restart with each kernel';
+
+/** `kexec@0` lost with the old kernel's console: the kernel's own "Starting new kernel" line stands in. */
+function withFallbacks(marks: Marks): { marks: Marks; substituted: string[] } {
+  const out = { ...marks };
+  const substituted: string[] = [];
+  if (out['kexec@0'] === undefined && out['kernel-kexec@0'] !== undefined) {
+    out['kexec@0'] = out['kernel-kexec@0'];
+    substituted.push('kexec@0 <- kernel-kexec@0 (the kernel\'s "Starting new kernel" line)');
+  }
+  return { marks: out, substituted };
+}
+
+function span(marks: Marks, range: [string, string] | undefined, missing: Set<string>): number | null {
+  if (range === undefined) return null;
+  const [from, to] = range;
+  const a = marks[from];
+  const b = marks[to];
+  if (a === undefined) missing.add(from);
+  if (b === undefined) missing.add(to);
+  return a === undefined || b === undefined ? null : b - a;
+}
+
+export function blackoutReport(input: {
+  kernels: string;
+  sizes: string[];
+  luod: RunMarks;
+  floor: RunMarks;
+}): BlackoutReport {
+  const paths = {
+    luod: withFallbacks(input.luod.marks),
+    floor: withFallbacks(input.floor.marks),
+  };
+  const missing = { luod: new Set<string>(), floor: new Set<string>() };
+  const rows = PHASES.map((p) => ({
+    phase: p.phase,
+    what: p.what,
+    inBlackout: p.inBlackout,
+    luodMs: span(paths.luod.marks, p.luod, missing.luod),
+    floorMs: span(paths.floor.marks, p.floor, missing.floor),
+  }));
+  const path = (which: UpdatePath): PathReport => ({
+    totalMs: span(paths[which].marks, TOTAL[which], missing[which]),
+    missing: [...missing[which]],
+    substituted: paths[which].substituted,
+    marks: paths[which].marks,
+  });
+  const luod = path('luod');
+  const floor = path('floor');
+  return {
+    kernels: input.kernels,
+    clock: CLOCK,
+    sizes: input.sizes,
+    rows,
+    luod,
+    floor,
+    ratio:
+      luod.totalMs !== null && floor.totalMs !== null && floor.totalMs > 0
+        ? Math.round((luod.totalMs / floor.totalMs) * 100) / 100
+        : null,
+    vmms: input.luod.vmms,
+    floorFiles: input.floor.floor,
+  };
+}
+
+function ms(value: number | null): string {
+  return value === null ? '-' : `${value}`;
+}
+
+/** The readable table (build/vm/blackout.txt, and the run's summary). */
+export function formatBlackout(r: BlackoutReport): string {
+  const header = ['phase', 'luod ms', 'floor ms', 'luod - floor'];
+  const body = r.rows.map((row) => [
+    `${row.phase}${row.inBlackout ? '' : ' (before)'}`,
+    ms(row.luodMs),
+    ms(row.floorMs),
+    row.luodMs !== null && row.floorMs !== null ? `${row.luodMs - row.floorMs}` : '',
+  ]);
+  body.push([
+    'TOTAL blackout',
+    ms(r.luod.totalMs),
+    ms(r.floor.totalMs),
+    r.luod.totalMs !== null && r.floor.totalMs !== null ? `${r.luod.totalMs - r.floor.totalMs}` : '',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const out = [
+    `Blackout, kernels ${r.kernels}, memfds ${r.sizes.join(' + ')} (luod: one example VMM each)`,
+    `clock: ${r.clock}`,
+    '',
+    line(header),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...body.map(line),
+    '',
+    `ratio luod / floor (total blackout): ${r.ratio === null ? 'n/a' : `${r.ratio.toFixed(2)}x`}`,
+    'blackout: from the start of preservation (VMs stopped) to every byte verified in the next kernel;',
+    '"(before)": done before the VMs stop, not part of the blackout.',
+  ];
+  for (const which of ['luod', 'floor'] as const) {
+    const p = r[which];
+    if (p.missing.length > 0) out.push(`${which}: missing marks: ${p.missing.join(', ')}`);
+    if (p.substituted.length > 0) out.push(`${which}: ${p.substituted.join('; ')}`);
+  }
+  out.push('', 'phases:');
+  for (const row of r.rows) out.push(`  ${row.phase.padEnd(12)} ${row.what}`);
+  return `${out.join('\n')}\n`;
+}

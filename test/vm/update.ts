@@ -1,0 +1,278 @@
+/**
+ * The live update part of the real-kernel bench (`test/vm/run.ts --only update`; docs/vm.md):
+ *
+ *   1. luod on the real kernel: luod and one example VMM per size in boot 0, `luoctl load`
+ *      and `luoctl update` (luod's barrier, kexec_file_load'ed kernel, reboot), then in the
+ *      next kernel luod recovers from `luod-internal` and every VMM, started again with the
+ *      same id, claims its session and verifies every byte (vm/guest/luod-update.sh);
+ *   2. the floor: the same memfds through /dev/liveupdate by a minimal C program, which
+ *      kexecs itself and verifies in the next kernel (test/vm/floor/luo_floor.c,
+ *      vm/guest/floor.sh);
+ *   3. the blackout report of both on the same kernels (blackout.ts):
+ *      build/vm/blackout.{json,txt}.
+ *
+ * Each path is its own QEMU run (one process across the kexec).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  type BlackoutReport,
+  blackoutReport,
+  collectMarks,
+  formatBlackout,
+  parseConsoleLog,
+  type RunMarks,
+} from './blackout.js';
+import type { QemuResult } from './qemu.js';
+
+/** The memfds of both paths: one example VMM per size (64-256 MiB, as a small VM's RAM). */
+export const UPDATE_SIZES = ['64M', '128M', '256M'];
+
+type CheckStatus = 'pass' | 'fail' | 'infra' | 'skip';
+
+/** What run.ts lends this part: its guest runner, its checks and timings. */
+export interface BenchContext {
+  root: string;
+  out: string;
+  timeoutScale: number;
+  guest(
+    name: string,
+    kernels: readonly string[],
+    command: string,
+    env: Record<string, string>,
+    timeoutMs: number,
+    image: string,
+  ): Promise<{ name: string; dir: string; result: QemuResult }>;
+  check(name: string, status: CheckStatus, detail?: string): void;
+  timings: Record<string, number | string>;
+  log(text: string): void;
+  run(
+    command: string,
+    args: readonly string[],
+    options?: { prefix?: string; quiet?: boolean },
+  ): Promise<{ status: number | null; stdout: string; stderr: string; error?: Error }>;
+  /** An infrastructure error (the bench could not test). */
+  infra(message: string): Error;
+}
+
+/** gcc -static the floor program into build/vm/guest/ (a missing gcc is infrastructure). */
+async function buildFloor(ctx: BenchContext): Promise<string> {
+  const binary = path.join(ctx.out, 'guest/luo_floor');
+  fs.mkdirSync(path.dirname(binary), { recursive: true });
+  const r = await ctx.run(
+    'gcc',
+    ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, 'test/vm/floor/luo_floor.c'],
+    { prefix: '[gcc] ' },
+  );
+  if (r.error)
+    throw ctx.infra(
+      `cannot run gcc for the floor program: ${r.error.message} (apt-get install gcc libc6-dev)`,
+    );
+  if (r.status !== 0)
+    throw new Error(`gcc failed on test/vm/floor/luo_floor.c (exit ${r.status}): ${r.stderr.trim()}`);
+  return binary;
+}
+
+/**
+ * luod, luoctl and the example VMM as single files (koffi stays external, found in the
+ * project's node_modules): under TCG and over 9p, plain Node starts them in a fraction of
+ * the time a tree of modules takes, and they are built from src/ at every run, so they
+ * are never stale. `import.meta.url` is each entry's place in dist/, so what they read
+ * relative to themselves (package.json) resolves as in the installed package.
+ */
+async function bundleGuestPrograms(ctx: BenchContext): Promise<string> {
+  const esbuild = path.join(ctx.root, 'node_modules/.bin/esbuild');
+  if (!fs.existsSync(esbuild)) throw ctx.infra(`${esbuild} is missing (npm ci)`);
+  const dir = path.join(ctx.out, 'guest');
+  const entries: [string, string, string][] = [
+    ['src/daemon/main.ts', 'dist/daemon/main.js', 'luod.mjs'],
+    ['src/cli/luoctl.ts', 'dist/cli/luoctl.js', 'luoctl.mjs'],
+    ['src/client/example-vmm-main.ts', 'dist/client/example-vmm-main.js', 'vmm.mjs'],
+  ];
+  for (const [source, installed, outfile] of entries) {
+    const url = `file://${path.join(ctx.root, installed)}`;
+    const r = await ctx.run(
+      esbuild,
+      [
+        source,
+        '--bundle',
+        '--platform=node',
+        '--format=esm',
+        '--target=node20',
+        '--external:koffi',
+        '--log-level=warning',
+        `--define:import.meta.url=${JSON.stringify(url)}`,
+        `--outfile=${path.join(dir, outfile)}`,
+        // Bundled ESM has no require(); some dependencies (pino) still call it.
+        "--banner:js=import { createRequire as __luokitRequire } from 'node:module'; const require = __luokitRequire(import.meta.url);",
+      ],
+      { prefix: '[esbuild] ' },
+    );
+    if (r.status !== 0) throw new Error(`esbuild ${source} failed (exit ${r.status}): ${r.stderr.trim()}`);
+  }
+  return dir;
+}
+
+/** Lines of luod's pino logs at level error (50) or fatal (60): any is a failure of the run. */
+export function luodErrors(log: string): string[] {
+  const errors: string[] = [];
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const entry = JSON.parse(line) as { level?: number; msg?: string; err?: { message?: string } };
+      if ((entry.level ?? 0) >= 50)
+        errors.push(`${entry.msg}${entry.err?.message ? `: ${entry.err.message}` : ''}`);
+    } catch {
+      // not a log line
+    }
+  }
+  return errors;
+}
+
+function readIf(file: string): string {
+  return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+}
+
+function marksOf(dir: string): RunMarks {
+  return collectMarks(parseConsoleLog(readIf(path.join(dir, 'console.log'))));
+}
+
+/** Markers that say a guest job gave up (the reason is in their fields). */
+function failures(result: QemuResult, kind: string): string[] {
+  return result.markers.filter((m) => m.kind === kind).map((m) => m.line.trim());
+}
+
+async function luodPath(
+  ctx: BenchContext,
+  kernels: readonly string[],
+  label: string,
+  runLabel: string,
+  image: string,
+  bin: string,
+): Promise<RunMarks> {
+  const g = await ctx.guest(
+    `update-${runLabel}`,
+    kernels,
+    'exec sh vm/guest/luod-update.sh',
+    { LUOKIT_GUEST_BIN: bin, LUOKIT_SIZES: UPDATE_SIZES.join(',') },
+    600_000 * ctx.timeoutScale,
+    image,
+  );
+  const run = marksOf(g.dir);
+  const problems = [
+    ...failures(g.result, 'UPDATE-FAILED'),
+    ...failures(g.result, 'KEXEC-FAILED'),
+    ...(g.result.outcome === 'failed' ? [g.result.reason ?? 'the guest run failed'] : []),
+  ];
+  if (g.result.boots.length < 2 && problems.length === 0) problems.push('the guest never reached boot 1');
+  for (const boot of [0, 1]) {
+    const errors = luodErrors(readIf(path.join(g.dir, `luod.boot${boot}.log`)));
+    for (const e of errors) problems.push(`luod error in boot ${boot}: ${e}`);
+  }
+  const status = readIf(path.join(g.dir, 'luod-status.boot1.json'));
+  if (g.result.boots.length >= 2) {
+    try {
+      const s = JSON.parse(status) as {
+        pending_claims?: string[];
+        last_update?: { outcome?: string } | null;
+      };
+      if (s.last_update?.outcome !== 'rebooted')
+        problems.push(
+          `luod in boot 1 reports no update restored (last_update ${JSON.stringify(s.last_update)})`,
+        );
+      if ((s.pending_claims ?? []).length > 0)
+        problems.push(`sessions never claimed: ${s.pending_claims!.join(', ')}`);
+    } catch {
+      problems.push('luoctl status --json in boot 1 gave no JSON (luod-status.boot1.json)');
+    }
+  }
+  UPDATE_SIZES.forEach((size, i) => {
+    const id = `vm-${i + 1}`;
+    const v = run.vmms.find((x) => x.id === id);
+    const name = `live update through luod: ${id} (${size}) claimed and verified byte for byte (${label})`;
+    if (!v)
+      ctx.check(name, 'fail', `no result from ${id} in boot 1${problems[0] ? ` (${problems[0]})` : ''}`);
+    else if (!v.verified) ctx.check(name, 'fail', v.error ?? 'not verified');
+    else if (v.bytes !== parseSize(size))
+      ctx.check(name, 'fail', `${v.bytes} bytes came back, expected ${parseSize(size)}`);
+    else ctx.check(name, 'pass');
+  });
+  ctx.check(
+    `live update through luod: luod, kexec, recovery (${label})`,
+    problems.length ? 'fail' : 'pass',
+    problems.join('; '),
+  );
+  return run;
+}
+
+async function floorPath(
+  ctx: BenchContext,
+  kernels: readonly string[],
+  label: string,
+  runLabel: string,
+  image: string,
+  floor: string,
+): Promise<RunMarks> {
+  const g = await ctx.guest(
+    `floor-${runLabel}`,
+    kernels,
+    'exec sh vm/guest/floor.sh',
+    { LUOKIT_FLOOR: floor, LUOKIT_SIZES: UPDATE_SIZES.join(',') },
+    300_000 * ctx.timeoutScale,
+    image,
+  );
+  const run = marksOf(g.dir);
+  const problems = [
+    ...failures(g.result, 'FLOOR-ERROR'),
+    ...failures(g.result, 'KEXEC-FAILED'),
+    ...(g.result.outcome === 'failed' ? [g.result.reason ?? 'the guest run failed'] : []),
+  ];
+  if (g.result.outcome === 'ok' && g.result.exitStatus !== 0)
+    problems.push(`luo_floor restore exited ${g.result.exitStatus}`);
+  UPDATE_SIZES.forEach((size, i) => {
+    const name = `floor-${i + 1}`;
+    const v = run.floor.find((x) => x.name === name);
+    const check = `blackout floor (C, /dev/liveupdate directly): ${name} (${size}) verified after kexec (${label})`;
+    if (!v) ctx.check(check, 'fail', `no result${problems[0] ? ` (${problems[0]})` : ''}`);
+    else ctx.check(check, v.verified && v.bytes === parseSize(size) ? 'pass' : 'fail', v.error);
+  });
+  if (problems.length > 0) ctx.check(`blackout floor guest run (${label})`, 'fail', problems.join('; '));
+  return run;
+}
+
+function parseSize(text: string): number {
+  const m = /^(\d+)([KMG]?)$/.exec(text);
+  if (!m) throw new Error(`bad size ${text}`);
+  return Number(m[1]) * 2 ** { '': 0, K: 10, M: 20, G: 30 }[m[2] as '' | 'K' | 'M' | 'G'];
+}
+
+/** Both paths on these kernels, then the report. */
+export async function liveUpdate(
+  ctx: BenchContext,
+  kernels: readonly string[],
+  label: string,
+  runLabel: string,
+  image: string,
+): Promise<BlackoutReport> {
+  const [floor, bin] = [await buildFloor(ctx), await bundleGuestPrograms(ctx)];
+  const luod = await luodPath(ctx, kernels, label, runLabel, image, bin);
+  const floorRun = await floorPath(ctx, kernels, label, runLabel, image, floor);
+  const report = blackoutReport({ kernels: label, sizes: UPDATE_SIZES, luod, floor: floorRun });
+  fs.writeFileSync(path.join(ctx.out, 'blackout.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const table = formatBlackout(report);
+  fs.writeFileSync(path.join(ctx.out, 'blackout.txt'), table);
+  console.log(table);
+  const missing = [
+    ...report.luod.missing.map((m) => `luod ${m}`),
+    ...report.floor.missing.map((m) => `floor ${m}`),
+  ];
+  ctx.check(
+    `blackout report, both paths measured (${label})`,
+    report.ratio !== null && missing.length === 0 ? 'pass' : 'fail',
+    missing.length ? `missing marks: ${missing.join(', ')}` : undefined,
+  );
+  ctx.timings[`blackout luod (${label}), ms`] = report.luod.totalMs ?? 'n/a';
+  ctx.timings[`blackout floor (${label}), ms`] = report.floor.totalMs ?? 'n/a';
+  ctx.timings[`blackout ratio luod/floor (${label})`] = report.ratio ?? 'n/a';
+  return report;
+}

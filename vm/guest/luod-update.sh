@@ -1,0 +1,116 @@
+#!/bin/sh
+# A full live update through luod on the real kernel, in the guest (docs/vm.md).
+#
+# boot 0: luod (real /dev/liveupdate, its phase marks on the console with --timeline),
+#         one example VMM per size in LUOKIT_SIZES (vm-1, vm-2, ...; guest RAM a memfd
+#         filled with luokit's data pattern, its vCPU writing into it), `luoctl load` of the
+#         next kernel (this initramfs again, luokit.boot+1), then `luoctl update`: luod's
+#         barrier, its state in luod-internal, kexec_file_load'ed kernel, reboot. Nothing
+#         after the update returns unless the update failed.
+# boot 1: luod first (it recovers from luod-internal), the VMMs again with the same ids and
+#         --claim: each claims its session, verifies every byte against the digest it
+#         preserved, and prints one JSON line, echoed as
+#         LUOKIT-VMM boot=1 id=ID result=JSON (the host's time of the last one is "all
+#         memory verified"). Then luod's status (its whole timeline) to the output share.
+#
+# Logs go to the output share ($LUOKIT_OUT): luod.bootN.log, ID.bootN.log; the console
+# carries only markers (it is a 115200-baud serial line).
+# Environment: LUOKIT_GUEST_BIN (luod.mjs, luoctl.mjs, vmm.mjs), LUOKIT_SIZES (64M,128M,...),
+# LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
+set -u
+DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
+BIN=${LUOKIT_GUEST_BIN:?}
+OUT=${LUOKIT_OUT:?}
+SIZES=${LUOKIT_SIZES:?}
+BOOT=${LUOKIT_BOOT:-0}
+SOCK=/run/luod/luod.sock
+# Light vCPUs: three VMMs on two emulated CPUs must leave luod room to work.
+VCPU="--tick-ms 10 --pages-per-tick 4"
+
+failed() {
+  echo "LUOKIT-UPDATE-FAILED boot=$BOOT reason=$*"
+  exit 1
+}
+
+luoctl() {
+  node "$BIN/luoctl.mjs" --socket "$SOCK" "$@"
+}
+
+start_luod() {
+  mkdir -p /run/luod
+  node "$BIN/luod.mjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 \
+    >"$OUT/luod.boot$BOOT.log" 2>&1 &
+  LUOD_PID=$!
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll every 0.1 s.
+wait_for() {
+  limit=$(($1 * 10))
+  what=$2
+  shift 2
+  n=0
+  until "$@"; do
+    n=$((n + 1))
+    [ "$n" -lt "$limit" ] || failed "timeout waiting for $what"
+    kill -0 "$LUOD_PID" 2>/dev/null || failed "luod exited (see luod.boot$BOOT.log)"
+    sleep 0.1
+  done
+}
+
+all_subscribed() {
+  for id in $IDS; do
+    grep -q '"msg":"subscribed"' "$OUT/$id.boot0.log" 2>/dev/null || return 1
+  done
+}
+
+IDS=""
+i=0
+for size in $(echo "$SIZES" | tr , ' '); do
+  i=$((i + 1))
+  IDS="$IDS vm-$i"
+done
+
+case "$BOOT" in
+  0)
+    . "$DIR/next-boot.sh" || failed "$NEXT_ERROR"
+    start_luod
+    wait_for 120 "luod's socket" test -S "$SOCK"
+    i=0
+    for size in $(echo "$SIZES" | tr , ' '); do
+      i=$((i + 1))
+      node "$BIN/vmm.mjs" --id "vm-$i" --mem "$size" --fill $VCPU --socket "$SOCK" \
+        >"$OUT/vm-$i.boot0.out" 2>"$OUT/vm-$i.boot0.log" &
+    done
+    wait_for 300 "every VMM to subscribe" all_subscribed
+    echo "LUOKIT-PHASE path=luod boot=0 phase=subscribed"
+    luoctl load "$KERNEL" --initrd /sys/firmware/initrd --cmdline "$CMDLINE" --json >"$OUT/load.json" ||
+      failed "luoctl load exited $? ($(cat "$OUT/load.json"))"
+    luoctl update --timeout 120s --json >"$OUT/update.json"
+    failed "luoctl update exited $? without a reboot: $(cat "$OUT/update.json")"
+    ;;
+  1)
+    start_luod
+    PIDS=""
+    i=0
+    for size in $(echo "$SIZES" | tr , ' '); do
+      i=$((i + 1))
+      (
+        node "$BIN/vmm.mjs" --id "vm-$i" --mem "$size" --claim $VCPU --socket "$SOCK" \
+          2>"$OUT/vm-$i.boot1.log" | while IFS= read -r line; do
+          echo "LUOKIT-VMM boot=1 id=vm-$i result=$line"
+        done
+      ) &
+      PIDS="$PIDS $!"
+    done
+    for pid in $PIDS; do wait "$pid"; done
+    echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-done"
+    luoctl status --json >"$OUT/luod-status.boot1.json" || echo "LUOKIT-UPDATE-FAILED boot=1 reason=luoctl status exited $?"
+    kill "$LUOD_PID"
+    wait "$LUOD_PID"
+    exit 0
+    ;;
+  *)
+    echo "luod-update.sh: nothing to do in boot $BOOT" >&2
+    exit 1
+    ;;
+esac
