@@ -38,7 +38,8 @@ luoctl() {
 
 start_luod() {
   mkdir -p /run/luod
-  node "$BIN/luod.mjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 \
+  # The guest's / is the host's, read-only: the update records go to the output share.
+  node "$BIN/luod.mjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 --records "$OUT/records" \
     >"$OUT/luod.boot$BOOT.log" 2>&1 &
   LUOD_PID=$!
 }
