@@ -296,16 +296,21 @@ function ms(seconds: number): string {
   return `${(seconds * 1e3).toFixed(1)} ms`;
 }
 
-/** Blocks and runs per order, and the checksum radix-walk.c computes the same way. */
+/**
+ * Blocks and runs per order, and the checksum radix-walk.c computes the same way: its
+ * uint32_t arithmetic is done here in int32 (Math.imul, `| 0`, kept in an Int32Array so
+ * it is never boxed), which gives the same bits mod 2^32; double arithmetic would put a
+ * chain of float latencies on every run that the C side does not pay.
+ */
 class Tally {
   private readonly blocks = new Float64Array(53);
   private readonly runs = new Float64Array(53);
-  private checksum = 0;
+  private readonly checksum = new Int32Array(1);
 
   add(order: number, first: number, blocks: number): void {
     this.blocks[order]! += blocks;
     this.runs[order]!++;
-    this.checksum = (this.checksum * 31 + (first >>> 0) + blocks * 7 + order) >>> 0;
+    this.checksum[0] = (Math.imul(this.checksum[0]!, 31) + (first >>> 0) + Math.imul(blocks, 7) + order) | 0;
   }
 
   result(): RadixTally {
@@ -313,7 +318,7 @@ class Tally {
     this.runs.forEach((runs, order) => {
       if (runs > 0) orders.push([order, this.blocks[order]!, runs]);
     });
-    return { orders, checksum: this.checksum };
+    return { orders, checksum: this.checksum[0]! >>> 0 };
   }
 }
 
