@@ -283,7 +283,7 @@ export const radixDecode: Benchmark = {
         notes: [
           `ns per preserved page (CPU): C ${nsPerPage(baseline.seconds).toFixed(4)}, src/abi ${nsPerPage(subject.seconds).toFixed(4)}; GB/s columns count preserved bytes decoded`,
           'CPU time (the C process; the Node process, JIT and GC threads included) is the measure, as these machines are shared; wall clock is shown for reference',
-          'both read the same image with pread (tables one page at a time, consecutive leaves together), apply the same checks, find runs from each bitmap word\'s transitions and do the same integer accumulation per run; the target is at least 0.5x C',
+          "both read the same image with pread (tables one page at a time, consecutive leaves together), apply the same checks, find runs from each bitmap word's transitions and do the same integer accumulation per run; the target is at least 0.5x C",
         ],
       };
     } finally {
