@@ -298,9 +298,10 @@ function ms(seconds: number): string {
 
 /**
  * Blocks and runs per order, and the checksum radix-walk.c computes the same way: its
- * uint32_t arithmetic is done here in int32 (Math.imul, `| 0`, kept in an Int32Array so
- * it is never boxed), which gives the same bits mod 2^32; double arithmetic would put a
- * chain of float latencies on every run that the C side does not pay.
+ * uint32_t arithmetic is done here in int32 (Math.imul, `first | 0` for (uint32_t)first,
+ * `| 0`, kept in an Int32Array so it is never boxed), which gives the same bits mod 2^32;
+ * double arithmetic (`first >>> 0` is a uint32, so V8 adds in doubles) would put a chain
+ * of float latencies and conversions on every run that the C side does not pay.
  */
 class Tally {
   private readonly blocks = new Float64Array(53);
@@ -310,7 +311,7 @@ class Tally {
   add(order: number, first: number, blocks: number): void {
     this.blocks[order]! += blocks;
     this.runs[order]!++;
-    this.checksum[0] = (Math.imul(this.checksum[0]!, 31) + (first >>> 0) + Math.imul(blocks, 7) + order) | 0;
+    this.checksum[0] = (Math.imul(this.checksum[0]!, 31) + (first | 0) + Math.imul(blocks, 7) + order) | 0;
   }
 
   result(): RadixTally {
