@@ -433,6 +433,29 @@ describe('luoctl inspect --fdt FILE --memory DUMP', () => {
     assert.match(withBase.stderr, /is an ELF core.*--memory-base is for raw dumps/);
   });
 
+  it('a dump whose luo_ser page was reused (as after the next kernel booted) says why, in a note', () => {
+    const { base, bytes } = imageTail();
+    const reused = new Uint8Array(bytes);
+    // What the capture bench found there: the page reused for an ELF file's first page.
+    const at = Number(BigInt(report.luo.pa) - base);
+    reused.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 3, ...new Array(24).fill(0)], at);
+    const core = path.join(work, 'after-boot.core');
+    fs.writeFileSync(core, elfCore([{ type: 1, paddr: base, data: reused }]));
+    const fdt = path.join(stateDir, 'kho-in.dtb');
+    const { status, report: after } = inspectJson('--fdt', fdt, '--memory', core, '--check');
+    assert.equal(status, 1);
+    assert.equal(after.verdict, 'panic');
+    assert.equal(after.notes.length, 1);
+    assert.match(after.notes[0], /luo_ser and the radix tree are gone by design/);
+    const human = luoctl('inspect', '--fdt', fdt, '--memory', core, '--check');
+    assertClean(human);
+    assert.match(human.stdout, /^note: if this dump was taken after the next kernel booted/m);
+    // An intact dump, or an emulator state, has no note.
+    const { report: intact } = inspectJson('--fdt', fdt, '--memory', path.join(work, 'guest.core'));
+    assert.deepEqual(intact.notes, []);
+    assert.deepEqual(report.notes, []);
+  });
+
   it('a raw dump with --memory-base gives the same report; the wrong base says what is missing', () => {
     const { base, bytes } = imageTail();
     const raw = path.join(work, 'guest.raw');

@@ -91,7 +91,9 @@ export function renderHandover(report: HandoverReport): string {
     lines.push(`  FLBs: ${report.flbs.length === 0 ? 'none' : report.flbs.length}`);
     for (const flb of report.flbs) lines.push(`    ${flb.name}: data ${flb.data}, ${flb.count} file(s)`);
   }
-  lines.push('', ...renderProblems(report.problems));
+  lines.push('');
+  for (const note of report.notes) lines.push(`note: ${note}`);
+  lines.push(...renderProblems(report.problems));
   return lines.join('\n');
 }
 
@@ -109,6 +111,7 @@ export function renderCheck(report: HandoverReport | DebugfsReport): string {
         `kexec-metadata, ${r.memblock ? 'memblock, ' : ''}LUO, ${r.sessions.length} ${plural(r.sessions.length, 'session')}, ` +
         `${files} ${plural(files, 'file')}, ${r.flbs.length} FLB(s)`,
     );
+    for (const note of r.notes) lines.push(`note: ${note}`);
   }
   lines.push(...renderProblems(report.problems));
   return lines.join('\n');

@@ -72,6 +72,8 @@ export interface HandoverReport {
   sessions: SessionReport[];
   flbs: FlbReport[];
   problems: ProblemReport[];
+  /** What the problems may mean beyond themselves (AFTER_BOOT_NOTE). */
+  notes: string[];
 }
 
 export interface KhoReport {
@@ -248,7 +250,30 @@ export function inspectHandover(
     sessions,
     flbs: luo ? readFlbs(memory, luo.flbsPa) : [],
     problems,
+    notes: source.kind === 'dump' && looksReadAfterBoot(problems) ? [AFTER_BOOT_NOTE] : [],
   };
+}
+
+/**
+ * A dump of a kernel that has already booted from the handover no longer holds two of its
+ * structures (Linux 7.2): LUO's early init frees luo_ser (luo_early_startup() ends with
+ * kho_restore_free()), and the radix tree's pages were never preserved (the outgoing
+ * kernel kzalloc()s them; kho_mem_retrieve() walks them during mm init, after which they
+ * are free memory). Both then read as whatever reused them. The session and file blocks,
+ * memfd records and folios stay until /dev/liveupdate is opened and files are retrieved.
+ */
+export const AFTER_BOOT_NOTE =
+  'if this dump was taken after the next kernel booted from this handover, luo_ser and the radix tree ' +
+  'are gone by design: LUO early init frees luo_ser (kho_restore_free) and the radix tree pages become ' +
+  "free memory at mm init, so both may hold unrelated data; dump the memory before that kernel's early " +
+  'init (QEMU: stop the guest at the banner its early console prints; docs/inspect.md)';
+
+/** luo_ser unreadable, or metadata the outgoing kernel always preserves missing from the map. */
+function looksReadAfterBoot(problems: readonly ProblemReport[]): boolean {
+  return problems.some(
+    (p) =>
+      p.structure === 'luo_ser' || (p.structure === 'kho_kexec_metadata' && /not preserved/.test(p.reason)),
+  );
 }
 
 /** The present ranges of a memory source, as the report lists them. */

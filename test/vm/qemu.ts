@@ -38,6 +38,8 @@ export interface QemuOptions {
   memory?: string;
   smp?: number;
   qemu?: string;
+  /** A QMP socket to create (`-qmp unix:PATH,server=on,wait=off`): test/vm/qmp.ts talks to it. */
+  qmpSocket?: string;
   /** Every console line, as it arrives (with its host time in ms since QEMU started). */
   onLine?: (line: string, atMs: number) => void;
 }
@@ -136,6 +138,7 @@ export function qemuCommand(options: QemuOptions): string[] {
     '-append',
     `${BASE_CMDLINE} ${options.append}`.trim(),
   ];
+  if (options.qmpSocket !== undefined) args.push('-qmp', `unix:${options.qmpSocket},server=on,wait=off`);
   for (const share of options.shares) {
     args.push(
       '-virtfs',

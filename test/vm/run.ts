@@ -10,13 +10,16 @@
  *      runs compared step by step (build/vm/parity.{json,txt});
  *   4. a full live update through luod with example VMMs, and the same memory through a
  *      minimal C program (the floor), each across a real kexec; the blackout report of both
- *      (test/vm/update.ts; build/vm/blackout.{json,txt}).
+ *      (test/vm/update.ts; build/vm/blackout.{json,txt});
+ *   5. the capture: a known set of sessions preserved, a real kexec, the next kernel's memory
+ *      dumped through QMP and debugfs kho/in copied, then `luoctl inspect --json --check` on
+ *      them must report exactly what was preserved (test/vm/capture.ts).
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
- *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update]
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update,capture]
  *                                    [--scenarios ID,...] [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
  * --kernels: the kernel of each boot (boot N runs the Nth; the last repeats): `7.2,7.3` runs
@@ -26,13 +29,25 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import type { HandoverReport } from '../../src/inspect/report.js';
 import type { ScenarioResult } from '../scenarios/types.js';
+import {
+  type CaptureExpectation,
+  compareCapture,
+  DUMP_DONE_FILE,
+  DUMP_FILE,
+  describeDebugfsLuo,
+  EXPECTED_FILE,
+  KHO_IN_DIR,
+} from './capture.js';
 import type { BootResults } from './guest-scenarios.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
-import { type QemuResult, runQemu } from './qemu.js';
+import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
+import { QmpClient } from './qmp.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
 import { type BenchContext, liveUpdate } from './update.js';
 
@@ -190,6 +205,7 @@ async function guest(
   env: Record<string, string>,
   timeoutMs: number,
   image: string,
+  extra: Pick<QemuOptions, 'memory' | 'qmpSocket' | 'onLine'> & { append?: string } = {},
 ): Promise<GuestRun> {
   const dir = path.join(OUT, 'runs', name);
   fs.rmSync(dir, { recursive: true, force: true });
@@ -208,15 +224,19 @@ async function guest(
   const result = await runQemu({
     kernel: kernels[0]!,
     initramfs: image,
-    append: `luokit.boot=0 luokit.job=${job} luokit.out=${dir}`,
+    append: `${extra.append ?? ''} luokit.boot=0 luokit.job=${job} luokit.out=${dir}`.trim(),
     shares: [
       { tag: 'host', path: '/', readonly: true },
       { tag: 'out', path: dir, readonly: false },
     ],
     timeoutMs,
     consoleLog: path.join(dir, 'console.log'),
-    onLine: (line) => {
-      if (/LUOKIT-(BOOT|KEXEC|EXIT|INFRA|SCENARIOS)|Kernel panic/.test(line)) log(`${name}: ${line.trim()}`);
+    ...(extra.memory !== undefined && { memory: extra.memory }),
+    ...(extra.qmpSocket !== undefined && { qmpSocket: extra.qmpSocket }),
+    onLine: (line, atMs) => {
+      if (/LUOKIT-(BOOT|KEXEC|EXIT|INFRA|SCENARIOS|CAPTURE)|Kernel panic/.test(line))
+        log(`${name}: ${line.trim()}`);
+      extra.onLine?.(line, atMs);
     },
   });
   fs.writeFileSync(path.join(dir, 'qemu-result.json'), `${JSON.stringify(result, null, 1)}\n`);
@@ -310,15 +330,15 @@ async function selftests(
  * takes about 30 s (esbuild under TCG, every file over 9p, its cache gone at each boot).
  * Falls back to tsx when esbuild is not there.
  */
-async function guestProgram(): Promise<string> {
+async function guestProgram(entry = 'test/vm/guest-scenarios.ts', bundle = 'scenarios.mjs'): Promise<string> {
   const esbuild = path.join(ROOT, 'node_modules/.bin/esbuild');
-  const outfile = path.join(OUT, 'guest/scenarios.mjs');
-  const fallback = 'exec node --import tsx test/vm/guest-scenarios.ts';
+  const outfile = path.join(OUT, 'guest', bundle);
+  const fallback = `exec node --import tsx ${entry}`;
   if (!fs.existsSync(esbuild)) return fallback;
   const r = await run(
     esbuild,
     [
-      'test/vm/guest-scenarios.ts',
+      entry,
       '--bundle',
       '--platform=node',
       '--format=esm',
@@ -382,6 +402,171 @@ async function realScenarios(
   return results;
 }
 
+/**
+ * The capture part (docs/vm.md, test/vm/capture.ts): boot 0 preserves a known set of sessions
+ * and kexecs; the host takes a memory dump through QMP as soon as the next kernel starts
+ * (its early console's banner: before that kernel's KHO and LUO early init free the radix
+ * tree and luo_ser); boot 1 copies debugfs kho/in, signals, and waits for the host's go
+ * before it opens /dev/liveupdate. Then the host runs the real `luoctl inspect --fdt
+ * kho-in/fdt --memory DUMP --json --check` and compares its report with what boot 0
+ * preserved. The dump (the guest's whole memory, CAPTURE_MEMORY) is deleted afterwards
+ * unless a check failed.
+ */
+async function capture(
+  kernels: readonly string[],
+  versions: readonly string[],
+  image: string,
+): Promise<void> {
+  const label = kernelLabel(versions);
+  const name = `capture-${runLabel(versions)}`;
+  const dir = path.join(OUT, 'runs', name);
+  const program = (await guestProgram('test/vm/guest-capture.ts', 'capture.mjs')).replace(/^exec /, '');
+  // A short path: unix socket paths are limited to 108 bytes.
+  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-qmp-'));
+  const qmpSocket = path.join(socketDir, 'qmp.sock');
+  const dumpFile = path.join(dir, DUMP_FILE);
+  let dumpError: string | undefined;
+  let dumping: Promise<void> | undefined;
+  let kexecSeen = false;
+  /** Stops the guest, dumps its memory, lets it go on; one QMP connection for the three. */
+  const takeDump = async (): Promise<void> => {
+    const started = performance.now();
+    try {
+      const qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 });
+      try {
+        await qmp.execute('stop');
+        timings[`${name}: guest stopped for the dump, ms after the banner`] = Math.round(
+          performance.now() - started,
+        );
+        // paging false: physical memory as it is, one PT_LOAD per RAM range (what inspect reads).
+        await qmp.execute(
+          'dump-guest-memory',
+          { paging: false, protocol: `file:${dumpFile}` },
+          600_000 * timeoutScale,
+        );
+        await qmp.execute('cont');
+      } finally {
+        qmp.close();
+      }
+      timings[`${name}: stop + dump-guest-memory + cont, s`] = seconds(performance.now() - started);
+      timings[`${name}: dump bytes`] = fs.statSync(dumpFile).size;
+    } catch (err) {
+      dumpError = (err as Error).message;
+    }
+  };
+  /** Boot 1 waits for this file before it opens /dev/liveupdate. */
+  const release = async (): Promise<void> => {
+    await dumping;
+    const status =
+      dumping === undefined ? 'failed: no dump was started' : dumpError ? `failed: ${dumpError}` : 'ok';
+    fs.writeFileSync(path.join(dir, DUMP_DONE_FILE), `${status}\n`);
+  };
+  let g: GuestRun;
+  try {
+    g = await guest(
+      name,
+      kernels,
+      'exec sh vm/guest/capture.sh',
+      { LUOKIT_ROOT: ROOT, LUOKIT_CAPTURE_PROGRAM: program, LUOKIT_CAPTURE_WAIT: String(300 * timeoutScale) },
+      600_000 * timeoutScale,
+      image,
+      {
+        memory: CAPTURE_MEMORY,
+        qmpSocket,
+        // The banner comes out at setup_arch() (parse_early_param), ahead of kho_memory_init().
+        append: 'earlyprintk=serial,ttyS0,115200',
+        onLine: (line) => {
+          if (/LUOKIT-KEXEC boot=0/.test(line)) kexecSeen = true;
+          else if (kexecSeen && dumping === undefined && /Linux version \d/.test(line)) dumping = takeDump();
+          else if (/LUOKIT-CAPTURE boot=1/.test(line)) void release();
+        },
+      },
+    );
+    await dumping;
+  } finally {
+    fs.rmSync(socketDir, { recursive: true, force: true });
+  }
+  const failed: string[] = [];
+  const record = (what: string, problems: string[]): void => {
+    check(`capture: ${what} (${label})`, problems.length === 0 ? 'pass' : 'fail', problems.join('; '));
+    if (problems.length > 0) failed.push(what);
+  };
+  const expectedFile = path.join(dir, EXPECTED_FILE);
+  const fdtFile = path.join(dir, KHO_IN_DIR, 'fdt');
+  const guestProblems = g.result.markers
+    .filter((m) => m.kind === 'CAPTURE-PROBLEM')
+    .map((m) => m.line.replace(/^.*LUOKIT-CAPTURE-PROBLEM boot=\d+ /, '').trim());
+  if (!fs.existsSync(expectedFile)) {
+    record('boot 0 preserved the sessions', [
+      guestProblems[0] ?? g.result.reason ?? 'no capture-expected.json',
+    ]);
+    return;
+  }
+  if (!fs.existsSync(fdtFile) || dumpError !== undefined || !fs.existsSync(dumpFile)) {
+    record('boot 1 captured kho/in and a memory dump', [
+      dumpError ?? guestProblems[0] ?? g.result.reason ?? `no ${path.relative(dir, fdtFile)}`,
+    ]);
+    return;
+  }
+  const expected = JSON.parse(fs.readFileSync(expectedFile, 'utf8')) as CaptureExpectation;
+  const inspected = await run(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'src/cli/luoctl.ts',
+      'inspect',
+      '--fdt',
+      fdtFile,
+      '--memory',
+      dumpFile,
+      '--json',
+      '--check',
+    ],
+    { quiet: true },
+  );
+  fs.writeFileSync(path.join(dir, 'inspect.json'), inspected.stdout);
+  let report: HandoverReport | undefined;
+  try {
+    report = JSON.parse(inspected.stdout) as HandoverReport;
+  } catch {
+    // reported below
+  }
+  record(
+    'luoctl inspect --fdt --memory --json --check passes',
+    inspected.status === 0
+      ? []
+      : [`exit ${inspected.status}: ${(inspected.stderr.trim() || inspected.stdout.trim()).slice(0, 500)}`],
+  );
+  if (report?.schema === undefined) {
+    record('inspect reports what boot 0 preserved', [`no JSON report: ${inspected.stdout.slice(0, 200)}`]);
+  } else {
+    const luoBlob = path.join(dir, KHO_IN_DIR, 'sub_fdts', 'LUO');
+    if (fs.existsSync(luoBlob)) {
+      timings[`${name}: debugfs kho/in/sub_fdts/LUO at boot 1`] = describeDebugfsLuo(
+        fs.readFileSync(luoBlob),
+        report.luo,
+      );
+    }
+    const problems = compareCapture(expected, report);
+    record(
+      'inspect reports exactly the sessions, tokens, sizes, seals, positions and folios boot 0 preserved',
+      problems,
+    );
+  }
+  const verified = g.result.markers.find((m) => m.kind === 'CAPTURE-VERIFIED');
+  record(
+    'boot 1 retrieves the same files (content, size, position, seals) after the dump',
+    verified?.fields.problems === '0'
+      ? []
+      : guestProblems.length > 0
+        ? guestProblems
+        : [g.result.reason ?? 'no LUOKIT-CAPTURE-VERIFIED'],
+  );
+  if (failed.length === 0) fs.rmSync(dumpFile, { force: true });
+  else log(`${name}: keeping ${path.relative(ROOT, dumpFile)} for the failed check(s)`);
+}
+
 /** The same suite on the emulated kernel, on the host (test/scenarios.test.ts writes the JSON). */
 async function emulatorScenarios(): Promise<ScenarioResult[]> {
   const file = path.join(OUT, 'emulator-results.json');
@@ -422,6 +607,8 @@ function parity(emulator: ScenarioResult[], real: ScenarioResult[], ids: string 
 // ---------------------------------------------------------------------------------------------
 
 let timeoutScale = 1;
+/** The capture guest's memory: small, as the dump is all of it (Node in the guest needs about 300 MiB). */
+const CAPTURE_MEMORY = '512M';
 
 /** What the live update part (update.ts) borrows from this runner. */
 function benchContext(): BenchContext {
@@ -442,7 +629,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       kernels: { type: 'string', default: process.env.LUOKIT_VM_KERNELS ?? '7.2' },
-      only: { type: 'string', default: 'selftests,scenarios,parity,update' },
+      only: { type: 'string', default: 'selftests,scenarios,parity,update,capture' },
       scenarios: { type: 'string' },
       exec: { type: 'string' },
       'timeout-scale': { type: 'string', default: '1' },
@@ -457,7 +644,7 @@ async function main(): Promise<number> {
   const versions = values.kernels.split(',').filter((v) => v !== '');
   const only = new Set(values.only.split(','));
   for (const part of only) {
-    if (!['selftests', 'scenarios', 'parity', 'update'].includes(part)) {
+    if (!['selftests', 'scenarios', 'parity', 'update', 'capture'].includes(part)) {
       console.error(`unknown --only part '${part}'`);
       return EXIT_USAGE;
     }
@@ -481,6 +668,7 @@ async function main(): Promise<number> {
       if (only.has('update')) {
         await liveUpdate(benchContext(), kernels, kernelLabel(versions), runLabel(versions), image);
       }
+      if (only.has('capture')) await capture(kernels, versions, image);
     }
   } catch (err) {
     if (!(err instanceof InfraError)) throw err;
