@@ -118,7 +118,11 @@ describe('doctor on a fully capable host', () => {
     const written: string[] = [];
     t.mock.method(process.stdout, 'write', (chunk: string) => written.push(chunk) > 0);
     const program = new Command('luoctl').option('--json').exitOverride();
-    register(program, { host: capableProbes(), hostRoot: makeRoot(capableFiles()) });
+    register(program, {
+      host: capableProbes(),
+      hostRoot: makeRoot(capableFiles()),
+      luodFacts: async () => ({ running: true, kexecMode: 'systemd', holder: 'systemd-fd-store' }),
+    });
     const before = process.exitCode;
     try {
       await program.parseAsync(['doctor', '--json'], { from: 'user' });
@@ -126,7 +130,10 @@ describe('doctor on a fully capable host', () => {
     } finally {
       process.exitCode = before;
     }
-    assert.equal(JSON.parse(written.join('')).ok, true);
+    const printed = JSON.parse(written.join(''));
+    assert.equal(printed.ok, true);
+    assert.deepEqual(printed.kexecMode.mode, 'systemd');
+    assert.equal(printed.kexecMode.source, 'luod');
   });
 
   it('closes the device right after opening it', () => {
@@ -460,10 +467,57 @@ describe('systemd', () => {
   });
 });
 
+describe('kexec mode', () => {
+  const facts = (files: FakeFiles = {}, probes: Partial<HostProbes> = {}) =>
+    gatherHostFacts({ ...capableProbes(), ...probes }, makeRoot({ ...capableFiles(), ...files }));
+  const notRunning = { running: false, reason: 'ENOENT' } as const;
+
+  it('auto: systemd 261+ as PID 1 means the systemd mode', () => {
+    const report = diagnose(facts(), notRunning);
+    assert.deepEqual(
+      { mode: report.kexecMode.mode, source: report.kexecMode.source },
+      { mode: 'systemd', source: 'auto' },
+    );
+    assert.match(
+      check(report, 'kexec-mode').finding,
+      /would use the systemd mode.*luod is not running: ENOENT/,
+    );
+  });
+
+  it('auto: an older systemd or another PID 1 means standalone', () => {
+    const old = diagnose(facts({}, { systemctlVersion: () => 'systemd 252 (252.38)\n' }), notRunning);
+    assert.equal(old.kexecMode.mode, 'standalone');
+    assert.match(old.kexecMode.why, /systemd 252 does not carry fd stores/);
+    const other = diagnose(facts({ '/proc/1/comm': 'init\n' }), notRunning);
+    assert.equal(other.kexecMode.mode, 'standalone');
+    assert.match(other.kexecMode.why, /PID 1 is not systemd/);
+  });
+
+  it("the running luod's mode wins, and a systemd mode without a capable systemd warns", () => {
+    const running = { running: true, kexecMode: 'standalone', holder: 'holder-process' } as const;
+    const report = diagnose(facts(), running);
+    assert.deepEqual(report.kexecMode, {
+      mode: 'standalone',
+      source: 'luod',
+      why: 'the running luod uses it; its sessions are also held by the holder-process',
+    });
+    const risky = diagnose(facts({}, { systemctlVersion: () => 'systemd 252\n' }), {
+      running: true,
+      kexecMode: 'systemd',
+      holder: 'systemd-fd-store',
+    });
+    const mode = check(risky, 'kexec-mode');
+    assert.equal(mode.status, 'warn');
+    assert.match(mode.finding, /sessions would be lost/);
+    assert.match(mode.fix ?? '', /--kexec-mode standalone/);
+  });
+});
+
 describe('report output', () => {
   it('JSON has one stable shape', () => {
     const report = JSON.parse(JSON.stringify(doctor({}, deviceError('EBUSY'))));
-    assert.deepEqual(Object.keys(report), ['ok', 'backend', 'kernel', 'checks']);
+    assert.deepEqual(Object.keys(report), ['ok', 'backend', 'kexecMode', 'kernel', 'checks']);
+    assert.deepEqual(Object.keys(report.kexecMode), ['mode', 'source', 'why']);
     assert.deepEqual(Object.keys(report.kernel), ['release', 'version', 'luoCapable', 'abi', 'configSource']);
     const ids = report.checks.map((c: { id: string }) => c.id);
     assert.equal(new Set(ids).size, ids.length);
@@ -481,6 +535,7 @@ describe('report output', () => {
       'kexec-file-load',
       'kho-debugfs',
       'systemd',
+      'kexec-mode',
     ]);
     for (const c of report.checks) {
       assert.ok(['ok', 'warn', 'fail', 'info'].includes(c.status));
@@ -493,7 +548,7 @@ describe('report output', () => {
     const text = renderDoctorReport(doctor({ '/proc/cmdline': 'kho=on' }, deviceError('ENOENT')));
     const lines = text.split('\n');
     const checkLines = lines.filter((line) => /^(ok|warn|FAIL|info) /.test(line));
-    assert.equal(checkLines.length, 13);
+    assert.equal(checkLines.length, 14);
     const column = checkLines[0]!.indexOf('/dev/liveupdate does not exist');
     for (const line of checkLines) assert.match(line.slice(column - 2, column), /^ {2}$/);
     const fixLines = lines.filter((line) => line.trimStart().startsWith('fix: '));

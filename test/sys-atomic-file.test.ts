@@ -38,3 +38,14 @@ test('a failed writeFileAtomic leaves the old content and no temporary file', ()
   );
   fs.rmSync(dir, { recursive: true });
 });
+
+test('writeFileAtomic without durability (no fsync) still replaces the file whole', () => {
+  const dir = tempDir();
+  const target = path.join(dir, 'luod.sock.state.json');
+  writeFileAtomic(target, 'old', { mode: 0o600 });
+  writeFileAtomic(target, 'x'.repeat(1 << 16), { mode: 0o600, durable: false });
+  assert.equal(fs.readFileSync(target, 'utf8'), 'x'.repeat(1 << 16));
+  assert.equal(fs.statSync(target).mode & 0o777, 0o600);
+  assert.deepEqual(fs.readdirSync(dir), ['luod.sock.state.json']);
+  fs.rmSync(dir, { recursive: true });
+});

@@ -43,11 +43,25 @@ export interface DoctorCheck {
  *  - kernel.abi: { luo, kho, memfd } compatible strings the version speaks; null before 6.19
  *    or after the newest kernel luokit knows.
  *  - kernel.configSource: the file the kernel config was read from, or null when none was found.
+ *  - kexecMode: how luod reboots (docs/operations.md): { mode: 'standalone' |
+ *    'systemd', source: 'luod' (asked the running luod) | 'auto' (what
+ *    `luod --kexec-mode auto` would choose on this host), why }.
  *  - checks: in display order, each { id, title, status, finding, fix? }.
  */
+export interface KexecModeReport {
+  readonly mode: 'standalone' | 'systemd';
+  readonly source: 'luod' | 'auto';
+  readonly why: string;
+}
+
+/** What the running luod says about itself (STATUS), or why it could not be asked. */
+export type LuodFacts =
+  | { readonly running: true; readonly kexecMode: 'standalone' | 'systemd'; readonly holder: string | null }
+  | { readonly running: false; readonly reason: string };
 export interface DoctorReport {
   readonly ok: boolean;
   readonly backend: Backend;
+  readonly kexecMode: KexecModeReport;
   readonly kernel: {
     readonly release: string;
     readonly version: string | null;
@@ -63,6 +77,7 @@ type Outcome = Omit<DoctorCheck, 'id' | 'title'>;
 /** The facts plus what several checks derive from them. */
 interface Host {
   readonly facts: HostFacts;
+  readonly luod: LuodFacts | undefined;
   readonly version: KernelVersion | undefined;
   /** /dev/liveupdate opened: proof that LUO and KHO are built in and enabled. */
   readonly deviceWorks: boolean;
@@ -418,6 +433,53 @@ function checkSystemd(host: Host): Outcome {
   return info(`${who}${installed}: no fd store preservation, so ${withoutFdStore}.`);
 }
 
+/** The mode luod uses (when it runs) or would choose with --kexec-mode auto. */
+function kexecModeOf(host: Host): KexecModeReport {
+  const luod = host.luod;
+  if (luod?.running) {
+    return {
+      mode: luod.kexecMode,
+      source: 'luod',
+      why: `the running luod uses it${luod.holder ? `; its sessions are also held by the ${luod.holder}` : ''}`,
+    };
+  }
+  const { version, pid1 } = host.facts.systemd;
+  if (pid1 === 'systemd' && version !== undefined && version >= FD_STORE_PRESERVE_SYSTEMD) {
+    return {
+      mode: 'systemd',
+      source: 'auto',
+      why: `luod.service under systemd ${version} (${FD_STORE_PRESERVE_SYSTEMD}+) leaves its sessions in the fd store and runs systemctl kexec`,
+    };
+  }
+  const because =
+    pid1 !== 'systemd'
+      ? 'PID 1 is not systemd'
+      : `systemd ${version ?? '(unknown version)'} does not carry fd stores through kexec`;
+  return {
+    mode: 'standalone',
+    source: 'auto',
+    why: `${because}: luod calls reboot(LINUX_REBOOT_CMD_KEXEC) itself, its sessions held by the holder process`,
+  };
+}
+
+function checkKexecMode(host: Host): Outcome {
+  const mode = kexecModeOf(host);
+  const { version, pid1 } = host.facts.systemd;
+  const notRunning = host.luod && !host.luod.running ? ` (luod is not running: ${host.luod.reason})` : '';
+  if (
+    mode.source === 'luod' &&
+    mode.mode === 'systemd' &&
+    (pid1 !== 'systemd' || version === undefined || version < FD_STORE_PRESERVE_SYSTEMD)
+  ) {
+    return warn(
+      `luod runs in the systemd kexec mode, but ${pid1 === 'systemd' ? `systemd ${version ?? '(unknown version)'}` : `PID 1 (${pid1 ?? 'unknown'})`} does not carry its fd store through kexec: the sessions would be lost.`,
+      `Run luod with --kexec-mode standalone, or upgrade systemd to ${FD_STORE_PRESERVE_SYSTEMD} or later.`,
+    );
+  }
+  const chosen = mode.source === 'luod' ? 'luod uses' : 'luod --kexec-mode auto would use';
+  return info(`${chosen} the ${mode.mode} mode: ${mode.why}${notRunning}.`);
+}
+
 const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Outcome }> = [
   { id: 'device', title: LIVEUPDATE_DEVICE, run: checkDevice },
   { id: 'backend', title: 'backend', run: checkBackend },
@@ -436,13 +498,15 @@ const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Ou
   { id: 'kexec-file-load', title: 'kexec_file_load', run: checkKexecFileLoad },
   { id: 'kho-debugfs', title: 'KHO debugfs', run: checkKhoDebugfs },
   { id: 'systemd', title: 'systemd fd store', run: checkSystemd },
+  { id: 'kexec-mode', title: 'kexec mode', run: checkKexecMode },
 ];
 
-export function diagnose(facts: HostFacts): DoctorReport {
+export function diagnose(facts: HostFacts, luod?: LuodFacts): DoctorReport {
   const version = parseKernelRelease(facts.release);
   const device = facts.device;
   const host: Host = {
     facts,
+    luod,
     version,
     deviceWorks: device.opened,
     deviceExists: device.opened || !NO_DEVICE_CODES.has(device.code),
@@ -451,6 +515,7 @@ export function diagnose(facts: HostFacts): DoctorReport {
   return {
     ok: checks.every((check) => check.status !== 'fail'),
     backend: host.deviceExists ? 'real' : 'emulated',
+    kexecMode: kexecModeOf(host),
     kernel: {
       release: facts.release,
       version: version ? formatKernelVersion(version) : null,

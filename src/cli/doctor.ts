@@ -3,8 +3,9 @@
  * and what to fix. Exit status 0 only when a live update can really run here.
  */
 import { gatherHostFacts } from '../host/probe.js';
-import { type CheckStatus, type DoctorReport, diagnose } from './doctor-report.js';
+import { type CheckStatus, type DoctorReport, diagnose, type LuodFacts } from './doctor-report.js';
 import type { RegisterCommand } from './environment.js';
+import { askLuod } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
 
 /** Failures shout; everything else stays quiet so FAIL lines stand out. */
@@ -15,7 +16,10 @@ export function renderDoctorReport(report: DoctorReport): string {
   const titleWidth = Math.max(...report.checks.map((check) => check.title.length));
   const markerWidth = Math.max(...Object.values(MARKERS).map((marker) => marker.length));
   const indent = ' '.repeat(markerWidth + 2 + titleWidth + 2);
-  const lines = [`luoctl doctor: kernel ${report.kernel.release}, backend ${report.backend}`, ''];
+  const lines = [
+    `luoctl doctor: kernel ${report.kernel.release}, backend ${report.backend}, kexec mode ${report.kexecMode.mode}`,
+    '',
+  ];
   for (const check of report.checks) {
     lines.push(
       `${MARKERS[check.status].padEnd(markerWidth)}  ${check.title.padEnd(titleWidth)}  ${check.finding}`,
@@ -32,14 +36,44 @@ export function renderDoctorReport(report: DoctorReport): string {
   return lines.join('\n');
 }
 
+/** How long the doctor waits for luod's STATUS before saying it does not answer. */
+const LUOD_TIMEOUT_MS = 2000;
+
+/** Ask the running luod (at $LUOD_SOCKET or the default socket) for its kexec mode. */
+export async function askLuodFacts(): Promise<LuodFacts> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const reply = await Promise.race([
+      askLuod({ cmd: 'STATUS' }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(Object.assign(new Error(`no answer within ${LUOD_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })),
+          LUOD_TIMEOUT_MS,
+        );
+        timer.unref();
+      }),
+    ]);
+    if (!reply.ok) return { running: false, reason: `${reply.error?.code}: ${reply.error?.message}` };
+    const mode = reply.kexec_mode === 'systemd' ? 'systemd' : 'standalone';
+    const holder = (reply.holder as { kind?: string } | null | undefined)?.kind ?? null;
+    return { running: true, kexecMode: mode, holder };
+  } catch (err) {
+    return { running: false, reason: `${(err as { code?: string }).code ?? 'EIO'}` };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export const register: RegisterCommand = (program, env) => {
   program
     .command('doctor')
     .description('check whether this host can live update, and say what to fix')
     .addHelpText('after', '\nExit status: 0 when a live update can run on this host, 1 when it cannot.')
     .action(
-      commandAction((_command, out) => {
-        const report = diagnose(gatherHostFacts(env.host, env.hostRoot));
+      commandAction(async (_command, out) => {
+        const luod = await (env.luodFacts ?? askLuodFacts)();
+        const report = diagnose(gatherHostFacts(env.host, env.hostRoot), luod);
         out.result(report, () => renderDoctorReport(report));
         return report.ok ? ExitCode.ok : ExitCode.failure;
       }),

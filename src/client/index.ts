@@ -1,3 +1,4 @@
 /** src/client: luod's client library for VMMs (docs/protocol.md). */
 export * from '../protocol/framing.js';
 export * from './luo-client.js';
+export * from './subscription.js';

@@ -33,6 +33,14 @@ export interface LuodKernel {
   readonly backend: Backend;
   /** What this kernel calls itself (release or emulated version). */
   release(): Promise<string>;
+  /** An id that changes at every boot, kexec included (names of held fds carry it). */
+  bootId?(): Promise<string>;
+  /**
+   * How the kexec is done: 'standalone' (luod reboots the host itself) or
+   * 'systemd' (`systemctl kexec`: kexec() returns once systemd has the job,
+   * and systemd carries luod's fd store through the reboot).
+   */
+  readonly kexecMode?: 'standalone' | 'systemd';
   openDevice(): LiveUpdateDevice;
   /**
    * When the running kernel started (ms since the epoch): where an update's
@@ -92,6 +100,7 @@ export function realKernel(): LuodKernel {
   return {
     backend: 'real',
     release: async () => fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+    bootId: async () => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
     openDevice: () => openRealDevice(),
     startedAt: () => {
       const uptime = Number.parseFloat(fs.readFileSync('/proc/uptime', 'utf8'));
@@ -127,6 +136,12 @@ export function emulatedKernel(stateDir: string): LuodKernel {
   return {
     backend: 'emulated',
     release: current,
+    async bootId() {
+      // The emulator's boot counter restarts with its process: its pid makes the id unique.
+      const status = await emulatorStatus(paths);
+      const bootId = (status.kernel as { bootId?: number } | undefined)?.bootId ?? 0;
+      return `emu${String(status.pid)}-${bootId}`;
+    },
     openDevice: () => openEmulatedDevice({ stateDir: paths.dir, start: false }),
     startedAt: () => startedAt,
     async load(request) {

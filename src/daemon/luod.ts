@@ -18,6 +18,12 @@
  *     Sessions not claimed by the claim deadline are finished and released,
  *     loudly.
  * The device is held only while needed: the session fds keep sessions alive.
+ *
+ * Crash safety (keeper.ts): luod is never the only holder of a session fd.
+ * A SessionKeeper gives a copy of each to systemd's fd store or to the holder
+ * process, and a restarted luod takes them back (adoptRecovered): an update
+ * cut before its kexec is aborted (its clients get ABORTED when they
+ * subscribe again), one cut after its kexec goes on serving CLAIMs.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -34,6 +40,7 @@ import {
 } from '../protocol/messages.js';
 import { SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
+import type { Recovered, SessionKeeper } from './keeper.js';
 import type { LoadedKernel, LuodKernel } from './kernel.js';
 import type { LuodGauges, LuodMetrics } from './metrics.js';
 import { draftFromTimeline, RecordBuilder, type UpdateRecord } from './record.js';
@@ -108,6 +115,8 @@ export interface LuodOptions {
    * It must be quick and must not throw; luod ignores what it throws.
    */
   onPhase?: (mark: PhaseEvent) => void;
+  /** Who else holds the session fds (none: luod alone, as in unit tests). */
+  keeper?: SessionKeeper;
 }
 
 /** A phase mark with the update it belongs to (`load`/`loaded` belong to none). */
@@ -115,7 +124,7 @@ export type PhaseEvent = PhaseMark & { update?: string };
 
 export interface UpdateOutcome {
   update: string;
-  outcome: 'rebooted' | 'aborted' | 'refused' | 'dry-run';
+  outcome: 'rebooted' | 'aborted' | 'refused' | 'dry-run' | 'kexec';
   reason?: string;
   failed?: { id: string; reason: string }[];
   timeline: PhaseMark[];
@@ -142,8 +151,14 @@ export class Luod {
   #lastRecordPath: string | null = null;
   /** When the loaded kernel was loaded: the record's load phase. */
   #loadSpan: { start: number; end: number } | null = null;
+  readonly #keeper: SessionKeeper | null;
+  /** Clients of an update a luod restart aborted, to be told when they subscribe again. */
+  readonly #interrupted = new Map<string, { update: string; reason: string }>();
+  /** When unclaimed sessions are released (epoch ms). */
+  #claimDeadline = 0;
 
   constructor(options: LuodOptions) {
+    this.#keeper = options.keeper ?? null;
     this.#kernel = options.kernel;
     this.#log = options.log;
     this.#claimTimeoutMs = options.claimTimeoutMs ?? 60_000;
@@ -209,8 +224,52 @@ export class Luod {
     return this.#phase;
   }
 
+  /**
+   * A restarted luod: what its keeper took back from the fd holder. Runs
+   * before recover(), which it makes unnecessary when sessions came back.
+   */
+  adoptRecovered(recovered: Recovered): void {
+    if (recovered.aborted) {
+      const { update, clients } = recovered.aborted;
+      const reason = 'luod was restarted during the update, before the kexec: the update is aborted';
+      for (const id of clients) this.#interrupted.set(id, { update, reason });
+      this.#lastUpdate = {
+        update,
+        outcome: 'aborted',
+        reason,
+        failed: [{ id: 'luod', reason }],
+        timeline: [this.#mark(undefined, update, 'aborted')],
+      };
+    }
+    const incoming = recovered.incoming;
+    if (!incoming) return;
+    for (const client of incoming.clients) this.#incoming.set(client.id, { ...client, claim: 'waiting' });
+    for (const id of incoming.claimed) {
+      this.#incoming.set(id, { id, uid: 0, update: incoming.update, sessions: [], claim: 'done' });
+    }
+    this.#lastUpdate = {
+      update: incoming.update,
+      outcome: 'rebooted',
+      timeline: incoming.timeline,
+      claims: [...incoming.claimed],
+    };
+    this.#claimDeadline = incoming.claimDeadline ?? Date.now() + this.#claimTimeoutMs;
+    void this.#keeper?.claiming({ ...incoming, claimDeadline: this.#claimDeadline }, incoming.clients, {
+      claimed: incoming.claimed,
+      alreadyHeld: true,
+    });
+    this.#claimDeadlinePassed = false;
+    this.#phase = [...this.#incoming.values()].some((e) => e.claim !== 'done') ? 'claiming' : 'idle';
+    // The update's record was closed with the luod that died; this one only logs.
+    this.#log.info(
+      { update: incoming.update, clients: incoming.clients.map((c) => c.id), claimed: incoming.claimed },
+      'luod restarted after the kexec: incoming sessions taken back from the holder; waiting for claims',
+    );
+    if (this.#phase === 'claiming') this.#armClaimDeadline();
+  }
+
   /** Startup (and, on the emulated kernel, after each kexec): take back what the previous kernel handed over. */
-  recover(): void {
+  async recover(): Promise<void> {
     const readyAt = Date.now();
     let device: ReturnType<LuodKernel['openDevice']>;
     try {
@@ -280,6 +339,7 @@ export class Luod {
       if (this.#phase === 'claiming') {
         record.begin('claims');
         this.#saveRecord(record.snapshot());
+        this.#claimDeadline = Date.now() + this.#claimTimeoutMs;
         this.#armClaimDeadline();
       } else {
         this.#finishUpdate();
@@ -294,10 +354,29 @@ export class Luod {
     } finally {
       device.close();
     }
+    if (this.#phase === 'claiming' && this.#lastUpdate) await this.#keepIncoming(this.#lastUpdate);
+  }
+
+  /** Give the keeper a copy of every incoming session before any client can claim one. */
+  async #keepIncoming(last: UpdateOutcome): Promise<void> {
+    try {
+      await this.#keeper?.claiming(
+        { update: last.update, timeline: last.timeline, claimDeadline: this.#claimDeadline },
+        [...this.#incoming.values()],
+      );
+    } catch (err) {
+      this.#log.error(
+        { err },
+        'the fd holder could not take the incoming sessions: luod is their only holder',
+      );
+    }
   }
 
   #armClaimDeadline(): void {
-    this.#claimTimer = setTimeout(() => this.#releaseUnclaimed(), this.#claimTimeoutMs);
+    this.#claimTimer = setTimeout(
+      () => this.#releaseUnclaimed(),
+      Math.max(0, this.#claimDeadline - Date.now()),
+    );
     this.#claimTimer.unref();
   }
 
@@ -334,6 +413,7 @@ export class Luod {
       }
       session.close();
     }
+    void this.#keeper?.done(entry.id, entry.sessions);
   }
 
   #claimDeadlinePassed = false;
@@ -532,6 +612,12 @@ export class Luod {
     client.id = id;
     client.sessionCount = sessions;
     this.#log.info({ client: id, uid: client.uid, pid: client.pid, sessions }, 'client subscribed');
+    const interrupted = this.#interrupted.get(id);
+    if (interrupted) {
+      // After the SUBSCRIBE reply: the client learns its update was aborted.
+      this.#interrupted.delete(id);
+      setImmediate(() => this.#notify(client, { event: 'ABORTED', ...interrupted }));
+    }
     return { id, sessions: sessionNames(id, sessions) };
   }
 
@@ -576,6 +662,8 @@ export class Luod {
         for (const s of sessions) s.close();
         entry.claim = 'done';
         this.#mark(this.#lastUpdate?.timeline, entry.update, 'claim', id);
+        // The client has its own copies now: the holder may let go of its.
+        void this.#keeper?.done(id, sessions, this.#lastUpdate?.timeline);
         this.#lastUpdate?.claims?.push(id);
         this.#record?.claimed(id);
         this.#activeLog.info({ update: entry.update, client: id }, 'client claimed its sessions');
@@ -645,6 +733,7 @@ export class Luod {
     }
     this.#phase = 'preserving';
     this.#incoming.clear();
+    this.#interrupted.clear(); // an ABORTED from before this update would only confuse
     // A previous update still waiting for claims is closed by this one.
     if (this.#record) this.#finishUpdate();
     const record = RecordBuilder.start(
@@ -681,6 +770,7 @@ export class Luod {
       for (const phase of ['preserve', 'barrier', 'freeze', 'kexec'] as const)
         record.end(phase, Date.now(), reason);
       record.begin('finish');
+      await this.#keeper?.releaseAll().catch((err) => log.warn({ err }, 'the fd holder could not release'));
       for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
       this.#mark(timeline, id, 'aborted');
       // Not awaited: a client that stopped reading must not hold luod.
@@ -715,6 +805,24 @@ export class Luod {
             device.close();
             return await abort('aborted', `${clientId}: ${reason}`);
           }
+        }
+      }
+      if (this.#keeper) {
+        try {
+          await this.#keeper.preserving(
+            id,
+            [...participants].map(([clientId, client]) => ({
+              id: clientId,
+              uid: client.uid,
+              sessions: update.sessions.get(clientId)!,
+            })),
+            timeline,
+          );
+        } catch (err) {
+          device.close();
+          const reason = `the fd holder could not take the sessions, and luod must not be their only holder: ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
+          failures.push({ id: 'luod', reason });
+          return await abort('aborted', reason);
         }
       }
       const barrier = new Promise<string | null>((resolve) => {
@@ -789,6 +897,12 @@ export class Luod {
       const internal = preserveState(device, state);
       device.close();
       device = null;
+      try {
+        await this.#keeper?.kexec(state, internal);
+      } catch (err) {
+        internal.close();
+        throw err;
+      }
       this.#phase = 'kexec';
       for (const c of participants.values()) this.#notify(c, { event: 'KEXEC', update: id });
       await progress('kexec', { to: state.to });
@@ -804,10 +918,23 @@ export class Luod {
           `the kernel refused to kexec: ${(err as SysError).code ?? ''} ${(err as Error).message}`,
         );
       }
+      if (this.#kernel.kexecMode === 'systemd') {
+        // systemd has the job: it stops luod, carries the fd store through
+        // the kexec, and starts the next luod with it. Nothing is closed here.
+        log.info('systemctl kexec accepted; systemd carries the sessions through the kexec');
+        this.#lastUpdate = {
+          update: id,
+          outcome: 'kexec',
+          reason: 'systemctl kexec accepted: systemd carries the sessions through the kexec',
+          timeline,
+        };
+        return this.#lastUpdate;
+      }
       // Emulated kernel: we are now "after the reboot". Every fd of the old
       // kernel is dead, and the subscribers' connections go, as their
       // processes would; they reconnect and CLAIM. The operator's connection
       // stays, to receive this update's outcome.
+      await this.#keeper?.releaseAll();
       internal.close();
       for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
       for (const client of [...this.#clients]) if (client.id) client.channel.close();
@@ -817,7 +944,7 @@ export class Luod {
       this.#loadSpan = null;
       // The next kernel's luod takes the record from the carried state, as after a real reboot.
       this.#record = null;
-      this.recover();
+      await this.recover();
       await progress('restored', { clients: this.#incoming.size });
       return this.#lastUpdate ?? { update: id, outcome: 'rebooted', timeline };
     } catch (err) {
@@ -893,6 +1020,8 @@ export class Luod {
       clients: this.#clients.size,
       subscribers: [...this.#clients].filter((c) => c.id).map((c) => c.id),
       pending_claims: [...this.#incoming.values()].filter((e) => e.claim !== 'done').map((e) => e.id),
+      kexec_mode: this.#kernel.kexecMode ?? 'standalone',
+      holder: this.#keeper ? { kind: this.#keeper.holder.kind, held: this.#keeper.heldCount } : null,
       last_update: this.#lastUpdate,
       records_dir: this.#records?.dir ?? null,
       last_record: this.#lastRecordPath,

@@ -2,7 +2,8 @@
 /**
  * luod, in the foreground: `luod [--socket PATH] [--emulate [--state DIR]]
  * [--group NAME|GID] [--claim-timeout SECONDS] [--records DIR] [--keep-records N]
- * [--metrics-port PORT] [--metrics-textfile FILE] [--timeline FILE]`.
+ * [--metrics-port PORT] [--metrics-textfile FILE] [--timeline FILE]
+ * [--kexec-mode auto|standalone|systemd] [--systemctl PATH] [--state-file PATH]`.
  *
  * --timeline appends every phase mark (load, update-start, barrier-done,
  * kexec, luod-ready, claim, ...) to FILE as one JSON line the moment it
@@ -13,8 +14,12 @@
  * Without --emulate luod drives the real /dev/liveupdate and refuses to
  * start where there is none: a host must never believe it preserves VMs
  * when it does not.
+ *
+ * Start-up order matters for crash safety (docs/operations.md): the fds
+ * systemd passes are taken first, the holder's fds are sorted (keeper.ts)
+ * before the device is probed, and READY=1 goes out only once luod listens.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
@@ -23,7 +28,11 @@ import { DEVICE_PATH } from '../kernel/real/index.js';
 import { socketPath } from '../protocol/messages.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
+import { type FdHolder, SystemdFdStore } from './fd-holder.js';
+import { HolderProcess, holderSocketPath } from './holder-process.js';
+import { SessionKeeper } from './keeper.js';
 import { emulatedKernel, realKernel } from './kernel.js';
+import { chooseKexecMode, KEXEC_MODES, systemdKexec } from './kexec-mode.js';
 import { Luod, type PhaseEvent } from './luod.js';
 import { LuodMetrics } from './metrics.js';
 import {
@@ -32,7 +41,9 @@ import {
   emulatedRecordsDir,
   RecordStore,
 } from './record-store.js';
+import { SdNotify, takeListenFds } from './sd-notify.js';
 import { listen } from './server.js';
+import { ServiceNotifier } from './service-notify.js';
 
 function version(): string {
   return String(JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
@@ -85,7 +96,17 @@ const program = new Command('luod')
   .option('--metrics-port <port>', 'serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)')
   .option('--metrics-textfile <file>', "keep Prometheus metrics in FILE (node_exporter's textfile collector)")
   .option('--timeline <file>', 'append every phase mark to this file as a JSON line, as it happens')
+  .option(
+    '--kexec-mode <mode>',
+    'auto (systemd when run by systemd 261+, else standalone), standalone (luod reboots), systemd (systemctl kexec)',
+    'auto',
+  )
+  .option('--systemctl <path>', 'the systemctl command of the systemd kexec mode', 'systemctl')
+  .option('--state-file <path>', "luod's state file (default: the socket path + .state.json)")
   .exitOverride();
+
+/** fds systemd passed (the fd store): taken before anything else can open an fd at 3+. */
+const listenFds = takeListenFds();
 
 try {
   program.parse(process.argv);
@@ -100,7 +121,12 @@ try {
     metricsPort?: string;
     metricsTextfile?: string;
     timeline?: string;
+    kexecMode: string;
+    systemctl: string;
+    stateFile?: string;
   }>();
+  if (!(KEXEC_MODES as readonly string[]).includes(opts.kexecMode))
+    throw new SysError('luod', Errno.EINVAL, `--kexec-mode must be one of ${KEXEC_MODES.join(', ')}`);
   if (opts.state && !opts.emulate)
     throw new SysError('luod', Errno.EINVAL, '--state applies only with --emulate');
   const claimTimeout = Number(opts.claimTimeout);
@@ -124,7 +150,33 @@ try {
     throw new SysError('luod', Errno.EINVAL, '--metrics-port must be a port number (0 to 65535)');
   const log = pino({ base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });
   const stateDir = opts.state ?? defaultStateDir();
-  const kernel = opts.emulate ? emulatedKernel(stateDir) : realKernel();
+  const notify = SdNotify.fromEnv();
+  const mode = chooseKexecMode(opts.kexecMode as (typeof KEXEC_MODES)[number], {
+    underSystemd: notify !== null,
+    systemctlVersion: () => {
+      const result = spawnSync(opts.systemctl, ['--version'], { encoding: 'utf8', timeout: 5000 });
+      return result.error || result.status !== 0 ? undefined : result.stdout;
+    },
+  });
+  const baseKernel = opts.emulate ? emulatedKernel(stateDir) : realKernel();
+  const kernel = mode.mode === 'systemd' ? systemdKexec(baseKernel, opts.systemctl) : baseKernel;
+  const path = socketPath(opts.socket);
+  let holder: FdHolder;
+  if (notify) {
+    holder = new SystemdFdStore(notify, listenFds);
+  } else {
+    for (const { name, fd } of listenFds) {
+      log.warn({ name }, 'an fd was passed with LISTEN_FDS without NOTIFY_SOCKET; closing it');
+      fd.close();
+    }
+    holder = new HolderProcess(holderSocketPath(path), log);
+  }
+  const keeper = new SessionKeeper({
+    holder,
+    stateFile: opts.stateFile ?? `${path}.state.json`,
+    bootId: () => kernel.bootId?.() ?? Promise.resolve('unknown'),
+    log,
+  });
   const records = new RecordStore(
     opts.records ?? (opts.emulate ? emulatedRecordsDir(stateDir) : DEFAULT_RECORDS_DIR),
     keepRecords,
@@ -140,6 +192,7 @@ try {
     records,
     ...(metrics && { metrics }),
     ...(onPhase && { onPhase }),
+    keeper,
   });
   if (metrics && metricsPort !== undefined) {
     const { port } = await metrics.serve(metricsPort);
@@ -152,17 +205,29 @@ try {
             log.error({ err, file: opts.metricsTextfile }, 'the metrics textfile could not be written'),
         })
       : () => {};
-  luod.recover();
-  const path = socketPath(opts.socket);
+  const recovered = await keeper.start();
+  luod.adoptRecovered(recovered);
+  if (!recovered.incoming) await luod.recover();
   const server = listen(luod, { socketPath: path, ...(opts.group ? { gid: groupId(opts.group) } : {}) });
+  const service = notify ? new ServiceNotifier(notify, luod, log) : null;
+  service?.ready();
   (luod.updateId ? log.child({ update: luod.updateId }) : log).info(
-    { socket: path, backend: kernel.backend, records: records.dir },
+    {
+      socket: path,
+      backend: kernel.backend,
+      records: records.dir,
+      kexecMode: mode.mode,
+      why: mode.why,
+      holder: holder.kind,
+    },
     'luod ready',
   );
   const stop = (signal: string) => {
     log.info({ signal }, 'luod stopping');
+    service?.stopping(`stopping (${signal}); held sessions stay with the ${holder.kind}`);
     stopTextfile();
     luod.close();
+    holder.close();
     server.close();
     fs.rmSync(path, { force: true });
     process.exit(0);

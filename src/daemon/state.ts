@@ -82,32 +82,42 @@ export function retrieveState(device: LiveUpdateDevice): CarriedState | CarriedS
     throw err;
   }
   try {
-    using memfd = session.retrieveFd(STATE_TOKEN);
-    const size = fstat(memfd).size;
-    if (size > MAX_STATE_BYTES)
-      throw new SysError(
-        'luod-state',
-        Errno.EFBIG,
-        `luod state is ${size} bytes, more than ${MAX_STATE_BYTES}`,
-      );
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(pread(memfd, size, 0).toString('utf8'));
-    } catch {
-      throw new SysError('luod-state', Errno.EINVAL, 'the luod state carried across the kexec is not JSON');
-    }
-    const format = (parsed as { format?: unknown } | null)?.format;
-    const result = (format === STATE_FORMAT_V1 ? CarriedStateV1 : CarriedState).safeParse(parsed);
-    if (!result.success) {
-      throw new SysError(
-        'luod-state',
-        Errno.EINVAL,
-        `the luod state carried across the kexec is invalid: ${describeRecordIssue(result.error)}`,
-      );
-    }
-    session.finish();
-    return result.data;
+    return readCarriedState(session);
   } finally {
     session.close();
   }
+}
+
+/**
+ * Read and validate the state in an incoming `luod-internal` session (token
+ * 0), then finish the session; the caller closes it. Used after a reboot
+ * (retrieveState) and by a luod that got the session back from systemd's fd
+ * store (keeper.ts).
+ */
+export function readCarriedState(session: Session): CarriedState | CarriedStateV1 {
+  using memfd = session.retrieveFd(STATE_TOKEN);
+  const size = fstat(memfd).size;
+  if (size > MAX_STATE_BYTES)
+    throw new SysError(
+      'luod-state',
+      Errno.EFBIG,
+      `luod state is ${size} bytes, more than ${MAX_STATE_BYTES}`,
+    );
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(pread(memfd, size, 0).toString('utf8'));
+  } catch {
+    throw new SysError('luod-state', Errno.EINVAL, 'the luod state carried across the kexec is not JSON');
+  }
+  const format = (parsed as { format?: unknown } | null)?.format;
+  const result = (format === STATE_FORMAT_V1 ? CarriedStateV1 : CarriedState).safeParse(parsed);
+  if (!result.success) {
+    throw new SysError(
+      'luod-state',
+      Errno.EINVAL,
+      `the luod state carried across the kexec is invalid: ${describeRecordIssue(result.error)}`,
+    );
+  }
+  session.finish();
+  return result.data;
 }

@@ -14,6 +14,14 @@ import * as path from 'node:path';
 export interface AtomicWriteOptions {
   /** Permission bits of the new file (default 0o644). */
   mode?: number;
+  /**
+   * fsync the file and its directory (default true). Without it the write is
+   * still all-or-nothing for any process crash (the rename is atomic), only
+   * not across a power loss: enough for a file whose meaning ends with the
+   * boot anyway, such as luod's state file, which is written while a client
+   * waits.
+   */
+  durable?: boolean;
 }
 
 export function writeFileAtomic(
@@ -27,7 +35,7 @@ export function writeFileAtomic(
   try {
     fd = fs.openSync(tmp, 'wx', options.mode ?? 0o644);
     fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
+    if (options.durable !== false) fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = -1;
     fs.renameSync(tmp, target);
@@ -36,7 +44,7 @@ export function writeFileAtomic(
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  syncDirectory(dir);
+  if (options.durable !== false) syncDirectory(dir);
 }
 
 /** fsync a directory so that a rename or unlink in it is durable. */

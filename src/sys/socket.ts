@@ -27,6 +27,7 @@ import {
 
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
 export const SOCK_SEQPACKET = 5;
 export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
@@ -49,10 +50,10 @@ export const MAX_FDS_PER_MESSAGE = 253;
 /** sun_path is 108 bytes including the terminating NUL. */
 const SUN_PATH_MAX = 107;
 
-export type SocketType = 'stream' | 'seqpacket';
+export type SocketType = 'stream' | 'seqpacket' | 'dgram';
 
 function typeBits(type: SocketType): number {
-  return type === 'stream' ? SOCK_STREAM : SOCK_SEQPACKET;
+  return type === 'stream' ? SOCK_STREAM : type === 'dgram' ? SOCK_DGRAM : SOCK_SEQPACKET;
 }
 
 /**
@@ -128,13 +129,23 @@ export function peerCredentials(fd: FdLike): PeerCredentials {
 }
 
 const SO_TYPE = 3;
+const SO_ERROR = 4;
 
-/** SO_TYPE: 'stream', 'seqpacket', or undefined for other socket types (and non-sockets throw ENOTSOCK). */
+/** SO_ERROR: the socket's pending error (0 for none), which reading it clears. */
+export function socketError(fd: FdLike): number {
+  const value = Buffer.alloc(4);
+  getsockoptRaw(rawFd(fd), SOL_SOCKET, SO_ERROR, value);
+  return value.readInt32LE(0);
+}
+
+/** SO_TYPE: 'stream', 'seqpacket', 'dgram', or undefined for other socket types (and non-sockets throw ENOTSOCK). */
 export function socketType(fd: FdLike): SocketType | undefined {
   const value = Buffer.alloc(4);
   getsockoptRaw(rawFd(fd), SOL_SOCKET, SO_TYPE, value);
   const type = value.readInt32LE(0);
-  return type === SOCK_STREAM ? 'stream' : type === SOCK_SEQPACKET ? 'seqpacket' : undefined;
+  if (type === SOCK_STREAM) return 'stream';
+  if (type === SOCK_SEQPACKET) return 'seqpacket';
+  return type === SOCK_DGRAM ? 'dgram' : undefined;
 }
 
 /** SO_RCVTIMEO/SO_SNDTIMEO for blocking sockets: a dead peer must not hang us forever. */
@@ -152,7 +163,10 @@ const MSGHDR_SIZE = 56;
 const IOVEC_SIZE = 16;
 const CMSG_HEADER = 16;
 const CONTROL_SIZE = CMSG_HEADER + 8 * Math.ceil((MAX_FDS_PER_MESSAGE * 4) / 8);
-const HEADER_AREA = MSGHDR_SIZE + IOVEC_SIZE + CONTROL_SIZE;
+/** Room for a destination sockaddr_un (110 bytes, rounded up). */
+const NAME_SIZE = 112;
+const NAME_OFFSET = MSGHDR_SIZE + IOVEC_SIZE + CONTROL_SIZE;
+const HEADER_AREA = NAME_OFFSET + NAME_SIZE;
 
 /**
  * One block of native memory holds the msghdr, its iovec, the control
@@ -167,14 +181,20 @@ function arenaFor(payload: number): NativeBlock {
   return arena;
 }
 
-function prepareHeader(block: NativeBlock, payloadLength: number, controlLength: number): void {
+function prepareHeader(
+  block: NativeBlock,
+  payloadLength: number,
+  controlLength: number,
+  name: Buffer | null = null,
+): void {
   const v = block.view;
   const base = block.address;
   const iovAddr = base + BigInt(MSGHDR_SIZE);
   const controlAddr = iovAddr + BigInt(IOVEC_SIZE);
   const dataAddr = base + BigInt(HEADER_AREA);
-  v.setBigUint64(0, 0n, true); // msg_name
-  v.setUint32(8, 0, true); // msg_namelen
+  if (name) block.bytes.set(name, NAME_OFFSET);
+  v.setBigUint64(0, name ? base + BigInt(NAME_OFFSET) : 0n, true); // msg_name
+  v.setUint32(8, name ? name.length : 0, true); // msg_namelen
   v.setBigUint64(16, iovAddr, true); // msg_iov
   v.setBigUint64(24, 1n, true); // msg_iovlen
   v.setBigUint64(32, controlLength ? controlAddr : 0n, true); // msg_control
@@ -190,6 +210,25 @@ function prepareHeader(block: NativeBlock, payloadLength: number, controlLength:
  * errors throw. Never raises SIGPIPE.
  */
 export function sendWithFds(fd: FdLike, data: Uint8Array, fds: readonly FdLike[] = []): number {
+  return sendMessage(fd, data, fds, null);
+}
+
+/**
+ * sendmsg() of one datagram to `address` (a path, or '\0name' for the
+ * abstract namespace) on an unconnected SOCK_DGRAM socket, with fds
+ * attached: what sd_pid_notify_with_fds() does with $NOTIFY_SOCKET.
+ * Returns the bytes sent, or -errno for EAGAIN; other errors throw.
+ */
+export function sendToWithFds(
+  fd: FdLike,
+  address: string,
+  data: Uint8Array,
+  fds: readonly FdLike[] = [],
+): number {
+  return sendMessage(fd, data, fds, sockaddrUn(address));
+}
+
+function sendMessage(fd: FdLike, data: Uint8Array, fds: readonly FdLike[], name: Buffer | null): number {
   if (fds.length > MAX_FDS_PER_MESSAGE) {
     throw new SysError(
       'sendmsg',
@@ -203,7 +242,7 @@ export function sendWithFds(fd: FdLike, data: Uint8Array, fds: readonly FdLike[]
   const numbers = fds.map(rawFd);
   const block = arenaFor(data.length);
   const controlLength = numbers.length ? CMSG_HEADER + 8 * Math.ceil((numbers.length * 4) / 8) : 0;
-  prepareHeader(block, data.length, controlLength);
+  prepareHeader(block, data.length, controlLength, name);
   if (numbers.length) {
     const c = MSGHDR_SIZE + IOVEC_SIZE;
     const v = block.view;

@@ -32,6 +32,7 @@ import {
   sendWithFds,
   shutdown,
   socket,
+  socketError,
 } from './socket.js';
 
 interface PendingWrite {
@@ -182,11 +183,24 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
   #onReady(ev: ReadyEvents): void {
     if (this.#closed) return;
     if (ev.status < 0) {
-      this.#fail(new SysError('poll', -ev.status));
+      this.#fail(this.#pendingError() ?? new SysError('poll', -ev.status));
       return;
     }
     if (ev.writable) this.#flush();
     if ((ev.readable || ev.disconnect) && this.#reading && !this.#ended) this.#drain();
+  }
+
+  /**
+   * libuv reports POLLERR as EBADF; the socket's own error (ECONNRESET when a
+   * listener died with this connection in its backlog) says what happened.
+   */
+  #pendingError(): SysError | null {
+    try {
+      const errno = socketError(this.#fd);
+      return errno === 0 ? null : new SysError('recvmsg', errno);
+    } catch {
+      return null;
+    }
   }
 
   #drain(): void {

@@ -1,0 +1,145 @@
+#!/usr/bin/env node
+/**
+ * luod-holder: keeps copies of luod's session fds on hosts without systemd,
+ * so that a luod killed at any moment loses no session (fd-holder.ts).
+ *
+ * Lifecycle:
+ *  1. luod starts it detached (its own session and process group: a signal
+ *     to luod's group does not reach it) with `--socket PATH`, the
+ *     well-known path next to luod's socket. A live holder already there
+ *     wins: this one exits.
+ *  2. luod connects and sends, one JSON line each: `hold` (name, one fd
+ *     attached: the holder keeps it), `release` (name), `list` (every held
+ *     fd comes back as an `item` line with its fd, then the reply).
+ *  3. luod dies: the holder keeps everything; the next luod connects, lists,
+ *     and carries on.
+ *  4. The holder drops an fd whose peer hung up (POLLHUP: an emulated
+ *     session whose kernel went away; a real LUO session never reports it),
+ *     and exits when it holds nothing and no luod is connected.
+ * Only its own uid (and root) may connect: it hands out session fds.
+ */
+import * as fs from 'node:fs';
+import { LineChannel } from '../protocol/lines.js';
+import type { OwnedFd } from '../sys/fd.js';
+import { peersClosed } from '../sys/mm.js';
+import { UnixServer, UnixSocket } from '../sys/unix-socket.js';
+
+/** How long a fresh holder waits for its first luod before giving up. */
+const FIRST_CONNECTION_MS = 15_000;
+const SWEEP_MS = 1000;
+
+function argument(name: string): string {
+  const i = process.argv.indexOf(name);
+  const value = i >= 0 ? process.argv[i + 1] : undefined;
+  if (!value) {
+    process.stderr.write(`luod-holder: EINVAL: ${name} PATH is required\n`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const socketPath = argument('--socket');
+const held = new Map<string, OwnedFd>();
+const connections = new Set<LineChannel>();
+let everConnected = false;
+const started = Date.now();
+
+function drop(name: string): void {
+  held.get(name)?.close();
+  held.delete(name);
+}
+
+function listenOnce(): UnixServer | null {
+  if (fs.existsSync(socketPath)) {
+    try {
+      UnixSocket.connect(socketPath).close();
+      return null; // a live holder owns the path
+    } catch {
+      fs.rmSync(socketPath, { force: true });
+    }
+  }
+  const previous = process.umask(0o077);
+  try {
+    return UnixServer.listen(socketPath);
+  } finally {
+    process.umask(previous);
+  }
+}
+
+function exit(): void {
+  for (const name of [...held.keys()]) drop(name);
+  fs.rmSync(socketPath, { force: true });
+  process.exit(0);
+}
+
+function serve(channel: LineChannel): void {
+  const me = process.getuid?.() ?? 0;
+  const peer = channel.socket.peerCredentials();
+  if (peer.uid !== me && peer.uid !== 0) {
+    void channel
+      .send({ ok: false, error: { code: 'EPERM', message: `the holder serves uid ${me} only` } })
+      .finally(() => channel.close());
+    return;
+  }
+  everConnected = true;
+  connections.add(channel);
+  channel.on('close', () => {
+    connections.delete(channel);
+    check();
+  });
+  channel.on('malformed', (reason) => {
+    void channel.send({ ok: false, error: { code: reason.code, message: reason.message } }).catch(() => {});
+  });
+  channel.on('message', (value, fds) => {
+    const message = value as { op?: unknown; name?: unknown };
+    const name = typeof message.name === 'string' ? message.name : '';
+    const reply = (body: object) => channel.send({ op: message.op, ...body }).catch(() => {});
+    switch (message.op) {
+      case 'hold':
+        if (fds.length !== 1 || name === '') {
+          for (const fd of fds) fd.close();
+          void reply({
+            ok: false,
+            error: { code: 'EINVAL', message: 'hold takes a name and exactly one fd' },
+          });
+          return;
+        }
+        drop(name);
+        held.set(name, fds[0]!);
+        void reply({ ok: true, name });
+        return;
+      case 'release':
+        for (const fd of fds) fd.close();
+        drop(name);
+        void reply({ ok: true, name });
+        return;
+      case 'list':
+        for (const fd of fds) fd.close();
+        for (const [n, fd] of held) void channel.send({ op: 'item', name: n }, [fd]).catch(() => {});
+        void reply({ ok: true, count: held.size });
+        return;
+      default:
+        for (const fd of fds) fd.close();
+        void reply({
+          ok: false,
+          error: { code: 'ENOTSUP', message: `unknown op ${JSON.stringify(message.op)}` },
+        });
+    }
+  });
+}
+
+/** Drop the fds nobody can use any more; exit when there is nothing left to do. */
+function check(): void {
+  const byFd = new Map([...held].map(([name, fd]) => [fd.fd, name]));
+  for (const fd of peersClosed([...byFd.keys()])) drop(byFd.get(fd)!);
+  if (held.size > 0 || connections.size > 0) return;
+  if (everConnected || Date.now() - started > FIRST_CONNECTION_MS) exit();
+}
+
+const server = listenOnce();
+if (server === null) process.exit(0);
+server.on('connection', (socket) => serve(new LineChannel(socket)));
+process.on('SIGHUP', () => {});
+process.on('SIGINT', () => {});
+process.on('SIGTERM', exit);
+setInterval(check, SWEEP_MS);

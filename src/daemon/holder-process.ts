@@ -1,0 +1,205 @@
+/**
+ * luod's side of the holder process (holder-main.ts), the FdHolder of hosts
+ * without systemd.
+ *
+ * Supervision: luod connects to the holder at the well-known path next to
+ * its socket, starting one when none answers. If the connection drops while
+ * luod runs, the holder died: luod starts a new one and gives it a copy of
+ * every fd it still holds itself, so a holder that died holding fds costs
+ * nothing as long as luod lives (and luod dying as long as the holder lives).
+ */
+import { spawn } from 'node:child_process';
+import type { Logger } from 'pino';
+import { LineChannel } from '../protocol/lines.js';
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+import type { OwnedFd } from '../sys/fd.js';
+import type { FdHolder, FdSource, HeldFd } from './fd-holder.js';
+
+/** Where the holder of the luod listening at `luodSocket` listens. */
+export function holderSocketPath(luodSocket: string): string {
+  return `${luodSocket}.holder`;
+}
+
+/** How long luod waits for a holder it started to listen. */
+const START_TIMEOUT_MS = 20_000;
+
+interface Waiter {
+  readonly op: string;
+  readonly resolve: (reply: Record<string, unknown>) => void;
+  readonly reject: (err: Error) => void;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export class HolderProcess implements FdHolder {
+  readonly kind = 'holder-process';
+  readonly socketPath: string;
+  readonly #log: Logger;
+  readonly #held = new Map<string, FdSource>();
+  #channel: LineChannel | null = null;
+  #connecting: Promise<LineChannel> | null = null;
+  #waiters: Waiter[] = [];
+  #items: HeldFd[] = [];
+  #closing = false;
+
+  constructor(socketPath: string, log: Logger) {
+    this.socketPath = socketPath;
+    this.#log = log;
+  }
+
+  /** The pid of a holder started by this luod (for tests and logs). */
+  lastStartedPid: number | undefined;
+
+  async takeBack(): Promise<HeldFd[]> {
+    let reply: Record<string, unknown>;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        reply = await this.#request('list', {});
+        break;
+      } catch (err) {
+        // A holder that was exiting (nothing held, no luod) as we connected: the next one will do.
+        if ((err as SysError).code !== 'ECONNRESET' || attempt >= 3) throw err;
+      }
+    }
+    const items = this.#items;
+    this.#items = [];
+    if (items.length !== reply.count) {
+      this.#log.warn(
+        { listed: reply.count, received: items.length },
+        'the holder listed fds it did not send',
+      );
+    }
+    return items;
+  }
+
+  async hold(name: string, source: FdSource): Promise<void> {
+    this.#held.set(name, source);
+    await this.#request('hold', { name }, [source.fd]);
+  }
+
+  async release(name: string): Promise<void> {
+    this.#held.delete(name);
+    await this.#request('release', { name });
+  }
+
+  close(): void {
+    this.#closing = true;
+    this.#channel?.close();
+  }
+
+  async #request(op: string, fields: object, fds: number[] = []): Promise<Record<string, unknown>> {
+    const channel = await this.#connected();
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ op, resolve, reject });
+      channel.send({ op, ...fields }, fds).catch((err) => reject(err));
+    });
+  }
+
+  #connected(): Promise<LineChannel> {
+    if (this.#channel && !this.#channel.closed) return Promise.resolve(this.#channel);
+    this.#connecting ??= this.#connect().finally(() => {
+      this.#connecting = null;
+    });
+    return this.#connecting;
+  }
+
+  async #connect(): Promise<LineChannel> {
+    let channel = this.#tryConnect();
+    if (!channel) {
+      this.#start();
+      const deadline = Date.now() + START_TIMEOUT_MS;
+      while (!channel) {
+        if (Date.now() > deadline) {
+          throw new SysError(
+            'holder',
+            Errno.ETIMEDOUT,
+            `the fd holder did not listen at ${this.socketPath} within ${START_TIMEOUT_MS} ms`,
+          );
+        }
+        await delay(25);
+        channel = this.#tryConnect();
+      }
+    }
+    this.#attach(channel);
+    return channel;
+  }
+
+  #tryConnect(): LineChannel | null {
+    try {
+      return LineChannel.connect(this.socketPath);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Start a holder in its own session, so that it outlives luod and luod's process group. */
+  #start(): void {
+    const here = import.meta.url;
+    const entry = new URL(`./holder-main${here.endsWith('.ts') ? '.ts' : '.js'}`, here);
+    const child = spawn(
+      process.execPath,
+      [...process.execArgv, entry.pathname, '--socket', this.socketPath],
+      {
+        detached: true,
+        stdio: 'ignore',
+      },
+    );
+    child.unref();
+    this.lastStartedPid = child.pid;
+    this.#log.info({ pid: child.pid, socket: this.socketPath }, 'started the fd holder process');
+  }
+
+  #attach(channel: LineChannel): void {
+    this.#channel = channel;
+    channel.on('message', (value, fds) => this.#onMessage(value as Record<string, unknown>, fds));
+    channel.on('close', () => this.#onClose(channel));
+  }
+
+  #onMessage(message: Record<string, unknown>, fds: OwnedFd[]): void {
+    if (message.op === 'item' && typeof message.name === 'string' && fds.length === 1) {
+      this.#items.push({ name: message.name, fd: fds[0]! });
+      return;
+    }
+    for (const fd of fds) fd.close();
+    const waiter = this.#waiters.shift();
+    if (!waiter) return;
+    if (message.ok === true) waiter.resolve(message);
+    else {
+      const error = (message.error ?? {}) as { code?: string; message?: string };
+      const err = new SysError(
+        'holder',
+        Errno.EIO,
+        `fd holder refused ${waiter.op}: ${error.code}: ${error.message}`,
+      );
+      Object.defineProperty(err, 'code', { value: error.code ?? 'EIO' });
+      waiter.reject(err);
+    }
+  }
+
+  #onClose(channel: LineChannel): void {
+    if (this.#channel === channel) this.#channel = null;
+    for (const item of this.#items.splice(0)) item.fd.close();
+    for (const waiter of this.#waiters.splice(0)) {
+      waiter.reject(new SysError('holder', Errno.ECONNRESET, `the fd holder went away during ${waiter.op}`));
+    }
+    if (this.#closing) return;
+    // The holder died: a new one gets a copy of every fd luod still holds.
+    this.#log.warn({ held: this.#held.size }, 'the fd holder process went away; starting a new one');
+    void this.#rehold();
+  }
+
+  async #rehold(): Promise<void> {
+    try {
+      for (const [name, source] of [...this.#held]) {
+        if (source.closed) this.#held.delete(name);
+        else await this.#request('hold', { name }, [source.fd]);
+      }
+      this.#log.info({ held: this.#held.size }, 'the new fd holder has every session fd again');
+    } catch (err) {
+      this.#log.error({ err }, 'could not give the new fd holder its fds');
+    }
+  }
+}

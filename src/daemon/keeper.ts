@@ -1,0 +1,379 @@
+/**
+ * SessionKeeper: makes sure luod is never the only holder of a session fd,
+ * and lets a restarted luod pick up where the killed one stopped.
+ *
+ * Lifecycle, per phase of an update (docs/operations.md):
+ *  - preserving / barrier: every outgoing session is held (role `out`) before
+ *    START_PRESERVATION goes out; the state file says `preserving`.
+ *  - kexec: `luod-internal` is held too (role `state`); the file says `kexec`.
+ *  - after the kexec: every retrieved session is held (role `in`) until its
+ *    client has it (CLAIM delivered) or the claim deadline releases it; the
+ *    file says `claiming` and records who claimed.
+ *  - abort, or the last claim: everything is released and the file removed.
+ *
+ * start() is a restarted luod's first step: it takes the holder's fds back
+ * and sorts them by name (held-names.ts):
+ *  - `out` of this boot: an update interrupted before its kexec. It is
+ *    aborted: the copies are closed, so with the clients' own copies gone
+ *    (their connection to the dead luod dropped) the kernel unpreserves the
+ *    sessions; the clients learn it with ABORTED when they subscribe again.
+ *  - `in` of this boot, or `out`/`state` of an earlier boot (systemd carried
+ *    them through the kexec): incoming sessions, served to CLAIMs again.
+ *  - anything else is closed and released, loudly.
+ */
+import type { Logger } from 'pino';
+import { adoptReceivedSession } from '../client/luo-client.js';
+import type { Session } from '../kernel/device.js';
+import { INTERNAL_SESSION } from '../protocol/messages.js';
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+import type { FdHolder, HeldFd } from './fd-holder.js';
+import { bootPart, type HeldName, type HeldRole, heldName, parseHeldName } from './held-names.js';
+import { type CarriedState, type CarriedStateV1, type PhaseMark, readCarriedState } from './state.js';
+import {
+  clearStateFile,
+  readStateFile,
+  type StateBody,
+  type StateFileError,
+  writeStateFile,
+} from './state-file.js';
+
+/** One client's incoming sessions, as a restarted luod rebuilds them. */
+export interface RecoveredClient {
+  readonly id: string;
+  readonly uid: number;
+  readonly update: string;
+  readonly sessions: Session[];
+}
+
+export interface Recovered {
+  /** Incoming sessions of an update whose kexec happened, still to be claimed. */
+  readonly incoming: {
+    readonly update: string;
+    readonly from?: string;
+    readonly to?: string;
+    readonly timeline: PhaseMark[];
+    readonly clients: RecoveredClient[];
+    readonly claimed: string[];
+    readonly claimDeadline?: number;
+  } | null;
+  /** An update that luod's death interrupted before its kexec: aborted. */
+  readonly aborted: { readonly update: string; readonly clients: string[]; readonly sessions: number } | null;
+  /** The state file could not be trusted (reported, ignored). */
+  readonly stateFileError: StateFileError | null;
+}
+
+export interface KeeperOptions {
+  holder: FdHolder;
+  stateFile: string;
+  /** The running kernel's boot id (changes at every kexec, the emulated one included). */
+  bootId: () => Promise<string>;
+  log: Logger;
+}
+
+export class SessionKeeper {
+  readonly holder: FdHolder;
+  readonly stateFile: string;
+  #boot = '';
+  readonly #bootId: () => Promise<string>;
+  readonly #log: Logger;
+  readonly #names = new Map<Session, string>();
+  #body: StateBody | null = null;
+
+  constructor(options: KeeperOptions) {
+    this.holder = options.holder;
+    this.stateFile = options.stateFile;
+    this.#bootId = options.bootId;
+    this.#log = options.log;
+  }
+
+  /** The boot the names are made with: read at start, and again after a kexec. */
+  get boot(): string {
+    return this.#boot;
+  }
+
+  async #refreshBoot(): Promise<void> {
+    this.#boot = bootPart(await this.#bootId());
+  }
+
+  /** How many session fds the holder has a copy of, from this luod. */
+  get heldCount(): number {
+    return this.#names.size;
+  }
+
+  // ---- an update -------------------------------------------------------
+
+  /** Before START_PRESERVATION: hold every outgoing session; record the update. */
+  async preserving(
+    update: string,
+    clients: { id: string; uid: number; sessions: Session[] }[],
+    timeline: PhaseMark[],
+  ): Promise<void> {
+    for (const client of clients)
+      for (const s of client.sessions) await this.#hold('out', update, client.uid, s);
+    this.#record({
+      boot: this.boot,
+      phase: 'preserving',
+      update,
+      clients: clients.map((c) => ({
+        id: c.id,
+        uid: c.uid,
+        sessions: c.sessions.map((s) => s.name),
+        claimed: false,
+      })),
+      timeline,
+    });
+  }
+
+  /** Before the kexec: hold `luod-internal` too (systemd carries it through the kexec). */
+  async kexec(state: CarriedState, internal: Session): Promise<void> {
+    await this.#hold('state', state.update, 0, internal);
+    if (this.#body)
+      this.#record({
+        ...this.#body,
+        phase: 'kexec',
+        from: state.from,
+        to: state.to,
+        timeline: state.timeline,
+      });
+  }
+
+  /** After the kexec: hold every retrieved session until its client claims it. */
+  async claiming(
+    incoming: { update: string; from?: string; to?: string; timeline: PhaseMark[]; claimDeadline: number },
+    clients: RecoveredClient[],
+    options: { claimed?: string[]; alreadyHeld?: boolean } = {},
+  ): Promise<void> {
+    const claimed = options.claimed ?? [];
+    if (!options.alreadyHeld) {
+      await this.#refreshBoot(); // after a kexec: the new kernel's boot
+      for (const client of clients)
+        for (const s of client.sessions) await this.#hold('in', client.update, client.uid, s);
+    }
+    this.#record({
+      boot: this.boot,
+      phase: 'claiming',
+      update: incoming.update,
+      ...(incoming.from !== undefined && { from: incoming.from }),
+      ...(incoming.to !== undefined && { to: incoming.to }),
+      claimDeadline: incoming.claimDeadline,
+      clients: [
+        ...clients.map((c) => ({
+          id: c.id,
+          uid: c.uid,
+          sessions: c.sessions.map((s) => s.name),
+          claimed: false,
+        })),
+        ...claimed.map((id) => ({ id, uid: 0, sessions: [], claimed: true })),
+      ],
+      timeline: incoming.timeline,
+    });
+  }
+
+  /** A client has its sessions (CLAIM delivered) or lost them (claim deadline): let go. */
+  async done(clientId: string, sessions: Session[], timeline?: PhaseMark[]): Promise<void> {
+    // Order for a kill at any point: first the file says "claimed" (a
+    // restarted luod then drops the holder's copies instead of offering
+    // them again), then the holder lets go, and only then the file goes.
+    if (this.#body) {
+      const clients = this.#body.clients.map((c) => (c.id === clientId ? { ...c, claimed: true } : c));
+      this.#record({ ...this.#body, clients, ...(timeline && { timeline }) });
+    }
+    for (const s of sessions) await this.#release(s);
+    if (this.#body?.clients.every((c) => c.claimed)) this.#clear();
+  }
+
+  /** Abort, or the old kernel's fds died in a kexec: release everything. */
+  async releaseAll(): Promise<void> {
+    this.#clear();
+    for (const session of [...this.#names.keys()]) await this.#release(session);
+  }
+
+  // ---- restart ---------------------------------------------------------
+
+  /** A restarted luod: take the holder's fds back and sort them (see the top of this file). */
+  async start(): Promise<Recovered> {
+    await this.#refreshBoot();
+    let held: HeldFd[];
+    try {
+      held = await this.holder.takeBack();
+    } catch (err) {
+      throw new SysError(
+        'luod',
+        (err as SysError).errno ?? Errno.EIO,
+        `cannot take back the session fds from the ${this.holder.kind}: ${(err as Error).message}`,
+      );
+    }
+    let file: StateBody | null = null;
+    let stateFileError: StateFileError | null = null;
+    try {
+      file = readStateFile(this.stateFile);
+    } catch (err) {
+      stateFileError = err as StateFileError;
+      this.#log.error({ code: stateFileError.code, file: this.stateFile }, stateFileError.message);
+    }
+    let carried: CarriedState | CarriedStateV1 | null = null;
+    const aborted = { update: '', clients: new Set<string>(), sessions: 0 };
+    const incoming = new Map<string, { name: HeldName; session: Session; heldAs: string }>();
+    for (const { name, fd } of held) {
+      const parsed = parseHeldName(name);
+      const crossed = parsed !== null && parsed.boot !== this.boot;
+      if (parsed === null || (parsed.role === 'in' && crossed)) {
+        this.#log.error(
+          { name },
+          'the holder had an fd luod cannot use (unknown name, or an unclaimed session of an earlier update); dropping it',
+        );
+        fd.close();
+        await this.holder.release(name);
+        continue;
+      }
+      if (parsed.role === 'state' || (parsed.role === 'out' && !crossed)) {
+        if (parsed.role === 'state' && crossed) carried = this.#readCarried(fd, name);
+        else if (parsed.role === 'out') {
+          aborted.update = parsed.update;
+          aborted.clients.add(parsed.client);
+          aborted.sessions++;
+        }
+        fd.close(); // a no-op when #readCarried took it
+        await this.holder.release(name);
+        continue;
+      }
+      let session: Session;
+      try {
+        session = adoptReceivedSession(fd, parsed.session);
+      } catch (err) {
+        this.#log.error({ err, name }, 'a held fd is not a session; dropping it');
+        fd.close();
+        await this.holder.release(name);
+        continue;
+      }
+      incoming.set(name, { name: parsed, session, heldAs: name });
+    }
+    if (aborted.sessions > 0) {
+      this.#log.warn(
+        { update: aborted.update, clients: [...aborted.clients], sessions: aborted.sessions },
+        'luod was restarted during an update, before its kexec: the update is aborted and its sessions closed',
+      );
+    }
+    if (aborted.sessions > 0 || incoming.size === 0) this.#clear();
+    const recoveredIncoming = await this.#rebuildIncoming([...incoming.values()], carried, file);
+    return {
+      incoming: recoveredIncoming,
+      aborted:
+        aborted.sessions > 0
+          ? { update: aborted.update, clients: [...aborted.clients], sessions: aborted.sessions }
+          : null,
+      stateFileError,
+    };
+  }
+
+  async #rebuildIncoming(
+    entries: { name: HeldName; session: Session; heldAs: string }[],
+    carried: CarriedState | CarriedStateV1 | null,
+    file: StateBody | null,
+  ): Promise<Recovered['incoming']> {
+    if (entries.length === 0) return null;
+    const update = entries[0]!.name.update;
+    const sameUpdate = entries.filter((e) => e.name.update === update);
+    for (const e of entries) {
+      if (e.name.update === update) continue;
+      this.#log.error({ name: e.heldAs }, 'a held session of another update; dropping it');
+      e.session.close();
+      await this.holder.release(e.heldAs);
+    }
+    const fileFits =
+      file !== null && file.update === update && file.boot === this.boot && file.phase === 'claiming';
+    const claimed = fileFits ? file.clients.filter((c) => c.claimed).map((c) => c.id) : [];
+    const byClient = new Map<string, RecoveredClient>();
+    for (const { name, session, heldAs } of sameUpdate) {
+      if (claimed.includes(name.client)) {
+        // Delivered before luod died, released too late: the client has it.
+        session.close();
+        await this.holder.release(heldAs);
+        continue;
+      }
+      const client = byClient.get(name.client) ?? { id: name.client, uid: name.uid, update, sessions: [] };
+      client.sessions.push(session);
+      byClient.set(name.client, client);
+      if (name.role === 'out') {
+        // Carried through the kexec by systemd: now an incoming session of this boot.
+        await this.#hold('in', update, name.uid, session);
+        await this.holder.release(heldAs);
+      } else {
+        this.#names.set(session, heldAs);
+      }
+    }
+    const order = (s: Session) => Number(s.name.split('.')[1] ?? 0);
+    for (const c of byClient.values()) c.sessions.sort((a, b) => order(a) - order(b));
+    const clients = [...byClient.values()];
+    if (clients.length === 0) {
+      this.#clear(); // every client had claimed: the update is over
+      return null;
+    }
+    const timeline = fileFits ? file.timeline : carried?.update === update ? carried.timeline : [];
+    const recovered = {
+      update,
+      ...((fileFits ? file.from : carried?.from) !== undefined && {
+        from: (fileFits ? file.from : carried?.from)!,
+      }),
+      ...((fileFits ? file.to : carried?.to) !== undefined && { to: (fileFits ? file.to : carried?.to)! }),
+      timeline: [...timeline, { phase: 'luod-restarted', at: Date.now() }],
+      clients,
+      claimed,
+      ...(fileFits && file.claimDeadline !== undefined && { claimDeadline: file.claimDeadline }),
+    };
+    return recovered;
+  }
+
+  /** The state luod-internal carried through a kexec (systemd mode): read, then finished. */
+  #readCarried(fd: HeldFd['fd'], name: string): CarriedState | CarriedStateV1 | null {
+    let session: Session | null = null;
+    try {
+      session = adoptReceivedSession(fd, INTERNAL_SESSION);
+      return readCarriedState(session);
+    } catch (err) {
+      this.#log.error(
+        { err, name },
+        'the luod state carried through the kexec cannot be read; the held names stand alone',
+      );
+      return null;
+    } finally {
+      if (session) session.close();
+      else fd.close();
+    }
+  }
+
+  // ---- holding ---------------------------------------------------------
+
+  async #hold(role: HeldRole, update: string, uid: number, session: Session): Promise<void> {
+    const name = heldName({ role, boot: this.boot, update, uid, session: session.name });
+    await this.holder.hold(name, session);
+    this.#names.set(session, name);
+  }
+
+  async #release(session: Session): Promise<void> {
+    const name = this.#names.get(session);
+    if (name === undefined) return;
+    try {
+      await this.holder.release(name);
+    } catch (err) {
+      this.#log.warn({ err, name }, 'the holder could not release an fd');
+    } finally {
+      this.#names.delete(session); // heldCount drops once the holder has let go
+    }
+  }
+
+  #record(body: StateBody): void {
+    this.#body = body;
+    try {
+      writeStateFile(this.stateFile, body);
+    } catch (err) {
+      this.#log.error({ err, file: this.stateFile }, 'cannot write the state file');
+    }
+  }
+
+  #clear(): void {
+    this.#body = null;
+    clearStateFile(this.stateFile);
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * luod killed with SIGKILL at each phase of a live update, on the emulated
+ * kernel, with each of its fd holders (the holder process; a fake systemd fd
+ * store behind a notify socket), then started again:
+ *  (a) idle: clients reconnect and subscribe again; the next update works;
+ *  (b) sessions handed out, not all READY: the update is aborted cleanly;
+ *  (c) at the barrier (all READY, luod stopped before its kexec): aborted too;
+ *  (d) after the kexec, one client claimed, one not: the other still claims.
+ * The emulator's own session listing proves what the kernel still holds after
+ * each kill (luod dead, the clients' copies closed: only the holder is left).
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { after, describe, test } from 'node:test';
+import { LuoClient, type LuoClientError } from '../src/client/index.js';
+import { waitUntil } from './c-client/harness.js';
+import { FakeSystemd, HolderHost, type Host, MAIN } from './crash/hosts.js';
+import {
+  admin,
+  claimAndCheck,
+  closeAllVms,
+  fullUpdate,
+  startUpdate,
+  startVm,
+  status,
+  type Vm,
+  waitSubscribed,
+  withLog,
+} from './crash/vms.js';
+
+after(closeAllVms);
+
+/**
+ * After a kill before the kexec: luod is gone, the clients' copies are closed
+ * (the library closes them when the connection drops), and the kernel still
+ * has every outgoing session: only the holder keeps them alive.
+ */
+async function assertHeldAfterKill(host: Host, list: Vm[]): Promise<void> {
+  await waitUntil(() => list.every((vm) => vm.openSessions() === 0), 'the clients closed their session fds');
+  // (A request of the dead luod that the kernel answers late may show a session for a moment.)
+  const want = list.map((vm) => vm.id).sort();
+  let outgoing: string[] = [];
+  await waitUntil(async () => {
+    outgoing = (await host.sessions()).outgoing;
+    return outgoing.join() === want.join();
+  }, 'the kernel still has every outgoing session').catch(() => {
+    assert.deepEqual(outgoing, want, 'the holder kept every outgoing session');
+  });
+}
+
+/** After the restart: ABORTED reaches every VM, the kernel drops the sessions, a new update works. */
+async function assertAbortedCleanly(host: Host, list: Vm[]): Promise<void> {
+  await waitUntil(() => list.every((vm) => vm.aborted.length > 0), 'every VM was told ABORTED');
+  for (const vm of list) assert.match(vm.aborted[0]!.reason, /restarted during the update/);
+  await waitUntil(
+    async () => (await host.sessions()).outgoing.length === 0,
+    'the kernel unpreserved the sessions',
+  );
+  const s = await status(host);
+  assert.equal((s.last_update as { outcome: string }).outcome, 'aborted');
+  assert.equal(fs.existsSync(`${host.socket}.state.json`), false, 'no state file once the update is aborted');
+  await fullUpdate(host, list);
+}
+
+const hosts: { name: string; make: () => Host }[] = [
+  { name: 'holder process', make: () => new HolderHost(['--claim-timeout', '120']) },
+  {
+    name: 'fake systemd fd store',
+    make: () => new FakeSystemd(['--claim-timeout', '120', '--kexec-mode', 'standalone']),
+  },
+];
+
+for (const { name, make } of hosts) {
+  describe(`luod killed at each phase (${name})`, () => {
+    test('(a) idle: clients reconnect and subscribe again; the next update works', async () => {
+      assert.ok(fs.existsSync(MAIN), 'run npm run build first');
+      const host = make();
+      try {
+        await host.start();
+        const a = await startVm(host, 'vm-a');
+        const b = await startVm(host, 'vm-b');
+        await waitSubscribed(host, ['vm-a', 'vm-b']);
+        await host.kill();
+        await host.start();
+        await waitUntil(
+          () => a.sub.subscriptions === 2 && b.sub.subscriptions === 2,
+          'both subscribed again',
+        );
+        assert.deepEqual(a.aborted, [], 'no update was running: nothing to abort');
+        await fullUpdate(host, [a, b]);
+      } catch (err) {
+        throw withLog(err, host);
+      } finally {
+        await host.stop();
+      }
+    });
+
+    test('(b) sessions handed out, a client not READY: aborted cleanly, clients told, a new update works', async () => {
+      const host = make();
+      try {
+        await host.start();
+        const a = await startVm(host, 'vm-a', 'hold');
+        const b = await startVm(host, 'vm-b', 'ready');
+        await waitSubscribed(host, ['vm-a', 'vm-b']);
+        const operator = await startUpdate(host);
+        await waitUntil(() => a.preserved === 1 && b.readied === 1, 'both preserved, only vm-b READY');
+        await host.kill();
+        operator.close();
+        await assertHeldAfterKill(host, [a, b]);
+        await host.start();
+        await assertAbortedCleanly(host, [a, b]);
+      } catch (err) {
+        throw withLog(err, host);
+      } finally {
+        await host.stop();
+      }
+    });
+
+    test('(c) at the barrier, all READY, before the kexec: aborted cleanly', async () => {
+      const host = make();
+      const emulator = { pid: 0, stopped: false };
+      try {
+        await host.start();
+        const a = await startVm(host, 'vm-a', 'ready');
+        const b = await startVm(host, 'vm-b', 'hold');
+        await waitSubscribed(host, ['vm-a', 'vm-b']);
+        const operator = await startUpdate(host);
+        await waitUntil(() => a.readied === 1 && b.preserved === 1, 'vm-a READY, vm-b preserved');
+        // The emulated kernel stops answering: luod, past the barrier, waits
+        // in front of the kexec when it is killed.
+        emulator.pid = host.emulatorPid();
+        process.kill(emulator.pid, 'SIGSTOP');
+        emulator.stopped = true;
+        b.answer = 'ready-then-hold';
+        // luod takes the READY and goes past the barrier, where it waits for
+        // the stopped kernel (its reply may never come).
+        b.sub.client!.ready().catch(() => {});
+        await waitUntil(
+          () => /"client":"vm-b"[^\n]*"msg":"client ready"/.test(host.log()),
+          'luod took vm-b READY',
+        );
+        await host.kill();
+        process.kill(emulator.pid, 'SIGCONT');
+        emulator.stopped = false;
+        operator.close();
+        await assertHeldAfterKill(host, [a, b]);
+        await host.start();
+        await assertAbortedCleanly(host, [a, b]);
+      } catch (err) {
+        throw withLog(err, host);
+      } finally {
+        if (emulator.stopped) process.kill(emulator.pid, 'SIGCONT');
+        await host.stop();
+      }
+    });
+
+    test('(d) after the kexec, before every CLAIM: no session lost, the rest still claim', async () => {
+      const host = make();
+      try {
+        await host.start();
+        const a = await startVm(host, 'vm-a');
+        const b = await startVm(host, 'vm-b');
+        await waitSubscribed(host, ['vm-a', 'vm-b']);
+        const operator = await admin(host);
+        const outcome = await operator.update({ timeoutMs: 30_000 });
+        operator.close();
+        assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
+        await claimAndCheck(host, a);
+        await waitUntil(async () => {
+          const s = await status(host);
+          return (
+            (s.pending_claims as string[]).join() === 'vm-b' && (s.holder as { held: number }).held === 1
+          );
+        }, 'only vm-b left to claim, and the holder let go of vm-a');
+        await host.kill();
+        // luod is dead; the kernel still has vm-b's incoming session: the holder keeps it.
+        assert.deepEqual((await host.sessions()).incoming, ['vm-b']);
+        await host.start();
+        const s = await status(host);
+        assert.equal(s.phase, 'claiming');
+        assert.deepEqual(s.pending_claims, ['vm-b']);
+        assert.equal((s.last_update as { update: string }).update, outcome.update);
+        const again = await LuoClient.connect(host.socket);
+        await assert.rejects(again.claim('vm-a'), (err: LuoClientError) => err.code === 'EBUSY');
+        again.close();
+        await claimAndCheck(host, b);
+        await waitUntil(async () => (await status(host)).phase === 'idle', 'luod idle after the last claim');
+        assert.deepEqual((await host.sessions()).incoming, [], 'every incoming session finished');
+        assert.equal(fs.existsSync(`${host.socket}.state.json`), false, 'no state file once all claimed');
+        for (const vm of [a, b]) vm.close();
+        const c = await startVm(host, 'vm-c');
+        await fullUpdate(host, [c]);
+      } catch (err) {
+        throw withLog(err, host);
+      } finally {
+        await host.stop();
+      }
+    });
+  });
+}
