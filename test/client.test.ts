@@ -866,7 +866,8 @@ describe('sessions nobody claims', () => {
     const late = await LuoClient.connect(luod.socket);
     t.after(() => late.close());
     await rejects(late.claim('t-forgotten'), 'ENOENT');
-    assert.match(luod.log(), /UNCLAIMED: t-forgotten/);
+    // luod's log is written asynchronously: the line may trail the STATUS reply.
+    await waitUntil(() => /UNCLAIMED: t-forgotten/.test(luod.log()), 'the UNCLAIMED log line', 10_000);
     // luod is free for the next update.
     const next = await admin.update({ timeoutMs: 5000, dryRun: true });
     assert.equal(next.outcome, 'dry-run');
