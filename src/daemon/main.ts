@@ -25,7 +25,7 @@ import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { emulatedKernel, realKernel } from './kernel.js';
 import { Luod, type PhaseEvent } from './luod.js';
-import { LuodMetrics } from './metrics.js';
+import type { LuodMetrics } from './metrics.js';
 import {
   DEFAULT_KEEP_RECORDS,
   DEFAULT_RECORDS_DIR,
@@ -129,8 +129,12 @@ try {
     opts.records ?? (opts.emulate ? emulatedRecordsDir(stateDir) : DEFAULT_RECORDS_DIR),
     keepRecords,
   );
-  const metrics =
-    metricsPort !== undefined || opts.metricsTextfile !== undefined ? new LuodMetrics() : undefined;
+  // prom-client only when metrics are asked for: luod's start after a kexec is part of the
+  // VMs' blackout, and a module not loaded is one not compiled (docs/vm.md).
+  const metrics: LuodMetrics | undefined =
+    metricsPort !== undefined || opts.metricsTextfile !== undefined
+      ? new (await import('./metrics.js')).LuodMetrics()
+      : undefined;
   const onPhase = opts.timeline ? timelineWriter(opts.timeline) : undefined;
   const luod = new Luod({
     kernel,
