@@ -70,6 +70,33 @@ test('swapped pages, a flipped byte, a zeroed page and a wrong size all fail', (
   }
 });
 
+test('one page of the pattern on its own (pageInto) is that page of the file, in any chunk', () => {
+  const pattern = new Pattern(CHUNK);
+  using fd = patterned(pattern);
+  pattern.chunk(2); // another chunk stamped: pageInto must not depend on it
+  const page = Buffer.alloc(PATTERN_PAGE);
+  for (const offset of [0, PATTERN_PAGE, CHUNK - PATTERN_PAGE, CHUNK, 3 * CHUNK + 4 * PATTERN_PAGE]) {
+    assert.ok(pattern.pageInto(offset, page).equals(pread(fd, PATTERN_PAGE, offset)), `page at ${offset}`);
+  }
+  assert.throws(() => pattern.pageInto(100, page), /not page-aligned/);
+});
+
+test('verifyAll from an offset checks only from there on, across chunk boundaries', () => {
+  const pattern = new Pattern(CHUNK);
+  using fd = patterned(pattern);
+  pwriteAll(fd, Buffer.alloc(PATTERN_PAGE, 0xee), 0);
+  assert.throws(() => pattern.verifyAll(fd.fd, SIZE), /first difference at byte 0 /);
+  pattern.verifyAll(fd.fd, SIZE, PATTERN_PAGE);
+  pattern.verifyAll(fd.fd, SIZE, CHUNK + 100); // mid-page, mid-file
+  pwriteAll(fd, Buffer.from([0]), 2 * CHUNK + 7);
+  const byte = pread(fd, 1, 2 * CHUNK + 7)[0]!;
+  if (byte === pattern.expected(2 * CHUNK + 7, 1)[0]) pwriteAll(fd, Buffer.from([1]), 2 * CHUNK + 7);
+  assert.throws(
+    () => pattern.verifyAll(fd.fd, SIZE, PATTERN_PAGE),
+    new RegExp(`first difference at byte ${2 * CHUNK + 7} `),
+  );
+});
+
 test('ratios are subject throughput over baseline throughput, from medians', () => {
   assert.equal(median([3, 1, 2]), 2);
   assert.equal(median([4, 1, 3, 2]), 2.5);

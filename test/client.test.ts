@@ -9,8 +9,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
-import { digestOf, parseSize, parseVmmArgs, runVmm } from '../src/client/example-vmm.js';
+import { digestOf, parseSize, parseVmmArgs, patternMismatch, runVmm } from '../src/client/example-vmm.js';
 import { LineFramer, LuoClient, type LuoClientError } from '../src/client/index.js';
+import { Pattern } from '../src/client/pattern.js';
 import type { Session } from '../src/kernel/index.js';
 import { LineChannel } from '../src/protocol/lines.js';
 import { fstat, ftruncate, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
@@ -298,6 +299,42 @@ describe('example VMM helpers', () => {
     assert.equal(options.updates, 2);
     assert.throws(() => parseVmmArgs(['--mem', '8M']), { code: 'EINVAL' });
     assert.throws(() => parseVmmArgs(['--id', 'x', '--bogus']), { code: 'EINVAL' });
+    const pattern = parseVmmArgs(['--id', 'p', '--fill', '--verify', 'pattern']);
+    assert.ok(pattern !== 'help');
+    assert.equal(pattern.verify, 'pattern');
+    assert.equal((parseVmmArgs(['--id', 'p']) as { verify?: string }).verify, undefined, 'sha256 by default');
+    assert.throws(() => parseVmmArgs(['--id', 'p', '--verify', 'md5']), {
+      code: 'EINVAL',
+      message: /--verify must be sha256 or pattern/,
+    });
+    assert.throws(() => parseVmmArgs(['--id', 'p', '--verify', 'pattern']), {
+      code: 'EINVAL',
+      message: /needs --fill/,
+    });
+  });
+
+  test('pattern verification: page 0 is the last generation stamped, every other byte the pattern', () => {
+    const size = 3 * 4096;
+    const pattern = new Pattern(2 * 4096);
+    const fd = guestMemory('pattern', Buffer.alloc(size));
+    try {
+      pattern.writeTo(fd.fd, size);
+      // Never ticked: page 0 is still the pattern.
+      assert.equal(patternMismatch(fd, size, 'vm-p', 0, pattern), undefined);
+      const header = Buffer.alloc(4096);
+      header.write('LUOVMM01', 0, 'latin1');
+      header.writeBigUInt64LE(7n, 8);
+      header.write('vm-p', 16, 'utf8');
+      pwriteAll(fd, header, 0);
+      assert.equal(patternMismatch(fd, size, 'vm-p', 7, pattern), undefined);
+      assert.match(patternMismatch(fd, size, 'vm-p', 6, pattern) ?? '', /page 0 .*generation 6/);
+      assert.match(patternMismatch(fd, size, 'vm-q', 7, pattern) ?? '', /page 0/);
+      // A byte in the second chunk (past the first comparison) is found, with its offset.
+      pwriteAll(fd, Buffer.from([pattern.expected(2 * 4096 + 9, 1)[0]! ^ 0xff]), 2 * 4096 + 9);
+      assert.match(patternMismatch(fd, size, 'vm-p', 7, pattern) ?? '', /first difference at byte 8201 /);
+    } finally {
+      fd.close();
+    }
   });
 
   test('the RAM digest depends on every byte', () => {
@@ -812,6 +849,40 @@ describe('LuoClient against luod on the emulated kernel', () => {
     assert.equal(result?.update, outcome.update);
     assert.deepEqual(JSON.parse(lines[0]!), result);
     assert.deepEqual((await admin.status()).pending_claims, []);
+  });
+
+  test('--verify pattern: the restarted VMM compares its RAM with the pattern, its vCPU having rewritten pages', async () => {
+    const stop = new AbortController();
+    const first = runVmm({
+      id: 't-pattern',
+      memBytes: 4 << 20,
+      fill: true,
+      verify: 'pattern',
+      tickMs: 1,
+      pagesPerTick: 64,
+      socket: luod.socket,
+      signal: stop.signal,
+      output: () => assert.fail('the first VMM must not claim'),
+      log: (message) => {
+        if (message === 'kexec: the host reboots') stop.abort();
+      },
+    });
+    await waitIdleWith(admin, ['t-pattern']);
+    const outcome = await admin.update({ timeoutMs: 30_000 });
+    assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
+    await first;
+    const [result] = await runVmm({
+      id: 't-pattern',
+      memBytes: 4 << 20,
+      claim: true,
+      socket: luod.socket,
+      output: () => {},
+      log: () => {},
+    });
+    assert.equal(result?.verified, true, JSON.stringify(result));
+    assert.equal(result?.verify, 'pattern', 'the claiming VMM follows the mode its device state records');
+    assert.ok((result?.generation ?? 0) > 0, 'the vCPU ran, so page 0 carried a generation');
+    assert.equal(result?.bytes, 4 << 20);
   });
 
   test('a subscribed client with a command in flight when the host reboots gets ECONNRESET', async (t) => {

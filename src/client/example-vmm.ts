@@ -23,6 +23,14 @@
  * - `fill: true` (--fill) writes the whole of RAM with luokit's data pattern
  *   (pattern.ts) before the vCPU starts, as a booted guest's RAM would be
  *   populated: every page is then real memory the kernel must carry.
+ * - `verify: 'pattern'` (--verify pattern, needs --fill) checks RAM after the
+ *   reboot the way the real-kernel bench's C floor does: every byte compared
+ *   with the pattern, a whole 64 MiB chunk per comparison, instead of hashing
+ *   every page. Its vCPU then rewrites random pages with their own pattern
+ *   bytes (real writes, known content) and stamps the generation counter into
+ *   page 0 as usual, which the check expects exactly. The mode is recorded in
+ *   the device state, so the VMM that claims verifies as the one that
+ *   preserved. SHA-256 stays the default: it checks whatever the guest wrote.
  *
  * `runVmm()` is the whole VMM (used by `example-vmm-main.ts`, by
  * `examples/vmm.ts`, and by `luoctl demo` as child processes).
@@ -52,6 +60,8 @@ const HEADER_MAGIC = 'LUOVMM01';
 const VERIFY_CHUNK = 4 << 20;
 
 export type Misbehaviour = 'none' | 'never-ready' | 'fail';
+/** How RAM is checked after the reboot: per-page SHA-256 digest, or byte comparison with the pattern. */
+export type VerifyMode = 'sha256' | 'pattern';
 
 export interface VmmOptions {
   id: string;
@@ -69,6 +79,8 @@ export interface VmmOptions {
   reconnectTimeoutMs?: number;
   /** Fill all of RAM with the data pattern (pattern.ts) before the vCPU starts. */
   fill?: boolean;
+  /** How RAM is verified after the reboot (default sha256; pattern needs fill). */
+  verify?: VerifyMode;
   /** Start by claiming this id's sessions from the last update (restarted after a real kexec). */
   claim?: boolean;
   /** Test knobs: never say READY (stay paused until ABORTED), or answer FAILED. */
@@ -88,8 +100,10 @@ export interface VmmUpdateResult {
   blackout_ms: number;
   update: string;
   generation: number;
-  /** Time spent reading and hashing the retrieved RAM (part of the blackout). */
+  /** Time spent reading and checking the retrieved RAM (part of the blackout). */
   verify_ms?: number;
+  /** How it was checked (the preserving VMM's choice, from its device state). */
+  verify?: VerifyMode;
   error?: string;
 }
 
@@ -100,7 +114,10 @@ interface DeviceState {
   size: number;
   page_size: number;
   generation: number;
-  digest: string;
+  /** Absent in states written before pattern verification existed: sha256. */
+  verify?: VerifyMode;
+  /** The SHA-256 digest of RAM (sha256 mode). */
+  digest?: string;
   paused_at: number;
 }
 
@@ -143,31 +160,73 @@ export function digestOf(fd: OwnedFd, size: number): string {
   return rootDigest(hashes);
 }
 
+/** Page 0 as the vCPU last wrote it: magic, generation counter, id. */
+function headerPage(id: string, generation: number): Buffer {
+  const page = Buffer.alloc(PAGE_SIZE);
+  page.write(HEADER_MAGIC, 0, 'latin1');
+  page.writeBigUInt64LE(BigInt(generation), 8);
+  page.write(id.slice(0, 48), 16, 'utf8');
+  return page;
+}
+
+/**
+ * Check RAM against the pattern it was filled with (`verify: 'pattern'`): page 0 against the
+ * header of the recorded generation (still the pattern if the vCPU never ticked), the rest one
+ * chunk at a time. Returns what differs, or undefined.
+ */
+export function patternMismatch(
+  fd: OwnedFd,
+  size: number,
+  id: string,
+  generation: number,
+  pattern: Pattern = new Pattern(),
+): string | undefined {
+  const page0 = pread(fd, PAGE_SIZE, 0);
+  const expected =
+    generation === 0 ? pattern.pageInto(0, Buffer.alloc(PAGE_SIZE)) : headerPage(id, generation);
+  if (!page0.equals(expected)) return `page 0 is not the vCPU's last write (generation ${generation})`;
+  try {
+    pattern.verifyAll(fd.fd, size, PAGE_SIZE);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
 /** Guest RAM and the vCPU that writes into it. */
 class Guest {
   readonly size: number;
   readonly pages: number;
   #ram: OwnedFd;
+  /** sha256 mode: each page's hash; pattern mode: the pattern the vCPU rewrites pages with. */
   readonly #hashes: Buffer;
-  readonly #header = Buffer.alloc(PAGE_SIZE);
+  #pattern: Pattern | null = null;
+  #mode: VerifyMode;
+  readonly #header: Buffer;
   readonly #page = Buffer.alloc(PAGE_SIZE);
   readonly #tickMs: number;
   readonly #pagesPerTick: number;
   #timer: NodeJS.Timeout | null = null;
   generation = 0;
 
-  constructor(id: string, size: number, tickMs: number, pagesPerTick: number) {
+  constructor(id: string, size: number, tickMs: number, pagesPerTick: number, mode: VerifyMode) {
     this.pages = Math.max(1, Math.ceil(size / PAGE_SIZE));
     this.size = this.pages * PAGE_SIZE;
     this.#tickMs = tickMs;
     this.#pagesPerTick = pagesPerTick;
+    this.#mode = mode;
     this.#ram = memfdCreate(`guest-ram:${id}`);
     ftruncate(this.#ram, this.size);
-    const zero = sha256(Buffer.alloc(PAGE_SIZE));
-    this.#hashes = Buffer.alloc(this.pages * 32);
-    for (let p = 0; p < this.pages; p++) zero.copy(this.#hashes, p * 32);
-    this.#header.write(HEADER_MAGIC, 0, 'latin1');
-    this.#header.write(id.slice(0, 48), 16, 'utf8');
+    this.#hashes = Buffer.alloc(mode === 'sha256' ? this.pages * 32 : 0);
+    if (mode === 'sha256') {
+      const zero = sha256(Buffer.alloc(PAGE_SIZE));
+      for (let p = 0; p < this.pages; p++) zero.copy(this.#hashes, p * 32);
+    }
+    this.#header = headerPage(id, 0);
+  }
+
+  get mode(): VerifyMode {
+    return this.#mode;
   }
 
   get ram(): OwnedFd {
@@ -183,29 +242,46 @@ class Guest {
     return rootDigest(this.#hashes);
   }
 
-  /** Write the pattern over all of RAM and record every page's hash (before the vCPU runs). */
+  /**
+   * Write the pattern over all of RAM (before the vCPU runs). sha256 mode records every
+   * page's hash; pattern mode keeps the pattern, so the vCPU writes pattern pages from now on.
+   */
   fill(pattern: Pattern): void {
+    const hashing = this.#mode === 'sha256';
     for (let offset = 0, index = 0; offset < this.size; offset += pattern.chunkBytes, index++) {
       const bytes = pattern.chunk(index).subarray(0, Math.min(pattern.chunkBytes, this.size - offset));
       pwriteAll(this.#ram, bytes, offset);
+      if (!hashing) continue;
       for (let p = 0; p < bytes.length; p += PAGE_SIZE) {
         sha256(bytes.subarray(p, p + PAGE_SIZE)).copy(this.#hashes, ((offset + p) / PAGE_SIZE) * 32);
       }
     }
+    if (!hashing) this.#pattern = pattern;
   }
 
-  /** One vCPU step: random pages, then the generation counter in page 0. */
+  /** Pattern mode after the reboot: RAM holds the pattern again (verified), the vCPU goes on. */
+  usePattern(pattern: Pattern): void {
+    this.#mode = 'pattern';
+    this.#pattern = pattern;
+  }
+
+  /**
+   * One vCPU step: random pages (sha256 mode: random bytes, hashed; pattern mode: the
+   * page's own pattern bytes), then the generation counter in page 0.
+   */
   tick(): void {
+    const pattern = this.#pattern;
     for (let i = 0; i < this.#pagesPerTick && this.pages > 1; i++) {
       const page = 1 + Math.floor(Math.random() * (this.pages - 1));
-      randomFillSync(this.#page);
+      if (pattern) pattern.pageInto(page * PAGE_SIZE, this.#page);
+      else randomFillSync(this.#page);
       pwriteAll(this.#ram, this.#page, page * PAGE_SIZE);
-      sha256(this.#page).copy(this.#hashes, page * 32);
+      if (!pattern) sha256(this.#page).copy(this.#hashes, page * 32);
     }
     this.generation++;
     this.#header.writeBigUInt64LE(BigInt(this.generation), 8);
     pwriteAll(this.#ram, this.#header, 0);
-    sha256(this.#header).copy(this.#hashes, 0);
+    if (!pattern) sha256(this.#header).copy(this.#hashes, 0);
   }
 
   resume(): void {
@@ -261,7 +337,13 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
   const updates = options.updates ?? 1;
   const misbehave = options.misbehave ?? 'none';
   const reconnectTimeoutMs = options.reconnectTimeoutMs ?? 120_000;
-  const guest = new Guest(id, options.memBytes, options.tickMs ?? 2, options.pagesPerTick ?? 16);
+  const verify = options.verify ?? 'sha256';
+  if (verify === 'pattern' && !options.fill && !options.claim)
+    throw new LuoClientError(
+      'EINVAL',
+      'verify pattern needs fill: RAM must hold the pattern to be checked against it',
+    );
+  const guest = new Guest(id, options.memBytes, options.tickMs ?? 2, options.pagesPerTick ?? 16, verify);
   const results: VmmUpdateResult[] = [];
   let client: LuoClient | null = null;
   const stopped = new Promise<void>((resolve) => {
@@ -285,7 +367,8 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       size: guest.size,
       page_size: PAGE_SIZE,
       generation: guest.generation,
-      digest: guest.digest(),
+      verify: guest.mode,
+      ...(guest.mode === 'sha256' && { digest: guest.digest() }),
       paused_at: Date.now(),
     };
     const device = memfdCreate(`device-state:${id}`);
@@ -356,11 +439,17 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       }
       const ram = session.retrieveFd(RAM_TOKEN);
       const size = fstat(ram).size;
+      const mode = state.verify ?? 'sha256';
       const verifyStart = Date.now();
-      const verified = size === state.size && digestOf(ram, size) === state.digest;
+      let error: string | undefined;
+      // The expected bytes are part of checking them (the floor, too, makes its pattern here).
+      const pattern = mode === 'pattern' ? new Pattern() : null;
+      if (size !== state.size) error = `RAM is ${size} bytes, expected ${state.size}`;
+      else if (pattern) error = patternMismatch(ram, size, id, state.generation, pattern);
+      else if (digestOf(ram, size) !== state.digest) error = 'RAM content differs from the recorded digest';
       const verify_ms = Date.now() - verifyStart;
       for (const s of sessions) s.finish();
-      if (!verified) {
+      if (error !== undefined) {
         ram.close();
         return {
           id,
@@ -370,12 +459,11 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
           update: state.update,
           generation: state.generation,
           verify_ms,
-          error:
-            size === state.size
-              ? 'RAM content differs from the recorded digest'
-              : `RAM is ${size} bytes, expected ${state.size}`,
+          verify: mode,
+          error,
         };
       }
+      if (pattern) guest.usePattern(pattern);
       guest.replaceRam(ram);
       guest.generation = state.generation;
       guest.resume();
@@ -387,6 +475,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
         update: state.update,
         generation: state.generation,
         verify_ms,
+        verify: mode,
       };
     } finally {
       for (const s of sessions) s.close();
@@ -455,7 +544,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
 
 export const VMM_USAGE = `usage: vmm --id ID [--mem 64M] [--socket PATH] [--updates N] [--tick-ms MS]
            [--pages-per-tick N] [--reconnect-timeout S] [--misbehave none|never-ready|fail] [--quiet]
-           [--fill] [--claim]`;
+           [--fill [--verify sha256|pattern]] [--claim]`;
 
 const VMM_ARGS = {
   id: { type: 'string' },
@@ -468,6 +557,7 @@ const VMM_ARGS = {
   misbehave: { type: 'string', default: 'none' },
   quiet: { type: 'boolean', default: false },
   fill: { type: 'boolean', default: false },
+  verify: { type: 'string', default: 'sha256' },
   claim: { type: 'boolean', default: false },
   help: { type: 'boolean', default: false },
 } as const;
@@ -487,6 +577,10 @@ export function parseVmmArgs(argv: string[]): VmmOptions | 'help' {
   if (!['none', 'never-ready', 'fail'].includes(values.misbehave)) {
     throw new LuoClientError('EINVAL', '--misbehave must be none, never-ready or fail');
   }
+  if (values.verify !== 'sha256' && values.verify !== 'pattern')
+    throw new LuoClientError('EINVAL', '--verify must be sha256 or pattern');
+  if (values.verify === 'pattern' && !values.fill && !values.claim)
+    throw new LuoClientError('EINVAL', '--verify pattern needs --fill (RAM must hold the pattern)');
   const positive = (name: string, text: string) => {
     const n = Number(text);
     if (!Number.isFinite(n) || n <= 0)
@@ -504,6 +598,7 @@ export function parseVmmArgs(argv: string[]): VmmOptions | 'help' {
     misbehave: values.misbehave as Misbehaviour,
     ...(values.quiet && { log: () => {} }),
     ...(values.fill && { fill: true }),
+    ...(values.verify === 'pattern' && { verify: 'pattern' as const }),
     ...(values.claim && { claim: true }),
   };
 }

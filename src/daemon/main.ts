@@ -34,7 +34,7 @@ import { SessionKeeper } from './keeper.js';
 import { emulatedKernel, realKernel } from './kernel.js';
 import { chooseKexecMode, KEXEC_MODES, systemdKexec } from './kexec-mode.js';
 import { Luod, type PhaseEvent } from './luod.js';
-import { LuodMetrics } from './metrics.js';
+import type { LuodMetrics } from './metrics.js';
 import {
   DEFAULT_KEEP_RECORDS,
   DEFAULT_RECORDS_DIR,
@@ -181,8 +181,12 @@ try {
     opts.records ?? (opts.emulate ? emulatedRecordsDir(stateDir) : DEFAULT_RECORDS_DIR),
     keepRecords,
   );
-  const metrics =
-    metricsPort !== undefined || opts.metricsTextfile !== undefined ? new LuodMetrics() : undefined;
+  // prom-client only when metrics are asked for: luod's start after a kexec is part of the
+  // VMs' blackout, and a module not loaded is one not compiled (docs/vm.md).
+  const metrics: LuodMetrics | undefined =
+    metricsPort !== undefined || opts.metricsTextfile !== undefined
+      ? new (await import('./metrics.js')).LuodMetrics()
+      : undefined;
   const onPhase = opts.timeline ? timelineWriter(opts.timeline) : undefined;
   const luod = new Luod({
     kernel,

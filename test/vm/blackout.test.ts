@@ -12,8 +12,16 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { Pattern } from '../../src/client/pattern.js';
 import { memfdCreate, pread } from '../../src/sys/index.js';
-import { blackoutReport, collectMarks, formatBlackout, parseConsoleLog } from './blackout.js';
-import { luodErrors } from './update.js';
+import {
+  blackoutFile,
+  blackoutReport,
+  collectMarks,
+  formatBlackout,
+  formatBlackouts,
+  parseConsoleLog,
+} from './blackout.js';
+import { luodErrors, parseUpdatePairs } from './update.js';
+import { z as lean } from './zod-lean.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -33,7 +41,7 @@ const LUOD_CONSOLE = `# qemu-system-x86_64 -kernel ...
 [+  40.000s] {"luod_phase":"luod-ready","update":"u-1","at":8}
 [+  41.000s] {"luod_phase":"claim","update":"u-1","client":"vm-1","at":9}
 [+  41.200s] {"luod_phase":"all-claimed","update":"u-1","at":10}
-[+  45.000s] LUOKIT-VMM boot=1 id=vm-1 result={"id":"vm-1","verified":true,"bytes":67108864,"verify_ms":3000}
+[+  45.000s] LUOKIT-VMM boot=1 id=vm-1 result={"id":"vm-1","verified":true,"bytes":67108864,"verify_ms":3000,"verify":"pattern"}
 [+  47.500s] LUOKIT-VMM boot=1 id=vm-2 result={"id":"vm-2","verified":false,"bytes":0,"error":"ENOENT: no sessions"}
 [+  48.000s] LUOKIT-VMM boot=1 id=vm-3 result={"id":"vm-3", truncated by the kexec
 [+  50.000s] LUOKIT-EXIT boot=1 status=0
@@ -71,10 +79,10 @@ test('marks: boots, luod timeline lines, job phases, VMM verdicts, the kernel ke
   assert.equal(run.marks['subscribed@0'], 20000);
   assert.equal(run.marks['all-verified@1'], 47500, 'the last readable VMM verdict');
   assert.deepEqual(
-    run.vmms.map((v) => [v.id, v.verified, v.error]),
+    run.vmms.map((v) => [v.id, v.verified, v.error, v.verify]),
     [
-      ['vm-1', true, undefined],
-      ['vm-2', false, 'ENOENT: no sessions'],
+      ['vm-1', true, undefined, 'pattern'],
+      ['vm-2', false, 'ENOENT: no sessions', undefined],
     ],
   );
   assert.equal(run.unreadable.length, 1, 'the truncated verdict is reported, not guessed');
@@ -123,6 +131,62 @@ test('blackout: phases between marks, totals from preservation to verification, 
   assert.match(table, /ratio luod \/ floor \(total blackout\): 1\.30x/);
   assert.match(table, /load \(before\)/);
   assert.match(table, /floor: kexec@0 <- kernel-kexec@0/);
+  assert.match(table, /VMMs' own verification time: vm-1 3000 ms \(pattern\), vm-2 \? ms \(\?\)/);
+});
+
+test('the report of several pairs: one table each, in order, and one JSON holding them all', () => {
+  const luod = collectMarks(parseConsoleLog(LUOD_CONSOLE));
+  const floor = collectMarks(parseConsoleLog(FLOOR_CONSOLE));
+  const reports = ['7.2->7.2', '7.2->7.3'].map((kernels) =>
+    blackoutReport({ kernels, sizes: ['64M'], luod, floor }),
+  );
+  const text = formatBlackouts(reports);
+  const titles = [...text.matchAll(/^Blackout, kernels (\S+),/gm)].map((m) => m[1]);
+  assert.deepEqual(titles, ['7.2->7.2', '7.2->7.3']);
+  assert.equal(text.match(/TOTAL blackout/g)?.length, 2);
+  const file = JSON.parse(JSON.stringify(blackoutFile(reports)));
+  assert.deepEqual(
+    file.pairs.map((p: { kernels: string; ratio: number }) => [p.kernels, p.ratio]),
+    [
+      ['7.2->7.2', reports[0]!.ratio],
+      ['7.2->7.3', reports[1]!.ratio],
+    ],
+  );
+  assert.match(file.clock, /host time/);
+});
+
+test('update pairs: `;` between pairs, `,` between boots; empty entries dropped', () => {
+  assert.deepEqual(parseUpdatePairs('7.2,7.2;7.2,7.3'), [
+    ['7.2', '7.2'],
+    ['7.2', '7.3'],
+  ]);
+  assert.deepEqual(parseUpdatePairs('7.2'), [['7.2']]);
+  assert.deepEqual(parseUpdatePairs(' 7.2 , 7.3 ;;'), [['7.2', '7.3']]);
+  assert.deepEqual(parseUpdatePairs(';'), []);
+});
+
+test("the guest bundles' zod has every z.<name> src/ uses, and they are zod's own functions", async () => {
+  const zod = (await import('zod')).z as unknown as Record<string, unknown>;
+  const used = new Set<string>();
+  const walk = (dir: string): void => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(file);
+      else if (file.endsWith('.ts')) {
+        const text = fs.readFileSync(file, 'utf8');
+        if (!/from 'zod'/.test(text)) continue;
+        // z.infer<...> and other z.Type<...> uses are types: gone after compilation.
+        for (const m of text.matchAll(/\bz\.([A-Za-z]+)\b(?!\s*<)/g)) used.add(m[1]!);
+      }
+    }
+  };
+  walk(path.join(ROOT, 'src'));
+  assert.ok(used.has('object') && used.has('string'), `found ${[...used].join(', ')}`);
+  const shim = lean as unknown as Record<string, unknown>;
+  for (const name of used) {
+    assert.ok(name in shim, `src/ uses z.${name}: add it to test/vm/zod-lean.ts`);
+    assert.equal(shim[name], zod[name], `z.${name} in zod-lean.ts is not zod's`);
+  }
 });
 
 test('a run that never reached the next kernel: null phases, named missing marks, no ratio', () => {

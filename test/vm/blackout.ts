@@ -33,6 +33,8 @@ export interface VmmVerdict {
   verified: boolean;
   bytes?: number;
   verify_ms?: number;
+  /** How the VMM checked its RAM (`pattern`: as the floor does). */
+  verify?: string;
   error?: string;
   atMs: number;
 }
@@ -117,6 +119,7 @@ export function collectMarks(lines: readonly ConsoleLine[]): RunMarks {
           verified: result.verified === true,
           ...(result.bytes !== undefined && { bytes: result.bytes }),
           ...(result.verify_ms !== undefined && { verify_ms: result.verify_ms }),
+          ...(result.verify !== undefined && { verify: result.verify }),
           ...(result.error !== undefined && { error: result.error }),
           atMs,
         });
@@ -216,7 +219,7 @@ export const PHASES: readonly PhaseSpec[] = [
   },
   {
     phase: 'all-verified',
-    what: 'every byte of guest memory checked (VMMs: SHA-256 digest; floor: compared with the pattern)',
+    what: 'every byte of guest memory compared with the data pattern (VMMs: --verify pattern; floor: memcmp)',
     inBlackout: true,
     luod: ['all-claimed@1', 'all-verified@1'],
     floor: ['retrieved@1', 'verified@1'],
@@ -364,7 +367,26 @@ export function formatBlackout(r: BlackoutReport): string {
     if (p.missing.length > 0) out.push(`${which}: missing marks: ${p.missing.join(', ')}`);
     if (p.substituted.length > 0) out.push(`${which}: ${p.substituted.join('; ')}`);
   }
+  if (r.vmms.length > 0) {
+    const each = r.vmms.map((v) => `${v.id} ${v.verify_ms ?? '?'} ms (${v.verify ?? '?'})`);
+    out.push(`VMMs' own verification time: ${each.join(', ')}`);
+  }
   out.push('', 'phases:');
   for (const row of r.rows) out.push(`  ${row.phase.padEnd(12)} ${row.what}`);
   return `${out.join('\n')}\n`;
+}
+
+/** build/vm/blackout.txt: one table per kernel pair, in the order they ran. */
+export function formatBlackouts(reports: readonly BlackoutReport[]): string {
+  return reports.map(formatBlackout).join('\n');
+}
+
+/** build/vm/blackout.json: every pair's report. */
+export interface BlackoutFile {
+  clock: string;
+  pairs: BlackoutReport[];
+}
+
+export function blackoutFile(reports: readonly BlackoutReport[]): BlackoutFile {
+  return { clock: CLOCK, pairs: [...reports] };
 }

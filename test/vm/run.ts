@@ -20,12 +20,15 @@
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
  *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update,capture]
- *                                    [--scenarios ID,...] [--exec 'SHELL COMMAND'] [--timeout-scale N]
+ *                                    [--update-kernels '7.2,7.2;7.2,7.3'] [--scenarios ID,...]
+ *                                    [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
  * --kernels: the kernel of each boot (boot N runs the Nth; the last repeats): `7.2,7.3` runs
  * the first stage on 7.2 and kexecs into 7.3. An entry may also be a bzImage's path (used as
- * it is, nothing is built). --exec boots once and runs a command in the guest
- * (chrooted into the host's /, in the project directory), for debugging.
+ * it is, nothing is built). --update-kernels: the live update part's pairs, `;` between
+ * them; default both 7.2 -> 7.2 and 7.2 -> 7.3 (the issue's deliverable), or the --kernels
+ * given (or $LUOKIT_VM_KERNELS) when there are. --exec boots once and runs a command in the
+ * guest (chrooted into the host's /, in the project directory), for debugging.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -49,13 +52,15 @@ import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
 import { QmpClient } from './qmp.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
-import { type BenchContext, liveUpdate } from './update.js';
+import { type BenchContext, liveUpdates, parseUpdatePairs } from './update.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, 'build/vm');
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 const EXIT_INFRA = 3;
+/** The live update part proves both version pairs unless told otherwise. */
+const DEFAULT_UPDATE_KERNELS = '7.2,7.2;7.2,7.3';
 
 type CheckStatus = 'pass' | 'fail' | 'infra' | 'skip';
 
@@ -628,7 +633,8 @@ function benchContext(): BenchContext {
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
-      kernels: { type: 'string', default: process.env.LUOKIT_VM_KERNELS ?? '7.2' },
+      kernels: { type: 'string' },
+      'update-kernels': { type: 'string' },
       only: { type: 'string', default: 'selftests,scenarios,parity,update,capture' },
       scenarios: { type: 'string' },
       exec: { type: 'string' },
@@ -641,7 +647,13 @@ async function main(): Promise<number> {
     return 0;
   }
   timeoutScale = Number(values['timeout-scale']);
-  const versions = values.kernels.split(',').filter((v) => v !== '');
+  const kernelsGiven = values.kernels ?? process.env.LUOKIT_VM_KERNELS;
+  const versions = (kernelsGiven ?? '7.2').split(',').filter((v) => v !== '');
+  const updatePairs = parseUpdatePairs(values['update-kernels'] ?? kernelsGiven ?? DEFAULT_UPDATE_KERNELS);
+  if (versions.length === 0 || updatePairs.length === 0) {
+    console.error('--kernels and --update-kernels need at least one kernel');
+    return EXIT_USAGE;
+  }
   const only = new Set(values.only.split(','));
   for (const part of only) {
     if (!['selftests', 'scenarios', 'parity', 'update', 'capture'].includes(part)) {
@@ -666,7 +678,13 @@ async function main(): Promise<number> {
         if (only.has('parity')) parity(await emulatorScenarios(), real, values.scenarios);
       }
       if (only.has('update')) {
-        await liveUpdate(benchContext(), kernels, kernelLabel(versions), runLabel(versions), image);
+        const pairs = [];
+        for (const pair of updatePairs) {
+          const images: string[] = [];
+          for (const v of pair) images.push(await kernel(v));
+          pairs.push({ kernels: images, label: kernelLabel(pair), runLabel: runLabel(pair) });
+        }
+        await liveUpdates(benchContext(), pairs, image);
       }
       if (only.has('capture')) await capture(kernels, versions, image);
     }

@@ -8,18 +8,21 @@
  *   2. the floor: the same memfds through /dev/liveupdate by a minimal C program, which
  *      kexecs itself and verifies in the next kernel (test/vm/floor/luo_floor.c,
  *      vm/guest/floor.sh);
- *   3. the blackout report of both on the same kernels (blackout.ts):
- *      build/vm/blackout.{json,txt}.
+ *   3. the blackout report of both on the same kernels (blackout.ts).
  *
- * Each path is its own QEMU run (one process across the kexec).
+ * Each path is its own QEMU run (one process across the kexec). `liveUpdates` does this for
+ * every kernel pair it is given (by default 7.2 -> 7.2 and 7.2 -> 7.3, one after the other,
+ * never two QEMU runs at once: they would slow each other's blackout) and writes one report
+ * holding every pair: build/vm/blackout.{json,txt}.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   type BlackoutReport,
+  blackoutFile,
   blackoutReport,
   collectMarks,
-  formatBlackout,
+  formatBlackouts,
   parseConsoleLog,
   type RunMarks,
 } from './blackout.js';
@@ -74,41 +77,58 @@ async function buildFloor(ctx: BenchContext): Promise<string> {
 }
 
 /**
- * luod, luoctl and the example VMM as single files (koffi stays external, found in the
- * project's node_modules): under TCG and over 9p, plain Node starts them in a fraction of
- * the time a tree of modules takes, and they are built from src/ at every run, so they
- * are never stale. `import.meta.url` is each entry's place in dist/, so what they read
- * relative to themselves (package.json) resolves as in the installed package.
+ * luod, luoctl and the example VMM as bundles (koffi stays external, found in the project's
+ * node_modules): under TCG and over 9p, plain Node starts them in a fraction of the time a
+ * tree of modules takes, and they are built from src/ at every run, so they are never stale.
+ * `import.meta.url` is each entry's place in dist/, so what they read relative to themselves
+ * (package.json) resolves as in the installed package.
+ *
+ * Kept small, because Node compiles all of a module before running it, and in the next
+ * kernel that is blackout (docs/vm.md, "luod-ready"): zod narrowed to what luokit calls
+ * (zod-lean.ts), whitespace and dead code stripped (names kept, for readable errors), and
+ * code split, so what a program imports only on demand (prom-client, for luod's metrics)
+ * stays in its own file, not loaded unless used. Each program: `NAME.mjs` plus
+ * `chunks/NAME/*.mjs`.
  */
 async function bundleGuestPrograms(ctx: BenchContext): Promise<string> {
   const esbuild = path.join(ctx.root, 'node_modules/.bin/esbuild');
   if (!fs.existsSync(esbuild)) throw ctx.infra(`${esbuild} is missing (npm ci)`);
   const dir = path.join(ctx.out, 'guest');
+  fs.rmSync(path.join(dir, 'chunks'), { recursive: true, force: true });
   const entries: [string, string, string][] = [
-    ['src/daemon/main.ts', 'dist/daemon/main.js', 'luod.mjs'],
-    ['src/cli/luoctl.ts', 'dist/cli/luoctl.js', 'luoctl.mjs'],
-    ['src/client/example-vmm-main.ts', 'dist/client/example-vmm-main.js', 'vmm.mjs'],
+    ['src/daemon/main.ts', 'dist/daemon/main.js', 'luod'],
+    ['src/cli/luoctl.ts', 'dist/cli/luoctl.js', 'luoctl'],
+    ['src/client/example-vmm-main.ts', 'dist/client/example-vmm-main.js', 'vmm'],
   ];
-  for (const [source, installed, outfile] of entries) {
+  for (const [source, installed, name] of entries) {
     const url = `file://${path.join(ctx.root, installed)}`;
     const r = await ctx.run(
       esbuild,
       [
         source,
         '--bundle',
+        '--splitting',
         '--platform=node',
         '--format=esm',
         '--target=node20',
         '--external:koffi',
+        `--alias:zod=./${path.relative(ctx.root, path.join(ctx.root, 'test/vm/zod-lean.ts'))}`,
+        '--minify-whitespace',
+        '--minify-syntax',
         '--log-level=warning',
         `--define:import.meta.url=${JSON.stringify(url)}`,
-        `--outfile=${path.join(dir, outfile)}`,
+        `--outdir=${dir}`,
+        `--entry-names=${name}`,
+        `--chunk-names=chunks/${name}/[name]-[hash]`,
+        '--out-extension:.js=.mjs',
         // Bundled ESM has no require(); some dependencies (pino) still call it.
         "--banner:js=import { createRequire as __luokitRequire } from 'node:module'; const require = __luokitRequire(import.meta.url);",
       ],
       { prefix: '[esbuild] ' },
     );
     if (r.status !== 0) throw new Error(`esbuild ${source} failed (exit ${r.status}): ${r.stderr.trim()}`);
+    const size = fs.statSync(path.join(dir, `${name}.mjs`)).size;
+    ctx.timings[`guest bundle ${name}.mjs, bytes`] = size;
   }
   return dir;
 }
@@ -193,6 +213,9 @@ async function luodPath(
     if (!v)
       ctx.check(name, 'fail', `no result from ${id} in boot 1${problems[0] ? ` (${problems[0]})` : ''}`);
     else if (!v.verified) ctx.check(name, 'fail', v.error ?? 'not verified');
+    // The ratio compares like with like only if the VMMs checked their RAM as the floor does.
+    else if (v.verify !== 'pattern')
+      ctx.check(name, 'fail', `verified by ${v.verify ?? 'an unnamed method'}, not against the pattern`);
     else if (v.bytes !== parseSize(size))
       ctx.check(name, 'fail', `${v.bytes} bytes came back, expected ${parseSize(size)}`);
     else ctx.check(name, 'pass');
@@ -246,22 +269,61 @@ function parseSize(text: string): number {
   return Number(m[1]) * 2 ** { '': 0, K: 10, M: 20, G: 30 }[m[2] as '' | 'K' | 'M' | 'G'];
 }
 
-/** Both paths on these kernels, then the report. */
-export async function liveUpdate(
+/** `7.2,7.2;7.2,7.3` -> [['7.2', '7.2'], ['7.2', '7.3']] (a pair: the kernel of each boot). */
+export function parseUpdatePairs(text: string): string[][] {
+  return text
+    .split(';')
+    .map((pair) =>
+      pair
+        .split(',')
+        .map((v) => v.trim())
+        .filter((v) => v !== ''),
+    )
+    .filter((pair) => pair.length > 0);
+}
+
+/** One kernel pair of the live update part: the bzImage of each boot and its names. */
+export interface UpdatePair {
+  kernels: readonly string[];
+  /** For check names: `7.2->7.3`. */
+  label: string;
+  /** For run directories: `7.2-7.3`. */
+  runLabel: string;
+}
+
+/**
+ * Both paths on every pair, one pair after the other, then the report of all of them
+ * (build/vm/blackout.json: `{clock, pairs: [report, ...]}`; blackout.txt: a table per pair).
+ */
+export async function liveUpdates(
   ctx: BenchContext,
-  kernels: readonly string[],
-  label: string,
-  runLabel: string,
+  pairs: readonly UpdatePair[],
   image: string,
-): Promise<BlackoutReport> {
+): Promise<BlackoutReport[]> {
   const [floor, bin] = [await buildFloor(ctx), await bundleGuestPrograms(ctx)];
+  const reports: BlackoutReport[] = [];
+  for (const pair of pairs) reports.push(await liveUpdate(ctx, pair, image, floor, bin));
+  fs.writeFileSync(
+    path.join(ctx.out, 'blackout.json'),
+    `${JSON.stringify(blackoutFile(reports), null, 2)}\n`,
+  );
+  const tables = formatBlackouts(reports);
+  fs.writeFileSync(path.join(ctx.out, 'blackout.txt'), tables);
+  console.log(tables);
+  return reports;
+}
+
+/** Both paths on one pair of kernels, and its report's checks. */
+async function liveUpdate(
+  ctx: BenchContext,
+  { kernels, label, runLabel }: UpdatePair,
+  image: string,
+  floor: string,
+  bin: string,
+): Promise<BlackoutReport> {
   const luod = await luodPath(ctx, kernels, label, runLabel, image, bin);
   const floorRun = await floorPath(ctx, kernels, label, runLabel, image, floor);
   const report = blackoutReport({ kernels: label, sizes: UPDATE_SIZES, luod, floor: floorRun });
-  fs.writeFileSync(path.join(ctx.out, 'blackout.json'), `${JSON.stringify(report, null, 2)}\n`);
-  const table = formatBlackout(report);
-  fs.writeFileSync(path.join(ctx.out, 'blackout.txt'), table);
-  console.log(table);
   const missing = [
     ...report.luod.missing.map((m) => `luod ${m}`),
     ...report.floor.missing.map((m) => `floor ${m}`),
