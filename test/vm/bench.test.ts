@@ -86,7 +86,10 @@ echo 'LUOKIT-EXIT boot=1 status=4'`,
     // together, so only the bounds are certain.
     const blackout = r.kexecs[0]!.blackoutMs;
     assert.equal(typeof blackout, 'number');
-    assert.ok(blackout! >= 0 && blackout! <= elapsed, `blackout ${blackout} ms within the run's ${elapsed} ms`);
+    assert.ok(
+      blackout! >= 0 && blackout! <= elapsed,
+      `blackout ${blackout} ms within the run's ${elapsed} ms`,
+    );
     assert.match(fs.readFileSync(r.consoleLog, 'utf8'), /\[\+\s+\d+\.\d{3}s\] LUOKIT-EXIT boot=1 status=4/);
   });
 
