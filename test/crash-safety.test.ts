@@ -11,8 +11,11 @@
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient, type LuoClientError } from '../src/client/index.js';
+import type { UpdateRecord } from '../src/daemon/record.js';
+import { listRecordFiles, readRecordFile } from '../src/daemon/record-store.js';
 import { waitUntil } from './c-client/harness.js';
 import { FakeSystemd, HolderHost, type Host, MAIN } from './crash/hosts.js';
 import {
@@ -49,6 +52,26 @@ async function assertHeldAfterKill(host: Host, list: Vm[]): Promise<void> {
 }
 
 /** After the restart: ABORTED reaches every VM, the kernel drops the sessions, a new update works. */
+/** The update records luod left in the emulator's state directory, oldest first. */
+function records(host: Host): UpdateRecord[] {
+  const dir = path.join(host.stateDir, 'updates');
+  return fs.existsSync(dir) ? listRecordFiles(dir).map((f) => readRecordFile(f.path)) : [];
+}
+
+/** The interrupted update has a record: aborted, luod's restart named, both lanes there. */
+function assertAbortRecorded(host: Host, clients: string[]): void {
+  const aborted = records(host).filter((r) => r.outcome === 'aborted');
+  assert.equal(aborted.length, 1, JSON.stringify(records(host)));
+  const record = aborted[0]!;
+  assert.match(record.reason ?? '', /restarted during the update/);
+  assert.ok(record.failures.some((f) => f.id === 'luod'));
+  assert.deepEqual(record.clients.map((c) => c.id).sort(), clients);
+  assert.ok(
+    record.phases.length >= 1 && record.phases.every((p) => p.end !== null),
+    JSON.stringify(record.phases),
+  );
+}
+
 async function assertAbortedCleanly(host: Host, list: Vm[]): Promise<void> {
   await waitUntil(() => list.every((vm) => vm.aborted.length > 0), 'every VM was told ABORTED');
   for (const vm of list) assert.match(vm.aborted[0]!.reason, /restarted during the update/);
@@ -109,6 +132,7 @@ for (const { name, make } of hosts) {
         await assertHeldAfterKill(host, [a, b]);
         await host.start();
         await assertAbortedCleanly(host, [a, b]);
+        assertAbortRecorded(host, ['vm-a', 'vm-b']);
       } catch (err) {
         throw withLog(err, host);
       } finally {
@@ -126,6 +150,12 @@ for (const { name, make } of hosts) {
         await waitSubscribed(host, ['vm-a', 'vm-b']);
         const operator = await startUpdate(host);
         await waitUntil(() => a.readied === 1 && b.preserved === 1, 'vm-a READY, vm-b preserved');
+        // luod must be done with vm-a's READY before the kernel stops: handling it may
+        // call the kernel, and a luod blocked there would never read vm-b's.
+        await waitUntil(
+          () => /"client":"vm-a"[^\n]*"msg":"client ready"/.test(host.log()),
+          'luod took vm-a READY',
+        );
         // The emulated kernel stops answering: luod, past the barrier, waits
         // in front of the kexec when it is killed.
         emulator.pid = host.emulatorPid();
@@ -146,6 +176,7 @@ for (const { name, make } of hosts) {
         await assertHeldAfterKill(host, [a, b]);
         await host.start();
         await assertAbortedCleanly(host, [a, b]);
+        assertAbortRecorded(host, ['vm-a', 'vm-b']);
       } catch (err) {
         throw withLog(err, host);
       } finally {
@@ -189,6 +220,10 @@ for (const { name, make } of hosts) {
         // The file goes last, once the holder let go of the claimed copies (a kill in between
         // must find "claimed" in it), so it may trail the idle phase by a moment.
         await waitUntil(() => !fs.existsSync(`${host.socket}.state.json`), 'no state file once all claimed');
+        // The restarted luod carried on the record the first one wrote at restore.
+        const record = records(host).find((r) => r.update === outcome.update);
+        assert.equal(record?.outcome, 'completed', JSON.stringify(record));
+        for (const lane of record!.clients) assert.ok(lane.claim?.end, `${lane.id} claimed in the record`);
         for (const vm of [a, b]) vm.close();
         const c = await startVm(host, 'vm-c');
         await fullUpdate(host, [c]);

@@ -58,7 +58,17 @@ export interface Recovered {
     readonly claimDeadline?: number;
   } | null;
   /** An update that luod's death interrupted before its kexec: aborted. */
-  readonly aborted: { readonly update: string; readonly clients: string[]; readonly sessions: number } | null;
+  readonly aborted: {
+    readonly update: string;
+    readonly clients: string[];
+    readonly sessions: number;
+    /** Each client's uid and sessions, from the held fds' names. */
+    readonly lanes: { id: string; uid: number; sessions: string[] }[];
+    /** What the state file knew of the update, when it was this one. */
+    readonly from?: string;
+    readonly to?: string;
+    readonly timeline: PhaseMark[];
+  } | null;
   /** The state file could not be trusted (reported, ignored). */
   readonly stateFileError: StateFileError | null;
 }
@@ -213,7 +223,12 @@ export class SessionKeeper {
       this.#log.error({ code: stateFileError.code, file: this.stateFile }, stateFileError.message);
     }
     let carried: CarriedState | CarriedStateV1 | null = null;
-    const aborted = { update: '', clients: new Set<string>(), sessions: 0 };
+    const aborted = {
+      update: '',
+      clients: new Set<string>(),
+      sessions: 0,
+      lanes: new Map<string, { id: string; uid: number; sessions: string[] }>(),
+    };
     const incoming = new Map<string, { name: HeldName; session: Session; heldAs: string }>();
     for (const { name, fd } of held) {
       const parsed = parseHeldName(name);
@@ -233,6 +248,13 @@ export class SessionKeeper {
           aborted.update = parsed.update;
           aborted.clients.add(parsed.client);
           aborted.sessions++;
+          const lane = aborted.lanes.get(parsed.client) ?? {
+            id: parsed.client,
+            uid: parsed.uid,
+            sessions: [],
+          };
+          lane.sessions.push(parsed.session);
+          aborted.lanes.set(parsed.client, lane);
         }
         fd.close(); // a no-op when #readCarried took it
         await this.holder.release(name);
@@ -261,7 +283,17 @@ export class SessionKeeper {
       incoming: recoveredIncoming,
       aborted:
         aborted.sessions > 0
-          ? { update: aborted.update, clients: [...aborted.clients], sessions: aborted.sessions }
+          ? {
+              update: aborted.update,
+              clients: [...aborted.clients],
+              sessions: aborted.sessions,
+              lanes: [...aborted.lanes.values()],
+              ...(file?.update === aborted.update && {
+                ...(file.from !== undefined && { from: file.from }),
+                ...(file.to !== undefined && { to: file.to }),
+              }),
+              timeline: file?.update === aborted.update ? file.timeline : [],
+            }
           : null,
       stateFileError,
     };

@@ -240,6 +240,7 @@ export class Luod {
         failed: [{ id: 'luod', reason }],
         timeline: [this.#mark(undefined, update, 'aborted')],
       };
+      this.#closeInterruptedRecord(recovered.aborted, reason);
     }
     const incoming = recovered.incoming;
     if (!incoming) return;
@@ -260,12 +261,84 @@ export class Luod {
     });
     this.#claimDeadlinePassed = false;
     this.#phase = [...this.#incoming.values()].some((e) => e.claim !== 'done') ? 'claiming' : 'idle';
-    // The update's record was closed with the luod that died; this one only logs.
+    this.#record = this.#resumeRecord(incoming);
     this.#log.info(
       { update: incoming.update, clients: incoming.clients.map((c) => c.id), claimed: incoming.claimed },
       'luod restarted after the kexec: incoming sessions taken back from the holder; waiting for claims',
     );
     if (this.#phase === 'claiming') this.#armClaimDeadline();
+    else this.#finishUpdate();
+  }
+
+  /**
+   * The dead luod's update, aborted before its kexec, had no record on disk
+   * yet (the draft travels with the state): write it now, from what the
+   * holder's fd names and the state file tell, so the operator sees it.
+   */
+  #closeInterruptedRecord(aborted: NonNullable<Recovered['aborted']>, reason: string): void {
+    try {
+      const draft = draftFromTimeline({
+        update: aborted.update,
+        from: aborted.from ?? 'unknown',
+        to: aborted.to ?? 'unknown',
+        clients: aborted.lanes,
+        timeline: aborted.timeline,
+        backend: this.#kernel.backend,
+      });
+      // Only the phases that had begun when luod died.
+      const marks = new Set(aborted.timeline.filter((m) => !m.client).map((m) => m.phase));
+      const begunBy: Record<string, string> = {
+        preserve: 'update-start',
+        barrier: 'barrier-start',
+        freeze: 'barrier-done',
+        kexec: 'kexec',
+      };
+      draft.phases = draft.phases.filter((p) => marks.has(begunBy[p.phase] ?? p.phase));
+      this.#record = RecordBuilder.resume(draft, this.#log);
+      this.#record.failure('luod', reason);
+      this.#finishRecord('aborted', reason);
+    } catch (err) {
+      this.#record = null;
+      this.#log.error(
+        { err, update: aborted.update },
+        'the record of the interrupted update could not be written',
+      );
+    }
+  }
+
+  /**
+   * A luod restarted after the kexec, during the claims: continue the record
+   * the previous luod wrote when it restored (in progress), with the claims it
+   * answered before it died. Without one (it died before writing it, or it
+   * is damaged), the update goes on unrecorded, and the log says so.
+   */
+  #resumeRecord(incoming: NonNullable<Recovered['incoming']>): RecordBuilder | null {
+    let draft: UpdateRecord | null = null;
+    try {
+      draft = this.#records?.read(incoming.update) ?? null;
+    } catch (err) {
+      this.#log.error(
+        { err, update: incoming.update },
+        'the update record on disk is damaged; not continued',
+      );
+      return null;
+    }
+    if (draft?.outcome !== 'in-progress') {
+      if (!draft)
+        this.#log.warn({ update: incoming.update }, 'no record of this update on disk; not recorded');
+      return null;
+    }
+    const record = RecordBuilder.resume(draft, this.#log);
+    for (const id of incoming.claimed) {
+      const lane = draft.clients.find((c) => c.id === id);
+      if (!lane || lane.claim?.end) continue;
+      const at = incoming.timeline.find((m) => m.phase === 'claim' && m.client === id)?.at ?? Date.now();
+      record.claimStarted(id, lane.claim?.start ?? at);
+      record.claimed(id, at);
+    }
+    if (!record.isOpen('claims')) record.begin('claims');
+    this.#saveRecord(record.snapshot());
+    return record;
   }
 
   /** Startup (and, on the emulated kernel, after each kexec): take back what the previous kernel handed over. */

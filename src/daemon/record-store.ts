@@ -54,6 +54,13 @@ export class RecordStore {
     return file;
   }
 
+  /** The record of `update`, or null when there is none; a damaged one throws, naming the file. */
+  read(update: string): UpdateRecord | null {
+    const file = recordPath(this.dir, update);
+    if (!fs.existsSync(file)) return null;
+    return readRecordFile(file);
+  }
+
   /** Remove the oldest records (by modification time) beyond `keep`. */
   prune(): void {
     const entries = listRecordFiles(this.dir);
