@@ -16,6 +16,7 @@ import {
   object,
   string,
   union,
+  unknown,
   ZodError,
 } from '../../node_modules/zod/v4/classic/external.js';
 
@@ -29,5 +30,6 @@ export const z = {
   object,
   string,
   union,
+  unknown,
   ZodError,
 };
