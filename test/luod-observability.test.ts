@@ -185,6 +185,9 @@ describe('a completed update', () => {
     const during = lines.slice(first, last + 1);
     for (const line of during)
       assert.equal(line.update, update, `line without the update id: ${JSON.stringify(line)}`);
+    // Once per line: a log parser may reject (or silently merge) a repeated key.
+    for (const raw of luod.log().split('\n'))
+      assert.ok((raw.match(/"update":/g) ?? []).length <= 1, `the update id twice: ${raw}`);
     const started = during.filter((l) => l.event === 'phase' && l.step === 'start').map((l) => l.phase);
     assert.deepEqual(
       started,

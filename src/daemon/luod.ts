@@ -174,6 +174,11 @@ export class Luod {
     return this.#record?.log ?? this.#log;
   }
 
+  /** A logger whose lines carry `update` once: the record's when it is that update's. */
+  #updateLog(update: string): Logger {
+    return this.#record?.update === update ? this.#record.log : this.#log.child({ update });
+  }
+
   /** The id of the update in progress (until every claim), or null. */
   get updateId(): string | null {
     return this.#record?.update ?? null;
@@ -474,8 +479,8 @@ export class Luod {
       `did not claim its sessions within ${this.#claimTimeoutMs} ms: they were finished, their memory released`,
     );
     this.#metrics?.unclaimedReleased(entry.sessions.length);
-    this.#activeLog.error(
-      { update: entry.update, client: entry.id, sessions: entry.sessions.map((s) => s.name) },
+    this.#updateLog(entry.update).error(
+      { client: entry.id, sessions: entry.sessions.map((s) => s.name) },
       `UNCLAIMED: ${entry.id} did not claim its sessions within ${this.#claimTimeoutMs} ms; finishing them, their memory is released`,
     );
     for (const session of entry.sessions) {
@@ -703,7 +708,7 @@ export class Luod {
     update.ready.add(client.id);
     this.#mark(update.timeline, update.id, 'ready', client.id);
     this.#record?.ready(client.id);
-    this.#activeLog.info({ update: update.id, client: client.id }, 'client ready');
+    this.#updateLog(update.id).info({ client: client.id }, 'client ready');
     this.#checkBarrier();
     return {};
   }
@@ -739,7 +744,7 @@ export class Luod {
         void this.#keeper?.done(id, sessions, this.#lastUpdate?.timeline);
         this.#lastUpdate?.claims?.push(id);
         this.#record?.claimed(id);
-        this.#activeLog.info({ update: entry.update, client: id }, 'client claimed its sessions');
+        this.#updateLog(entry.update).info({ client: id }, 'client claimed its sessions');
         this.#settleClaims();
       },
       undelivered: () => {
@@ -748,8 +753,8 @@ export class Luod {
         if (this.#claimDeadlinePassed) {
           this.#releaseEntry(entry);
         } else {
-          this.#activeLog.warn(
-            { update: entry.update, client: id },
+          this.#updateLog(entry.update).warn(
+            { client: id },
             'the CLAIM reply did not reach the client; its sessions are kept',
           );
         }
