@@ -141,6 +141,11 @@ function rootDigest(pageHashes: Buffer): string {
 
 /** Read a memfd and compute the digest of its content, page by page. */
 export function digestOf(fd: OwnedFd, size: number): string {
+  return rootDigest(pageHashesOf(fd, size));
+}
+
+/** Each page's SHA-256, read from a memfd (pages past a short file's end hash as zeros). */
+function pageHashesOf(fd: OwnedFd, size: number): Buffer {
   const pages = Math.ceil(size / PAGE_SIZE);
   const hashes = Buffer.alloc(pages * 32);
   for (let offset = 0; offset < size; offset += VERIFY_CHUNK) {
@@ -157,7 +162,7 @@ export function digestOf(fd: OwnedFd, size: number): string {
       sha256(chunk.subarray(p, p + PAGE_SIZE)).copy(hashes, ((offset + p) / PAGE_SIZE) * 32);
     }
   }
-  return rootDigest(hashes);
+  return hashes;
 }
 
 /** Page 0 as the vCPU last wrote it: magic, generation counter, id. */
@@ -296,7 +301,20 @@ class Guest {
   }
 
   /** Continue on another memfd with the same content (the one the next kernel gave back). */
-  replaceRam(fd: OwnedFd): void {
+  /**
+   * Run on the RAM the kernel handed back. In sha256 mode `pageHashes` are its pages'
+   * hashes: a VMM started again after the reboot knows nothing of what its predecessor
+   * wrote, and the next update's digest must describe this RAM, not a fresh one.
+   */
+  replaceRam(fd: OwnedFd, pageHashes?: Buffer): void {
+    if (pageHashes && this.#mode === 'sha256') {
+      if (pageHashes.length !== this.#hashes.length)
+        throw new LuoClientError(
+          'EINVAL',
+          `RAM of ${pageHashes.length / 32} pages, this VMM has ${this.pages}`,
+        );
+      pageHashes.copy(this.#hashes);
+    }
     const old = this.#ram;
     this.#ram = fd;
     old.close();
@@ -444,9 +462,13 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       let error: string | undefined;
       // The expected bytes are part of checking them (the floor, too, makes its pattern here).
       const pattern = mode === 'pattern' ? new Pattern() : null;
+      let pageHashes: Buffer | undefined;
       if (size !== state.size) error = `RAM is ${size} bytes, expected ${state.size}`;
       else if (pattern) error = patternMismatch(ram, size, id, state.generation, pattern);
-      else if (digestOf(ram, size) !== state.digest) error = 'RAM content differs from the recorded digest';
+      else {
+        pageHashes = pageHashesOf(ram, size);
+        if (rootDigest(pageHashes) !== state.digest) error = 'RAM content differs from the recorded digest';
+      }
       const verify_ms = Date.now() - verifyStart;
       for (const s of sessions) s.finish();
       if (error !== undefined) {
@@ -464,7 +486,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
         };
       }
       if (pattern) guest.usePattern(pattern);
-      guest.replaceRam(ram);
+      guest.replaceRam(ram, pageHashes);
       guest.generation = state.generation;
       guest.resume();
       return {
