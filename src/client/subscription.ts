@@ -115,6 +115,9 @@ export class LuoSubscription extends EventEmitter<SubscriptionEvents> {
           timeoutMs: Math.max(1, deadline - Date.now()),
           intervalMs: interval,
         });
+        // Closed while the connection was being made: it must not subscribe (a zombie
+        // subscription would take events, an ABORTED say, meant for whoever comes next).
+        if (this.#closed) throw new LuoClientError('ECANCELED', 'the subscription was closed');
         client.onPreserve(this.#options.onPreserve ?? null);
         client.onAborted(this.#options.onAborted ?? null);
         client.onKexec(this.#options.onKexec ?? null);
@@ -128,6 +131,10 @@ export class LuoSubscription extends EventEmitter<SubscriptionEvents> {
         if (!TRANSIENT.has(e.code) || Date.now() > deadline) throw e;
         await delay(interval);
         continue;
+      }
+      if (this.#closed) {
+        client.close();
+        throw new LuoClientError('ECANCELED', 'the subscription was closed');
       }
       this.#client = client;
       this.#count++;
