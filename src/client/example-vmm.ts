@@ -471,34 +471,25 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       }
       const verify_ms = Date.now() - verifyStart;
       for (const s of sessions) s.finish();
-      if (error !== undefined) {
-        ram.close();
-        return {
-          id,
-          verified: false,
-          bytes: size,
-          blackout_ms: Date.now() - state.paused_at,
-          update: state.update,
-          generation: state.generation,
-          verify_ms,
-          verify: mode,
-          error,
-        };
-      }
-      if (pattern) guest.usePattern(pattern);
-      guest.replaceRam(ram, pageHashes);
-      guest.generation = state.generation;
-      guest.resume();
-      return {
+      const outcome = (verified: boolean): VmmUpdateResult => ({
         id,
-        verified: true,
+        verified,
         bytes: size,
         blackout_ms: Date.now() - state.paused_at,
         update: state.update,
         generation: state.generation,
         verify_ms,
         verify: mode,
-      };
+      });
+      if (error !== undefined) {
+        ram.close();
+        return { ...outcome(false), error };
+      }
+      if (pattern) guest.usePattern(pattern);
+      guest.replaceRam(ram, pageHashes);
+      guest.generation = state.generation;
+      guest.resume();
+      return outcome(true);
     } finally {
       for (const s of sessions) s.close();
     }
