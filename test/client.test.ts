@@ -27,6 +27,19 @@ import {
 } from './c-client/harness.js';
 
 const NOBODY = 65534;
+
+/** A plain stream connection to `socketPath`, resolved once connected; errors reject. */
+function connectRaw(socketPath: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(socketPath);
+    sock.once('error', reject);
+    sock.once('connect', () => {
+      sock.off('error', reject);
+      sock.on('error', () => {});
+      resolve(sock);
+    });
+  });
+}
 const VMM_ENTRY = path.join(ROOT, 'src/client/example-vmm-main.ts');
 
 function readAllOf(fd: OwnedFd): Buffer {
@@ -700,16 +713,20 @@ describe('LuoClient against luod on the emulated kernel', () => {
     fresh.close();
   });
 
-  test('luod serves 256 clients; the next one is refused with EMFILE, which the client reports', async () => {
+  test('luod queues 255 clients that connect while it is stopped and serves them; the next is refused with EMFILE', async () => {
     // Only the admin connection is left from earlier tests.
     await waitUntil(async () => Number((await admin.status()).clients) === 1, 'earlier clients gone');
     const before = 1;
     const extra: net.Socket[] = [];
     try {
-      for (let i = before; i < 256; i++) {
-        const sock = net.createConnection(luod.socket);
-        sock.on('error', () => {});
-        extra.push(sock);
+      // The clients connect while luod is stopped, as a host's VMMs do right
+      // after a kexec: the kernel must queue all of them (luod's listen backlog),
+      // since a non-blocking AF_UNIX connect() beyond the queue fails with EAGAIN.
+      luod.child.kill('SIGSTOP');
+      try {
+        for (let i = before; i < 256; i++) extra.push(await connectRaw(luod.socket));
+      } finally {
+        luod.child.kill('SIGCONT');
       }
       await waitUntil(async () => Number((await admin.status()).clients) === 256, '256 clients');
       const refused = await LuoClient.connect(luod.socket);
