@@ -18,7 +18,7 @@
  *
  * Environment:
  *   LUOKIT_BENCH_RADIX_GB  preserved GiB, scaled from the mix above (default 1024)
- *   LUOKIT_BENCH_RUNS      timed runs of each side, interleaved (default 7); medians reported
+ *   LUOKIT_BENCH_RUNS      timed runs of each side, interleaved (default 11); medians reported
  *   LUOKIT_BENCH_DIR       where the image goes (default /dev/shm, else the temp dir)
  *   CC                     the C compiler (default cc)
  */
@@ -27,7 +27,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { walkRadixTreeRuns } from '../src/abi/kho-radix.js';
+import { PreservedMemoryMap, walkRadixTreeRuns } from '../src/abi/kho-radix.js';
 import { SparseFileMemory } from '../src/abi/memory.js';
 import {
   type BenchContext,
@@ -157,6 +157,43 @@ export function decodeWithAbi(image: RadixImage): RadixTally {
   }
 }
 
+/**
+ * Decodes the image as the handover reader does for `luoctl inspect`: the walk's runs
+ * collected into a PreservedMemoryMap (every run kept, for lookups), then its overlap
+ * check.
+ */
+export function decodeToMap(image: RadixImage): PreservedMemoryMap {
+  const memory = SparseFileMemory.open(image.path);
+  try {
+    const collector = PreservedMemoryMap.collect();
+    walkRadixTreeRuns(memory, image.rootPa, collector.visit);
+    const map = collector.finish();
+    const overlaps = map.overlaps();
+    if (overlaps.length > 0)
+      throw new Error(`the map has ${overlaps.length} overlaps; the builder wrote none`);
+    return map;
+  } finally {
+    memory.close();
+  }
+}
+
+/** The tally of everything a map holds, visited in a walk's order (larger orders first). */
+export function tallyOfMap(map: PreservedMemoryMap): RadixTally {
+  const byOrder = new Map<number, [number, number][]>();
+  map.forEachRun((run) => {
+    const first = Number(run.pa >> BigInt(12 + run.order));
+    const list = byOrder.get(run.order) ?? [];
+    list.push([first, run.blocks]);
+    byOrder.set(run.order, list);
+    return true;
+  });
+  const tally = new Tally();
+  for (const order of [...byOrder.keys()].sort((a, b) => b - a)) {
+    for (const [first, blocks] of byOrder.get(order)!) tally.add(order, first, blocks);
+  }
+  return tally.result();
+}
+
 /** Compiles radix-walk.c into `dir`; returns the binary's path. */
 export function buildRadixWalker(dir: string): string {
   const binary = path.join(dir, 'radix-walk');
@@ -190,14 +227,20 @@ export function decodeWithC(binary: string, image: RadixImage): { time: DecodeTi
   };
 }
 
-/** One decode with src/abi, timed as radix-walk.c times its own. */
-export function timeDecodeWithAbi(image: RadixImage): { time: DecodeTime; tally: RadixTally } {
+/** One call of `decode`, timed as radix-walk.c times its own decode. */
+export function timed<T>(decode: () => T): { time: DecodeTime; value: T } {
   const cpu0 = process.cpuUsage();
   const wall0 = process.hrtime.bigint();
-  const tally = decodeWithAbi(image);
+  const value = decode();
   const wall = Number(process.hrtime.bigint() - wall0) / 1e9;
   const cpu = process.cpuUsage(cpu0);
-  return { time: { wall, cpu: (cpu.user + cpu.system) / 1e6 }, tally };
+  return { time: { wall, cpu: (cpu.user + cpu.system) / 1e6 }, value };
+}
+
+/** One decode with src/abi, timed as radix-walk.c times its own. */
+export function timeDecodeWithAbi(image: RadixImage): { time: DecodeTime; tally: RadixTally } {
+  const { time, value } = timed(() => decodeWithAbi(image));
+  return { time, tally: value };
 }
 
 export const radixDecode: Benchmark = {
@@ -205,7 +248,7 @@ export const radixDecode: Benchmark = {
   description: 'decode a KHO radix tree of 1 TiB preserved (4 KiB pages + mixed orders): src/abi vs C',
   async run(ctx: BenchContext): Promise<BenchmarkResult> {
     const gib = envNumber('LUOKIT_BENCH_RADIX_GB', 1024);
-    const runs = Math.round(envNumber('LUOKIT_BENCH_RUNS', 7));
+    const runs = Math.round(envNumber('LUOKIT_BENCH_RUNS', 11));
     const base = process.env.LUOKIT_BENCH_DIR ?? (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
     const work = fs.mkdtempSync(path.join(base, 'luokit-bench-radix-'));
     try {
@@ -235,6 +278,22 @@ export const radixDecode: Benchmark = {
           `run ${run}: CPU C ${ms(fromC.time.cpu)}, src/abi ${ms(fromAbi.time.cpu)}; wall C ${ms(fromC.time.wall)}, src/abi ${ms(fromAbi.time.wall)}`,
         );
       }
+      // Then inspect's path, after the walker's runs: a second visitor makes the walk's
+      // call site polymorphic, which must not colour the walker's figures above (a
+      // luoctl process only ever has this one). C runs again beside it.
+      for (let i = 0; i < WARMUP_DECODES; i++)
+        check('PreservedMemoryMap', tallyOfMap(decodeToMap(image)), image.expected);
+      const cBesideMap: DecodeTime[] = [];
+      const map: DecodeTime[] = [];
+      for (let run = 1; run <= runs; run++) {
+        const fromC = decodeWithC(binary, image);
+        check('radix-walk.c', fromC.tally, image.expected);
+        cBesideMap.push(fromC.time);
+        const toMap = timed(() => decodeToMap(image));
+        map.push(toMap.time);
+        if (run === runs) check('PreservedMemoryMap', tallyOfMap(toMap.value), image.expected);
+        ctx.log(`run ${run}: CPU C ${ms(fromC.time.cpu)}, src/abi to a map ${ms(toMap.time.cpu)}`);
+      }
       const bytes = image.preservedBytes;
       const baseline = measurement(
         'C radix-walk (cc -O2), CPU',
@@ -260,6 +319,18 @@ export const radixDecode: Benchmark = {
         abi.map((t) => t.wall),
         bytes,
       );
+      const baselineBesideMap = measurement(
+        'C radix-walk (cc -O2), CPU, beside the map',
+        'info',
+        cBesideMap.map((t) => t.cpu),
+        bytes,
+      );
+      const toMap = measurement(
+        'src/abi to PreservedMemoryMap (luoctl inspect), CPU',
+        'info',
+        map.map((t) => t.cpu),
+        bytes,
+      );
       const nsPerPage = (seconds: number) => (seconds * 1e9) / image.preservedPages;
       return {
         name: this.name,
@@ -276,14 +347,16 @@ export const radixDecode: Benchmark = {
             abiCpu: nsPerPage(subject.seconds),
             cWall: nsPerPage(wallC.seconds),
             abiWall: nsPerPage(wallAbi.seconds),
+            mapCpu: nsPerPage(toMap.seconds),
           },
         },
-        measurements: [baseline, subject, wallC, wallAbi],
-        ratios: [ratio(subject, baseline), ratio(wallAbi, wallC)],
+        measurements: [baseline, subject, wallC, wallAbi, baselineBesideMap, toMap],
+        ratios: [ratio(subject, baseline), ratio(wallAbi, wallC), ratio(toMap, baselineBesideMap)],
         notes: [
           `ns per preserved page (CPU): C ${nsPerPage(baseline.seconds).toFixed(4)}, src/abi ${nsPerPage(subject.seconds).toFixed(4)}; GB/s columns count preserved bytes decoded`,
           'CPU time (the C process; the Node process, JIT and GC threads included) is the measure, as these machines are shared; wall clock is shown for reference',
           "both read the same image with pread (tables one page at a time, consecutive leaves together), apply the same checks, find runs from each bitmap word's transitions and do the same integer accumulation per run; the target is at least 0.5x C",
+          `"to PreservedMemoryMap" is what luoctl inspect does with the same walk: it also keeps every run (${totalRuns} here) in memory for lookups and checks them for overlaps, which the C walker does not do`,
         ],
       };
     } finally {
@@ -299,9 +372,11 @@ function ms(seconds: number): string {
 /**
  * Blocks and runs per order, and the checksum radix-walk.c computes the same way: its
  * uint32_t arithmetic is done here in int32 (Math.imul, `first | 0` for (uint32_t)first,
- * `| 0`, kept in an Int32Array so it is never boxed), which gives the same bits mod 2^32;
- * double arithmetic (`first >>> 0` is a uint32, so V8 adds in doubles) would put a chain
- * of float latencies and conversions on every run that the C side does not pay.
+ * kept in an Int32Array so it is never boxed), which gives the same bits mod 2^32.
+ * Each addition wraps on its own (`| 0`), as each uint32_t addition in C does: a sum of
+ * several int32s left unwrapped can leave the int32 range, and V8 then adds in doubles
+ * and converts back, a chain of float latencies on every run (a third of the JS time)
+ * that C does not pay.
  */
 class Tally {
   private readonly blocks = new Float64Array(53);
@@ -311,7 +386,8 @@ class Tally {
   add(order: number, first: number, blocks: number): void {
     this.blocks[order]! += blocks;
     this.runs[order]!++;
-    this.checksum[0] = (Math.imul(this.checksum[0]!, 31) + (first | 0) + Math.imul(blocks, 7) + order) | 0;
+    const sum = (Math.imul(this.checksum[0]!, 31) + (first | 0)) | 0;
+    this.checksum[0] = (((sum + Math.imul(blocks, 7)) | 0) + order) | 0;
   }
 
   result(): RadixTally {

@@ -212,3 +212,118 @@ test('PreservedMemoryMap from a walk answers like one built from blocks', () => 
     { numRuns: 40 },
   );
 });
+
+/**
+ * overlaps() by its definition: every run as [start, end) in bytes, sorted by start
+ * (larger orders first at one start); a run that starts before the widest run so far
+ * ends overlaps it, and the pair reported is the widest run's block that holds the
+ * start, and the run's first block.
+ */
+function overlapsByDefinition(ranges: PreservedRange[]): [PreservedRange, PreservedRange][] {
+  const runs: { start: bigint; end: bigint; order: number }[] = [];
+  const map = new PreservedMemoryMap(ranges);
+  map.forEachRun((run) => {
+    const size = PAGE << BigInt(run.order);
+    runs.push({ start: run.pa, end: run.pa + BigInt(run.blocks) * size, order: run.order });
+    return true;
+  });
+  runs.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : b.order - a.order));
+  const found: [PreservedRange, PreservedRange][] = [];
+  let widest: (typeof runs)[number] | undefined;
+  for (const run of runs) {
+    if (widest && run.start < widest.end) {
+      const size = PAGE << BigInt(widest.order);
+      found.push([
+        { pa: widest.start + ((run.start - widest.start) / size) * size, order: widest.order },
+        { pa: run.start, order: run.order },
+      ]);
+    }
+    if (!widest || run.end > widest.end) widest = run;
+  }
+  return found;
+}
+
+test("overlaps(): a larger block that starts where a smaller order's later run starts is taken first", () => {
+  const at = (page: number, order: number): PreservedRange => ({ pa: BigInt(page) * PAGE, order });
+  // Order-0 runs at pages 0-1 and 8; an order-3 block over pages 8-15.
+  const ranges = [at(0, 0), at(1, 0), at(8, 0), at(8, 3)];
+  assert.deepEqual(overlapsByDefinition(ranges), [[at(8, 3), at(8, 0)]]);
+  assert.deepEqual(new PreservedMemoryMap(ranges).overlaps(), [[at(8, 3), at(8, 0)]]);
+  // An order-1 block inside an order-9 one, after an order-1 run before it.
+  const nested = [at(0, 1), at(512, 9), at(600, 1)];
+  assert.deepEqual(new PreservedMemoryMap(nested).overlaps(), overlapsByDefinition(nested));
+  assert.equal(new PreservedMemoryMap(nested).overlaps().length, 1);
+});
+
+test('overlaps(): exactly the pairs of its definition, for blocks of mixed orders that share memory (property)', () => {
+  let withOverlaps = 0;
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.tuple(
+          fc.constantFrom(0, 0, 1, 2, 3, 9),
+          fc.integer({ min: 0, max: 256 }),
+          fc.integer({ min: 1, max: 8 }),
+        ),
+        { maxLength: 20 },
+      ),
+      (specs) => {
+        // Block indices in pages, aligned down to each order: many land inside others.
+        const ranges = unique(
+          specs.flatMap(([order, page, length]) =>
+            Array.from({ length }, (_, i) => ({
+              pa: (BigInt(page >> order) + BigInt(i)) * (PAGE << BigInt(order)),
+              order,
+            })),
+          ),
+        );
+        const expected = overlapsByDefinition(ranges);
+        if (expected.length > 0) withOverlaps++;
+        assert.deepEqual(new PreservedMemoryMap(ranges).overlaps(), expected);
+        // The same from a walk of the tree those blocks make.
+        const { memory, root } = build(ranges);
+        const collector = PreservedMemoryMap.collect();
+        walkRadixTreeRuns(memory, root, collector.visit);
+        assert.deepEqual(collector.finish().overlaps(), expected);
+      },
+    ),
+    { numRuns: 150 },
+  );
+  assert.ok(withOverlaps > 30, `only ${withOverlaps} of 150 cases had overlaps`);
+});
+
+test('a map of 200,000 runs (several storage chunks) keeps every run, merges across chunk edges, and answers lookups', () => {
+  // Order-0 runs of 1..3 pages with one-page gaps, then a run that extends the last one.
+  const collector = PreservedMemoryMap.collect();
+  const expected: [number, number][] = [];
+  let page = 1000;
+  for (let i = 0; i < 200_000; i++) {
+    const blocks = 1 + (i % 3);
+    collector.visit(0, page, blocks);
+    expected.push([page, blocks]);
+    page += blocks + 1;
+  }
+  // Adjacent to the previous run: merged into it, as a walk's runs across leaves are.
+  collector.visit(0, page - 1, 5);
+  expected[expected.length - 1]![1] += 5;
+  collector.visit(9, 1 << 20, 2);
+  const map = collector.finish();
+  const got: [number, number][] = [];
+  map.forEachRun((run) => {
+    if (run.order === 0) got.push([Number(run.pa / PAGE), run.blocks]);
+    return true;
+  });
+  assert.deepEqual(got, expected);
+  assert.deepEqual(map.orderSummaries(), [
+    { order: 0, blocks: expected.reduce((n, [, b]) => n + b, 0), runs: 200_000 },
+    { order: 9, blocks: 2, runs: 1 },
+  ]);
+  for (const i of [0, 65_535, 65_536, 131_071, 131_072, 199_999]) {
+    const [first, blocks] = expected[i]!;
+    assert.equal(map.orderAt(BigInt(first) * PAGE), 0, `run ${i} head`);
+    assert.equal(map.orderAt(BigInt(first + blocks - 1) * PAGE), 0, `run ${i} last block`);
+    assert.equal(map.orderAt(BigInt(first + blocks) * PAGE), undefined, `after run ${i}`);
+  }
+  assert.equal(map.orderAt(BigInt(1 << 20) * (PAGE << 9n)), 9);
+  assert.deepEqual(map.overlaps(), []);
+});
