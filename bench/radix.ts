@@ -131,9 +131,9 @@ export function buildRadixImage(file: string, gib: number): RadixImage {
   const nodes = writeTree(file, leaves);
   // The walkers see runs in key order: larger orders first, then by address.
   written.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
-  const tally = new Tally();
-  for (const [order, first, blocks] of written) tally.add(order, first, blocks);
-  const expected = tally.result();
+  startTally();
+  for (const [order, first, blocks] of written) countRun(order, first, blocks);
+  const expected = finishTally();
   const preservedPages = expected.orders.reduce((n, [order, blocks]) => n + blocks * 2 ** order, 0);
   return {
     path: file,
@@ -149,9 +149,9 @@ export function buildRadixImage(file: string, gib: number): RadixImage {
 export function decodeWithAbi(image: RadixImage): RadixTally {
   const memory = SparseFileMemory.open(image.path);
   try {
-    const tally = new Tally();
-    walkRadixTreeRuns(memory, image.rootPa, (order, first, blocks) => tally.add(order, first, blocks));
-    return tally.result();
+    startTally();
+    walkRadixTreeRuns(memory, image.rootPa, countRun);
+    return finishTally();
   } finally {
     memory.close();
   }
@@ -187,11 +187,11 @@ export function tallyOfMap(map: PreservedMemoryMap): RadixTally {
     byOrder.set(run.order, list);
     return true;
   });
-  const tally = new Tally();
+  startTally();
   for (const order of [...byOrder.keys()].sort((a, b) => b - a)) {
-    for (const [first, blocks] of byOrder.get(order)!) tally.add(order, first, blocks);
+    for (const [first, blocks] of byOrder.get(order)!) countRun(order, first, blocks);
   }
-  return tally.result();
+  return finishTally();
 }
 
 /** Compiles radix-walk.c into `dir`; returns the binary's path. */
@@ -377,26 +377,34 @@ function ms(seconds: number): string {
  * several int32s left unwrapped can leave the int32 range, and V8 then adds in doubles
  * and converts back, a chain of float latencies on every run (a third of the JS time)
  * that C does not pay.
+ *
+ * The counters are module-level, as radix-walk.c's are static: one tally at a time,
+ * started by startTally(). A fresh object and closure per decode would make the walk's
+ * visitor call site see a new target every time and load the counters through them.
  */
-class Tally {
-  private readonly blocks = new Float64Array(53);
-  private readonly runs = new Float64Array(53);
-  private readonly checksum = new Int32Array(1);
+const tallyBlocks = new Float64Array(53);
+const tallyRuns = new Float64Array(53);
+const tallyChecksum = new Int32Array(1);
 
-  add(order: number, first: number, blocks: number): void {
-    this.blocks[order]! += blocks;
-    this.runs[order]!++;
-    const sum = (Math.imul(this.checksum[0]!, 31) + (first | 0)) | 0;
-    this.checksum[0] = (((sum + Math.imul(blocks, 7)) | 0) + order) | 0;
-  }
+function startTally(): void {
+  tallyBlocks.fill(0);
+  tallyRuns.fill(0);
+  tallyChecksum[0] = 0;
+}
 
-  result(): RadixTally {
-    const orders: RadixTally['orders'] = [];
-    this.runs.forEach((runs, order) => {
-      if (runs > 0) orders.push([order, this.blocks[order]!, runs]);
-    });
-    return { orders, checksum: this.checksum[0]! >>> 0 };
-  }
+function countRun(order: number, first: number, blocks: number): void {
+  tallyBlocks[order]! += blocks;
+  tallyRuns[order]!++;
+  const sum = (Math.imul(tallyChecksum[0]!, 31) + (first | 0)) | 0;
+  tallyChecksum[0] = (((sum + Math.imul(blocks, 7)) | 0) + order) | 0;
+}
+
+function finishTally(): RadixTally {
+  const orders: RadixTally['orders'] = [];
+  tallyRuns.forEach((runs, order) => {
+    if (runs > 0) orders.push([order, tallyBlocks[order]!, runs]);
+  });
+  return { orders, checksum: tallyChecksum[0]! >>> 0 };
 }
 
 function check(who: string, got: RadixTally, expected: RadixTally): void {

@@ -327,3 +327,23 @@ test('a map of 200,000 runs (several storage chunks) keeps every run, merges acr
   assert.equal(map.orderAt(BigInt(1 << 20) * (PAGE << 9n)), 9);
   assert.deepEqual(map.overlaps(), []);
 });
+
+test('a walk started from inside a visitor leaves the outer walk intact', () => {
+  // Many runs per leaf in both trees, so the outer walk is mid-leaf when the inner one runs.
+  const alternating = (base: number, count: number) =>
+    Array.from({ length: count }, (_, i) => ({ pa: BigInt(base + 2 * i) * PAGE, order: 0 }));
+  const outer = build(alternating(0, 500));
+  const inner = build(alternating(70_001, 300));
+  const alone = walkRuns(outer.memory, outer.root);
+  const innerAlone = walkRuns(inner.memory, inner.root);
+  const seen: { order: number; first: number; blocks: number }[] = [];
+  const innerRuns: { order: number; first: number; blocks: number }[][] = [];
+  walkRadixTreeRuns(outer.memory, outer.root, (order, first, blocks) => {
+    seen.push({ order, first, blocks });
+    if (seen.length % 100 === 1) innerRuns.push(walkRuns(inner.memory, inner.root));
+  });
+  assert.equal(alone.length, 500);
+  assert.deepEqual(seen, alone);
+  assert.equal(innerRuns.length, 5);
+  for (const runs of innerRuns) assert.deepEqual(runs, innerAlone);
+});

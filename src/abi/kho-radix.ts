@@ -145,6 +145,16 @@ const BITMAP_WORDS = PAGE_SIZE / 4;
 const BITMAP_BITS = 1 << BITMAP_SIZE_LOG2;
 /** Every bit of a leaf can be a transition; plus the slots leafTransitions writes ahead. */
 const TRANSITIONS_CAPACITY = BITMAP_BITS + 2;
+/**
+ * One leaf's transitions, shared by every walk. A module-level array is a constant to
+ * V8: it embeds its address in the scanning and pairing loops instead of checking the
+ * array's map and reloading its length and data pointer on every run, which cost a
+ * third of the pairing loop (the visitor's stores could have changed them, as far as
+ * V8 knows). A walk started from inside a visitor saves and restores it (walkDepth).
+ */
+const TRANSITIONS = new Int32Array(TRANSITIONS_CAPACITY);
+/** Walks in progress: more than one when a visitor starts another walk. */
+let walkDepth = 0;
 /** Keys at or above this have an order bit above bit 52: no page order. */
 const FIRST_INVALID_KEY = 1n << BigInt(KHO_ORDER_0_LOG2 + 1);
 const FULL_LEAF = Buffer.alloc(PAGE_SIZE, 0xff);
@@ -181,7 +191,6 @@ export function walkRadixTreeRuns(memory: PhysicalMemory, rootPa: bigint, visit:
   );
   const leafWords = leafBytes.map((bytes) => new Int32Array(bytes.buffer, bytes.byteOffset, BITMAP_WORDS));
   const leafBuffers = leafBytes.map((bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, PAGE_SIZE));
-  const transitions = new Int32Array(TRANSITIONS_CAPACITY);
   // The run being built, carried across words and leaves until something breaks it.
   let runOrder = -1;
   let runFirst = 0;
@@ -247,16 +256,16 @@ export function walkRadixTreeRuns(memory: PhysicalMemory, rootPa: bigint, visit:
       if (open < 0) open = leafFirst;
     } else {
       // Transitions alternate: the end of the run carried in (if any), then start, end...
-      const count = leafTransitions(leafWords[slot]!, BITMAP_WORDS, open >= 0 ? 1 : 0, transitions);
+      const count = leafTransitions(leafWords[slot]!, BITMAP_WORDS, open >= 0 ? 1 : 0);
       let k = 0;
       if (open >= 0 && count > 0) {
-        visit(order, open, leafFirst + transitions[0]! - open);
+        visit(order, open, leafFirst + TRANSITIONS[0]! - open);
         open = -1;
         k = 1;
       }
       const paired = k + ((count - k) & ~1);
-      visitTransitionPairs(transitions, k, paired, order, leafFirst, visit);
-      if (paired < count) open = leafFirst + transitions[paired]!;
+      visitTransitionPairs(k, paired, order, leafFirst, visit);
+      if (paired < count) open = leafFirst + TRANSITIONS[paired]!;
     }
     if (open >= 0) {
       runOrder = order;
@@ -367,15 +376,23 @@ export function walkRadixTreeRuns(memory: PhysicalMemory, rootPa: bigint, visit:
 
   if (rootPa === 0n)
     throw new AbiError('kho-radix-node', { pa: rootPa }, 'the preserved-memory-map root is zero');
-  walkTable(rootPa, ROOT_LEVEL, 0n, 'preserved-memory-map');
-  if (runBlocks > 0) visit(runOrder, runFirst, runBlocks);
+  // A walk inside a visitor would overwrite the transitions its caller is visiting.
+  const outer = walkDepth > 0 ? TRANSITIONS.slice() : null;
+  walkDepth++;
+  try {
+    walkTable(rootPa, ROOT_LEVEL, 0n, 'preserved-memory-map');
+    if (runBlocks > 0) visit(runOrder, runFirst, runBlocks);
+  } finally {
+    walkDepth--;
+    if (outer) TRANSITIONS.set(outer);
+  }
   return nodePages.map((pa) => BigInt(pa));
 }
 
 /**
  * The transitions of the first `wordCount` words (a multiple of 4) of a bitmap leaf: the
- * bits where a run of set bits starts or ends, ascending, written to `out` (room for
- * wordCount * 32 + 2 entries); returns how many.
+ * bits where a run of set bits starts or ends, ascending, written to TRANSITIONS;
+ * returns how many.
  * `previous` is the bit before the leaf (1 when a run is carried in from the previous
  * leaf, so that bit 0 set is no start). Words are host-order int32s (little-endian hosts
  * only, as KHO is); word w's transitions are `v ^ (v << 1 | last bit of word w - 1)`.
@@ -390,7 +407,8 @@ export function walkRadixTreeRuns(memory: PhysicalMemory, rootPa: bigint, visit:
  *   loop, so code after it has no type feedback; Node 20 then bails out of that code on
  *   every later call that reaches such a spot (hundreds of deopts per walk).
  */
-function leafTransitions(words: Int32Array, wordCount: number, previous: number, out: Int32Array): number {
+function leafTransitions(words: Int32Array, wordCount: number, previous: number): number {
+  const out = TRANSITIONS;
   let n = 0;
   let last = previous;
   // Four words per iteration: fewer loop tests, and the words' work interleaves.
@@ -467,14 +485,12 @@ function leafTransitions(words: Int32Array, wordCount: number, previous: number,
  */
 function primeLeafTransitions(): void {
   const words = Int32Array.of(0x0f0f0f0f, -1, 0, -1 << 4);
-  const out = new Int32Array(words.length * 32 + 2);
-  for (let i = 0; i < 32; i++) leafTransitions(words, words.length, i & 1, out);
+  for (let i = 0; i < 32; i++) leafTransitions(words, words.length, i & 1);
 }
 let leafTransitionsPrimed = false;
 
-/** One run per pair of transitions [from, to): blocks leafFirst + start up to leafFirst + end. */
+/** One run per pair of TRANSITIONS [from, to): blocks leafFirst + start up to leafFirst + end. */
 function visitTransitionPairs(
-  transitions: Int32Array,
   from: number,
   to: number,
   order: number,
@@ -482,8 +498,8 @@ function visitTransitionPairs(
   visit: RadixRunVisitor,
 ): void {
   for (let k = from; k < to; k += 2) {
-    const start = transitions[k]!;
-    visit(order, leafFirst + start, transitions[k + 1]! - start);
+    const start = TRANSITIONS[k]!;
+    visit(order, leafFirst + start, TRANSITIONS[k + 1]! - start);
   }
 }
 
