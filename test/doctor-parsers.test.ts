@@ -6,6 +6,7 @@ import { kconfigState, parseKernelConfig } from '../src/host/kconfig.js';
 import { handoverAbiOf, parseKernelRelease } from '../src/host/kernel-release.js';
 import { parseEffectiveCapabilities } from '../src/host/kexec.js';
 import { debugfsMounted } from '../src/host/kho-debugfs.js';
+import { parseShmemThp } from '../src/host/shmem-thp.js';
 import { parseSystemctlVersion } from '../src/host/systemd.js';
 
 describe('kernel command line', () => {
@@ -94,5 +95,17 @@ describe('host details', () => {
   it('reads the systemd version', () => {
     assert.equal(parseSystemctlVersion('systemd 252 (252.38-1~deb12u1)\n+PAM +AUDIT\n'), 252);
     assert.equal(parseSystemctlVersion('garbage'), undefined);
+  });
+});
+
+describe('shmem THP policy', () => {
+  it('the bracketed word is the policy; the others are the choices', () => {
+    assert.deepEqual(parseShmemThp('always within_size advise [never] deny force\n'), {
+      policy: 'never',
+      choices: ['always', 'within_size', 'advise', 'never', 'deny', 'force'],
+    });
+    assert.equal(parseShmemThp('[always] within_size advise never').policy, 'always');
+    assert.equal(parseShmemThp('always within_size').policy, undefined);
+    assert.deepEqual(parseShmemThp(''), { policy: undefined, choices: [] });
   });
 });

@@ -536,6 +536,7 @@ describe('report output', () => {
       'kho-debugfs',
       'systemd',
       'kexec-mode',
+      'shmem-thp',
     ]);
     for (const c of report.checks) {
       assert.ok(['ok', 'warn', 'fail', 'info'].includes(c.status));
@@ -548,12 +549,41 @@ describe('report output', () => {
     const text = renderDoctorReport(doctor({ '/proc/cmdline': 'kho=on' }, deviceError('ENOENT')));
     const lines = text.split('\n');
     const checkLines = lines.filter((line) => /^(ok|warn|FAIL|info) /.test(line));
-    assert.equal(checkLines.length, 14);
+    assert.equal(checkLines.length, 15);
     const column = checkLines[0]!.indexOf('/dev/liveupdate does not exist');
     for (const line of checkLines) assert.match(line.slice(column - 2, column), /^ {2}$/);
     const fixLines = lines.filter((line) => line.trimStart().startsWith('fix: '));
     assert.ok(fixLines.length >= 2);
     for (const line of fixLines) assert.equal(line.indexOf('fix: '), column);
     assert.match(lines.at(-1)!, /cannot live update: 2 checks failed/);
+  });
+});
+
+describe('guest RAM folios (shmem THP)', () => {
+  const control = '/sys/kernel/mm/transparent_hugepage/shmem_enabled';
+
+  it('huge pages within size: ok', () => {
+    const report = doctor({ [control]: 'always [within_size] advise never deny force\n' });
+    assert.equal(check(report, 'shmem-thp').status, 'ok');
+    assert.match(check(report, 'shmem-thp').finding, /within_size.*2 MiB folios/);
+  });
+
+  it('never (the kernel default): a warning that says how to fix it, and the host can still update', () => {
+    const report = doctor({ [control]: 'always within_size advise [never] deny force\n' });
+    const c = check(report, 'shmem-thp');
+    assert.equal(c.status, 'warn');
+    assert.match(c.finding, /never.*4 KiB folios/);
+    assert.match(c.fix ?? '', /echo within_size > \/sys\/kernel\/mm\/transparent_hugepage\/shmem_enabled/);
+    assert.equal(report.ok, true);
+  });
+
+  it('advise: depends on the VMMs; no THP in the kernel: said plainly', () => {
+    assert.equal(
+      check(doctor({ [control]: 'always within_size [advise] never\n' }), 'shmem-thp').status,
+      'info',
+    );
+    const absent = check(doctor({ [control]: null }), 'shmem-thp');
+    assert.equal(absent.status, 'info');
+    assert.match(absent.finding, /CONFIG_TRANSPARENT_HUGEPAGE/);
   });
 });

@@ -16,6 +16,7 @@ import {
 } from '../host/kernel-release.js';
 import { KHO_DEBUGFS_OUT } from '../host/kho-debugfs.js';
 import { type HostFacts, LIVEUPDATE_DEVICE } from '../host/probe.js';
+import { HUGE_SHMEM_POLICIES, SHMEM_THP_CONTROL } from '../host/shmem-thp.js';
 import { FD_STORE_PRESERVE_SYSTEMD } from '../host/systemd.js';
 import type { Backend } from '../kernel/device.js';
 import type { KexecFileLoadAvailability } from '../sys/kexec.js';
@@ -480,6 +481,36 @@ function checkKexecMode(host: Host): Outcome {
   return info(`${chosen} the ${mode.mode} mode: ${mode.why}${notRunning}.`);
 }
 
+/**
+ * Not needed for a live update, but it decides part of its blackout: memfd guest RAM in
+ * 4 KiB folios makes the next kernel's KHO restore reserve every one of them in early
+ * boot, at a cost that grows with how scattered they are (docs/vm.md, the kexec phase).
+ */
+function checkShmemThp(host: Host): Outcome {
+  const thp = host.facts.shmemThp;
+  const setIt = `echo within_size > ${SHMEM_THP_CONTROL} (before the VMs allocate their RAM; transparent_hugepage_shmem=within_size on the kernel command line makes it last)`;
+  if (!thp.available) {
+    return info(
+      `${SHMEM_THP_CONTROL} is absent (no CONFIG_TRANSPARENT_HUGEPAGE): memfd guest RAM is preserved in 4 KiB folios, which the next kernel reserves one by one during boot.`,
+      'For large guests, boot kernels built with CONFIG_TRANSPARENT_HUGEPAGE=y and give shmem huge pages.',
+    );
+  }
+  const policy = thp.policy ?? 'unknown';
+  if (HUGE_SHMEM_POLICIES.has(policy)) {
+    return ok(`shmem huge pages: ${policy}; memfd guest RAM is preserved in 2 MiB folios where it can be.`);
+  }
+  if (policy === 'advise') {
+    return info(
+      'shmem huge pages: advise; only guest RAM its VMM madvise()s with MADV_HUGEPAGE is preserved in 2 MiB folios, the rest in 4 KiB ones.',
+      `Make sure the VMMs madvise their RAM, or ${setIt}.`,
+    );
+  }
+  return warn(
+    `shmem huge pages: ${policy}; memfd guest RAM is preserved in 4 KiB folios: 262144 per GiB, each reserved by the next kernel during boot, the longer the more scattered they are.`,
+    setIt,
+  );
+}
+
 const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Outcome }> = [
   { id: 'device', title: LIVEUPDATE_DEVICE, run: checkDevice },
   { id: 'backend', title: 'backend', run: checkBackend },
@@ -499,6 +530,7 @@ const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Ou
   { id: 'kho-debugfs', title: 'KHO debugfs', run: checkKhoDebugfs },
   { id: 'systemd', title: 'systemd fd store', run: checkSystemd },
   { id: 'kexec-mode', title: 'kexec mode', run: checkKexecMode },
+  { id: 'shmem-thp', title: 'guest RAM folios', run: checkShmemThp },
 ];
 
 export function diagnose(facts: HostFacts, luod?: LuodFacts): DoctorReport {

@@ -10,6 +10,7 @@ import { readHostText } from './host-files.js';
 import { type KernelConfig, readKernelConfig } from './kconfig.js';
 import { type KexecFacts, readKexecFacts } from './kexec.js';
 import { type KhoDebugfsState, readKhoDebugfsState } from './kho-debugfs.js';
+import { readShmemThpFacts, type ShmemThpFacts } from './shmem-thp.js';
 import { readSystemdFacts, type SystemdFacts } from './systemd.js';
 
 export const LIVEUPDATE_DEVICE = '/dev/liveupdate';
@@ -46,6 +47,7 @@ export interface HostFacts {
   readonly kexec: KexecFacts;
   readonly khoDebugfs: KhoDebugfsState;
   readonly systemd: SystemdFacts;
+  readonly shmemThp: ShmemThpFacts;
 }
 
 /** Open and close the device at once: the device is exclusive, so holding it would block a real agent. */
@@ -76,5 +78,6 @@ export function gatherHostFacts(probes: HostProbes, root = '/'): HostFacts {
     kexec: readKexecFacts(root, probes.probeKexecFileLoad),
     khoDebugfs: readKhoDebugfsState(root),
     systemd: readSystemdFacts(root, probes.systemctlVersion),
+    shmemThp: readShmemThpFacts(root),
   };
 }

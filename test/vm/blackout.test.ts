@@ -138,11 +138,15 @@ test('the report of several pairs: one table each, in order, and one JSON holdin
   const luod = collectMarks(parseConsoleLog(LUOD_CONSOLE));
   const floor = collectMarks(parseConsoleLog(FLOOR_CONSOLE));
   const reports = ['7.2->7.2', '7.2->7.3'].map((kernels) =>
-    blackoutReport({ kernels, sizes: ['64M'], luod, floor }),
+    blackoutReport({ kernels, sizes: ['64M'], shmemThp: 'within_size', luod, floor }),
   );
   const text = formatBlackouts(reports);
   const titles = [...text.matchAll(/^Blackout, kernels (\S+),/gm)].map((m) => m[1]);
   assert.deepEqual(titles, ['7.2->7.2', '7.2->7.3']);
+  // The guests' huge page policy for guest RAM is named: it changes the kexec phase.
+  assert.equal(text.match(/one example VMM each\), shmem THP within_size$/gm)?.length, 2);
+  assert.equal(reports[0]!.shmemThp, 'within_size');
+  assert.equal(blackoutReport({ kernels: 'x', sizes: [], luod, floor }).shmemThp, null);
   assert.equal(text.match(/TOTAL blackout/g)?.length, 2);
   const file = JSON.parse(JSON.stringify(blackoutFile(reports)));
   assert.deepEqual(

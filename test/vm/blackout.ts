@@ -253,6 +253,8 @@ export interface BlackoutReport {
   kernels: string;
   clock: string;
   sizes: string[];
+  /** The guests' shmem THP policy (shmem_enabled) for guest RAM; null: the kernel default. */
+  shmemThp: string | null;
   rows: PhaseRow[];
   luod: PathReport;
   floor: PathReport;
@@ -289,6 +291,7 @@ function span(marks: Marks, range: [string, string] | undefined, missing: Set<st
 export function blackoutReport(input: {
   kernels: string;
   sizes: string[];
+  shmemThp?: string;
   luod: RunMarks;
   floor: RunMarks;
 }): BlackoutReport {
@@ -316,6 +319,7 @@ export function blackoutReport(input: {
     kernels: input.kernels,
     clock: CLOCK,
     sizes: input.sizes,
+    shmemThp: input.shmemThp ?? null,
     rows,
     luod,
     floor,
@@ -351,7 +355,7 @@ export function formatBlackout(r: BlackoutReport): string {
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   const out = [
-    `Blackout, kernels ${r.kernels}, memfds ${r.sizes.join(' + ')} (luod: one example VMM each)`,
+    `Blackout, kernels ${r.kernels}, memfds ${r.sizes.join(' + ')} (luod: one example VMM each)${r.shmemThp ? `, shmem THP ${r.shmemThp}` : ''}`,
     `clock: ${r.clock}`,
     '',
     line(header),

@@ -5,7 +5,7 @@
 # retrieves and verifies them. No Node, no luod: what the kernel alone costs.
 #
 # Environment (from the runner's job file): LUOKIT_FLOOR (the binary), LUOKIT_SIZES
-# (64M,128M,...), LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
+# (64M,128M,...), LUOKIT_SHMEM_THP (optional), LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
 set -u
 DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 FLOOR=${LUOKIT_FLOOR:?}
@@ -14,6 +14,10 @@ case "${LUOKIT_BOOT:-0}" in
   0)
     . "$DIR/next-boot.sh" || {
       echo "LUOKIT-KEXEC-FAILED boot=$BOOT reason=$NEXT_ERROR"
+      exit 1
+    }
+    . "$DIR/shmem-thp.sh" || {
+      echo "LUOKIT-FLOOR-ERROR boot=0 reason=$THP_ERROR"
       exit 1
     }
     # Returns only when something failed (it printed LUOKIT-FLOOR-ERROR).

@@ -19,7 +19,7 @@
 # Logs go to the output share ($LUOKIT_OUT): luod.bootN.log, ID.bootN.log; the console
 # carries only markers (it is a 115200-baud serial line).
 # Environment: LUOKIT_GUEST_BIN (luod.mjs, luoctl.mjs, vmm.mjs), LUOKIT_SIZES (64M,128M,...),
-# LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
+# LUOKIT_SHMEM_THP (optional), LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
 set -u
 DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 BIN=${LUOKIT_GUEST_BIN:?}
@@ -68,6 +68,7 @@ subscribed() {
 case "$BOOT" in
   0)
     . "$DIR/next-boot.sh" || failed "$NEXT_ERROR"
+    . "$DIR/shmem-thp.sh" || failed "$THP_ERROR"
     start_luod
     wait_for 120 "luod's socket" test -S "$SOCK"
     # One VMM at a time, each once the one before has filled its RAM and subscribed: VMMs
