@@ -136,7 +136,11 @@ export function qemuCommand(options: QemuOptions): string[] {
     '-initrd',
     options.initramfs,
     '-append',
-    `${BASE_CMDLINE} ${options.append}`.trim(),
+    // LUOKIT_VM_CMDLINE_EXTRA: for diagnosis, e.g. 'earlycon=uart8250,io,0x3f8,115200
+    // memblock=debug' (docs/vm.md); the next kernels inherit it through /proc/cmdline.
+    `${BASE_CMDLINE} ${process.env.LUOKIT_VM_CMDLINE_EXTRA ?? ''} ${options.append}`
+      .replace(/ +/g, ' ')
+      .trim(),
   ];
   if (options.qmpSocket !== undefined) args.push('-qmp', `unix:${options.qmpSocket},server=on,wait=off`);
   for (const share of options.shares) {
