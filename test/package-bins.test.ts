@@ -1,0 +1,33 @@
+/**
+ * `npx luoctl` runs package.json's bin file directly, so it must be executable after
+ * every build, not only when npm first links it: tsc writes new files without the
+ * execute bit, and a user who runs `npm test` (which builds) after `npm ci` would
+ * otherwise get "luoctl: Permission denied".
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const bins = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).bin as Record<
+  string,
+  string
+>;
+
+test('every bin in package.json is built, executable, and starts with a node shebang', () => {
+  assert.deepEqual(Object.keys(bins).sort(), ['luoctl', 'luod']);
+  for (const [name, file] of Object.entries(bins)) {
+    const full = path.join(ROOT, file);
+    assert.ok(fs.existsSync(full), `${name}: ${file} is not built`);
+    assert.equal(fs.statSync(full).mode & 0o111, 0o111, `${name}: ${file} is not executable`);
+    assert.match(fs.readFileSync(full, 'utf8').split('\n')[0]!, /^#!\/usr\/bin\/env node$/, name);
+  }
+});
+
+test('luoctl runs as a program by its path (as npx runs it)', () => {
+  const run = spawnSync(path.join(ROOT, bins.luoctl!), ['--version'], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  assert.match(run.stdout.trim(), /^\d+\.\d+\.\d+/);
+});
