@@ -9,7 +9,14 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
-import { digestOf, parseSize, parseVmmArgs, patternMismatch, runVmm } from '../src/client/example-vmm.js';
+import {
+  digestOf,
+  parseSize,
+  parseVmmArgs,
+  patternMismatch,
+  runVmm,
+  type VmmOptions,
+} from '../src/client/example-vmm.js';
 import { LineFramer, LuoClient, type LuoClientError } from '../src/client/index.js';
 import { Pattern } from '../src/client/pattern.js';
 import type { Session } from '../src/kernel/index.js';
@@ -27,6 +34,23 @@ import {
 } from './c-client/harness.js';
 
 const NOBODY = 65534;
+
+/**
+ * An example VMM that fills its RAM and runs until luod announces the kexec, then stops
+ * as its process would with the host: it must never get to claim.
+ */
+function vmmUntilKexec(options: Omit<VmmOptions, 'fill' | 'signal' | 'output' | 'log'>) {
+  const stop = new AbortController();
+  return runVmm({
+    ...options,
+    fill: true,
+    signal: stop.signal,
+    output: () => assert.fail('a VMM stopped at the kexec must not claim'),
+    log: (message) => {
+      if (message === 'kexec: the host reboots') stop.abort();
+    },
+  });
+}
 
 /** A plain stream connection to `socketPath`, resolved once connected; errors reject. */
 function connectRaw(socketPath: string): Promise<net.Socket> {
@@ -835,18 +859,7 @@ describe('LuoClient against luod on the emulated kernel', () => {
 
   test('a VMM started again after the reboot (--claim) claims its filled memory and verifies every byte', async () => {
     // On a real kernel the kexec ends the VMM; here the first VMM stops itself at KEXEC.
-    const stop = new AbortController();
-    const first = runVmm({
-      id: 't-restart',
-      memBytes: 4 << 20,
-      fill: true,
-      socket: luod.socket,
-      signal: stop.signal,
-      output: () => assert.fail('the first VMM must not claim'),
-      log: (message) => {
-        if (message === 'kexec: the host reboots') stop.abort();
-      },
-    });
+    const first = vmmUntilKexec({ id: 't-restart', memBytes: 4 << 20, socket: luod.socket });
     await waitIdleWith(admin, ['t-restart']);
     const outcome = await admin.update({ timeoutMs: 30_000 });
     assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
@@ -882,20 +895,13 @@ describe('LuoClient against luod on the emulated kernel', () => {
   });
 
   test('--verify pattern: the restarted VMM compares its RAM with the pattern, its vCPU having rewritten pages', async () => {
-    const stop = new AbortController();
-    const first = runVmm({
+    const first = vmmUntilKexec({
       id: 't-pattern',
       memBytes: 4 << 20,
-      fill: true,
       verify: 'pattern',
       tickMs: 1,
       pagesPerTick: 64,
       socket: luod.socket,
-      signal: stop.signal,
-      output: () => assert.fail('the first VMM must not claim'),
-      log: (message) => {
-        if (message === 'kexec: the host reboots') stop.abort();
-      },
     });
     await waitIdleWith(admin, ['t-pattern']);
     const outcome = await admin.update({ timeoutMs: 30_000 });

@@ -28,6 +28,7 @@ import {
   status,
   type Vm,
   waitSubscribed,
+  withHost,
   withLog,
 } from './crash/vms.js';
 
@@ -97,8 +98,7 @@ for (const { name, make } of hosts) {
   describe(`luod killed at each phase (${name})`, () => {
     test('(a) idle: clients reconnect and subscribe again; the next update works', async () => {
       assert.ok(fs.existsSync(MAIN), 'run npm run build first');
-      const host = make();
-      try {
+      await withHost(make(), async (host) => {
         await host.start();
         const a = await startVm(host, 'vm-a');
         const b = await startVm(host, 'vm-b');
@@ -111,16 +111,11 @@ for (const { name, make } of hosts) {
         );
         assert.deepEqual(a.aborted, [], 'no update was running: nothing to abort');
         await fullUpdate(host, [a, b]);
-      } catch (err) {
-        throw withLog(err, host);
-      } finally {
-        await host.stop();
-      }
+      });
     });
 
     test('(b) sessions handed out, a client not READY: aborted cleanly, clients told, a new update works', async () => {
-      const host = make();
-      try {
+      await withHost(make(), async (host) => {
         await host.start();
         const a = await startVm(host, 'vm-a', 'hold');
         const b = await startVm(host, 'vm-b', 'ready');
@@ -133,11 +128,7 @@ for (const { name, make } of hosts) {
         await host.start();
         await assertAbortedCleanly(host, [a, b]);
         assertAbortRecorded(host, ['vm-a', 'vm-b']);
-      } catch (err) {
-        throw withLog(err, host);
-      } finally {
-        await host.stop();
-      }
+      });
     });
 
     test('(c) at the barrier, all READY, before the kexec: aborted cleanly', async () => {
@@ -186,8 +177,7 @@ for (const { name, make } of hosts) {
     });
 
     test('(d) after the kexec, before every CLAIM: no session lost, the rest still claim', async () => {
-      const host = make();
-      try {
+      await withHost(make(), async (host) => {
         await host.start();
         const a = await startVm(host, 'vm-a');
         const b = await startVm(host, 'vm-b');
@@ -231,11 +221,7 @@ for (const { name, make } of hosts) {
         for (const vm of [a, b]) vm.close();
         const c = await startVm(host, 'vm-c');
         await fullUpdate(host, [c]);
-      } catch (err) {
-        throw withLog(err, host);
-      } finally {
-        await host.stop();
-      }
+      });
     });
   });
 }

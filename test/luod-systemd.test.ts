@@ -22,7 +22,7 @@ import {
   status,
   updateOnce,
   waitSubscribed,
-  withLog,
+  withHost,
 } from './crash/vms.js';
 
 after(closeAllVms);
@@ -34,8 +34,7 @@ const luodNames = (host: FakeSystemd) => host.storedNames().filter((n) => n.star
 describe('luod --kexec-mode systemd', () => {
   test('systemctl kexec: sessions cross the kexec in the fd store; luod killed before the last CLAIM; every byte back', async () => {
     assert.ok(fs.existsSync(MAIN), 'run npm run build first');
-    const host = new FakeSystemd(SYSTEMD_ARGS, 2_000_000);
-    try {
+    await withHost(new FakeSystemd(SYSTEMD_ARGS, 2_000_000), async (host) => {
       await host.start();
       const a = await startVm(host, 'vm-a');
       const b = await startVm(host, 'vm-b');
@@ -77,16 +76,11 @@ describe('luod --kexec-mode systemd', () => {
       assert.ok(sent('STATUS', /^claiming: /), 'STATUS= for the claiming phase');
       assert.ok(sent('WATCHDOG', /^1$/), 'WATCHDOG=1 with WATCHDOG_USEC set');
       assert.ok(sent('STOPPING', /^1$/), 'STOPPING=1 when systemd stops luod for the kexec');
-    } catch (err) {
-      throw withLog(err, host);
-    } finally {
-      await host.stop();
-    }
+    });
   });
 
   test('luod killed while systemctl kexec runs: the update is aborted, the store emptied, clients told', async () => {
-    const host = new FakeSystemd(SYSTEMD_ARGS);
-    try {
+    await withHost(new FakeSystemd(SYSTEMD_ARGS), async (host) => {
       await host.start();
       const a = await startVm(host, 'vm-a');
       await waitSubscribed(host, ['vm-a']);
@@ -124,16 +118,11 @@ describe('luod --kexec-mode systemd', () => {
       await waitUntil(() => again.aborted.length === 1, 'ABORTED after subscribing again');
       assert.match(again.aborted[0]!.reason, /restarted during the update/);
       await fullUpdate(host, [again], host);
-    } catch (err) {
-      throw withLog(err, host);
-    } finally {
-      await host.stop();
-    }
+    });
   });
 
   test('systemctl kexec fails: refused, sessions released from the store, ABORTED, the host keeps running', async () => {
-    const host = new FakeSystemd(SYSTEMD_ARGS);
-    try {
+    await withHost(new FakeSystemd(SYSTEMD_ARGS), async (host) => {
       await host.start();
       const a = await startVm(host, 'vm-a');
       await waitSubscribed(host, ['vm-a']);
@@ -147,11 +136,7 @@ describe('luod --kexec-mode systemd', () => {
       assert.deepEqual(luodNames(host), []);
       await waitUntil(async () => (await host.sessions()).outgoing.length === 0, 'nothing left preserved');
       assert.equal(fs.existsSync(`${host.socket}.state.json`), false);
-    } catch (err) {
-      throw withLog(err, host);
-    } finally {
-      await host.stop();
-    }
+    });
   });
 
   test('luoctl doctor --json reports the mode the running luod uses', async () => {

@@ -16,17 +16,15 @@ export type ShmemThpFacts =
   /** The control file is absent: no CONFIG_TRANSPARENT_HUGEPAGE, or /sys is not the host's. */
   | { readonly available: false }
   /** `policy`: the selected word, e.g. 'never'; undefined when the file did not say. */
-  | { readonly available: true; readonly policy: string | undefined; readonly choices: readonly string[] };
+  | { readonly available: true; readonly policy: string | undefined };
 
-/** "always within_size advise [never] deny force": the choices, and the one in brackets. */
-export function parseShmemThp(text: string): { policy: string | undefined; choices: string[] } {
-  const words = text.trim().split(/\s+/).filter(Boolean);
-  const selected = words.find((w) => /^\[.+\]$/.test(w));
-  return { policy: selected?.slice(1, -1), choices: words.map((w) => w.replace(/^\[(.+)\]$/, '$1')) };
+/** "always within_size advise [never] deny force": the policy is the word in brackets. */
+export function parseShmemThp(text: string): string | undefined {
+  return /\[([^\]\s]+)\]/.exec(text)?.[1];
 }
 
 export function readShmemThpFacts(root: string): ShmemThpFacts {
   const text = readHostText(root, SHMEM_THP_CONTROL);
   if (text === undefined) return { available: false };
-  return { available: true, ...parseShmemThp(text) };
+  return { available: true, policy: parseShmemThp(text) };
 }

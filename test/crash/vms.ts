@@ -176,3 +176,14 @@ export function withLog(err: unknown, host: Host): unknown {
     err.message += `\nsubscription failures: ${subscriptionFailures.join('; ')}\n--- luod log ---\n${host.log().slice(-6000)}`;
   return err;
 }
+
+/** Runs `body` with `host`, adds luod's log to a failure, and always stops the host. */
+export async function withHost<H extends Host>(host: H, body: (host: H) => Promise<void>): Promise<void> {
+  try {
+    await body(host);
+  } catch (err) {
+    throw withLog(err, host);
+  } finally {
+    await host.stop();
+  }
+}
