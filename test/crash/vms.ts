@@ -37,6 +37,9 @@ export async function startVm(host: Host, id: string, answer: Answer = 'ready'):
   const sessions: { closed: boolean }[] = [];
   handlerSessions.set(id, sessions);
   const state: { vm: Vm | null } = { vm: null };
+  // Filled from the first moment: an ABORTED luod owes this id comes right after the
+  // SUBSCRIBE reply, and its handler can run before start() below has returned.
+  const aborted: Vm['aborted'] = [];
   const sub = await LuoSubscription.start({
     id,
     path: host.socket,
@@ -62,7 +65,7 @@ export async function startVm(host: Host, id: string, answer: Answer = 'ready'):
       vm.readied++;
     },
     onAborted: (event) => {
-      state.vm!.aborted.push(event);
+      aborted.push(event);
     },
   });
   const vm: Vm = {
@@ -72,7 +75,7 @@ export async function startVm(host: Host, id: string, answer: Answer = 'ready'):
     answer,
     preserved: 0,
     readied: 0,
-    aborted: [],
+    aborted,
     rebooted: 0,
     openSessions: () => sessions.filter((s) => !s.closed).length,
     close: () => {
