@@ -75,7 +75,17 @@ function kernelAfterReboot(closes: string[]): LuodKernel {
 /** A connection whose replies the test delivers, holds or fails. */
 class ScriptedChannel extends EventEmitter {
   readonly sent: Record<string, unknown>[] = [];
-  readonly socket = { peerCredentials: () => ({ uid: UID, gid: 0, pid: 1 }), pendingBytes: 0 };
+  readonly socket = Object.assign(new EventEmitter(), {
+    peerCredentials: () => ({ uid: UID, gid: 0, pid: 1 }),
+    pendingBytes: 0,
+  });
+  paused = false;
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+  }
   /** When set, the next send waits for this. */
   hold: Promise<void> | null = null;
   send(value: Record<string, unknown>): Promise<void> {

@@ -74,10 +74,17 @@ function exit(): void {
 
 function serve(channel: LineChannel): void {
   const me = process.getuid?.() ?? 0;
-  const peer = channel.socket.peerCredentials();
+  let peer: ReturnType<typeof channel.socket.peerCredentials>;
+  try {
+    peer = channel.socket.peerCredentials();
+  } catch {
+    channel.close(); // gone already
+    return;
+  }
   if (peer.uid !== me && peer.uid !== 0) {
-    void channel
+    channel
       .send({ ok: false, error: { code: 'EPERM', message: `the holder serves uid ${me} only` } })
+      .catch(() => {})
       .finally(() => channel.close());
     return;
   }
@@ -122,7 +129,7 @@ function serve(channel: LineChannel): void {
         for (const fd of fds) fd.close();
         void reply({
           ok: false,
-          error: { code: 'ENOTSUP', message: `unknown op ${JSON.stringify(message.op)}` },
+          error: { code: 'ENOTSUP', message: 'unknown op' },
         });
     }
   });

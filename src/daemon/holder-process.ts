@@ -109,9 +109,17 @@ export class HolderProcess implements FdHolder {
   async #connect(): Promise<LineChannel> {
     let channel = this.#tryConnect();
     if (!channel) {
-      this.#start();
+      const started = this.#start();
       const deadline = Date.now() + START_TIMEOUT_MS;
       while (!channel) {
+        if (started.exit !== null) {
+          // It could not bind (its directory gone, no permission): say so now, not in 20 s.
+          throw new SysError(
+            'holder',
+            Errno.EIO,
+            `the fd holder exited (${started.exit}) before listening at ${this.socketPath}: is its directory there and writable?`,
+          );
+        }
         if (Date.now() > deadline) {
           throw new SysError(
             'holder',
@@ -136,7 +144,7 @@ export class HolderProcess implements FdHolder {
   }
 
   /** Start a holder in its own session, so that it outlives luod and luod's process group. */
-  #start(): void {
+  #start(): { exit: string | null } {
     const here = import.meta.url;
     const entry = new URL(`./holder-main${here.endsWith('.ts') ? '.ts' : '.js'}`, here);
     const child = spawn(
@@ -147,9 +155,17 @@ export class HolderProcess implements FdHolder {
         stdio: 'ignore',
       },
     );
+    const started: { exit: string | null } = { exit: null };
+    child.once('exit', (code, signal) => {
+      started.exit = signal ? `signal ${signal}` : `status ${code}`;
+    });
+    child.once('error', (err) => {
+      started.exit = (err as NodeJS.ErrnoException).code ?? err.message;
+    });
     child.unref();
     this.lastStartedPid = child.pid;
     this.#log.info({ pid: child.pid, socket: this.socketPath }, 'started the fd holder process');
+    return started;
   }
 
   #attach(channel: LineChannel): void {

@@ -25,7 +25,7 @@ import type { Logger } from 'pino';
 import { adoptReceivedSession } from '../client/luo-client.js';
 import type { Session } from '../kernel/device.js';
 import { INTERNAL_SESSION } from '../protocol/messages.js';
-import { Errno } from '../sys/errno.js';
+import { Errno, errnoNumber } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import type { FdHolder, HeldFd } from './fd-holder.js';
 import { bootPart, type HeldName, type HeldRole, heldName, parseHeldName } from './held-names.js';
@@ -121,7 +121,7 @@ export class SessionKeeper {
   ): Promise<void> {
     for (const client of clients)
       for (const s of client.sessions) await this.#hold('out', update, client.uid, s);
-    this.#record({
+    this.#mustRecord({
       boot: this.boot,
       phase: 'preserving',
       update,
@@ -139,7 +139,7 @@ export class SessionKeeper {
   async kexec(state: CarriedState, internal: Session): Promise<void> {
     await this.#hold('state', state.update, 0, internal);
     if (this.#body)
-      this.#record({
+      this.#mustRecord({
         ...this.#body,
         phase: 'kexec',
         from: state.from,
@@ -395,6 +395,26 @@ export class SessionKeeper {
     }
   }
 
+  /**
+   * Before the kexec the update can still be called off, and must be when
+   * the state file cannot be written (a full disk): a luod that died after
+   * it would find nothing to recover from. Throws, with the errno.
+   */
+  #mustRecord(body: StateBody): void {
+    this.#body = body;
+    try {
+      writeStateFile(this.stateFile, body);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      throw new SysError(
+        'luod',
+        errnoNumber(code) ?? Errno.EIO,
+        `the state file ${this.stateFile} cannot be written (${code}): a luod restarted after a crash could not recover this update, so it does not go ahead`,
+      );
+    }
+  }
+
+  /** After the kexec there is no going back: a failed write is logged, and the update goes on. */
   #record(body: StateBody): void {
     this.#body = body;
     try {

@@ -40,6 +40,7 @@ import {
 } from '../protocol/messages.js';
 import { SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
+import { IdOwners } from './id-owners.js';
 import type { Recovered, SessionKeeper } from './keeper.js';
 import type { LoadedKernel, LuodKernel } from './kernel.js';
 import type { LuodGauges, LuodMetrics } from './metrics.js';
@@ -56,6 +57,8 @@ interface Client {
   id: string | null;
   sessionCount: number;
   malformed: number;
+  /** Commands received and not yet answered (back-pressure, see #received). */
+  inflight: number;
 }
 
 interface RunningUpdate {
@@ -98,8 +101,35 @@ export class LuodError extends SysError {
 
 const fail = (code: string, message: string) => new LuodError(code, message);
 
+function newUpdateId(): string {
+  return `u-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(2).toString('hex')}`;
+}
+
+/** What the Command schema accepts as `seq`: the only part of a bad message ever echoed. */
+function validSeq(seq: unknown): seq is number | string {
+  return (typeof seq === 'number' && Number.isFinite(seq)) || (typeof seq === 'string' && seq.length <= 64);
+}
+
 /** Unread output luod keeps for one client before it gives up on that client. */
 const MAX_QUEUED_BYTES = 4 << 20;
+
+/**
+ * Back-pressure: luod stops reading a client's commands while this many are
+ * unanswered, or while this much of its output is unread. A client that
+ * pipelines commands without reading the replies then waits in its own
+ * send buffer instead of growing luod's memory.
+ */
+const MAX_INFLIGHT = 8;
+const OUTPUT_HIGH_WATER = 256 << 10;
+
+/**
+ * Connection slots only root, luod's own uid, and uids with sessions to
+ * claim may take: after a kexec a VMM must reach luod before its claim
+ * deadline, however many other connections are open.
+ */
+export const RESERVED_SLOTS = 16;
+/** Connections one (non-admin) uid may keep open without having subscribed an id. */
+export const MAX_ANONYMOUS_PER_UID = 32;
 
 export interface LuodOptions {
   kernel: LuodKernel;
@@ -117,6 +147,8 @@ export interface LuodOptions {
   onPhase?: (mark: PhaseEvent) => void;
   /** Who else holds the session fds (none: luod alone, as in unit tests). */
   keeper?: SessionKeeper;
+  /** Which uid owns which client id (id-owners.ts); default: kept in memory only. */
+  owners?: IdOwners;
 }
 
 /** A phase mark with the update it belongs to (`load`/`loaded` belong to none). */
@@ -156,6 +188,15 @@ export class Luod {
   readonly #interrupted = new Map<string, { update: string; reason: string }>();
   /** When unclaimed sessions are released (epoch ms). */
   #claimDeadline = 0;
+  readonly #owners: IdOwners;
+  /** A LOAD is running (kexec_file_load takes a while): no UPDATE or second LOAD meanwhile. */
+  #loading = false;
+  /**
+   * Settles once every incoming session has a second holder (recover()):
+   * no CLAIM is answered before, or a fast claim could close a session
+   * while it is being handed to the holder.
+   */
+  #incomingKept: Promise<void> = Promise.resolve();
 
   constructor(options: LuodOptions) {
     this.#keeper = options.keeper ?? null;
@@ -166,6 +207,7 @@ export class Luod {
     this.#records = options.records ?? null;
     this.#metrics = options.metrics ?? null;
     this.#onPhase = options.onPhase;
+    this.#owners = options.owners ?? new IdOwners(null, this.#log);
     this.#metrics?.watch(() => this.gauges());
   }
 
@@ -249,7 +291,10 @@ export class Luod {
     }
     const incoming = recovered.incoming;
     if (!incoming) return;
-    for (const client of incoming.clients) this.#incoming.set(client.id, { ...client, claim: 'waiting' });
+    for (const client of incoming.clients) {
+      this.#incoming.set(client.id, { ...client, claim: 'waiting' });
+      this.#owners.adopt(client.id, client.uid);
+    }
     for (const id of incoming.claimed) {
       this.#incoming.set(id, { id, uid: 0, update: incoming.update, sessions: [], claim: 'done' });
     }
@@ -348,6 +393,18 @@ export class Luod {
 
   /** Startup (and, on the emulated kernel, after each kexec): take back what the previous kernel handed over. */
   async recover(): Promise<void> {
+    let kept!: () => void;
+    this.#incomingKept = new Promise((resolve) => {
+      kept = resolve;
+    });
+    try {
+      await this.#recover();
+    } finally {
+      kept();
+    }
+  }
+
+  async #recover(): Promise<void> {
     const readyAt = Date.now();
     let device: ReturnType<LuodKernel['openDevice']>;
     try {
@@ -400,6 +457,7 @@ export class Luod {
           sessions,
           claim: 'waiting',
         });
+        this.#owners.adopt(client.id, client.uid);
       }
       this.#claimDeadlinePassed = false;
       this.#phase = this.#incoming.size > 0 ? 'claiming' : 'idle';
@@ -526,25 +584,46 @@ export class Luod {
     );
   }
 
-  /** A new connection. */
+  /** A new connection: admitted (see #refusal), or told why not and closed. */
   accept(channel: LineChannel): void {
-    const cred = channel.socket.peerCredentials();
-    if (this.#clients.size >= MAX_CLIENTS) {
-      void channel
-        .send({ ok: false, error: { code: 'EMFILE', message: `luod serves at most ${MAX_CLIENTS} clients` } })
+    let cred: ReturnType<LineChannel['socket']['peerCredentials']>;
+    try {
+      cred = channel.socket.peerCredentials();
+    } catch {
+      channel.close(); // the peer is already gone
+      return;
+    }
+    const refusal = this.#refusal(cred.uid);
+    if (refusal) {
+      this.#metrics?.protocolError('refused-connection');
+      // The peer may have hung up already (EPIPE): nothing to tell it then.
+      channel
+        .send({ ok: false, error: { code: 'EMFILE', message: refusal } })
+        .catch(() => {})
         .finally(() => channel.close());
       return;
     }
-    const client: Client = { channel, uid: cred.uid, pid: cred.pid, id: null, sessionCount: 1, malformed: 0 };
+    const client: Client = {
+      channel,
+      uid: cred.uid,
+      pid: cred.pid,
+      id: null,
+      sessionCount: 1,
+      malformed: 0,
+      inflight: 0,
+    };
     this.#clients.add(client);
     channel.on('message', (value, fds) => {
       for (const fd of fds) fd.close(); // luod never takes fds from clients
-      void this.#onMessage(client, value);
+      this.#received(client, value);
     });
     channel.on('malformed', (reason) => {
       client.malformed++;
       this.#metrics?.protocolError('malformed-line');
+      // A fatal one closes the channel right after: the reply goes out if the socket takes it now.
       void channel.send({ ok: false, error: { code: reason.code, message: reason.message } }).catch(() => {});
+      if (reason.fatal)
+        this.#activeLog.warn({ pid: client.pid, uid: client.uid, code: reason.code }, reason.message);
       if (client.malformed > 16) {
         this.#activeLog.warn(
           { pid: client.pid, uid: client.uid },
@@ -553,11 +632,62 @@ export class Luod {
         channel.close();
       }
     });
+    channel.socket.on('drain', () => this.#maybeResume(client));
     channel.on('close', () => this.#onClose(client));
   }
 
+  /** accept() failed (out of fds, most likely): the server retries; this is worth a line in the log. */
+  acceptFailed(err: Error): void {
+    this.#activeLog.warn({ err, clients: this.#clients.size }, 'cannot accept a connection');
+  }
+
+  #isAdmin(uid: number): boolean {
+    return uid === 0 || uid === process.getuid?.();
+  }
+
+  /** Why a connection from `uid` is not admitted, or null. */
+  #refusal(uid: number): string | null {
+    const open = this.#clients.size;
+    if (open >= MAX_CLIENTS) return `luod serves at most ${MAX_CLIENTS} clients`;
+    if (this.#isAdmin(uid)) return null;
+    const claims = [...this.#incoming.values()].some((e) => e.claim !== 'done' && e.uid === uid);
+    if (claims) return null;
+    if (open >= MAX_CLIENTS - RESERVED_SLOTS)
+      return `luod's last ${RESERVED_SLOTS} connection slots are kept for root and for VMMs with sessions to claim`;
+    let anonymous = 0;
+    for (const c of this.#clients) if (c.uid === uid && c.id === null) anonymous++;
+    if (anonymous >= MAX_ANONYMOUS_PER_UID)
+      return `uid ${uid} already has ${anonymous} connections that have not subscribed (at most ${MAX_ANONYMOUS_PER_UID})`;
+    return null;
+  }
+
+  /** One command in: counted for back-pressure, handled, and never a source of an unhandled rejection. */
+  #received(client: Client, value: unknown): void {
+    client.inflight++;
+    this.#maybePause(client);
+    this.#onMessage(client, value)
+      .catch((err) => this.#activeLog.error({ err, pid: client.pid }, 'a command failed unexpectedly'))
+      .finally(() => {
+        client.inflight--;
+        this.#maybeResume(client);
+      });
+  }
+
+  #maybePause(client: Client): void {
+    if (client.inflight >= MAX_INFLIGHT || client.channel.socket.pendingBytes > OUTPUT_HIGH_WATER)
+      client.channel.pause();
+  }
+
+  #maybeResume(client: Client): void {
+    if (!client.channel.paused) return;
+    if (client.inflight < MAX_INFLIGHT && client.channel.socket.pendingBytes <= OUTPUT_HIGH_WATER / 2)
+      client.channel.resume();
+  }
+
   async #onMessage(client: Client, value: unknown): Promise<void> {
-    const seq = (value as { seq?: unknown }).seq;
+    // Echo `seq` only when it is one: a reply never repeats what failed validation.
+    const rawSeq = (value as { seq?: unknown }).seq;
+    const seq = validSeq(rawSeq) ? rawSeq : undefined;
     if (this.#dropIfNotReading(client)) return;
     const reply = (body: object, fds: OwnedFd[] | Session[] = []) =>
       client.channel
@@ -576,14 +706,20 @@ export class Luod {
         ok: false,
         error: known
           ? { code: 'EINVAL', message: `${cmd}: ${describeInvalid(parsed.error)}` }
-          : { code: 'ENOTSUP', message: `unknown command ${JSON.stringify(cmd)}` },
+          : {
+              code: 'ENOTSUP',
+              message:
+                typeof cmd === 'string' && /^[A-Z_]{1,32}$/.test(cmd)
+                  ? `unknown command ${cmd}`
+                  : 'the message has no "cmd" naming a command',
+            },
       });
       if (client.malformed > 16) client.channel.close();
       return;
     }
     const command = parsed.data;
     try {
-      if (ADMIN_COMMANDS.has(command.cmd) && client.uid !== 0 && client.uid !== process.getuid?.()) {
+      if (ADMIN_COMMANDS.has(command.cmd) && !this.#isAdmin(client.uid)) {
         throw fail('EPERM', `${command.cmd} is an admin command: only root or luod's own uid may send it`);
       }
       const result = await this.#execute(client, command, reply);
@@ -651,9 +787,11 @@ export class Luod {
         return { body: {} };
       }
       case 'CLAIM':
+        // Not before every incoming session has a second holder (recover()).
+        await this.#incomingKept;
         return this.#claim(client, command.id, command.force === true);
       case 'STATUS':
-        return { body: this.status() };
+        return { body: this.#isAdmin(client.uid) ? this.status() : this.#statusFor(client.uid) };
       case 'CLIENTS':
         return { body: { clients: this.#clientList() } };
       case 'SESSIONS':
@@ -687,6 +825,12 @@ export class Luod {
         throw fail('EEXIST', `another connection is subscribed as ${id}`);
     }
     if (this.#update) throw fail('EBUSY', 'an update is in progress; subscribe after it');
+    const owned = this.#owners.claim(id, client.uid, (other) => this.#idBusy(other));
+    if (!owned.ok)
+      throw fail(
+        'EPERM',
+        `the id ${id} belongs to uid ${owned.owner} (the first to subscribe it); uid ${client.uid} must use another id`,
+      );
     client.id = id;
     client.sessionCount = sessions;
     this.#log.info({ client: id, uid: client.uid, pid: client.pid, sessions }, 'client subscribed');
@@ -697,6 +841,13 @@ export class Luod {
       setImmediate(() => this.#notify(client, { event: 'ABORTED', ...interrupted }));
     }
     return { id, sessions: sessionNames(id, sessions) };
+  }
+
+  /** Subscribed now, or with sessions to claim: an id its owner must not lose. */
+  #idBusy(id: string): boolean {
+    for (const c of this.#clients) if (c.id === id) return true;
+    const entry = this.#incoming.get(id);
+    return entry !== undefined && entry.claim !== 'done';
   }
 
   #ready(client: Client, updateId: string | undefined): object {
@@ -764,15 +915,23 @@ export class Luod {
   }
 
   async #load(command: Extract<Command, { cmd: 'LOAD' }>): Promise<object> {
-    if (this.#update) throw fail('EBUSY', 'an update is in progress');
+    // Checked and taken before the first await: two LOADs, or an UPDATE, in one read must not both pass.
+    if (this.#phase === 'preserving' || this.#phase === 'kexec')
+      throw fail('EBUSY', 'an update is in progress');
+    if (this.#loading) throw fail('EBUSY', 'a kernel is being loaded');
+    this.#loading = true;
     const start = Date.now();
     this.#mark(undefined, undefined, 'load');
-    this.#loaded = await this.#kernel.load({
-      ...(command.kernel !== undefined && { kernel: command.kernel }),
-      ...(command.initrd !== undefined && { initrd: command.initrd }),
-      ...(command.cmdline !== undefined && { cmdline: command.cmdline }),
-      ...(command.emu_version !== undefined && { emuVersion: command.emu_version }),
-    });
+    try {
+      this.#loaded = await this.#kernel.load({
+        ...(command.kernel !== undefined && { kernel: command.kernel }),
+        ...(command.initrd !== undefined && { initrd: command.initrd }),
+        ...(command.cmdline !== undefined && { cmdline: command.cmdline }),
+        ...(command.emu_version !== undefined && { emuVersion: command.emu_version }),
+      });
+    } finally {
+      this.#loading = false;
+    }
     this.#mark(undefined, undefined, 'loaded');
     this.#loadSpan = { start, end: Date.now() };
     this.#log.info({ loaded: this.#loaded, ms: this.#loadSpan.end - start }, 'next kernel loaded');
@@ -786,30 +945,59 @@ export class Luod {
     progress?: (phase: string, detail?: object) => Promise<void> | void;
   }): Promise<UpdateOutcome> {
     if (this.#phase !== 'idle') throw fail('EBUSY', `luod is busy (${this.#phase})`);
+    if (this.#loading) throw fail('EBUSY', 'a kernel is being loaded; update once it is');
+    if (!this.#loaded && this.#kernel.backend === 'real')
+      throw fail('EINVAL', 'no kernel is loaded: run luoctl load first');
+    if (options.dryRun) return this.#dryRun();
+    // Taken before the first await: a second UPDATE in the same read gets EBUSY,
+    // instead of running beside this one and, aborting, releasing its sessions.
+    this.#phase = 'preserving';
     if (!this.#loaded) {
-      if (this.#kernel.backend === 'real') throw fail('EINVAL', 'no kernel is loaded: run luoctl load first');
       const start = Date.now();
-      this.#loaded = await this.#kernel.load({});
+      try {
+        this.#loaded = await this.#kernel.load({});
+      } catch (err) {
+        this.#phase = 'idle';
+        throw err;
+      }
       this.#loadSpan = { start, end: Date.now() };
     }
+    try {
+      return await this.#run(options);
+    } catch (err) {
+      // #run ends every update it started itself (abort); this is a bug's last stop.
+      this.#activeLog.error({ err }, 'the update failed outside its own error handling; luod is idle again');
+      this.#update = null;
+      this.#phase = 'idle';
+      throw err;
+    }
+  }
+
+  /** What an update would do now: who would take part. Not an update: the observer does not hear of it. */
+  #dryRun(): UpdateOutcome {
+    let participants = 0;
+    for (const client of this.#clients) if (client.id) participants++;
+    const id = newUpdateId();
+    return {
+      update: id,
+      outcome: 'dry-run',
+      timeline: [{ phase: 'update-start', at: Date.now() }],
+      reason: `${participants} client(s) would take part`,
+    };
+  }
+
+  async #run(options: {
+    timeoutMs: number;
+    progress?: (phase: string, detail?: object) => Promise<void> | void;
+  }): Promise<UpdateOutcome> {
+    const loaded = this.#loaded!;
     const participants = new Map<string, Client>();
     for (const client of this.#clients) if (client.id) participants.set(client.id, client);
-    const id = `u-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(2).toString('hex')}`;
+    const id = newUpdateId();
     const log = this.#log.child({ update: id });
     const timeline: PhaseMark[] = [];
-    // A dry run is not an update: the observer does not hear of it.
-    if (options.dryRun) timeline.push({ phase: 'update-start', at: Date.now() });
-    else this.#mark(timeline, id, 'update-start');
+    this.#mark(timeline, id, 'update-start');
     const progress = options.progress ?? (() => {});
-    if (options.dryRun) {
-      return {
-        update: id,
-        outcome: 'dry-run',
-        timeline,
-        reason: `${participants.size} client(s) would take part`,
-      };
-    }
-    this.#phase = 'preserving';
     this.#incoming.clear();
     this.#interrupted.clear(); // an ABORTED from before this update would only confuse
     // A previous update still waiting for claims is closed by this one.
@@ -819,7 +1007,7 @@ export class Luod {
         update: id,
         backend: this.#kernel.backend,
         from: await this.#kernel.release().catch(() => 'unknown'),
-        to: this.#loaded.version ?? this.#loaded.kernel,
+        to: loaded.version ?? loaded.kernel,
         clients: [...participants].map(([clientId, client]) => ({
           id: clientId,
           uid: client.uid,
@@ -863,7 +1051,7 @@ export class Luod {
     };
     let device: ReturnType<LuodKernel['openDevice']> | null = null;
     try {
-      log.info({ clients: [...participants.keys()], next: this.#loaded }, 'live update starting');
+      log.info({ clients: [...participants.keys()], next: loaded }, 'live update starting');
       await progress('preserve', { clients: participants.size });
       record.begin('preserve', timeline[0]!.at);
       device = this.#kernel.openDevice();
@@ -898,7 +1086,7 @@ export class Luod {
           );
         } catch (err) {
           device.close();
-          const reason = `the fd holder could not take the sessions, and luod must not be their only holder: ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
+          const reason = `luod cannot make this update crash-safe (it must never be the only holder of a session, and its state file must be written): ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
           failures.push({ id: 'luod', reason });
           return await abort('aborted', reason);
         }
@@ -987,7 +1175,7 @@ export class Luod {
       log.info({ to: state.to }, 'kexec');
       this.#mark(undefined, id, 'kexec');
       try {
-        await this.#kernel.kexec(this.#loaded);
+        await this.#kernel.kexec(loaded);
       } catch (err) {
         internal.close();
         failures.push({ id: 'kernel', reason: (err as Error).message });
@@ -1103,6 +1291,32 @@ export class Luod {
       last_update: this.#lastUpdate,
       records_dir: this.#records?.dir ?? null,
       last_record: this.#lastRecordPath,
+    };
+  }
+
+  /**
+   * STATUS for a uid that is not an admin: the state of luod, and of its own
+   * clients only. Other uids' ids (which VMs run here, who failed) are not
+   * its business.
+   */
+  #statusFor(uid: number): Record<string, unknown> {
+    const mine = new Set<string>();
+    for (const c of this.#clients) if (c.uid === uid && c.id) mine.add(c.id);
+    for (const e of this.#incoming.values()) if (e.uid === uid) mine.add(e.id);
+    const full = this.status();
+    const last = this.#lastUpdate;
+    return {
+      ...full,
+      subscribers: (full.subscribers as string[]).filter((id) => mine.has(id)),
+      pending_claims: (full.pending_claims as string[]).filter((id) => mine.has(id)),
+      last_update: last && {
+        update: last.update,
+        outcome: last.outcome,
+        ...(last.claims && { claims: last.claims.filter((id) => mine.has(id)) }),
+      },
+      holder: null,
+      records_dir: null,
+      last_record: null,
     };
   }
 

@@ -30,6 +30,7 @@ import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { type FdHolder, SystemdFdStore } from './fd-holder.js';
 import { HolderProcess, holderSocketPath } from './holder-process.js';
+import { IdOwners } from './id-owners.js';
 import { SessionKeeper } from './keeper.js';
 import { emulatedKernel, realKernel } from './kernel.js';
 import { chooseKexecMode, KEXEC_MODES, systemdKexec } from './kexec-mode.js';
@@ -42,7 +43,7 @@ import {
   RecordStore,
 } from './record-store.js';
 import { SdNotify, takeListenFds } from './sd-notify.js';
-import { listen } from './server.js';
+import { listen, prepareSocketDir } from './server.js';
 import { ServiceNotifier } from './service-notify.js';
 
 function version(): string {
@@ -80,6 +81,24 @@ function timelineWriter(file: string): (mark: PhaseEvent) => void {
   };
 }
 
+/**
+ * The last resort for a bug. A rejection nobody handled is logged and luod
+ * keeps serving: every command and update handles its own failures, so one
+ * that escapes is a missed log line, not corrupt state. An exception thrown
+ * out of the event loop may have left luod half-way through a change, so
+ * luod exits (EX_SOFTWARE): the fd holder keeps every session, and the next
+ * luod (systemd's Restart=, or the operator) takes them back.
+ */
+function lastResort(log: pino.Logger): void {
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: reason }, 'a rejection was not handled (a bug); luod keeps serving');
+  });
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'an exception escaped (a bug); luod exits, the fd holder keeps the sessions');
+    process.exit(70);
+  });
+}
+
 const program = new Command('luod')
   .description('the live update agent: owns /dev/liveupdate and carries VMs across kexec')
   .version(version())
@@ -103,6 +122,7 @@ const program = new Command('luod')
   )
   .option('--systemctl <path>', 'the systemctl command of the systemd kexec mode', 'systemctl')
   .option('--state-file <path>', "luod's state file (default: the socket path + .state.json)")
+  .option('--ids-file <path>', 'which uid owns which client id (default: the socket path + .ids.json)')
   .exitOverride();
 
 /** fds systemd passed (the fd store): taken before anything else can open an fd at 3+. */
@@ -124,6 +144,7 @@ try {
     kexecMode: string;
     systemctl: string;
     stateFile?: string;
+    idsFile?: string;
   }>();
   if (!(KEXEC_MODES as readonly string[]).includes(opts.kexecMode))
     throw new SysError('luod', Errno.EINVAL, `--kexec-mode must be one of ${KEXEC_MODES.join(', ')}`);
@@ -149,6 +170,7 @@ try {
   )
     throw new SysError('luod', Errno.EINVAL, '--metrics-port must be a port number (0 to 65535)');
   const log = pino({ base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });
+  lastResort(log);
   const stateDir = opts.state ?? defaultStateDir();
   const notify = SdNotify.fromEnv();
   const mode = chooseKexecMode(opts.kexecMode as (typeof KEXEC_MODES)[number], {
@@ -161,6 +183,8 @@ try {
   const baseKernel = opts.emulate ? emulatedKernel(stateDir) : realKernel();
   const kernel = mode.mode === 'systemd' ? systemdKexec(baseKernel, opts.systemctl) : baseKernel;
   const path = socketPath(opts.socket);
+  // Before the holder process binds next to the socket.
+  prepareSocketDir(path);
   let holder: FdHolder;
   if (notify) {
     holder = new SystemdFdStore(notify, listenFds);
@@ -194,6 +218,7 @@ try {
     claimTimeoutMs: claimTimeout * 1000,
     version: version(),
     records,
+    owners: new IdOwners(opts.idsFile ?? `${path}.ids.json`, log),
     ...(metrics && { metrics }),
     ...(onPhase && { onPhase }),
     keeper,

@@ -26,7 +26,11 @@ export interface LuodGauges {
   unclaimedSessions: number;
 }
 
-export type ProtocolErrorKind = 'malformed-line' | 'invalid-command' | 'unknown-command';
+export type ProtocolErrorKind =
+  | 'malformed-line'
+  | 'invalid-command'
+  | 'unknown-command'
+  | 'refused-connection';
 
 /** From a millisecond (a claim on the emulator) to ten minutes (a slow barrier). */
 const DURATION_BUCKETS = [
@@ -67,11 +71,16 @@ export class LuodMetrics {
     });
     this.#protocolErrors = new Counter({
       name: 'luod_protocol_errors_total',
-      help: 'Lines from clients that luod refused: not a JSON line, an invalid or an unknown command',
+      help: 'Lines and connections luod refused: not a JSON line, an invalid or an unknown command, a connection over a limit',
       labelNames: ['kind'],
       registers,
     });
-    for (const kind of ['malformed-line', 'invalid-command', 'unknown-command'] as const)
+    for (const kind of [
+      'malformed-line',
+      'invalid-command',
+      'unknown-command',
+      'refused-connection',
+    ] as const)
       this.#protocolErrors.inc({ kind }, 0);
     this.#released = new Counter({
       name: 'luod_unclaimed_sessions_released_total',

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LineChannel } from '../protocol/lines.js';
 import { MAX_CLIENTS } from '../protocol/messages.js';
-import { Errno } from '../sys/errno.js';
+import { Errno, errnoNumber } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { UnixServer, UnixSocket } from '../sys/unix-socket.js';
 import type { Luod } from './luod.js';
@@ -25,9 +25,41 @@ export interface ListenOptions {
  */
 const LISTEN_BACKLOG = 2 * MAX_CLIENTS;
 
+/**
+ * A line left unfinished this long closes the connection: a client that
+ * sends half a line and waits would hold a connection slot forever.
+ */
+export const LINE_TIMEOUT_MS = 10_000;
+
+/**
+ * The socket's directory (/run/luod after a boot without systemd's
+ * RuntimeDirectory=), made before anything binds in it: the fd holder binds
+ * first. Mode 0755, so members of --group can reach the socket; luod's own
+ * uid owns it. An existing directory is left as the administrator made it.
+ */
+export function prepareSocketDir(socketPath: string): void {
+  const dir = path.dirname(socketPath);
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new SysError(
+      'luod',
+      errnoNumber(code) ?? Errno.EIO,
+      `cannot create the socket directory ${dir}: ${code}`,
+    );
+  }
+  if (!fs.statSync(dir).isDirectory())
+    throw new SysError(
+      'luod',
+      errnoNumber('ENOTDIR') ?? Errno.EINVAL,
+      `the socket directory ${dir} is not a directory`,
+    );
+}
+
 export function listen(luod: Luod, options: ListenOptions): UnixServer {
   const { socketPath } = options;
-  fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
+  prepareSocketDir(socketPath);
   if (fs.existsSync(socketPath)) {
     let live = false;
     try {
@@ -42,6 +74,9 @@ export function listen(luod: Luod, options: ListenOptions): UnixServer {
   const server = UnixServer.listen(socketPath, { backlog: LISTEN_BACKLOG });
   fs.chmodSync(socketPath, 0o660);
   if (options.gid !== undefined) fs.chownSync(socketPath, 0, options.gid);
-  server.on('connection', (socket) => luod.accept(new LineChannel(socket)));
+  server.on('connection', (socket) =>
+    luod.accept(new LineChannel(socket, { lineTimeoutMs: LINE_TIMEOUT_MS })),
+  );
+  server.on('error', (err) => luod.acceptFailed(err));
   return server;
 }

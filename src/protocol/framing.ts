@@ -19,12 +19,19 @@ export interface ReceivedLine {
 
 export class LineFramer {
   readonly maxLine: number;
+  /**
+   * fds the line being accumulated may collect. A peer that sends fds with
+   * a byte at a time and never ends the line would otherwise make us keep
+   * every one of them (luod ran out of fds that way).
+   */
+  readonly maxFds: number;
   #parts: Buffer[] = [];
   #partBytes = 0;
   #fds: OwnedFd[] = [];
 
-  constructor(maxLine: number) {
+  constructor(maxLine: number, maxFds = Number.POSITIVE_INFINITY) {
     this.maxLine = maxLine;
+    this.maxFds = maxFds;
   }
 
   /** Bytes of the line being accumulated. */
@@ -34,7 +41,9 @@ export class LineFramer {
 
   /**
    * Feed one recvmsg() worth of bytes and fds; returns the complete lines.
-   * Throws (after closing every fd it holds) when a line exceeds `maxLine`.
+   * Throws (after closing every fd it holds) when a line exceeds `maxLine`
+   * bytes (code E2BIG), or the unfinished line holds more than `maxFds` fds
+   * (code ETOOMANYREFS).
    */
   push(data: Buffer, fds: OwnedFd[]): ReceivedLine[] {
     const out: ReceivedLine[] = [];
@@ -62,6 +71,8 @@ export class LineFramer {
     }
     if (!fdsGoToLastCompleted) this.#fds.push(...fds);
     if (this.#partBytes > this.maxLine) this.#failLong(out, fds);
+    if (this.#fds.length > this.maxFds)
+      this.#fail(out, fds, 'ETOOMANYREFS', `more than ${this.maxFds} fds on an unfinished line`);
     return out;
   }
 
@@ -73,11 +84,15 @@ export class LineFramer {
     this.#partBytes = 0;
   }
 
-  /** Close every fd this chunk brought or the framer holds (closing twice is harmless), then throw. */
   #failLong(delivered: ReceivedLine[], more: OwnedFd[]): never {
+    this.#fail(delivered, more, 'E2BIG', `line longer than ${this.maxLine} bytes`);
+  }
+
+  /** Close every fd this chunk brought or the framer holds (closing twice is harmless), then throw. */
+  #fail(delivered: ReceivedLine[], more: OwnedFd[], code: string, message: string): never {
     for (const entry of delivered) for (const fd of entry.fds) fd.close();
     for (const fd of more) fd.close();
     this.dispose();
-    throw Object.assign(new Error(`line longer than ${this.maxLine} bytes`), { code: 'E2BIG' });
+    throw Object.assign(new Error(message), { code });
   }
 }

@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import type { FdLike, OwnedFd } from '../sys/fd.js';
 import { UnixSocket } from '../sys/unix-socket.js';
-import { LineFramer } from './framing.js';
+import { LineFramer, type ReceivedLine } from './framing.js';
 
 export const MAX_LINE_BYTES = 64 * 1024;
 export const MAX_FDS_PER_LINE = 16;
@@ -20,16 +20,31 @@ export interface LineChannelEvents {
   close: [];
 }
 
+export interface LineChannelOptions {
+  /**
+   * Close the channel when a line stays unfinished this long (a peer that
+   * sends part of a line and then nothing holds a slot forever otherwise).
+   * Not counted while the channel is paused. Default: no limit.
+   */
+  lineTimeoutMs?: number;
+}
+
 export class LineChannel extends EventEmitter<LineChannelEvents> {
   readonly socket: UnixSocket;
-  readonly #framer = new LineFramer(MAX_LINE_BYTES);
+  readonly #framer = new LineFramer(MAX_LINE_BYTES, MAX_FDS_PER_LINE);
+  readonly #lineTimeoutMs: number | undefined;
+  /** Lines received but not yet delivered: delivery stops while paused. */
+  #queue: ReceivedLine[] = [];
+  #paused = false;
+  #lineTimer: NodeJS.Timeout | null = null;
   #closed = false;
 
-  constructor(socket: UnixSocket) {
+  constructor(socket: UnixSocket, options: LineChannelOptions = {}) {
     super();
     this.socket = socket;
+    this.#lineTimeoutMs = options.lineTimeoutMs;
     socket.on('data', (data, fds) => this.#onData(data, fds));
-    socket.on('end', () => this.close());
+    socket.on('end', () => this.#onEnd());
     socket.on('close', () => this.close());
     socket.on('error', () => this.close());
   }
@@ -47,10 +62,39 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
     return this.socket.send(Buffer.from(`${JSON.stringify(value)}\n`), fds);
   }
 
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /**
+   * Back-pressure: stop delivering messages (those already received wait
+   * here, at most one read's worth) and stop reading the socket, so the
+   * peer's further bytes wait in its own send buffer.
+   */
+  pause(): void {
+    if (this.#paused || this.#closed) return;
+    this.#paused = true;
+    this.socket.pause();
+    this.#armLineTimer();
+  }
+
+  resume(): void {
+    if (!this.#paused || this.#closed) return;
+    this.#paused = false;
+    this.#pump();
+    if (!this.#paused && !this.#closed) {
+      this.socket.resume();
+      this.#armLineTimer();
+    }
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#lineTimer) clearTimeout(this.#lineTimer);
     this.#framer.dispose();
+    for (const entry of this.#queue) for (const fd of entry.fds) fd.close();
+    this.#queue = [];
     this.socket.close();
     this.emit('close');
   }
@@ -63,22 +107,52 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
     let lines: ReturnType<LineFramer['push']>;
     try {
       lines = this.#framer.push(data, fds);
-    } catch {
+    } catch (err) {
       this.emit('malformed', {
-        code: 'E2BIG',
-        message: `line longer than ${MAX_LINE_BYTES} bytes`,
+        code: (err as { code: string }).code,
+        message: (err as Error).message,
         fatal: true,
       });
       this.close();
       return;
     }
-    for (const { line, fds: lineFds } of lines) {
-      if (this.#closed) {
-        for (const fd of lineFds) fd.close();
-        continue;
-      }
-      this.#deliver(line, lineFds);
+    this.#queue.push(...lines);
+    this.#pump();
+    this.#armLineTimer();
+  }
+
+  /** The peer half-closed: what it sent before still counts, then the channel closes. */
+  #onEnd(): void {
+    this.#pump();
+    this.close();
+  }
+
+  #pump(): void {
+    while (this.#queue.length > 0 && !this.#paused && !this.#closed) {
+      const { line, fds } = this.#queue.shift()!;
+      this.#deliver(line, fds);
     }
+  }
+
+  #armLineTimer(): void {
+    const waiting = !this.#paused && !this.#closed && this.#framer.pendingBytes > 0;
+    if (!waiting || this.#lineTimeoutMs === undefined) {
+      if (this.#lineTimer) clearTimeout(this.#lineTimer);
+      this.#lineTimer = null;
+      return;
+    }
+    if (this.#lineTimer) return; // counted from the line's first byte, not its last
+    const ms = this.#lineTimeoutMs;
+    this.#lineTimer = setTimeout(() => {
+      this.#lineTimer = null;
+      this.emit('malformed', {
+        code: 'ETIMEDOUT',
+        message: `a line was left unfinished for ${ms} ms`,
+        fatal: true,
+      });
+      this.close();
+    }, ms);
+    this.#lineTimer.unref();
   }
 
   #deliver(line: string, fds: OwnedFd[]): void {

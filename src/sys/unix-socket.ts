@@ -46,11 +46,21 @@ interface PendingWrite {
 /** How many recvmsg() calls one readiness callback may make before yielding to other work. */
 const READS_PER_TICK = 64;
 
+/**
+ * How many connections one readiness callback accepts before yielding, so
+ * that closes and reads of the connections already accepted are processed
+ * between batches (a burst of connects otherwise drains the whole backlog
+ * first).
+ */
+const ACCEPTS_PER_TICK = 16;
+
 /** How long a server waits before accepting again after accept() failed (e.g. out of fds). */
 const ACCEPT_RETRY_MS = 100;
 
 export interface UnixSocketEvents {
   data: [data: Buffer, fds: OwnedFd[]];
+  /** Every queued message went out to the kernel. */
+  drain: [];
   end: [];
   error: [err: Error];
   close: [];
@@ -62,6 +72,8 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
   readonly #watcher: FdWatcher;
   readonly #maxRead: number;
   #writes: PendingWrite[] = [];
+  /** Bytes in #writes not yet taken by the kernel, kept as it changes (not summed on each ask). */
+  #pendingBytes = 0;
   #reading = true;
   #ended = false;
   #closed = false;
@@ -101,7 +113,7 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
 
   /** Bytes queued but not yet accepted by the kernel. */
   get pendingBytes(): number {
-    return this.#writes.reduce((sum, w) => sum + w.data.length - w.offset, 0);
+    return this.#pendingBytes;
   }
 
   peerCredentials(): PeerCredentials {
@@ -125,6 +137,7 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
     }
     return new Promise<void>((resolve, reject) => {
       this.#writes.push({ data, fds, offset: 0, resolve, reject });
+      this.#pendingBytes += data.length;
       if (this.#writes.length === 1) this.#flush();
     });
   }
@@ -159,6 +172,7 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
     this.#closed = true;
     const writes = this.#writes;
     this.#writes = [];
+    this.#pendingBytes = 0;
     this.#fd.close();
     for (const w of writes)
       w.reject(new SysError('send', Errno.EPIPE, 'send: socket closed before the message went out'));
@@ -235,6 +249,7 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
   }
 
   #flush(): void {
+    const hadWrites = this.#writes.length > 0;
     while (this.#writes.length > 0 && !this.#closed) {
       const w = this.#writes[0]!;
       let n: number;
@@ -242,18 +257,21 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
         n = sendWithFds(this.#fd, w.data.subarray(w.offset), w.offset === 0 ? w.fds : []);
       } catch (err) {
         this.#writes.shift();
+        this.#pendingBytes -= w.data.length - w.offset;
         w.reject(err as Error);
         this.#fail(err as Error);
         return;
       }
       if (n < 0) break; // EAGAIN: wait for writability
       w.offset += n;
+      this.#pendingBytes -= n;
       if (w.offset >= w.data.length) {
         this.#writes.shift();
         w.resolve();
       }
     }
     this.#updateInterest();
+    if (hadWrites && this.#writes.length === 0 && !this.#closed) this.emit('drain');
   }
 
   #fail(err: Error): void {
@@ -323,10 +341,10 @@ export class UnixServer extends EventEmitter<UnixServerEvents> {
   #onReady(ev: ReadyEvents): void {
     if (this.#closed) return;
     if (ev.status < 0) {
-      this.emit('error', new SysError('poll', -ev.status));
+      if (this.listenerCount('error') > 0) this.emit('error', new SysError('poll', -ev.status));
       return;
     }
-    for (;;) {
+    for (let i = 0; i < ACCEPTS_PER_TICK && !this.#closed; i++) {
       let conn: OwnedFd | null;
       try {
         conn = accept(this.#fd);
@@ -341,7 +359,14 @@ export class UnixServer extends EventEmitter<UnixServerEvents> {
         return;
       }
       if (conn === null) return;
-      const sock = new UnixSocket(conn, this.type);
+      let sock: UnixSocket;
+      try {
+        sock = new UnixSocket(conn, this.type);
+      } catch (err) {
+        conn.close();
+        if (this.listenerCount('error') > 0) this.emit('error', err as Error);
+        continue;
+      }
       if (this.listenerCount('connection') === 0) sock.close();
       else this.emit('connection', sock);
     }

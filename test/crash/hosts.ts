@@ -102,9 +102,10 @@ abstract class BaseHost {
   protected proc: LuodProcess | null = null;
   protected readonly extraArgs: string[];
 
-  constructor(extraArgs: string[]) {
+  /** `socket`: luod's socket, relative to the host's directory (its own directories are not made). */
+  constructor(extraArgs: string[], options: { socket?: string } = {}) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-crash-'));
-    this.socket = path.join(this.dir, 'luod.sock');
+    this.socket = path.join(this.dir, options.socket ?? 'luod.sock');
     this.stateDir = path.join(this.dir, 'emu');
     this.extraArgs = extraArgs;
   }
@@ -122,6 +123,14 @@ abstract class BaseHost {
 
   log(): string {
     return this.proc?.output ?? '';
+  }
+
+  /** The running luod's pid. */
+  luodPid(): number {
+    const pid = this.proc?.child.pid;
+    if (pid === undefined || this.proc!.child.exitCode !== null || this.proc!.child.signalCode !== null)
+      throw new Error(`luod is not running:\n${this.log().slice(-4000)}`);
+    return pid;
   }
 
   async sessions(): Promise<{ outgoing: string[]; incoming: string[] }> {
