@@ -46,7 +46,13 @@ import type { LoadedKernel, LuodKernel } from './kernel.js';
 import type { LuodGauges, LuodMetrics } from './metrics.js';
 import { draftFromTimeline, RecordBuilder, type UpdateRecord } from './record.js';
 import type { RecordStore } from './record-store.js';
-import { type CarriedState, type PhaseMark, preserveState, retrieveState } from './state.js';
+import {
+  type CarriedState,
+  type CarriedStateV1,
+  type PhaseMark,
+  preserveState,
+  retrieveState,
+} from './state.js';
 
 export type Phase = 'idle' | 'preserving' | 'kexec' | 'claiming';
 
@@ -109,6 +115,10 @@ function newUpdateId(): string {
 function validSeq(seq: unknown): seq is number | string {
   return (typeof seq === 'number' && Number.isFinite(seq)) || (typeof seq === 'string' && seq.length <= 64);
 }
+
+/** How often, and how far apart, recover() tries to open the device (and to hand the holder its copies). */
+const OPEN_ATTEMPTS = 10;
+const OPEN_RETRY_MS = 100;
 
 /** Unread output luod keeps for one client before it gives up on that client. */
 const MAX_QUEUED_BYTES = 4 << 20;
@@ -406,12 +416,23 @@ export class Luod {
 
   async #recover(): Promise<void> {
     const readyAt = Date.now();
-    let device: ReturnType<LuodKernel['openDevice']>;
-    try {
-      device = this.#kernel.openDevice();
-    } catch (err) {
-      this.#log.warn({ err }, 'cannot open the live update device to look for a previous update');
-      return;
+    let device: ReturnType<LuodKernel['openDevice']> | null = null;
+    // /dev/liveupdate has one opener at a time (EBUSY while another has it): a
+    // passing failure must not leave the previous update's sessions unclaimed.
+    for (let attempt = 1; device === null; attempt++) {
+      try {
+        device = this.#kernel.openDevice();
+      } catch (err) {
+        if (attempt >= OPEN_ATTEMPTS) {
+          this.#log.error(
+            { err, attempts: attempt },
+            'cannot open the live update device to look for a previous update; sessions it holds stay in the kernel until luod is restarted',
+          );
+          return;
+        }
+        this.#log.warn({ err, attempt }, 'cannot open the live update device yet; trying again');
+        await new Promise((resolve) => setTimeout(resolve, OPEN_RETRY_MS));
+      }
     }
     try {
       const state = retrieveState(device);
@@ -419,21 +440,11 @@ export class Luod {
         this.#log.info('no live update in progress (no luod-internal session)');
         return;
       }
-      const draft =
-        state.format === 'luod-state-v2'
-          ? state.record
-          : draftFromTimeline({ ...state, backend: this.#kernel.backend });
-      const record = RecordBuilder.resume(draft, this.#log);
+      // The record is the operator's account; the sessions are the VMs' memory.
+      // Nothing about the first may keep luod from restoring the second.
+      const record = this.#resumeCarriedRecord(state, readyAt);
       this.#record = record;
-      const log = record.log;
-      // The kexec ran until the next kernel started; luod itself started
-      // after that (on the emulated kernel, luod lives on: both are ~now).
-      const kernelStart = Math.min(readyAt, Math.max(this.#kernel.startedAt?.() ?? readyAt, draft.started));
-      const luodStart = Math.min(readyAt, Math.max(kernelStart, Math.round(performance.timeOrigin)));
-      record.end('kexec', kernelStart);
-      record.span('boot', kernelStart, luodStart);
-      record.span('luod-ready', luodStart, readyAt);
-      record.begin('restore', readyAt);
+      const log = record?.log ?? this.#log.child({ update: state.update });
       for (const client of state.clients) {
         const sessions: Session[] = [];
         for (const name of client.sessions) {
@@ -444,7 +455,7 @@ export class Luod {
               { err, client: client.id, session: name },
               'a session of this client did not come back',
             );
-            record.failure(
+            record?.failure(
               client.id,
               `session ${name} did not come back: ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`,
             );
@@ -467,14 +478,14 @@ export class Luod {
         timeline: [...state.timeline, this.#mark(undefined, state.update, 'luod-ready')],
         claims: [],
       };
-      record.end('restore');
+      record?.end('restore');
       log.info(
         { clients: [...this.#incoming.keys()], from: state.from, to: state.to },
         'live update restored; waiting for claims',
       );
       if (this.#phase === 'claiming') {
-        record.begin('claims');
-        this.#saveRecord(record.snapshot());
+        record?.begin('claims');
+        if (record) this.#saveRecord(record.snapshot());
         this.#claimDeadline = Date.now() + this.#claimTimeoutMs;
         this.#armClaimDeadline();
       } else {
@@ -488,23 +499,70 @@ export class Luod {
         this.#finishRecord('failed', reason);
       }
     } finally {
-      device.close();
+      try {
+        device.close();
+      } catch (err) {
+        this.#log.warn({ err }, 'closing the live update device failed');
+      }
     }
     if (this.#phase === 'claiming' && this.#lastUpdate) await this.#keepIncoming(this.#lastUpdate);
   }
 
-  /** Give the keeper a copy of every incoming session before any client can claim one. */
-  async #keepIncoming(last: UpdateOutcome): Promise<void> {
+  /** The record carried through the kexec, continued with the reboot's phases; null when it cannot be. */
+  #resumeCarriedRecord(state: CarriedState | CarriedStateV1, readyAt: number): RecordBuilder | null {
     try {
-      await this.#keeper?.claiming(
-        { update: last.update, timeline: last.timeline, claimDeadline: this.#claimDeadline },
-        [...this.#incoming.values()],
-      );
+      const draft =
+        state.format === 'luod-state-v2'
+          ? state.record
+          : draftFromTimeline({ ...state, backend: this.#kernel.backend });
+      const record = RecordBuilder.resume(draft, this.#log);
+      // The kexec ran until the next kernel started; luod itself started
+      // after that (on the emulated kernel, luod lives on: both are ~now).
+      let started = readyAt;
+      try {
+        started = this.#kernel.startedAt?.() ?? readyAt;
+      } catch (err) {
+        this.#log.warn({ err }, "the kernel's start time is unknown; the boot phase is not split");
+      }
+      const kernelStart = Math.min(readyAt, Math.max(started, draft.started));
+      const luodStart = Math.min(readyAt, Math.max(kernelStart, Math.round(performance.timeOrigin)));
+      record.end('kexec', kernelStart);
+      record.span('boot', kernelStart, luodStart);
+      record.span('luod-ready', luodStart, readyAt);
+      record.begin('restore', readyAt);
+      return record;
     } catch (err) {
       this.#log.error(
-        { err },
-        'the fd holder could not take the incoming sessions: luod is their only holder',
+        { err, update: state.update },
+        'the carried update record is unusable; the update goes on unrecorded',
       );
+      return null;
+    }
+  }
+
+  /** Give the keeper a copy of every incoming session before any client can claim one. */
+  async #keepIncoming(last: UpdateOutcome): Promise<void> {
+    // Holding the same name again replaces the copy: a retry is safe, and worth it,
+    // since until the holder has them luod is the sessions' only holder.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#keeper?.claiming(
+          { update: last.update, timeline: last.timeline, claimDeadline: this.#claimDeadline },
+          [...this.#incoming.values()],
+        );
+        return;
+      } catch (err) {
+        if (attempt < OPEN_ATTEMPTS) {
+          this.#log.warn({ err, attempt }, 'the fd holder did not take the incoming sessions; trying again');
+          await new Promise((resolve) => setTimeout(resolve, OPEN_RETRY_MS));
+          continue;
+        }
+        this.#log.error(
+          { err },
+          'the fd holder could not take the incoming sessions: luod is their only holder',
+        );
+        return;
+      }
     }
   }
 
@@ -1050,6 +1108,20 @@ export class Luod {
       return this.#lastUpdate;
     };
     let device: ReturnType<LuodKernel['openDevice']> | null = null;
+    /** luod-internal, once written: closed on every way out but the kexec itself. */
+    let internal: Session | null = null;
+    /** Past this point the sessions are the next kernel's: nothing can be called off any more. */
+    let rebooted = false;
+    // Releasing the device must not turn one failure into two aborts.
+    const closeDevice = () => {
+      const open = device;
+      device = null;
+      try {
+        open?.close();
+      } catch (err) {
+        log.warn({ err }, 'closing the live update device failed');
+      }
+    };
     try {
       log.info({ clients: [...participants.keys()], next: loaded }, 'live update starting');
       await progress('preserve', { clients: participants.size });
@@ -1068,7 +1140,7 @@ export class Luod {
                 ? `session ${name} still exists: a copy of it from an earlier update is still open (a client must close its session fds after ABORTED)`
                 : `cannot create session ${name}: ${(err as Error).message}`;
             failures.push({ id: clientId, reason });
-            device.close();
+            closeDevice();
             return await abort('aborted', `${clientId}: ${reason}`);
           }
         }
@@ -1085,7 +1157,7 @@ export class Luod {
             timeline,
           );
         } catch (err) {
-          device.close();
+          closeDevice();
           const reason = `luod cannot make this update crash-safe (it must never be the only holder of a session, and its state file must be written): ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
           failures.push({ id: 'luod', reason });
           return await abort('aborted', reason);
@@ -1137,7 +1209,7 @@ export class Luod {
       this.#barrierDone = null;
       if (barrierFailure !== null) {
         if (failures.length === 0) failures.push({ id: '-', reason: barrierFailure });
-        device.close();
+        closeDevice();
         return await abort('aborted', barrierFailure);
       }
       this.#mark(timeline, id, 'barrier-done');
@@ -1160,15 +1232,9 @@ export class Luod {
         timeline: [...timeline, { phase: 'kexec', at: kexecAt }],
         record: record.snapshot(),
       };
-      const internal = preserveState(device, state);
-      device.close();
-      device = null;
-      try {
-        await this.#keeper?.kexec(state, internal);
-      } catch (err) {
-        internal.close();
-        throw err;
-      }
+      internal = preserveState(device, state);
+      closeDevice();
+      await this.#keeper?.kexec(state, internal);
       this.#phase = 'kexec';
       for (const c of participants.values()) this.#notify(c, { event: 'KEXEC', update: id });
       await progress('kexec', { to: state.to });
@@ -1178,12 +1244,14 @@ export class Luod {
         await this.#kernel.kexec(loaded);
       } catch (err) {
         internal.close();
+        internal = null;
         failures.push({ id: 'kernel', reason: (err as Error).message });
         return await abort(
           'refused',
           `the kernel refused to kexec: ${(err as SysError).code ?? ''} ${(err as Error).message}`,
         );
       }
+      rebooted = true;
       if (this.#kernel.kexecMode === 'systemd') {
         // systemd has the job: it stops luod, carries the fd store through
         // the kexec, and starts the next luod with it. Nothing is closed here.
@@ -1214,7 +1282,12 @@ export class Luod {
       await progress('restored', { clients: this.#incoming.size });
       return this.#lastUpdate ?? { update: id, outcome: 'rebooted', timeline };
     } catch (err) {
-      device?.close();
+      internal?.close();
+      closeDevice();
+      if (rebooted) {
+        log.error({ err }, 'after the kexec: luod goes on with what it restored');
+        return this.#lastUpdate ?? { update: id, outcome: 'rebooted', timeline };
+      }
       const reason = `${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
       failures.push({ id: 'luod', reason });
       return await abort('aborted', reason);

@@ -3,7 +3,8 @@
  * luod, in the foreground: `luod [--socket PATH] [--emulate [--state DIR]]
  * [--group NAME|GID] [--claim-timeout SECONDS] [--records DIR] [--keep-records N]
  * [--metrics-port PORT] [--metrics-textfile FILE] [--timeline FILE]
- * [--kexec-mode auto|standalone|systemd] [--systemctl PATH] [--state-file PATH]`.
+ * [--kexec-mode auto|standalone|systemd] [--systemctl PATH] [--state-file PATH]
+ * [--ids-file PATH] [--line-timeout SECONDS]`.
  *
  * --timeline appends every phase mark (load, update-start, barrier-done,
  * kexec, luod-ready, claim, ...) to FILE as one JSON line the moment it
@@ -43,7 +44,7 @@ import {
   RecordStore,
 } from './record-store.js';
 import { SdNotify, takeListenFds } from './sd-notify.js';
-import { listen, prepareSocketDir } from './server.js';
+import { LINE_TIMEOUT_MS, listen, prepareSocketDir } from './server.js';
 import { ServiceNotifier } from './service-notify.js';
 
 function version(): string {
@@ -122,6 +123,11 @@ const program = new Command('luod')
   )
   .option('--systemctl <path>', 'the systemctl command of the systemd kexec mode', 'systemctl')
   .option('--state-file <path>', "luod's state file (default: the socket path + .state.json)")
+  .option(
+    '--line-timeout <seconds>',
+    'close a connection whose line stays unfinished this long',
+    String(LINE_TIMEOUT_MS / 1000),
+  )
   .option('--ids-file <path>', 'which uid owns which client id (default: the socket path + .ids.json)')
   .exitOverride();
 
@@ -145,7 +151,11 @@ try {
     systemctl: string;
     stateFile?: string;
     idsFile?: string;
+    lineTimeout: string;
   }>();
+  const lineTimeout = Number(opts.lineTimeout);
+  if (!Number.isFinite(lineTimeout) || lineTimeout <= 0)
+    throw new SysError('luod', Errno.EINVAL, '--line-timeout must be a positive number of seconds');
   if (!(KEXEC_MODES as readonly string[]).includes(opts.kexecMode))
     throw new SysError('luod', Errno.EINVAL, `--kexec-mode must be one of ${KEXEC_MODES.join(', ')}`);
   if (opts.state && !opts.emulate)
@@ -237,7 +247,11 @@ try {
   const recovered = await keeper.start();
   luod.adoptRecovered(recovered);
   if (!recovered.incoming) await luod.recover();
-  const server = listen(luod, { socketPath: path, ...(opts.group ? { gid: groupId(opts.group) } : {}) });
+  const server = listen(luod, {
+    socketPath: path,
+    lineTimeoutMs: lineTimeout * 1000,
+    ...(opts.group ? { gid: groupId(opts.group) } : {}),
+  });
   const service = notify ? new ServiceNotifier(notify, luod, log) : null;
   service?.ready();
   (luod.updateId ? log.child({ update: luod.updateId }) : log).info(

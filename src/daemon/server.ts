@@ -15,6 +15,8 @@ export interface ListenOptions {
   socketPath: string;
   /** Group that may connect (gid); default: luod's own group. */
   gid?: number;
+  /** See LINE_TIMEOUT_MS (the default). */
+  lineTimeoutMs?: number;
 }
 
 /**
@@ -75,7 +77,7 @@ export function listen(luod: Luod, options: ListenOptions): UnixServer {
   fs.chmodSync(socketPath, 0o660);
   if (options.gid !== undefined) fs.chownSync(socketPath, 0, options.gid);
   server.on('connection', (socket) =>
-    luod.accept(new LineChannel(socket, { lineTimeoutMs: LINE_TIMEOUT_MS })),
+    luod.accept(new LineChannel(socket, { lineTimeoutMs: options.lineTimeoutMs ?? LINE_TIMEOUT_MS })),
   );
   server.on('error', (err) => luod.acceptFailed(err));
   return server;
