@@ -151,7 +151,7 @@ const update: fc.Arbitrary<Step> = fc.record({
 
 export const steps = (maxLength: number): fc.Arbitrary<Step[]> =>
   fc.array(fc.oneof({ weight: 5, arbitrary: hostile }, { weight: 1, arbitrary: update }), {
-    minLength: 1,
+    minLength: Math.ceil(maxLength / 2),
     maxLength,
   });
 
@@ -348,22 +348,17 @@ export class Arena {
     } else fd = peer.fd;
     made.push(fd);
     try {
-      const line = Buffer.from('{"cmd":"STATUS","seq":1}\n');
+      // One byte per chunk, each with its share of the fds: leading blanks, then the line.
+      const line = Buffer.from(`${' '.repeat(step.chunks)}{"cmd":"STATUS","seq":1}\n`);
       const per = Math.max(1, Math.ceil(step.count / step.chunks));
       let left = step.count;
-      for (let i = 0; i < step.chunks && left > 0; i++) {
+      let i = 0;
+      for (; i < step.chunks && left > 0; i++) {
         const n = Math.min(per, left);
         left -= n;
-        const piece = line.subarray(Math.min(i, line.length - 2), Math.min(i + 1, line.length - 2));
-        if (
-          peer.trySend(
-            piece,
-            Array.from({ length: n }, () => fd),
-          ) < 0
-        )
-          break;
+        if (peer.trySend(line.subarray(i, i + 1), Array.from({ length: n }, () => fd)) < 0) break;
       }
-      if (step.finish) peer.trySend(line.subarray(line.length - 2));
+      if (step.finish) peer.trySend(line.subarray(i));
     } finally {
       for (const f of made) if (f !== peer.fd) f.close();
     }

@@ -28,7 +28,10 @@ try {
       `${total((s) => s.kills)} luod kills, in ${Math.round((Date.now() - started) / 1000)} s\n`,
   );
 } catch (err) {
-  process.stdout.write(`FAILED (seed ${seed}):\n${(err as Error).message}\n`);
+  const cause = (err as { cause?: unknown }).cause;
+  process.stdout.write(
+    `FAILED (seed ${seed}):\n${(err as Error).message}\n${cause instanceof Error ? cause.message : ''}\n`,
+  );
   process.exitCode = 1;
 } finally {
   closeAllVms();
