@@ -23,11 +23,7 @@
  * by claim() belong to the caller.
  */
 import { EventEmitter } from 'node:events';
-import { isEmulatedSessionFd } from '../kernel/emu/index.js';
-import { emulatedTransport } from '../kernel/emu/transport.js';
-import type { Session } from '../kernel/index.js';
-import { LuoSession } from '../kernel/luo-device.js';
-import { realTransport } from '../kernel/real/transport.js';
+import { adoptSession, type Session, sessionBackend } from '../kernel/index.js';
 import { LineFramer } from '../protocol/framing.js';
 import { MAX_LINE_BYTES } from '../protocol/lines.js';
 import { PROTOCOL_VERSION, socketPath } from '../protocol/messages.js';
@@ -145,27 +141,17 @@ interface CurrentUpdate {
   handled: Promise<void>;
 }
 
-const REAL_SESSION_TARGET = /^anon_inode:\[luo_session\]/;
-
 /**
- * Wrap a received session fd. The kernel's name (GET_NAME) is preferred;
- * kernels before 7.2 lack GET_NAME, and then the name luod sent stands.
+ * A session fd luod sent, named `name`: adopted by the kernel layer. An fd
+ * that is no session at all is luod breaking the protocol (EPROTO).
  */
-export function adoptReceivedSession(fd: OwnedFd, name: string): Session {
-  let transport: typeof realTransport;
-  if (REAL_SESSION_TARGET.test(fdTarget(fd))) transport = realTransport;
-  else if (isEmulatedSessionFd(fd)) transport = emulatedTransport;
-  else
+function adoptSent(fd: OwnedFd, name: string): Session {
+  if (sessionBackend(fd) === null)
     throw new LuoClientError(
       'EPROTO',
       `luod sent fd ${fd.fd} (${fdTarget(fd)}) as session ${name}, but it is not one`,
     );
-  try {
-    return LuoSession.adopt(transport, fd);
-  } catch (err) {
-    if ((err as { code?: string }).code === 'EBADF') throw err;
-    return new LuoSession(transport, fd, name, 'adopted');
-  }
+  return adoptSession(fd, { name });
 }
 
 function errorOf(err: unknown, fallbackCode = 'EIO'): LuoClientError {
@@ -392,7 +378,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
     }
     const sessions: Session[] = [];
     try {
-      for (const [i, fd] of fds.entries()) sessions.push(adoptReceivedSession(fd, names[i]!));
+      for (const [i, fd] of fds.entries()) sessions.push(adoptSent(fd, names[i]!));
     } catch (err) {
       for (const fd of fds) fd.close();
       throw errorOf(err);
@@ -624,7 +610,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
           `START_PRESERVATION named ${names.length} session(s) but carried ${fds.length} fd(s)`,
         );
       }
-      sessions = fds.map((fd, i) => adoptReceivedSession(fd, names[i]!));
+      sessions = fds.map((fd, i) => adoptSent(fd, names[i]!));
     } catch (err) {
       for (const fd of fds) fd.close();
       this.#current = null;
