@@ -38,13 +38,14 @@ import {
   PROTOCOL_VERSION,
   sessionNames,
 } from '../protocol/messages.js';
+import type { UpdateRecord } from '../record/format.js';
+import type { RecordStore } from '../record/store.js';
 import { SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import type { Recovered, SessionKeeper } from './keeper.js';
 import type { LoadedKernel, LuodKernel } from './kernel.js';
 import type { LuodGauges, LuodMetrics } from './metrics.js';
-import { draftFromTimeline, RecordBuilder, type UpdateRecord } from './record.js';
-import type { RecordStore } from './record-store.js';
+import { draftFromTimeline, RecordBuilder } from './record-builder.js';
 import { type CarriedState, type PhaseMark, preserveState, retrieveState } from './state.js';
 
 export type Phase = 'idle' | 'preserving' | 'kexec' | 'claiming';
