@@ -241,3 +241,33 @@ describe('malformed ABORTED and KEXEC are still acted on, with a warning', () =>
     }
   });
 });
+
+describe('lines that are no message (framing is LineChannel, as in luod)', () => {
+  let luod: FakeLuod;
+  before(() => {
+    luod = new FakeLuod();
+  });
+  after(() => luod.close());
+
+  test('a line that is not JSON is a warning; a line over 64 KiB ends the connection with E2BIG', async () => {
+    luod.script = (command, channel) => {
+      void channel.socket.send(Buffer.from('not json\n'));
+      answer(channel, command, { phase: 'idle' });
+      if (command.cmd === 'UNSUBSCRIBE') void channel.socket.send(Buffer.alloc(70_000, 0x61));
+    };
+    const client = await LuoClient.connect(luod.path);
+    const warnings: LuoClientError[] = [];
+    client.on('warning', (err) => warnings.push(err as LuoClientError));
+    try {
+      assert.equal((await client.status()).phase, 'idle');
+      assert.equal(warnings[0]?.code, 'EPROTO');
+      assert.match(warnings[0]!.message, /luod sent a malformed line: not JSON/);
+      await client.unsubscribe().catch(() => {});
+      const info = await client.closed;
+      assert.equal(info.byClient, false);
+      assert.equal(info.error?.code, 'E2BIG');
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -32,8 +32,7 @@ import {
   ProgressEvent,
   StartPreservationEvent,
 } from '../protocol/events.js';
-import { LineFramer } from '../protocol/framing.js';
-import { MAX_LINE_BYTES } from '../protocol/lines.js';
+import { LineChannel } from '../protocol/lines.js';
 import { checkMessage, PROTOCOL_VERSION, socketPath } from '../protocol/messages.js';
 import {
   ClaimReply,
@@ -221,8 +220,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export class LuoClient extends EventEmitter<LuoClientEvents> {
   /** The socket path this client connected to. */
   readonly path: string;
-  readonly #socket: UnixSocket;
-  readonly #framer = new LineFramer(MAX_LINE_BYTES);
+  readonly #channel: LineChannel;
   readonly #commandTimeoutMs: number;
   readonly #pending: Pending[] = [];
   #seq = 0;
@@ -242,15 +240,20 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
   private constructor(socket: UnixSocket, path: string, options: ConnectOptions) {
     super();
     this.path = path;
-    this.#socket = socket;
     this.#commandTimeoutMs = options.commandTimeoutMs ?? 0;
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
-    socket.on('data', (data, fds) => this.#onData(data, fds));
-    socket.on('end', () => this.#shutdown(false));
-    socket.on('close', () => this.#shutdown(false));
+    // Before the channel's own listener, which closes it without saying why.
     socket.on('error', (err) => this.#shutdown(false, errorOf(err)));
+    this.#channel = new LineChannel(socket);
+    this.#channel.on('message', (message, fds) => this.#onMessage(message as Record<string, unknown>, fds));
+    this.#channel.on('malformed', (reason) => {
+      const error = new LuoClientError(reason.code, `luod sent a malformed line: ${reason.message}`);
+      if (reason.fatal) this.#shutdown(false, error);
+      else this.#warn(error);
+    });
+    this.#channel.on('close', () => this.#shutdown(false));
   }
 
   /** Connect to luod (default: $LUOD_SOCKET, else /run/luod/liveupdate.sock). */
@@ -312,12 +315,12 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
 
   /** Let the process exit while this connection is open. */
   unref(): this {
-    this.#socket.unref();
+    this.#channel.socket.unref();
     return this;
   }
 
   ref(): this {
-    this.#socket.ref();
+    this.#channel.socket.ref();
     return this;
   }
 
@@ -504,7 +507,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
         }, timeoutMs);
       }
       this.#pending.push(pending);
-      this.#socket.send(Buffer.from(`${JSON.stringify({ ...fields, cmd, seq })}\n`)).catch((err) => {
+      this.#channel.send({ ...fields, cmd, seq }).catch((err) => {
         if (this.#drop(pending)) reject(this.#goneError(cmd, errorOf(err)));
       });
     });
@@ -521,47 +524,18 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
 
   // ---- receiving -------------------------------------------------------
 
-  #onData(data: Buffer, fds: OwnedFd[]): void {
-    let lines: ReturnType<LineFramer['push']>;
-    try {
-      lines = this.#framer.push(data, fds);
-    } catch (err) {
-      this.#shutdown(false, errorOf(err, 'E2BIG'));
-      return;
-    }
-    for (const { line, fds: lineFds } of lines) {
-      if (this.#closed) {
-        for (const fd of lineFds) fd.close();
-        continue;
-      }
-      let message: unknown;
-      try {
-        message = JSON.parse(line);
-      } catch {
-        for (const fd of lineFds) fd.close();
-        if (line.trim() !== '')
-          this.#warn(new LuoClientError('EPROTO', `luod sent a line that is not JSON: ${line.slice(0, 80)}`));
-        continue;
-      }
-      if (typeof message !== 'object' || message === null || Array.isArray(message)) {
-        for (const fd of lineFds) fd.close();
-        this.#warn(
-          new LuoClientError('EPROTO', `luod sent a line that is not a JSON object: ${line.slice(0, 80)}`),
-        );
-        continue;
-      }
-      const record = message as Record<string, unknown>;
-      if ('ok' in record) this.#onReply(record, lineFds);
-      else if (typeof record.event === 'string') this.#onEvent(record, lineFds);
-      else {
-        for (const fd of lineFds) fd.close();
-        this.#warn(
-          new LuoClientError(
-            'EPROTO',
-            `luod sent a line that is neither a reply nor an event: ${line.slice(0, 80)}`,
-          ),
-        );
-      }
+  /** One JSON object from luod (LineChannel has framed and parsed it, and attached its fds). */
+  #onMessage(message: Record<string, unknown>, fds: OwnedFd[]): void {
+    if ('ok' in message) this.#onReply(message, fds);
+    else if (typeof message.event === 'string') this.#onEvent(message, fds);
+    else {
+      for (const fd of fds) fd.close();
+      this.#warn(
+        new LuoClientError(
+          'EPROTO',
+          `luod sent a line that is neither a reply nor an event: ${JSON.stringify(message).slice(0, 80)}`,
+        ),
+      );
     }
   }
 
@@ -766,8 +740,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
       ...((error ?? this.#refusal) && { error: (error ?? this.#refusal)! }),
     };
     this.#closeInfo = info;
-    this.#socket.close();
-    this.#framer.dispose();
+    this.#channel.close();
     const pending = this.#pending.splice(0);
     for (const p of pending) {
       if (p.timer) clearTimeout(p.timer);
