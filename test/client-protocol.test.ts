@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { LuoClient, type LuoClientError } from '../src/client/index.js';
 import { LineChannel } from '../src/protocol/lines.js';
 import { memfdCreate } from '../src/sys/index.js';
@@ -43,6 +43,10 @@ class FakeLuod {
   }
 }
 
+/** One fake luod for the whole file; each case sets its script. */
+const luod = new FakeLuod();
+after(() => luod.close());
+
 /** How many fds this process has open: the client must close every fd of a message it refuses. */
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
@@ -66,12 +70,6 @@ function answer(channel: LineChannel, command: Record<string, unknown>, fields: 
 }
 
 describe('a malformed CLAIM reply is refused', () => {
-  let luod: FakeLuod;
-  before(() => {
-    luod = new FakeLuod();
-  });
-  after(() => luod.close());
-
   async function claimAgainst(fields: object, fdCount: number): Promise<LuoClientError> {
     luod.script = (command, channel) => answer(channel, command, fields, fdCount);
     const client = await LuoClient.connect(luod.path);
@@ -126,12 +124,6 @@ describe('a malformed CLAIM reply is refused', () => {
 });
 
 describe('a malformed START_PRESERVATION is answered with FAILED, and the handler never runs', () => {
-  let luod: FakeLuod;
-  before(() => {
-    luod = new FakeLuod();
-  });
-  after(() => luod.close());
-
   const goodEvent = {
     event: 'START_PRESERVATION',
     update: 'u-1',
@@ -200,12 +192,6 @@ describe('a malformed START_PRESERVATION is answered with FAILED, and the handle
 });
 
 describe('malformed ABORTED and KEXEC are still acted on, with a warning', () => {
-  let luod: FakeLuod;
-  before(() => {
-    luod = new FakeLuod();
-  });
-  after(() => luod.close());
-
   test('an ABORTED without a reason still reaches the handler', async () => {
     luod.script = (command, channel) => {
       answer(channel, command, { id: 'vm-1', sessions: ['vm-1'] });
@@ -243,12 +229,6 @@ describe('malformed ABORTED and KEXEC are still acted on, with a warning', () =>
 });
 
 describe('lines that are no message (framing is LineChannel, as in luod)', () => {
-  let luod: FakeLuod;
-  before(() => {
-    luod = new FakeLuod();
-  });
-  after(() => luod.close());
-
   test('a line that is not JSON is a warning; a line over 64 KiB ends the connection with E2BIG', async () => {
     luod.script = (command, channel) => {
       void channel.socket.send(Buffer.from('not json\n'));
