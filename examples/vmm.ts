@@ -7,8 +7,8 @@
  * it is preserved (token 1) with a sealed device-state record (token 2);
  * after the reboot the VMM claims its session, verifies every byte and
  * prints {"id", "verified", "bytes", "blackout_ms", ...}. The logic lives in
- * src/client/example-vmm.ts (runVmm), so that it is compiled with luokit.
+ * src/example-vmm/vmm.ts (runVmm), so that it is compiled with luokit.
  */
-import { vmmMain } from '../src/client/example-vmm.js';
+import { vmmMain } from '../src/example-vmm/vmm.js';
 
 process.exit(await vmmMain(process.argv.slice(2)));

@@ -11,8 +11,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
-import { blackoutOf, draftFromTimeline, RecordBuilder, type UpdateRecord } from '../src/daemon/record.js';
-import { latestRecord, RecordStore, readRecordFile, recordPath } from '../src/daemon/record-store.js';
+import { draftFromTimeline, RecordBuilder } from '../src/daemon/record-builder.js';
+import { blackoutOf, type UpdateRecord } from '../src/record/format.js';
+import { latestRecord, RecordStore, readRecordFile, recordPath } from '../src/record/store.js';
 import { reportHtml } from '../src/report/html.js';
 
 const CLI = 'dist/cli/luoctl.js';

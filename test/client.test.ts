@@ -9,19 +9,13 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
-import {
-  digestOf,
-  parseSize,
-  parseVmmArgs,
-  patternMismatch,
-  runVmm,
-  type VmmOptions,
-} from '../src/client/example-vmm.js';
 import { LineFramer, LuoClient, type LuoClientError } from '../src/client/index.js';
-import { Pattern } from '../src/client/pattern.js';
+import { Pattern } from '../src/example-vmm/pattern.js';
+import { digestOf, parseVmmArgs, patternMismatch, runVmm, type VmmOptions } from '../src/example-vmm/vmm.js';
 import type { Session } from '../src/kernel/index.js';
 import { LineChannel } from '../src/protocol/lines.js';
 import { fstat, ftruncate, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
+import { parseSize } from '../src/sys/size.js';
 import { receiveWithFds, sendWithFds, socketpair } from '../src/sys/socket.js';
 import { UnixSocket } from '../src/sys/unix-socket.js';
 import {
@@ -64,7 +58,7 @@ function connectRaw(socketPath: string): Promise<net.Socket> {
     });
   });
 }
-const VMM_ENTRY = path.join(ROOT, 'src/client/example-vmm-main.ts');
+const VMM_ENTRY = path.join(ROOT, 'src/example-vmm/main.ts');
 
 function readAllOf(fd: OwnedFd): Buffer {
   const size = fstat(fd).size;

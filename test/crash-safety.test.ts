@@ -14,8 +14,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient, type LuoClientError } from '../src/client/index.js';
-import type { UpdateRecord } from '../src/daemon/record.js';
-import { listRecordFiles, readRecordFile } from '../src/daemon/record-store.js';
+import type { UpdateRecord } from '../src/record/format.js';
+import { listRecordFiles, readRecordFile } from '../src/record/store.js';
 import { waitUntil } from './c-client/harness.js';
 import { FakeSystemd, HolderHost, type Host, MAIN } from './crash/hosts.js';
 import {

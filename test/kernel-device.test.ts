@@ -151,3 +151,19 @@ test('adoptSession refuses an fd that is not a session', () => {
   using memfd = memfdCreate('not-a-session');
   assert.throws(() => adoptSession(memfd), { code: 'EINVAL' });
 });
+
+test('adopting: the kernel names the session; without GET_NAME (before 7.2) the known name stands', () => {
+  const named = recordingTransport((_call, arg) => {
+    Buffer.from('vm-1\0').copy(arg!, 8);
+    return 0;
+  });
+  using byKernel = LuoSession.adopt(named.transport, memfdCreate('session'), 'vm-2');
+  assert.equal(byKernel.name, 'vm-1');
+  const old = recordingTransport(() => {
+    throw new SysError('ioctl', Errno.ENOTTY);
+  });
+  using byName = LuoSession.adopt(old.transport, memfdCreate('session'), 'vm-2');
+  assert.equal(byName.name, 'vm-2');
+  assert.equal(byName.origin, 'adopted');
+  assert.throws(() => LuoSession.adopt(old.transport, memfdCreate('session')), { code: 'ENOTTY' });
+});

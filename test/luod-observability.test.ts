@@ -11,8 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
-import { PHASES, type UpdateRecord } from '../src/daemon/record.js';
-import { readRecordFile } from '../src/daemon/record-store.js';
+import { PHASES, type UpdateRecord } from '../src/record/format.js';
+import { readRecordFile } from '../src/record/store.js';
 import { memfdCreate, type OwnedFd, pwriteAll } from '../src/sys/index.js';
 import { type LuodInstance, startLuod, waitUntil } from './c-client/harness.js';
 

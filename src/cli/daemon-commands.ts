@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { RegisterCommand } from './environment.js';
-import { askLuod, checkReply } from './luod-connection.js';
+import { askFor } from './luod-connection.js';
 import { commandAction, ExitCode, type Output } from './output.js';
 
 function socketOf(command: Command): string | undefined {
@@ -48,18 +48,14 @@ export const register: RegisterCommand = (program) => {
     .description("luod's phase, clients, loaded kernel and last update")
     .action(
       commandAction(async (command, out) => {
-        const reply = checkReply(await askLuod({ cmd: 'STATUS' }, { socket: socketOf(command) }));
+        const reply = await askFor({ cmd: 'STATUS' }, { socket: socketOf(command) });
         out.result(reply, () => {
-          const last = reply.last_update as {
-            update: string;
-            outcome: string;
-            timeline: { phase: string; at: number }[];
-          } | null;
+          const last = reply.last_update;
           return [
             `phase: ${reply.phase} (backend ${reply.backend})`,
-            `clients: ${reply.clients}, subscribed: ${(reply.subscribers as string[]).join(', ') || 'none'}`,
+            `clients: ${reply.clients}, subscribed: ${reply.subscribers.join(', ') || 'none'}`,
             `loaded: ${reply.loaded ? JSON.stringify(reply.loaded) : 'nothing'}`,
-            `pending claims: ${(reply.pending_claims as string[]).join(', ') || 'none'}`,
+            `pending claims: ${reply.pending_claims.join(', ') || 'none'}`,
             last
               ? `last update ${last.update}: ${last.outcome}\n${timelineText(last.timeline)}`
               : 'no update yet',
@@ -74,8 +70,8 @@ export const register: RegisterCommand = (program) => {
     .description('connected clients and their subscriptions')
     .action(
       commandAction(async (command, out) => {
-        const reply = checkReply(await askLuod({ cmd: 'CLIENTS' }, { socket: socketOf(command) }));
-        const clients = reply.clients as { id: string | null; uid: number; pid: number; sessions: number }[];
+        const reply = await askFor({ cmd: 'CLIENTS' }, { socket: socketOf(command) });
+        const clients = reply.clients;
         out.result(reply, () =>
           clients.length === 0
             ? 'no clients'
@@ -95,8 +91,8 @@ export const register: RegisterCommand = (program) => {
     .description('sessions luod holds (outgoing during an update, incoming until claimed)')
     .action(
       commandAction(async (command, out) => {
-        const reply = checkReply(await askLuod({ cmd: 'SESSIONS' }, { socket: socketOf(command) }));
-        const sessions = reply.sessions as { name: string; client: string; direction: string }[];
+        const reply = await askFor({ cmd: 'SESSIONS' }, { socket: socketOf(command) });
+        const sessions = reply.sessions;
         out.result(reply, () =>
           sessions.length === 0
             ? 'no sessions'
@@ -128,18 +124,16 @@ export const register: RegisterCommand = (program) => {
             code: 'EINVAL',
           });
         }
-        const reply = checkReply(
-          await askLuod(
-            {
-              cmd: 'LOAD',
-              ...(typeof kernel === 'string' && { kernel: path.resolve(kernel) }),
-              ...(opts.initrd && { initrd: path.resolve(opts.initrd) }),
-              ...(opts.cmdline !== undefined && { cmdline: opts.cmdline }),
-              ...(opts.reuseCmdline && { cmdline: readFileSync('/proc/cmdline', 'utf8').trim() }),
-              ...(opts.emuVersion && { emu_version: opts.emuVersion }),
-            },
-            { socket: socketOf(command) },
-          ),
+        const reply = await askFor(
+          {
+            cmd: 'LOAD',
+            ...(typeof kernel === 'string' && { kernel: path.resolve(kernel) }),
+            ...(opts.initrd && { initrd: path.resolve(opts.initrd) }),
+            ...(opts.cmdline !== undefined && { cmdline: opts.cmdline }),
+            ...(opts.reuseCmdline && { cmdline: readFileSync('/proc/cmdline', 'utf8').trim() }),
+            ...(opts.emuVersion && { emu_version: opts.emuVersion }),
+          },
+          { socket: socketOf(command) },
         );
         out.result(reply, () => `loaded: ${JSON.stringify(reply.loaded)}`);
         return ExitCode.ok;
@@ -155,18 +149,16 @@ export const register: RegisterCommand = (program) => {
       commandAction(async (command, out) => {
         const opts = command.opts<{ timeout: string; dryRun?: boolean }>();
         const timeoutMs = Math.round(parseSeconds(opts.timeout) * 1000);
-        const reply = checkReply(
-          await askLuod(
-            { cmd: 'UPDATE', timeout_ms: timeoutMs, dry_run: opts.dryRun === true },
-            { socket: socketOf(command), onEvent: progressPrinter(out) },
-          ),
+        const reply = await askFor(
+          { cmd: 'UPDATE', timeout_ms: timeoutMs, dry_run: opts.dryRun === true },
+          { socket: socketOf(command), onEvent: progressPrinter(out) },
         );
-        const failed = (reply.failed as { id: string; reason: string }[] | undefined) ?? [];
+        const failed = reply.failed ?? [];
         out.result(reply, () =>
           [
             `update ${reply.update}: ${reply.outcome}${reply.reason ? ` (${reply.reason})` : ''}`,
             ...failed.map((f) => `  failed: ${f.id}: ${f.reason}`),
-            timelineText((reply.timeline as { phase: string; at: number }[]) ?? []),
+            timelineText(reply.timeline),
           ].join('\n'),
         );
         return reply.outcome === 'rebooted' || reply.outcome === 'dry-run' ? ExitCode.ok : ExitCode.failure;
@@ -180,8 +172,9 @@ export const register: RegisterCommand = (program) => {
     .action(
       commandAction(async (command, out) => {
         const { reason } = command.opts<{ reason?: string }>();
-        const reply = checkReply(
-          await askLuod({ cmd: 'ABORT', ...(reason && { reason }) }, { socket: socketOf(command) }),
+        const reply = await askFor(
+          { cmd: 'ABORT', ...(reason && { reason }) },
+          { socket: socketOf(command) },
         );
         out.result(reply, () => 'update aborted');
         return ExitCode.ok;

@@ -15,15 +15,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseSize } from '../client/example-vmm.js';
-import type { UpdateRecord } from '../daemon/record.js';
-import { readRecordFile, recordPath } from '../daemon/record-store.js';
 import { stopEmulator } from '../kernel/emu/index.js';
 import { statePaths } from '../kernel/emu/paths.js';
+import type { UpdateRecord } from '../record/format.js';
+import { readRecordFile, recordPath } from '../record/store.js';
 import { reportHtml } from '../report/html.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
+import { parseSize } from '../sys/size.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
@@ -133,15 +133,7 @@ export const register: RegisterCommand = (program) => {
             const id = `vm-${i}`;
             const vmm = spawn(
               process.execPath,
-              [
-                ...entry('../client/example-vmm-main.js'),
-                '--id',
-                id,
-                '--mem',
-                String(mem),
-                '--socket',
-                socket,
-              ],
+              [...entry('../example-vmm/main.js'), '--id', id, '--mem', String(mem), '--socket', socket],
               {
                 stdio: ['ignore', 'pipe', fs.openSync(path.join(dir, `${id}.log`), 'a')],
               },

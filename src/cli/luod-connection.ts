@@ -2,7 +2,8 @@
  * luoctl's connection to luod: one command, its progress events, its reply.
  */
 import { LineChannel } from '../protocol/lines.js';
-import { socketPath } from '../protocol/messages.js';
+import { checkMessage, socketPath } from '../protocol/messages.js';
+import { REPLIES, type ReplyOf } from '../protocol/replies.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 
@@ -55,4 +56,22 @@ export function checkReply(reply: LuodReply): LuodReply {
   const err = new SysError('luod', Errno.EIO, reply.error?.message ?? 'luod reported an error');
   Object.defineProperty(err, 'code', { value: reply.error?.code ?? 'EIO' });
   throw err;
+}
+
+type Commanded = keyof typeof REPLIES;
+
+/**
+ * askLuod, then checkReply, then the reply checked against its command's
+ * schema (protocol/replies.ts): what luoctl prints is what luod promised,
+ * or a clear EPROTO.
+ */
+export async function askFor<C extends Commanded>(
+  command: { cmd: C } & Record<string, unknown>,
+  options: { socket?: string; onEvent?: (event: Record<string, unknown>) => void } = {},
+): Promise<LuodReply & ReplyOf<C>> {
+  const reply = checkReply(await askLuod(command, options));
+  const checked = checkMessage<unknown>(REPLIES[command.cmd], reply);
+  if (!checked.ok)
+    throw new SysError('luod', Errno.EPROTO, `luod's ${command.cmd} reply is malformed: ${checked.problem}`);
+  return reply as LuodReply & ReplyOf<C>;
 }

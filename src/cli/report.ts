@@ -11,14 +11,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import type { UpdateRecord } from '../daemon/record.js';
+import type { UpdateRecord } from '../record/format.js';
 import {
   DEFAULT_RECORDS_DIR,
   emulatedRecordsDir,
   latestRecord,
   readRecordFile,
   recordPath,
-} from '../daemon/record-store.js';
+} from '../record/store.js';
 import { reportHtml } from '../report/html.js';
 import { reportText } from '../report/text.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';

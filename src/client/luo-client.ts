@@ -23,14 +23,27 @@
  * by claim() belong to the caller.
  */
 import { EventEmitter } from 'node:events';
-import { isEmulatedSessionFd } from '../kernel/emu/index.js';
-import { emulatedTransport } from '../kernel/emu/transport.js';
-import type { Session } from '../kernel/index.js';
-import { LuoSession } from '../kernel/luo-device.js';
-import { realTransport } from '../kernel/real/transport.js';
-import { LineFramer } from '../protocol/framing.js';
-import { MAX_LINE_BYTES } from '../protocol/lines.js';
-import { PROTOCOL_VERSION, socketPath } from '../protocol/messages.js';
+import type { z } from 'zod';
+import { adoptSession, type Session, sessionBackend } from '../kernel/index.js';
+import {
+  type AbortedEvent as AbortedMessage,
+  AbortedEvent as AbortedSchema,
+  KexecEvent as KexecSchema,
+  ProgressEvent,
+  StartPreservationEvent,
+} from '../protocol/events.js';
+import { LineChannel } from '../protocol/lines.js';
+import { checkMessage, PROTOCOL_VERSION, socketPath } from '../protocol/messages.js';
+import {
+  ClaimReply,
+  type ClientsReply,
+  HelloReply,
+  type LoadReply,
+  type SessionsReply,
+  type StatusReply,
+  SubscribeReply,
+  type UpdateReply,
+} from '../protocol/replies.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { fdTarget } from '../sys/proc.js';
 import { UnixSocket } from '../sys/unix-socket.js';
@@ -61,13 +74,11 @@ export interface PreservationRequest {
   /** Aborted when the update is cancelled (ABORTED) or the connection drops. */
   readonly signal: AbortSignal;
   /** The event as luod sent it. */
-  readonly event: Readonly<Record<string, unknown>>;
+  readonly event: Readonly<Reply<StartPreservationEvent>>;
 }
 
-export interface AbortedEvent {
-  readonly update: string;
-  readonly reason: string;
-}
+/** What ABORTED tells the handler (protocol/events.ts); `update` is '' when luod's event was malformed. */
+export type AbortedEvent = Readonly<Pick<AbortedMessage, 'update' | 'reason'>>;
 
 export interface KexecEvent {
   readonly update: string;
@@ -82,18 +93,16 @@ export interface DisconnectInfo {
   readonly error?: LuoClientError;
 }
 
-export interface HelloResult {
-  version: number;
-  server: string;
-  backend: 'real' | 'emulated';
-  limits: { max_line: number; max_fds: number; max_clients: number; max_id: number };
-  [key: string]: unknown;
-}
+/**
+ * A reply as luod sent it: the fields its schema (protocol/replies.ts) names,
+ * typed, and any others. Replies the client acts on (HELLO, SUBSCRIBE, CLAIM)
+ * are checked against the schema; the others are handed over unchecked.
+ */
+export type Reply<T> = T & { readonly [field: string]: unknown };
 
-export interface SubscribeResult {
-  id: string;
-  sessions: string[];
-}
+export type HelloResult = Reply<HelloReply>;
+
+export type SubscribeResult = SubscribeReply;
 
 /** claim()'s sessions, with the update they come from. */
 export type ClaimedSessions = Session[] & { readonly update: string; readonly id: string };
@@ -107,7 +116,7 @@ export interface LuoClientEvents {
   /** Every event line luod sends (START_PRESERVATION, ABORTED, KEXEC, PROGRESS, ...). */
   event: [event: Record<string, unknown>];
   /** PROGRESS events of an UPDATE this connection sent. */
-  progress: [event: Record<string, unknown>];
+  progress: [event: Reply<ProgressEvent>];
   /** Something went wrong outside any command (a handler threw, READY was refused...). */
   warning: [error: Error];
   close: [info: DisconnectInfo];
@@ -145,27 +154,40 @@ interface CurrentUpdate {
   handled: Promise<void>;
 }
 
-const REAL_SESSION_TARGET = /^anon_inode:\[luo_session\]/;
-
 /**
- * Wrap a received session fd. The kernel's name (GET_NAME) is preferred;
- * kernels before 7.2 lack GET_NAME, and then the name luod sent stands.
+ * A session fd luod sent, named `name`: adopted by the kernel layer. An fd
+ * that is no session at all is luod breaking the protocol (EPROTO).
  */
-export function adoptReceivedSession(fd: OwnedFd, name: string): Session {
-  let transport: typeof realTransport;
-  if (REAL_SESSION_TARGET.test(fdTarget(fd))) transport = realTransport;
-  else if (isEmulatedSessionFd(fd)) transport = emulatedTransport;
-  else
+function adoptSent(fd: OwnedFd, name: string): Session {
+  if (sessionBackend(fd) === null)
     throw new LuoClientError(
       'EPROTO',
       `luod sent fd ${fd.fd} (${fdTarget(fd)}) as session ${name}, but it is not one`,
     );
+  return adoptSession(fd, { name });
+}
+
+/** The session fds a message carried, one per name, adopted; on any problem every fd is closed. */
+function adoptCarried(what: string, names: readonly string[], fds: OwnedFd[], command?: string): Session[] {
   try {
-    return LuoSession.adopt(transport, fd);
+    if (fds.length !== names.length)
+      throw new LuoClientError(
+        'EPROTO',
+        `${what}: luod named ${names.length} session(s) but sent ${fds.length} fd(s)`,
+        command,
+      );
+    return fds.map((fd, i) => adoptSent(fd, names[i]!));
   } catch (err) {
-    if ((err as { code?: string }).code === 'EBADF') throw err;
-    return new LuoSession(transport, fd, name, 'adopted');
+    for (const fd of fds) fd.close();
+    throw errorOf(err);
   }
+}
+
+/** A reply or event checked against its schema; a malformed one is luod's protocol error (EPROTO). */
+function checked<T>(schema: z.ZodType<T>, value: unknown, what: string, command?: string): T {
+  const result = checkMessage(schema, value);
+  if (result.ok) return result.value;
+  throw new LuoClientError('EPROTO', `luod sent a malformed ${what}: ${result.problem}`, command);
 }
 
 function errorOf(err: unknown, fallbackCode = 'EIO'): LuoClientError {
@@ -198,8 +220,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export class LuoClient extends EventEmitter<LuoClientEvents> {
   /** The socket path this client connected to. */
   readonly path: string;
-  readonly #socket: UnixSocket;
-  readonly #framer = new LineFramer(MAX_LINE_BYTES);
+  readonly #channel: LineChannel;
   readonly #commandTimeoutMs: number;
   readonly #pending: Pending[] = [];
   #seq = 0;
@@ -219,15 +240,20 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
   private constructor(socket: UnixSocket, path: string, options: ConnectOptions) {
     super();
     this.path = path;
-    this.#socket = socket;
     this.#commandTimeoutMs = options.commandTimeoutMs ?? 0;
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
-    socket.on('data', (data, fds) => this.#onData(data, fds));
-    socket.on('end', () => this.#shutdown(false));
-    socket.on('close', () => this.#shutdown(false));
+    // Before the channel's own listener, which closes it without saying why.
     socket.on('error', (err) => this.#shutdown(false, errorOf(err)));
+    this.#channel = new LineChannel(socket);
+    this.#channel.on('message', (message, fds) => this.#onMessage(message as Record<string, unknown>, fds));
+    this.#channel.on('malformed', (reason) => {
+      const error = new LuoClientError(reason.code, `luod sent a malformed line: ${reason.message}`);
+      if (reason.fatal) this.#shutdown(false, error);
+      else this.#warn(error);
+    });
+    this.#channel.on('close', () => this.#shutdown(false));
   }
 
   /** Connect to luod (default: $LUOD_SOCKET, else /run/luod/liveupdate.sock). */
@@ -289,12 +315,12 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
 
   /** Let the process exit while this connection is open. */
   unref(): this {
-    this.#socket.unref();
+    this.#channel.socket.unref();
     return this;
   }
 
   ref(): this {
-    this.#socket.ref();
+    this.#channel.socket.ref();
     return this;
   }
 
@@ -337,7 +363,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
       versions: options.versions ?? [PROTOCOL_VERSION],
       client: options.client ?? `luokit-client/${PROTOCOL_VERSION}`,
     });
-    return body as unknown as HelloResult;
+    return checked(HelloReply, body, 'HELLO reply', 'HELLO') as HelloResult;
   }
 
   /** Join the barrier of every live update as `id`, with `sessions` LUO sessions (1 to 8). */
@@ -346,7 +372,8 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
       id,
       ...(options.sessions !== undefined && { sessions: options.sessions }),
     });
-    return { id: String(body.id), sessions: (body.sessions as string[] | undefined) ?? [] };
+    const reply = checked(SubscribeReply, body, 'SUBSCRIBE reply', 'SUBSCRIBE');
+    return { id: reply.id, sessions: reply.sessions };
   }
 
   async unsubscribe(): Promise<void> {
@@ -381,27 +408,19 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
       { id, ...(options.force && { force: true }) },
       { keepFds: true },
     );
-    const names = Array.isArray(body.sessions) ? (body.sessions as unknown[]).map(String) : [];
-    if (fds.length !== names.length) {
-      for (const fd of fds) fd.close();
-      throw new LuoClientError(
-        'EPROTO',
-        `CLAIM of ${id}: luod named ${names.length} session(s) but sent ${fds.length} fd(s)`,
-        'CLAIM',
-      );
-    }
-    const sessions: Session[] = [];
+    let reply: ClaimReply;
     try {
-      for (const [i, fd] of fds.entries()) sessions.push(adoptReceivedSession(fd, names[i]!));
+      reply = checked(ClaimReply, body, `CLAIM reply for ${id}`, 'CLAIM');
     } catch (err) {
       for (const fd of fds) fd.close();
-      throw errorOf(err);
+      throw err;
     }
-    return Object.assign(sessions, { update: String(body.update ?? ''), id: String(body.id ?? id) });
+    const sessions = adoptCarried(`CLAIM of ${id}`, reply.sessions, fds, 'CLAIM');
+    return Object.assign(sessions, { update: reply.update, id: reply.id });
   }
 
-  async status(): Promise<Record<string, unknown>> {
-    return (await this.request('STATUS')).body;
+  async status(): Promise<Reply<StatusReply>> {
+    return (await this.request('STATUS')).body as Reply<StatusReply>;
   }
 
   // Admin commands (root or luod's uid).
@@ -411,9 +430,9 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
     options: {
       timeoutMs?: number;
       dryRun?: boolean;
-      onProgress?: (event: Record<string, unknown>) => void;
+      onProgress?: (event: Reply<ProgressEvent>) => void;
     } = {},
-  ): Promise<Record<string, unknown>> {
+  ): Promise<Reply<UpdateReply>> {
     const listener = options.onProgress;
     if (listener) this.on('progress', listener);
     try {
@@ -422,7 +441,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
           ...(options.timeoutMs !== undefined && { timeout_ms: options.timeoutMs }),
           ...(options.dryRun && { dry_run: true }),
         })
-      ).body;
+      ).body as Reply<UpdateReply>;
     } finally {
       if (listener) this.off('progress', listener);
     }
@@ -432,17 +451,17 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
     await this.request('ABORT', reason !== undefined ? { reason } : {});
   }
 
-  async clients(): Promise<Record<string, unknown>[]> {
-    return ((await this.request('CLIENTS')).body.clients as Record<string, unknown>[]) ?? [];
+  async clients(): Promise<ClientsReply['clients']> {
+    return ((await this.request('CLIENTS')).body as Partial<ClientsReply>).clients ?? [];
   }
 
-  async sessions(): Promise<Record<string, unknown>[]> {
-    return ((await this.request('SESSIONS')).body.sessions as Record<string, unknown>[]) ?? [];
+  async sessions(): Promise<SessionsReply['sessions']> {
+    return ((await this.request('SESSIONS')).body as Partial<SessionsReply>).sessions ?? [];
   }
 
   async load(
     options: { kernel?: string; initrd?: string; cmdline?: string; emuVersion?: string } = {},
-  ): Promise<Record<string, unknown>> {
+  ): Promise<Reply<LoadReply>> {
     return (
       await this.request('LOAD', {
         ...(options.kernel !== undefined && { kernel: options.kernel }),
@@ -450,7 +469,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
         ...(options.cmdline !== undefined && { cmdline: options.cmdline }),
         ...(options.emuVersion !== undefined && { emu_version: options.emuVersion }),
       })
-    ).body;
+    ).body as Reply<LoadReply>;
   }
 
   /**
@@ -488,7 +507,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
         }, timeoutMs);
       }
       this.#pending.push(pending);
-      this.#socket.send(Buffer.from(`${JSON.stringify({ ...fields, cmd, seq })}\n`)).catch((err) => {
+      this.#channel.send({ ...fields, cmd, seq }).catch((err) => {
         if (this.#drop(pending)) reject(this.#goneError(cmd, errorOf(err)));
       });
     });
@@ -505,47 +524,18 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
 
   // ---- receiving -------------------------------------------------------
 
-  #onData(data: Buffer, fds: OwnedFd[]): void {
-    let lines: ReturnType<LineFramer['push']>;
-    try {
-      lines = this.#framer.push(data, fds);
-    } catch (err) {
-      this.#shutdown(false, errorOf(err, 'E2BIG'));
-      return;
-    }
-    for (const { line, fds: lineFds } of lines) {
-      if (this.#closed) {
-        for (const fd of lineFds) fd.close();
-        continue;
-      }
-      let message: unknown;
-      try {
-        message = JSON.parse(line);
-      } catch {
-        for (const fd of lineFds) fd.close();
-        if (line.trim() !== '')
-          this.#warn(new LuoClientError('EPROTO', `luod sent a line that is not JSON: ${line.slice(0, 80)}`));
-        continue;
-      }
-      if (typeof message !== 'object' || message === null || Array.isArray(message)) {
-        for (const fd of lineFds) fd.close();
-        this.#warn(
-          new LuoClientError('EPROTO', `luod sent a line that is not a JSON object: ${line.slice(0, 80)}`),
-        );
-        continue;
-      }
-      const record = message as Record<string, unknown>;
-      if ('ok' in record) this.#onReply(record, lineFds);
-      else if (typeof record.event === 'string') this.#onEvent(record, lineFds);
-      else {
-        for (const fd of lineFds) fd.close();
-        this.#warn(
-          new LuoClientError(
-            'EPROTO',
-            `luod sent a line that is neither a reply nor an event: ${line.slice(0, 80)}`,
-          ),
-        );
-      }
+  /** One JSON object from luod (LineChannel has framed and parsed it, and attached its fds). */
+  #onMessage(message: Record<string, unknown>, fds: OwnedFd[]): void {
+    if ('ok' in message) this.#onReply(message, fds);
+    else if (typeof message.event === 'string') this.#onEvent(message, fds);
+    else {
+      for (const fd of fds) fd.close();
+      this.#warn(
+        new LuoClientError(
+          'EPROTO',
+          `luod sent a line that is neither a reply nor an event: ${JSON.stringify(message).slice(0, 80)}`,
+        ),
+      );
     }
   }
 
@@ -599,51 +589,46 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
       case 'KEXEC':
         this.#onKexecEvent(event);
         break;
-      case 'PROGRESS':
-        this.emit('progress', event);
+      case 'PROGRESS': {
+        const progress = this.#checkEvent(ProgressEvent, event, 'PROGRESS');
+        if (progress) this.emit('progress', progress);
         break;
+      }
       default:
         break; // events this client does not know are ignored, as the protocol allows
     }
   }
 
   #onStartPreservation(event: Record<string, unknown>, fds: OwnedFd[]): void {
-    const names = Array.isArray(event.sessions) ? (event.sessions as unknown[]).map(String) : [];
-    const update = String(event.update ?? '');
     const previous = this.#current;
     if (previous) {
       // A new update while the last one is open: luod has given up on it.
       previous.controller.abort();
       void previous.handled.then(() => this.#closeSessions(previous));
     }
+    let message: StartPreservationEvent;
     let sessions: Session[];
     try {
-      if (fds.length !== names.length) {
-        throw new LuoClientError(
-          'EPROTO',
-          `START_PRESERVATION named ${names.length} session(s) but carried ${fds.length} fd(s)`,
-        );
-      }
-      sessions = fds.map((fd, i) => adoptReceivedSession(fd, names[i]!));
+      message = checked(StartPreservationEvent, event, 'START_PRESERVATION');
+      sessions = adoptCarried('START_PRESERVATION', message.sessions, fds);
     } catch (err) {
       for (const fd of fds) fd.close();
       this.#current = null;
       const reason = `the session fds could not be used: ${errorOf(err).message}`;
       this.#warn(errorOf(err));
-      this.request('FAILED', { update, reason }).catch((e) => this.#warn(errorOf(e)));
+      const update = typeof event.update === 'string' ? { update: event.update } : {};
+      this.request('FAILED', { ...update, reason }).catch((e) => this.#warn(errorOf(e)));
       return;
     }
     const controller = new AbortController();
-    const deadlineMs = typeof event.deadline_ms === 'number' ? event.deadline_ms : 0;
     const request: PreservationRequest = {
-      update,
-      id: String(event.id ?? ''),
-      sessions: names,
-      deadline:
-        typeof event.deadline === 'string' ? new Date(event.deadline) : new Date(Date.now() + deadlineMs),
-      deadlineMs,
+      update: message.update,
+      id: message.id,
+      sessions: message.sessions,
+      deadline: new Date(message.deadline),
+      deadlineMs: message.deadline_ms,
       signal: controller.signal,
-      event,
+      event: event as Reply<StartPreservationEvent>,
     };
     const current: CurrentUpdate = {
       request,
@@ -675,7 +660,11 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
   }
 
   #onAbortedEvent(event: Record<string, unknown>): void {
-    const info: AbortedEvent = { update: String(event.update ?? ''), reason: String(event.reason ?? '') };
+    // A malformed ABORTED still ends the update in progress: resuming the VM is the safe side.
+    const message = this.#checkEvent(AbortedSchema, event, 'ABORTED');
+    const info: AbortedEvent = message
+      ? { update: message.update, reason: message.reason }
+      : { update: '', reason: 'luod sent a malformed ABORTED' };
     const current = this.#current;
     if (current && (info.update === '' || info.update === current.request.update)) {
       this.#current = null;
@@ -691,12 +680,23 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
   }
 
   #onKexecEvent(event: Record<string, unknown>): void {
-    const info: KexecEvent = { update: String(event.update ?? '') };
+    // Acted on even when malformed: the host reboots either way.
+    const info: KexecEvent = { update: this.#checkEvent(KexecSchema, event, 'KEXEC')?.update ?? '' };
     this.#sawKexec = true;
     if (this.#current) this.#current.kexec = true;
     this.#queue(async () => {
       await this.#kexecHandler?.(info);
     });
+  }
+
+  /** An event checked against its schema; a malformed one is a warning, and null. */
+  #checkEvent<T>(schema: z.ZodType<T>, event: unknown, name: string): T | null {
+    try {
+      return checked(schema, event, name);
+    } catch (err) {
+      this.#warn(errorOf(err));
+      return null;
+    }
   }
 
   /** Run event handlers one after another, in the order the events came. */
@@ -740,8 +740,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
       ...((error ?? this.#refusal) && { error: (error ?? this.#refusal)! }),
     };
     this.#closeInfo = info;
-    this.#socket.close();
-    this.#framer.dispose();
+    this.#channel.close();
     const pending = this.#pending.splice(0);
     for (const p of pending) {
       if (p.timer) clearTimeout(p.timer);

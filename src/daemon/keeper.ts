@@ -22,8 +22,8 @@
  *  - anything else is closed and released, loudly.
  */
 import type { Logger } from 'pino';
-import { adoptReceivedSession } from '../client/luo-client.js';
 import type { Session } from '../kernel/device.js';
+import { adoptSession } from '../kernel/index.js';
 import { INTERNAL_SESSION } from '../protocol/messages.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
@@ -262,7 +262,7 @@ export class SessionKeeper {
       }
       let session: Session;
       try {
-        session = adoptReceivedSession(fd, parsed.session);
+        session = adoptSession(fd, { name: parsed.session });
       } catch (err) {
         this.#log.error({ err, name }, 'a held fd is not a session; dropping it');
         fd.close();
@@ -361,7 +361,7 @@ export class SessionKeeper {
   #readCarried(fd: HeldFd['fd'], name: string): CarriedState | CarriedStateV1 | null {
     let session: Session | null = null;
     try {
-      session = adoptReceivedSession(fd, INTERNAL_SESSION);
+      session = adoptSession(fd, { name: INTERNAL_SESSION });
       return readCarriedState(session);
     } catch (err) {
       this.#log.error(

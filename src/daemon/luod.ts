@@ -28,6 +28,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Session } from '../kernel/device.js';
+import type { AbortedEvent, KexecEvent, ProgressEvent, StartPreservationEvent } from '../protocol/events.js';
 import { type LineChannel, MAX_FDS_PER_LINE, MAX_LINE_BYTES } from '../protocol/lines.js';
 import {
   ADMIN_COMMANDS,
@@ -38,14 +39,25 @@ import {
   PROTOCOL_VERSION,
   sessionNames,
 } from '../protocol/messages.js';
+import type {
+  ClaimReply,
+  ClientsReply,
+  HelloReply,
+  LoadReply,
+  SessionsReply,
+  StatusReply,
+  SubscribeReply,
+  UpdateReply,
+} from '../protocol/replies.js';
+import type { UpdateRecord } from '../record/format.js';
+import type { RecordStore } from '../record/store.js';
 import { SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { IdOwners } from './id-owners.js';
 import type { Recovered, SessionKeeper } from './keeper.js';
 import type { LoadedKernel, LuodKernel } from './kernel.js';
 import type { LuodGauges, LuodMetrics } from './metrics.js';
-import { draftFromTimeline, RecordBuilder, type UpdateRecord } from './record.js';
-import type { RecordStore } from './record-store.js';
+import { draftFromTimeline, RecordBuilder } from './record-builder.js';
 import {
   type CarriedState,
   type CarriedStateV1,
@@ -146,7 +158,7 @@ export interface LuodOptions {
   log: Logger;
   claimTimeoutMs?: number;
   version?: string;
-  /** Where each update's record is written (record-store.ts); none: records are only logged. */
+  /** Where each update's record is written (record/store.ts); none: records are only logged. */
   records?: RecordStore;
   metrics?: LuodMetrics;
   /**
@@ -824,7 +836,7 @@ export class Luod {
               max_clients: MAX_CLIENTS,
               max_id: MAX_ID_LENGTH,
             },
-          },
+          } satisfies HelloReply,
         };
       }
       case 'SUBSCRIBE':
@@ -858,13 +870,13 @@ export class Luod {
         return { body: await this.#load(command) };
       case 'UPDATE': {
         const progress = (phase: string, detail: object = {}) =>
-          reply({ event: 'PROGRESS', phase, ...detail });
+          reply({ event: 'PROGRESS', phase, ...detail } satisfies ProgressEvent);
         return {
-          body: await this.update({
+          body: (await this.update({
             timeoutMs: command.timeout_ms ?? 30_000,
             dryRun: command.dry_run === true,
             progress,
-          }),
+          })) satisfies UpdateReply,
         };
       }
       case 'ABORT': {
@@ -896,9 +908,9 @@ export class Luod {
     if (interrupted) {
       // After the SUBSCRIBE reply: the client learns its update was aborted.
       this.#interrupted.delete(id);
-      setImmediate(() => this.#notify(client, { event: 'ABORTED', ...interrupted }));
+      setImmediate(() => this.#notify(client, { event: 'ABORTED', ...interrupted } satisfies AbortedEvent));
     }
-    return { id, sessions: sessionNames(id, sessions) };
+    return { id, sessions: sessionNames(id, sessions) } satisfies SubscribeReply;
   }
 
   /** Subscribed now, or with sessions to claim: an id its owner must not lose. */
@@ -943,7 +955,7 @@ export class Luod {
     this.#record?.claimStarted(id);
     const sessions = entry.sessions;
     return {
-      body: { id, update: entry.update, sessions: sessions.map((s) => s.name) },
+      body: { id, update: entry.update, sessions: sessions.map((s) => s.name) } satisfies ClaimReply,
       fds: sessions,
       delivered: () => {
         for (const s of sessions) s.close();
@@ -993,7 +1005,7 @@ export class Luod {
     this.#mark(undefined, undefined, 'loaded');
     this.#loadSpan = { start, end: Date.now() };
     this.#log.info({ loaded: this.#loaded, ms: this.#loadSpan.end - start }, 'next kernel loaded');
-    return { loaded: this.#loaded };
+    return { loaded: this.#loaded } satisfies LoadReply;
   }
 
   /** Run one live update: barrier, then kexec or abort. */
@@ -1098,7 +1110,8 @@ export class Luod {
       for (const sessions of update.sessions.values()) for (const s of sessions) s.close();
       this.#mark(timeline, id, 'aborted');
       // Not awaited: a client that stopped reading must not hold luod.
-      for (const c of participants.values()) this.#notify(c, { event: 'ABORTED', update: id, reason });
+      for (const c of participants.values())
+        this.#notify(c, { event: 'ABORTED', update: id, reason } satisfies AbortedEvent);
       this.#update = null;
       this.#phase = 'idle';
       this.#lastUpdate = { update: id, outcome, reason, failed: failures, timeline };
@@ -1198,7 +1211,7 @@ export class Luod {
               sessions: sessions.map((s) => s.name),
               deadline: new Date(update.deadline).toISOString(),
               deadline_ms: update.deadline - Date.now(),
-            },
+            } satisfies StartPreservationEvent,
             sessions.map((s) => s.fd),
           )
           .catch(() => update.fail(`${clientId} could not be sent START_PRESERVATION`));
@@ -1236,7 +1249,8 @@ export class Luod {
       closeDevice();
       await this.#keeper?.kexec(state, internal);
       this.#phase = 'kexec';
-      for (const c of participants.values()) this.#notify(c, { event: 'KEXEC', update: id });
+      for (const c of participants.values())
+        this.#notify(c, { event: 'KEXEC', update: id } satisfies KexecEvent);
       await progress('kexec', { to: state.to });
       log.info({ to: state.to }, 'kexec');
       this.#mark(undefined, id, 'kexec');
@@ -1333,12 +1347,12 @@ export class Luod {
     }
   }
 
-  #clientList(): object[] {
+  #clientList(): ClientsReply['clients'] {
     return [...this.#clients].map((c) => ({ id: c.id, uid: c.uid, pid: c.pid, sessions: c.sessionCount }));
   }
 
-  #sessionList(): object[] {
-    const out: object[] = [];
+  #sessionList(): SessionsReply['sessions'] {
+    const out: SessionsReply['sessions'] = [];
     for (const [client, sessions] of this.#update?.sessions ?? []) {
       for (const s of sessions)
         out.push({ name: s.name, client, direction: 'outgoing', ready: this.#update!.ready.has(client) });
@@ -1357,14 +1371,14 @@ export class Luod {
       update: this.#update?.id ?? null,
       loaded: this.#loaded,
       clients: this.#clients.size,
-      subscribers: [...this.#clients].filter((c) => c.id).map((c) => c.id),
+      subscribers: [...this.#clients].filter((c) => c.id).map((c) => c.id!),
       pending_claims: [...this.#incoming.values()].filter((e) => e.claim !== 'done').map((e) => e.id),
       kexec_mode: this.#kernel.kexecMode ?? 'standalone',
       holder: this.#keeper ? { kind: this.#keeper.holder.kind, held: this.#keeper.heldCount } : null,
       last_update: this.#lastUpdate,
       records_dir: this.#records?.dir ?? null,
       last_record: this.#lastRecordPath,
-    };
+    } satisfies StatusReply;
   }
 
   /**

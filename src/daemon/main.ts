@@ -27,6 +27,12 @@ import pino from 'pino';
 import { defaultStateDir } from '../kernel/emu/paths.js';
 import { DEVICE_PATH } from '../kernel/real/index.js';
 import { socketPath } from '../protocol/messages.js';
+import {
+  DEFAULT_KEEP_RECORDS,
+  DEFAULT_RECORDS_DIR,
+  emulatedRecordsDir,
+  RecordStore,
+} from '../record/store.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { type FdHolder, SystemdFdStore } from './fd-holder.js';
@@ -37,12 +43,6 @@ import { emulatedKernel, realKernel } from './kernel.js';
 import { chooseKexecMode, KEXEC_MODES, systemdKexec } from './kexec-mode.js';
 import { Luod, type PhaseEvent } from './luod.js';
 import type { LuodMetrics } from './metrics.js';
-import {
-  DEFAULT_KEEP_RECORDS,
-  DEFAULT_RECORDS_DIR,
-  emulatedRecordsDir,
-  RecordStore,
-} from './record-store.js';
 import { SdNotify, takeListenFds } from './sd-notify.js';
 import { LINE_TIMEOUT_MS, listen, prepareSocketDir } from './server.js';
 import { ServiceNotifier } from './service-notify.js';

@@ -3,7 +3,7 @@
  * 127.0.0.1 only (`luod --metrics-port`), and/or a file for node_exporter's
  * textfile collector (`luod --metrics-textfile`), replaced atomically.
  *
- * Counters and histograms are fed from finished update records (record.ts),
+ * Counters and histograms are fed from finished update records (src/record/format.ts),
  * so a real kexec's phases, measured by the luod before it, are counted by
  * the luod after it; gauges are read from luod when scraped. Metrics start at
  * zero with each luod process, as Prometheus expects of counters.
@@ -11,10 +11,10 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { blackoutOf, OUTCOMES, type UpdateRecord } from '../record/format.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
-import { blackoutOf, OUTCOMES, type UpdateRecord } from './record.js';
 
 /** What luod holds right now, read at each scrape. */
 export interface LuodGauges {

@@ -1,7 +1,7 @@
 /**
  * What luod carries across the kexec about itself: the update id, which
  * client owns which sessions, each client's uid, the phase timeline and
- * (from v2) the update's record so far (record.ts), which luod completes
+ * (from v2) the update's record so far (record-builder.ts), which luod completes
  * after boot. A v1 state, from an older luod, is still accepted.
  *
  * It travels in a sealed memfd preserved at token 0 of the session named
@@ -12,6 +12,7 @@
 import { z } from 'zod';
 import type { LiveUpdateDevice, Session } from '../kernel/device.js';
 import { INTERNAL_SESSION } from '../protocol/messages.js';
+import { describeRecordIssue, UpdateRecord } from '../record/format.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { fstat, pread, pwriteAll } from '../sys/file.js';
@@ -24,7 +25,6 @@ import {
   MFD_ALLOW_SEALING,
   memfdCreate,
 } from '../sys/memfd.js';
-import { describeRecordIssue, UpdateRecord } from './record.js';
 
 export const STATE_FORMAT = 'luod-state-v2';
 const STATE_FORMAT_V1 = 'luod-state-v1';

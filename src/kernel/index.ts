@@ -44,13 +44,29 @@ export function openDevice(options: OpenDeviceOptions = {}): LiveUpdateDevice {
 /** The kernel's name for a real session fd: 'anon_inode:[luo_session] NAME'. */
 const REAL_SESSION_TARGET = /^anon_inode:\[luo_session\]/;
 
+/** Which kernel a session fd belongs to, or null when it is not a session fd at all. */
+export function sessionBackend(fd: OwnedFd): Backend | null {
+  if (REAL_SESSION_TARGET.test(fdTarget(fd))) return 'real';
+  if (isEmulatedSessionFd(fd)) return 'emulated';
+  return null;
+}
+
+export interface AdoptOptions {
+  /**
+   * The name the sender gave it (luod's START_PRESERVATION or CLAIM, a held
+   * fd's name): used where the kernel cannot tell (no GET_NAME before 7.2).
+   */
+  name?: string;
+}
+
 /**
  * Wrap a session fd this process received (from luod over SCM_RIGHTS, from
- * an fd store) in the Session API, whichever kernel it belongs to.
+ * an fd store) in the Session API, whichever kernel it belongs to. The one
+ * place that decides it: luod's keeper and the client library both call it.
  */
-export function adoptSession(fd: OwnedFd): Session {
-  const target = fdTarget(fd);
-  if (REAL_SESSION_TARGET.test(target)) return adoptRealSession(fd);
-  if (isEmulatedSessionFd(fd)) return adoptEmulatedSession(fd);
-  throw luoError('GET_NAME', Errno.EINVAL, `fd ${fd.fd} (${target}) is not a live update session`);
+export function adoptSession(fd: OwnedFd, options: AdoptOptions = {}): Session {
+  const backend = sessionBackend(fd);
+  if (backend === 'real') return adoptRealSession(fd, options.name);
+  if (backend === 'emulated') return adoptEmulatedSession(fd, options.name);
+  throw luoError('GET_NAME', Errno.EINVAL, `fd ${fd.fd} (${fdTarget(fd)}) is not a live update session`);
 }

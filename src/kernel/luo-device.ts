@@ -119,10 +119,19 @@ export class LuoSession implements Session {
     this.origin = origin;
   }
 
-  /** Wrap a session fd obtained some other way (SCM_RIGHTS, fd store), reading its name from the kernel. */
-  static adopt(transport: IoctlTransport, fd: OwnedFd): LuoSession {
+  /**
+   * Wrap a session fd obtained some other way (SCM_RIGHTS, fd store), reading
+   * its name from the kernel. Kernels before 7.2 lack GET_NAME: then
+   * `knownName` (what the sender called it), when given, stands instead.
+   */
+  static adopt(transport: IoctlTransport, fd: OwnedFd, knownName?: string): LuoSession {
     const probe = new LuoSession(transport, fd, '', 'adopted');
-    return new LuoSession(transport, fd, probe.getName(), 'adopted');
+    try {
+      return new LuoSession(transport, fd, probe.getName(), 'adopted');
+    } catch (err) {
+      if (knownName === undefined || (err as { code?: string }).code === 'EBADF') throw err;
+      return new LuoSession(transport, fd, knownName, 'adopted');
+    }
   }
 
   get fd(): number {

@@ -1,6 +1,7 @@
 /**
  * luod's protocol messages (docs/protocol.md) as zod schemas: everything a
- * client sends is validated here before luod acts on it.
+ * client sends is validated here before luod acts on it. What luod sends
+ * back: events.ts and replies.ts.
  */
 import { z } from 'zod';
 
@@ -85,4 +86,20 @@ export function describeInvalid(error: z.ZodError): string {
     .slice(0, 3)
     .map((issue) => `${issue.path.join('.') || 'message'}: ${issue.message}`)
     .join('; ');
+}
+
+/**
+ * Check a reply or event against its schema. On success it is the value
+ * itself, typed (these schemas transform nothing, so key order and unknown
+ * fields stay as luod sent them); on failure, a one-line account of the
+ * wrong fields.
+ */
+export function checkMessage<T>(
+  schema: z.ZodType<T>,
+  value: unknown,
+): { ok: true; value: T } | { ok: false; problem: string } {
+  const parsed = schema.safeParse(value);
+  return parsed.success
+    ? { ok: true, value: value as T }
+    : { ok: false, problem: describeInvalid(parsed.error) };
 }

@@ -8,7 +8,7 @@
  * Every bar carries data attributes (data-lane, data-phase, data-start-ms,
  * data-duration-ms, data-failed) so tools and tests can read the drawing.
  */
-import type { UpdateRecord } from '../daemon/record.js';
+import type { UpdateRecord } from '../record/format.js';
 import { reportText } from './text.js';
 import { BAR_MEANING, type Bar, type BarKind, formatMs, type Timeline, timelineOf } from './timeline.js';
 

@@ -3,7 +3,7 @@
  * blackout went, luod's phases with their durations, each client's lane and
  * the failures.
  */
-import type { UpdateRecord } from '../daemon/record.js';
+import type { UpdateRecord } from '../record/format.js';
 import { formatMs, type Timeline, timelineOf } from './timeline.js';
 
 function offset(timeline: Timeline, at: number): string {

@@ -4,7 +4,7 @@
  * spent on. The text summary and the HTML page both draw from this, so they
  * never disagree.
  */
-import { blackoutOf, PHASE_MEANING, type PhaseName, type UpdateRecord } from '../daemon/record.js';
+import { blackoutOf, PHASE_MEANING, type PhaseName, type UpdateRecord } from '../record/format.js';
 
 export type BarKind = PhaseName | 'paused' | 'claim';
 

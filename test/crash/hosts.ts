@@ -18,7 +18,6 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { LuoClient } from '../../src/client/index.js';
-import { adoptReceivedSession } from '../../src/client/luo-client.js';
 import type { Session } from '../../src/kernel/device.js';
 import { emulatorPid } from '../../src/kernel/emu/client.js';
 import {
@@ -28,6 +27,7 @@ import {
   statePaths,
   stopEmulator,
 } from '../../src/kernel/emu/index.js';
+import { adoptSession } from '../../src/kernel/index.js';
 import { dup, type OwnedFd } from '../../src/sys/index.js';
 import { bind, socket } from '../../src/sys/socket.js';
 import { UnixSocket } from '../../src/sys/unix-socket.js';
@@ -317,7 +317,7 @@ export class FakeSystemd extends BaseHost implements Host {
   /** systemd recognises a LUO session by its fd path; here: GET_NAME on a duplicate. */
   #sessionName(fd: OwnedFd): string | null {
     try {
-      const probe = adoptReceivedSession(dup(fd), 'probe');
+      const probe = adoptSession(dup(fd), { name: 'probe' });
       const name = probe.name;
       probe.close();
       return name;

@@ -356,7 +356,13 @@ export class Arena {
       for (; i < step.chunks && left > 0; i++) {
         const n = Math.min(per, left);
         left -= n;
-        if (peer.trySend(line.subarray(i, i + 1), Array.from({ length: n }, () => fd)) < 0) break;
+        if (
+          peer.trySend(
+            line.subarray(i, i + 1),
+            Array.from({ length: n }, () => fd),
+          ) < 0
+        )
+          break;
       }
       if (step.finish) peer.trySend(line.subarray(i));
     } finally {

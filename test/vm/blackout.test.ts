@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { Pattern } from '../../src/client/pattern.js';
+import { Pattern } from '../../src/example-vmm/pattern.js';
 import { memfdCreate, pread } from '../../src/sys/index.js';
 import {
   blackoutFile,

@@ -105,7 +105,7 @@ async function bundleGuestPrograms(ctx: BenchContext): Promise<string> {
   const entries: [string, string, string][] = [
     ['src/daemon/main.ts', 'dist/daemon/main.js', 'luod'],
     ['src/cli/luoctl.ts', 'dist/cli/luoctl.js', 'luoctl'],
-    ['src/client/example-vmm-main.ts', 'dist/client/example-vmm-main.js', 'vmm'],
+    ['src/example-vmm/main.ts', 'dist/example-vmm/main.js', 'vmm'],
   ];
   for (const [source, installed, name] of entries) {
     const url = `file://${path.join(ctx.root, installed)}`;

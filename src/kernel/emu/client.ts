@@ -142,8 +142,8 @@ export function isEmulatedSessionFd(fd: OwnedFd): boolean {
   }
 }
 
-export function adoptEmulatedSession(fd: OwnedFd): LuoSession {
-  return LuoSession.adopt(emulatedTransport, fd);
+export function adoptEmulatedSession(fd: OwnedFd, knownName?: string): LuoSession {
+  return LuoSession.adopt(emulatedTransport, fd, knownName);
 }
 
 /** One request on the control socket. */

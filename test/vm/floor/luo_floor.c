@@ -27,7 +27,7 @@
  * definitions (7.2): every command is _IO(0xBA, nr) and takes a struct whose
  * first field is its own size, so the kernel can tell versions apart.
  *
- * The data pattern is src/client/pattern.ts's, byte for byte: one 64 MiB
+ * The data pattern is src/example-vmm/pattern.ts's, byte for byte: one 64 MiB
  * chunk of xorshift32 words (seed 0x2545f491), and on every 4 KiB page a
  * 16-byte header `u32 0x424f554c, u32 chunk index, u64 file offset of the
  * page` (little-endian, as on x86).
@@ -88,7 +88,7 @@ _Static_assert(sizeof(struct luo_finish_arg) == 8, "finish arg layout");
 #define TOKEN 1
 #define MAX_FILES 16
 
-/* ---- the data pattern (src/client/pattern.ts) ------------------------- */
+/* ---- the data pattern (src/example-vmm/pattern.ts) ------------------------- */
 
 #define PATTERN_CHUNK (64u << 20)
 #define PATTERN_PAGE 4096u

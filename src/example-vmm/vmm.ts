@@ -37,6 +37,7 @@
  */
 import { createHash, randomFillSync } from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { type DisconnectInfo, LuoClient, LuoClientError, type PreservationRequest } from '../client/index.js';
 import type { Session } from '../kernel/index.js';
 import { socketPath } from '../protocol/messages.js';
 import type { OwnedFd } from '../sys/fd.js';
@@ -49,7 +50,7 @@ import {
   F_SEAL_WRITE,
   memfdCreate,
 } from '../sys/memfd.js';
-import { type DisconnectInfo, LuoClient, LuoClientError, type PreservationRequest } from './luo-client.js';
+import { parseSize } from '../sys/size.js';
 import { Pattern } from './pattern.js';
 
 export const PAGE_SIZE = 4096;
@@ -122,17 +123,6 @@ interface DeviceState {
 }
 
 const sha256 = (data: Uint8Array): Buffer => createHash('sha256').update(data).digest();
-
-/** "64M", "1G", "4096", "512KiB" -> bytes. */
-export function parseSize(text: string): number {
-  const m = /^(\d+)\s*([KMGT]?)(i?B)?$/i.exec(text.trim());
-  if (!m) throw new LuoClientError('EINVAL', `not a size: ${JSON.stringify(text)} (e.g. 64M, 1G, 65536)`);
-  const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
-  const bytes = Number(m[1]) * 2 ** shift;
-  if (!Number.isSafeInteger(bytes) || bytes <= 0)
-    throw new LuoClientError('EINVAL', `size out of range: ${text}`);
-  return bytes;
-}
 
 /** The digest of a whole RAM image from its per-page hashes. */
 function rootDigest(pageHashes: Buffer): string {

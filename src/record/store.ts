@@ -11,7 +11,7 @@ import { statePaths } from '../kernel/emu/paths.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
-import { describeRecordIssue, UpdateId, UpdateRecord } from './record.js';
+import { describeRecordIssue, UpdateId, UpdateRecord } from './format.js';
 
 /** Where luod keeps records on a real host. */
 export const DEFAULT_RECORDS_DIR = '/var/lib/luod/updates';
