@@ -18,7 +18,7 @@ const FLOORS: readonly (readonly string[])[] = [
   ['kernel'],
   ['protocol', 'record'],
   ['client', 'report', 'inspect'],
-  ['daemon', 'example-vmm'],
+  ['daemon', 'example-vmm', 'qemu'],
   ['cli'],
 ];
 

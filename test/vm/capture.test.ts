@@ -14,6 +14,7 @@ import { writeHandover } from '../../src/abi/handover.js';
 import { writeMemfdContents } from '../../src/abi/memfd.js';
 import { PagedMemory, PhysicalMemoryWriter } from '../../src/abi/memory.js';
 import { type HandoverReport, inspectHandover } from '../../src/inspect/report.js';
+import { QmpClient, QmpError } from '../../src/qemu/qmp.js';
 import {
   CAPTURE_SESSIONS,
   type CaptureExpectation,
@@ -22,7 +23,6 @@ import {
   describeDebugfsLuo,
   pagesOf,
 } from './capture.js';
-import { QmpClient, QmpError } from './qmp.js';
 
 function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-capture-test-'));

@@ -37,6 +37,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { HandoverReport } from '../../src/inspect/report.js';
+import { QmpClient } from '../../src/qemu/qmp.js';
 import type { ScenarioResult } from '../scenarios/types.js';
 import {
   type CaptureExpectation,
@@ -50,7 +51,6 @@ import {
 import type { BootResults } from './guest-scenarios.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
-import { QmpClient } from './qmp.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
 import { type BenchContext, liveUpdates, parseUpdatePairs } from './update.js';
 

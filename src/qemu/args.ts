@@ -1,0 +1,36 @@
+/**
+ * What luo-qemu refuses in the QEMU command line it is given, and why: the
+ * options it sets itself (guest RAM, QMP, incoming migration), and devices
+ * whose state cannot cross a live update.
+ */
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+
+/** Options luo-qemu adds itself: a second one would fight it. */
+const OWN_OPTIONS = new Map([
+  ['-m', 'luo-qemu sets the guest RAM size from --ram'],
+  ['-mem-path', 'luo-qemu backs guest RAM with its own memfd'],
+  ['-qmp', 'luo-qemu talks to QEMU on its own QMP socket'],
+  ['-qmp-pretty', 'luo-qemu talks to QEMU on its own QMP socket'],
+  ['-incoming', 'luo-qemu decides when QEMU loads a saved state'],
+  ['-daemonize', 'luo-qemu must stay QEMU’s parent to see it exit'],
+]);
+
+/** Throws EINVAL (or ENOTSUP for a device LUO cannot carry yet) naming the argument. */
+export function checkQemuArgs(args: readonly string[]): void {
+  if (args.length === 0) throw new SysError('luo-qemu', Errno.EINVAL, 'no QEMU command after --');
+  for (const [i, raw] of args.entries()) {
+    const arg = raw.startsWith('--') ? raw.slice(1) : raw;
+    const own = OWN_OPTIONS.get(arg.split('=')[0]!);
+    if (own) throw new SysError('luo-qemu', Errno.EINVAL, `QEMU option ${raw} is not allowed: ${own}`);
+    if (/(^|[,=])vfio-pci([,]|$)/.test(raw) || raw === 'vfio-pci') {
+      throw new SysError(
+        'luo-qemu',
+        Errno.EOPNOTSUPP,
+        `${raw}: a vfio-pci device cannot cross a live update until LUO preserves VFIO devices (not upstream yet); start this VM without luo-qemu`,
+      );
+    }
+    if (i > 0 && (args[i - 1] === '-machine' || args[i - 1] === '-M') && /(^|,)memory-backend=/.test(raw))
+      throw new SysError('luo-qemu', Errno.EINVAL, `-machine ${raw}: luo-qemu sets memory-backend itself`);
+  }
+}

@@ -1,0 +1,394 @@
+/**
+ * luo-qemu: an unmodified QEMU whose VM survives a host live update.
+ *
+ * QEMU already has what it takes: guest RAM from a file we own
+ * (`memory-backend-file,mem-path=/proc/self/fd/3,share=on`), and a device-
+ * state-only migration (`x-ignore-shared`: RAM in a named shared file is not
+ * copied) to an fd and back into a fresh QEMU (`-incoming defer`). luo-qemu
+ * owns the RAM memfd, talks to QEMU over a private QMP socket and to luod as
+ * client `id`. One command serves before and after the reboot:
+ *
+ *  start:   CLAIM `id` from luod. Nothing to claim: cold boot with a new RAM
+ *           memfd. Sessions to claim (after a live update): RETRIEVE the RAM
+ *           (token 1), the device state (token 2) and what luo-qemu noted
+ *           (token 3), FINISH the session, start QEMU paused with
+ *           `-incoming defer`, load the state, `cont`: the same guest goes on.
+ *  START_PRESERVATION:  preserve the RAM while the guest still runs, then
+ *           `stop` (the blackout starts), save the device state into a memfd
+ *           and preserve it with the notes; READY. Any failure: `cont`, and
+ *           FAILED with QEMU's own reason (luod aborts the update).
+ *  ABORTED: `cont` the same QEMU: nothing is lost but the pause.
+ *  KEXEC:   QEMU quits (its state is in the kernel's hands now) and luo-qemu
+ *           exits 0; the host reboots, and the same command claims the VM.
+ *  QEMU exits on its own: luo-qemu unsubscribes and exits with its status;
+ *           nothing is left preserved.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import { LuoClient, LuoClientError, LuoSubscription } from '../client/index.js';
+import type { Session } from '../kernel/index.js';
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+import type { OwnedFd } from '../sys/fd.js';
+import { fstat, ftruncate, lseek, read, write } from '../sys/file.js';
+import { memfdCreate } from '../sys/memfd.js';
+import { checkQemuArgs } from './args.js';
+import { QmpClient, QmpError } from './qmp.js';
+
+/** Tokens of the files in a VM's session. */
+export const RAM_TOKEN = 1n;
+export const STATE_TOKEN = 2n;
+export const NOTES_TOKEN = 3n;
+export const NOTES_FORMAT = 'luo-qemu-v1';
+
+/** What luo-qemu keeps beside the device state, for the luo-qemu after the reboot. */
+export interface VmNotes {
+  format: typeof NOTES_FORMAT;
+  id: string;
+  ramBytes: number;
+  /** When the guest was stopped (epoch ms): the blackout's start. */
+  stoppedAt: number;
+  stateBytes: number;
+  qemuArgs: string[];
+}
+
+export interface LuoQemuOptions {
+  id: string;
+  ramBytes: number;
+  /** luod's socket (default $LUOD_SOCKET, else /run/luod/liveupdate.sock). */
+  socket?: string;
+  /** Where the private QMP socket goes. */
+  stateDir?: string;
+  qemu: string;
+  qemuArgs: string[];
+  log: Logger;
+  /** How long to wait for luod at start (a host just rebooted starts luod first). */
+  luodTimeoutMs?: number;
+}
+
+/** Where luo-qemu keeps its QMP sockets unless told. */
+export function defaultStateDir(): string {
+  if (process.env.XDG_RUNTIME_DIR) return path.join(process.env.XDG_RUNTIME_DIR, 'luo-qemu');
+  return process.getuid?.() === 0
+    ? '/run/luo-qemu'
+    : path.join(os.tmpdir(), `luo-qemu-${process.getuid?.()}`);
+}
+
+const MIB = 1 << 20;
+
+export class LuoQemu {
+  readonly #o: LuoQemuOptions;
+  readonly #log: Logger;
+  #qemu: ChildProcess | null = null;
+  #qemuExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | null = null;
+  #qmp: QmpClient | null = null;
+  #ram: OwnedFd | null = null;
+  #sub: LuoSubscription | null = null;
+  /** Set while the guest is stopped by an update: when (epoch ms). */
+  #pausedAt: number | null = null;
+  #kexec = false;
+
+  constructor(options: LuoQemuOptions) {
+    if (options.ramBytes <= 0 || options.ramBytes % MIB !== 0)
+      throw new SysError(
+        'luo-qemu',
+        Errno.EINVAL,
+        `--ram must be a positive number of MiB, got ${options.ramBytes} bytes`,
+      );
+    checkQemuArgs(options.qemuArgs);
+    this.#o = options;
+    this.#log = options.log.child({ vm: options.id });
+  }
+
+  /** Run the VM until QEMU exits or the host kexecs; resolves with the exit status for luo-qemu. */
+  async run(): Promise<number> {
+    const claimed = await this.#claim();
+    try {
+      if (claimed) await this.#restore(claimed);
+      else await this.#coldBoot();
+    } catch (err) {
+      await this.#stopQemu();
+      throw err;
+    }
+    this.#sub = await LuoSubscription.start({
+      id: this.#o.id,
+      ...(this.#o.socket !== undefined && { path: this.#o.socket }),
+      onPreserve: (sessions) => this.#preserve(sessions),
+      onAborted: (event) => this.#resume(`the update was aborted: ${event.reason}`),
+      onKexec: () => {
+        this.#kexec = true;
+      },
+    });
+    this.#sub.on('rebooted', () => {
+      this.#kexec = true;
+      void this.#stopQemu();
+    });
+    this.#log.info({ event: 'subscribed', socket: this.#sub.path }, 'subscribed to luod');
+    const exit = await this.#qemuExit!;
+    this.#sub.close();
+    this.#qmp?.close();
+    this.#ram?.close();
+    if (this.#kexec) {
+      this.#log.info(
+        { event: 'kexec' },
+        'the host kexecs: QEMU stopped, the VM is preserved; run the same command after the reboot to continue it',
+      );
+      return 0;
+    }
+    const status = exit.code ?? 128 + (os.constants.signals[exit.signal ?? 'SIGTERM'] ?? 15);
+    this.#log.info({ event: 'qemu-exit', code: exit.code, signal: exit.signal }, 'QEMU exited');
+    return status;
+  }
+
+  /** SIGTERM: QEMU quits, luo-qemu unsubscribes; nothing stays preserved. */
+  async stop(): Promise<void> {
+    await this.#stopQemu();
+  }
+
+  /** Sessions luod kept for this VM across a live update, or null (cold boot). */
+  async #claim(): Promise<Session[] | null> {
+    const timeoutMs = this.#o.luodTimeoutMs ?? 30_000;
+    let client: LuoClient;
+    try {
+      client = await LuoClient.connectWithRetry(this.#o.socket, { timeoutMs, intervalMs: 100 });
+    } catch (err) {
+      throw new SysError(
+        'luo-qemu',
+        Errno.ECONNREFUSED,
+        `cannot reach luod (${(err as Error).message}); a VM started without it could not survive a live update`,
+      );
+    }
+    try {
+      const sessions = await client.claim(this.#o.id);
+      this.#log.info({ event: 'claimed', sessions: sessions.length }, 'luod had this VM: continuing it');
+      return sessions;
+    } catch (err) {
+      if (err instanceof LuoClientError && err.code === 'ENOENT') return null;
+      throw err;
+    } finally {
+      client.close();
+    }
+  }
+
+  async #coldBoot(): Promise<void> {
+    const ram = memfdCreate(`luo-qemu:${this.#o.id}`);
+    ftruncate(ram, this.#o.ramBytes);
+    this.#ram = ram;
+    await this.#startQemu(false);
+    this.#log.info({ event: 'cold-boot', ram: this.#o.ramBytes }, 'VM booted');
+  }
+
+  async #restore(sessions: Session[]): Promise<void> {
+    const session = sessions[0];
+    if (!session) throw new SysError('luo-qemu', Errno.ENOENT, 'luod handed back no session for this VM');
+    let state: OwnedFd | null = null;
+    try {
+      const notes = readNotes(session.retrieveFd(NOTES_TOKEN));
+      this.#ram = session.retrieveFd(RAM_TOKEN);
+      state = session.retrieveFd(STATE_TOKEN);
+      const size = fstat(this.#ram).size;
+      if (size !== this.#o.ramBytes)
+        throw new SysError(
+          'luo-qemu',
+          Errno.EINVAL,
+          `the preserved RAM is ${size} bytes, but --ram says ${this.#o.ramBytes}`,
+        );
+      if (JSON.stringify(notes.qemuArgs) !== JSON.stringify(this.#o.qemuArgs))
+        this.#log.warn(
+          { before: notes.qemuArgs, now: this.#o.qemuArgs },
+          'QEMU arguments differ from before the update; QEMU decides whether the state still fits',
+        );
+      session.finish();
+      const start = Date.now();
+      await this.#startQemu(true);
+      const qmp = this.#qmp!;
+      lseek(state, 0);
+      await qmp.execute('getfd', { fdname: 'luo-state' }, 10_000, [state]);
+      await qmp.execute('migrate-incoming', { uri: 'fd:luo-state' });
+      const done = await qmp.waitEvent(
+        (e) => e.event === 'MIGRATION' && ['completed', 'failed'].includes(String(e.data?.status)),
+        60_000,
+        'the end of loading the device state',
+      );
+      if (done.data?.status !== 'completed')
+        throw new SysError(
+          'luo-qemu',
+          Errno.EIO,
+          `QEMU could not load the device state: ${await migrationError(qmp)}`,
+        );
+      const loaded = Date.now();
+      await qmp.execute('cont');
+      const resumed = Date.now();
+      this.#log.info(
+        {
+          event: 'continued',
+          blackout_ms: resumed - notes.stoppedAt,
+          qemu_start_ms: loaded - start,
+          state_bytes: notes.stateBytes,
+        },
+        'the VM continues where it stopped before the live update',
+      );
+    } finally {
+      state?.close();
+      for (const s of sessions) s.close();
+    }
+  }
+
+  async #startQemu(incoming: boolean): Promise<void> {
+    const dir = this.#o.stateDir ?? defaultStateDir();
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const qmpPath = path.join(dir, `${this.#o.id}.qmp`);
+    fs.rmSync(qmpPath, { force: true });
+    const mib = this.#o.ramBytes / MIB;
+    const args = [
+      ...this.#o.qemuArgs,
+      '-m',
+      `${mib}M`,
+      '-object',
+      `memory-backend-file,id=luo-ram,size=${mib}M,mem-path=/proc/self/fd/3,share=on`,
+      '-machine',
+      'memory-backend=luo-ram',
+      '-qmp',
+      `unix:${qmpPath},server=on,wait=off`,
+      ...(incoming ? ['-S', '-incoming', 'defer'] : []),
+    ];
+    this.#log.info({ event: 'qemu-start', qemu: this.#o.qemu, args }, 'starting QEMU');
+    const child = spawn(this.#o.qemu, args, { stdio: ['inherit', 'inherit', 'inherit', this.#ram!.fd] });
+    this.#qemu = child;
+    let gone: string | null = null;
+    this.#qemuExit = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        gone = signal ? `killed by ${signal}` : `exited with status ${code}`;
+        resolve({ code, signal });
+      });
+      child.once('error', (err) => {
+        gone = `could not be started: ${(err as NodeJS.ErrnoException).code ?? err.message}`;
+        resolve({ code: 127, signal: null });
+      });
+    });
+    this.#qmp = await QmpClient.connect(qmpPath, { timeoutMs: 30_000, gone: () => gone });
+    const caps = (await this.#qmp.execute('query-migrate-capabilities')) as { capability: string }[];
+    for (const needed of ['x-ignore-shared', 'events']) {
+      if (!caps.some((c) => c.capability === needed))
+        throw new SysError(
+          'luo-qemu',
+          Errno.EOPNOTSUPP,
+          `this QEMU has no migration capability ${needed}: it is too old for luo-qemu`,
+        );
+    }
+    await this.#qmp.execute('migrate-set-capabilities', {
+      capabilities: [
+        { capability: 'x-ignore-shared', state: true },
+        { capability: 'events', state: true },
+      ],
+    });
+  }
+
+  /** START_PRESERVATION: RAM preserved running, then stop, save, preserve the state; READY on return. */
+  async #preserve(sessions: Session[]): Promise<void> {
+    const session = sessions[0]!;
+    const qmp = this.#qmp!;
+    session.preserveFd(this.#ram!, RAM_TOKEN);
+    const state = memfdCreate(`luo-qemu-state:${this.#o.id}`);
+    try {
+      await qmp.execute('stop');
+      this.#pausedAt = Date.now();
+      qmp.events.length = 0; // only this migration's events from now on
+      await qmp.execute('getfd', { fdname: 'luo-state' }, 10_000, [state]);
+      await qmp.execute('migrate', { uri: 'fd:luo-state' });
+      const done = await qmp.waitEvent(
+        (e) =>
+          e.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(e.data?.status)),
+        60_000,
+        'the end of saving the device state',
+      );
+      if (done.data?.status !== 'completed') throw new Error(await migrationError(qmp));
+      const stateBytes = fstat(state).size;
+      const notes: VmNotes = {
+        format: NOTES_FORMAT,
+        id: this.#o.id,
+        ramBytes: this.#o.ramBytes,
+        stoppedAt: this.#pausedAt,
+        stateBytes,
+        qemuArgs: this.#o.qemuArgs,
+      };
+      const notesFd = memfdCreate(`luo-qemu-notes:${this.#o.id}`);
+      try {
+        write(notesFd, Buffer.from(JSON.stringify(notes)));
+        session.preserveFd(state, STATE_TOKEN);
+        session.preserveFd(notesFd, NOTES_TOKEN);
+      } finally {
+        notesFd.close();
+      }
+      this.#log.info(
+        { event: 'saved', state_bytes: stateBytes, save_ms: Date.now() - this.#pausedAt },
+        'device state saved and preserved; READY',
+      );
+    } catch (err) {
+      const reason =
+        err instanceof QmpError
+          ? `QEMU refused to save its state: ${err.desc}`
+          : `QEMU could not save its state: ${(err as Error).message}`;
+      await this.#resume(reason);
+      throw new Error(reason);
+    } finally {
+      state.close();
+    }
+  }
+
+  /** The update is off: the same QEMU goes on. */
+  async #resume(why: string): Promise<void> {
+    if (this.#pausedAt === null || this.#kexec) return;
+    const pausedAt = this.#pausedAt;
+    this.#pausedAt = null;
+    try {
+      await this.#qmp!.execute('cont');
+      this.#log.warn({ event: 'resumed', paused_ms: Date.now() - pausedAt, why }, 'VM resumed');
+    } catch (err) {
+      this.#log.error({ err, why }, 'the VM could not be resumed');
+    }
+  }
+
+  async #stopQemu(): Promise<void> {
+    const child = this.#qemu;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    try {
+      await this.#qmp?.execute('quit', undefined, 5000);
+    } catch {
+      // QMP gone: the signal below
+    }
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await this.#qemuExit;
+    clearTimeout(timer);
+  }
+}
+
+function readNotes(fd: OwnedFd): VmNotes {
+  try {
+    const text = read(fd, fstat(fd).size, 0).toString('utf8');
+    const notes = JSON.parse(text) as VmNotes;
+    if (notes.format !== NOTES_FORMAT) throw new Error(`format ${String(notes.format)}`);
+    return notes;
+  } catch (err) {
+    throw new SysError(
+      'luo-qemu',
+      Errno.EINVAL,
+      `the preserved notes are not luo-qemu's: ${(err as Error).message}`,
+    );
+  } finally {
+    fd.close();
+  }
+}
+
+async function migrationError(qmp: QmpClient): Promise<string> {
+  try {
+    const info = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+    return info['error-desc'] ?? `migration ${info.status ?? 'failed'}`;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
