@@ -1,0 +1,201 @@
+/**
+ * Real QEMU VMs (the counter guest, test/qemu/guest/counter.S) cross live
+ * updates through luod on the emulated kernel, under luo-qemu, with QEMU
+ * unmodified (issue 14):
+ *  - three VMs, one `luoctl update`: the same luo-qemu command run again
+ *    continues each guest where it stopped (its counter goes on one by one,
+ *    its RAM sum is unchanged, it does not boot again), and each guest's own
+ *    clocks say how long it was paused;
+ *  - an update aborted at the barrier: every VM is resumed by the same QEMU;
+ *  - a VM whose QEMU refuses to migrate (a migration blocker): FAILED with
+ *    QEMU's reason, the update is aborted, every VM runs on;
+ *  - a vfio-pci device is refused at start-up, before QEMU starts;
+ *  - QEMU exiting on its own: luo-qemu exits with its status and unsubscribes.
+ * QEMU (qemu-system-x86) must be installed: .ci/run installs it.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { LuoClient } from '../src/client/index.js';
+import { waitUntil } from './c-client/harness.js';
+import { HolderHost } from './crash/hosts.js';
+import { closeAllVms, startVm, status, waitSubscribed, withHost } from './crash/vms.js';
+import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from './qemu/serial.js';
+import { LUO_QEMU, QEMU, QemuVm } from './qemu/vm.js';
+
+after(closeAllVms);
+
+const vms: QemuVm[] = [];
+after(() => {
+  for (const vm of vms.splice(0)) vm.kill();
+});
+
+test('QEMU is installed (the tests below need the real thing)', () => {
+  const version = execFileSync(QEMU, ['--version'], { encoding: 'utf8' });
+  assert.match(version, /QEMU emulator version/);
+});
+
+function newVm(host: HolderHost, id: string, extraQemuArgs: string[] = []): QemuVm {
+  const vm = new QemuVm({ id, dir: host.dir, socket: host.socket, extraQemuArgs });
+  vms.push(vm);
+  return vm;
+}
+
+/** Started, subscribed, and its guest printing. */
+async function running(host: HolderHost, list: QemuVm[]): Promise<void> {
+  for (const vm of list) vm.start();
+  await waitSubscribed(
+    host,
+    list.map((v) => v.id),
+  );
+  // Three second boundaries: the guest's clocks are calibrated before the update.
+  await waitUntil(
+    () => list.every((vm) => secondEdges(vm.lines()) >= 3),
+    'every guest prints its counter',
+    30_000,
+  );
+}
+
+async function update(host: HolderHost, timeoutMs: number): Promise<Record<string, unknown>> {
+  const admin = await LuoClient.connect(host.socket);
+  try {
+    return await admin.update({ timeoutMs });
+  } finally {
+    admin.close();
+  }
+}
+
+describe('QEMU VMs through luod on the emulated kernel', { concurrency: false }, () => {
+  test('three VMs cross one update; the same command continues each guest where it stopped', async () => {
+    await withHost(new HolderHost([]), async (host) => {
+      await host.start();
+      const list = ['vm-1', 'vm-2', 'vm-3'].map((id) => newVm(host, id));
+      await running(host, list);
+      const outcome = await update(host, 30_000);
+      assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
+      for (const vm of list) {
+        const exit = await vm.current.exit;
+        assert.equal(exit.code, 0, `${vm.id}: luo-qemu exits 0 at the kexec\n${vm.current.log()}`);
+        assert.equal(vm.qemuPids().length, 0, `${vm.id}: QEMU does not run over the reboot`);
+      }
+      const before = list.map((vm) => vm.current);
+      for (const vm of list) vm.start();
+      await waitUntil(() => list.every((vm) => secondEdges(vm.lines()) >= 2), 'every guest goes on', 30_000);
+      for (const [i, vm] of list.entries()) {
+        const problem = continuityProblem(vm.serialText(before[i]!), vm.serialText(vm.current));
+        assert.equal(problem, null, `${vm.id}: ${problem}\n${vm.current.log()}`);
+        const continued = vm.current.events('continued')[0];
+        assert.ok(continued, `${vm.id} logged its continuation:\n${vm.current.log()}`);
+        assert.ok(Number(continued.state_bytes) > 0);
+        const join = parseSerial(vm.serialText(before[i]!)).length; // the line the stop cut joins the two
+        const pause = guestPauseMs(parseSerial(vm.serialText(before[i]!) + vm.serialText(vm.current)), join);
+        const all = parseSerial(vm.serialText(before[i]!) + vm.serialText(vm.current));
+        assert.ok(
+          pause !== null && pause > 0,
+          `${vm.id}: the guest measured its pause (${pause}; ${all.length} lines, join ${join}, ${secondEdges(all)} edges: ${all.map((l) => `${l.n}@${l.rtc}`).join(' ')})`,
+        );
+        console.log(
+          `# ${vm.id}: guest-visible pause ${pause!.toFixed(0)} ms, luo-qemu's stop-to-cont ${continued.blackout_ms} ms`,
+        );
+      }
+      await waitUntil(async () => (await status(host)).phase === 'idle', 'every VM claimed');
+      // The continued VMs are subscribed again, for the next update.
+      await waitSubscribed(
+        host,
+        list.map((v) => v.id),
+      );
+    });
+  });
+
+  test('an update aborted at the barrier: the same QEMU processes resume their guests', async () => {
+    await withHost(new HolderHost([]), async (host) => {
+      await host.start();
+      const list = ['vm-a', 'vm-b'].map((id) => newVm(host, id));
+      await running(host, list);
+      const holdout = await startVm(host, 'holdout', 'hold'); // never READY
+      await waitSubscribed(host, ['holdout', 'vm-a', 'vm-b']);
+      const outcome = await update(host, 2000);
+      assert.equal(outcome.outcome, 'aborted', JSON.stringify(outcome));
+      holdout.close();
+      for (const vm of list) {
+        await waitUntil(() => vm.current.events('resumed').length === 1, `${vm.id} resumed`, 10_000);
+        const seen = vm.lines().length;
+        await waitUntil(() => vm.lines().length > seen + 10, `${vm.id}'s guest runs on`, 10_000);
+        assert.equal(continuityProblem(vm.serialText(vm.current), ''), 'nothing after the update');
+        const lines = vm.lines();
+        for (let i = 1; i < lines.length; i++) assert.equal(lines[i]!.n, lines[i - 1]!.n + 1);
+        assert.equal(vm.current.child.exitCode, null, 'luo-qemu still runs');
+      }
+    });
+  });
+
+  test('a VM whose QEMU refuses to migrate fails the update with its reason; every VM runs on', async () => {
+    await withHost(new HolderHost([]), async (host) => {
+      await host.start();
+      const good = newVm(host, 'vm-good');
+      // ivshmem in peer mode registers a migration blocker.
+      const blocked = newVm(host, 'vm-blocked', [
+        '-object',
+        'memory-backend-ram,id=peer,size=1M,share=on',
+        '-device',
+        'ivshmem-plain,memdev=peer',
+      ]);
+      await running(host, [good, blocked]);
+      const outcome = await update(host, 30_000);
+      assert.equal(outcome.outcome, 'aborted', JSON.stringify(outcome));
+      assert.match(String(outcome.reason), /vm-blocked/);
+      const failure = (outcome.failed as { id: string; reason: string }[]).find((f) => f.id === 'vm-blocked');
+      assert.match(
+        failure?.reason ?? '',
+        /QEMU refused to save its state: .*(igrat|blocker)/i,
+        JSON.stringify(outcome),
+      );
+      for (const vm of [good, blocked]) {
+        const seen = vm.lines().length;
+        await waitUntil(() => vm.lines().length > seen + 10, `${vm.id}'s guest runs on`, 10_000);
+      }
+    });
+  });
+
+  test('a vfio-pci device is refused before QEMU starts, with a sentence', () => {
+    const out = (() => {
+      try {
+        execFileSync(
+          process.execPath,
+          [LUO_QEMU, '--id', 'vm-x', '--ram', '64M', '--', QEMU, '-device', 'vfio-pci,host=0000:01:00.0'],
+          {
+            encoding: 'utf8',
+            stdio: 'pipe',
+            env: { ...process.env, LUOD_SOCKET: '/nonexistent/luod.sock' },
+          },
+        );
+        return { status: 0, stderr: '' };
+      } catch (err) {
+        return err as { status: number; stderr: string };
+      }
+    })();
+    assert.equal(out.status, 1);
+    assert.match(out.stderr, /^luo-qemu: EOPNOTSUPP: .*vfio-pci.*cannot cross a live update/m);
+    assert.doesNotMatch(out.stderr, /at .*\.js/, 'no stack trace');
+  });
+
+  test('QEMU exiting on its own: luo-qemu exits with its status and unsubscribes', async () => {
+    await withHost(new HolderHost([]), async (host) => {
+      await host.start();
+      const vm = newVm(host, 'vm-exit');
+      await running(host, [vm]);
+      const [qemu] = vm.qemuPids();
+      assert.ok(qemu, 'QEMU runs');
+      process.kill(qemu, 'SIGTERM');
+      const exit = await vm.current.exit;
+      assert.equal(exit.code, 0, vm.current.log()); // QEMU exits 0 on SIGTERM
+      await waitUntil(
+        async () => ((await status(host)).subscribers as string[]).length === 0,
+        'unsubscribed',
+      );
+      assert.ok(fs.existsSync(path.join(vm.dir, 'OUT1')));
+    });
+  });
+});
