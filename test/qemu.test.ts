@@ -159,6 +159,70 @@ describe('QEMU VMs through luod on the emulated kernel', { concurrency: false },
     });
   });
 
+  test('luod killed during the update: every VM resumes at once, and subscribes again to the next luod', async () => {
+    await withHost(new HolderHost([]), async (host) => {
+      await host.start();
+      const list = ['vm-k1', 'vm-k2'].map((id) => newVm(host, id));
+      await running(host, list);
+      const holdout = await startVm(host, 'holdout', 'hold'); // the barrier waits for it
+      await waitSubscribed(host, ['holdout', 'vm-k1', 'vm-k2']);
+      const admin = await LuoClient.connect(host.socket);
+      admin.update({ timeoutMs: 60_000 }).catch(() => {});
+      await waitUntil(() => list.every((vm) => vm.current.events('saved').length === 1), 'both VMs READY');
+      await host.kill();
+      admin.close();
+      for (const vm of list) {
+        await waitUntil(() => vm.current.events('resumed').length === 1, `${vm.id} resumed`, 10_000);
+        const seen = vm.lines().length;
+        await waitUntil(() => vm.lines().length > seen + 10, `${vm.id}'s guest runs on`, 10_000);
+      }
+      holdout.close();
+      await host.start();
+      await waitSubscribed(host, ['vm-k1', 'vm-k2']);
+      const lines = list[0]!.lines();
+      for (let i = 1; i < lines.length; i++) assert.equal(lines[i]!.n, lines[i - 1]!.n + 1);
+    });
+  });
+
+  test('luo-qemu killed after READY: the same command adopts its stopped QEMU and resumes it', async () => {
+    await withHost(new HolderHost([]), async (host) => {
+      await host.start();
+      const vm = newVm(host, 'vm-orphan');
+      const other = newVm(host, 'vm-other');
+      await running(host, [vm, other]);
+      const holdout = await startVm(host, 'holdout', 'hold');
+      await waitSubscribed(host, ['holdout', 'vm-orphan', 'vm-other']);
+      const admin = await LuoClient.connect(host.socket);
+      const outcome = admin.update({ timeoutMs: 60_000 });
+      await waitUntil(() => vm.current.events('saved').length === 1, 'vm-orphan READY');
+      const [qemu] = vm.qemuPids();
+      vm.current.child.kill('SIGKILL');
+      await vm.current.exit;
+      // luod sees a participant go: the update is aborted, the others resume.
+      const result = await outcome;
+      admin.close();
+      holdout.close();
+      assert.equal(result.outcome, 'aborted', JSON.stringify(result));
+      await waitUntil(() => other.current.events('resumed').length === 1, 'vm-other resumed', 10_000);
+      assert.deepEqual(vm.qemuPids(), [qemu], 'the stopped QEMU outlived its luo-qemu');
+      const stoppedAt = vm.lines(vm.runs[0]).length;
+      vm.start();
+      await waitUntil(
+        () => vm.current.events('adopted').length === 1,
+        'the new luo-qemu adopted QEMU',
+        20_000,
+      );
+      // Still the first QEMU, still writing OUT1: its counter goes on.
+      await waitUntil(() => vm.lines(vm.runs[0]).length > stoppedAt + 10, 'the guest runs on', 10_000);
+      const lines = vm.lines(vm.runs[0]);
+      for (let i = 1; i < lines.length; i++) assert.equal(lines[i]!.n, lines[i - 1]!.n + 1);
+      await waitSubscribed(host, ['vm-orphan', 'vm-other']);
+      // And it can still be carried across the next update.
+      const next = await update(host, 30_000);
+      assert.equal(next.outcome, 'rebooted', JSON.stringify(next));
+    });
+  });
+
   test('a vfio-pci device is refused before QEMU starts, with a sentence', () => {
     const out = (() => {
       try {

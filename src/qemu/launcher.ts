@@ -22,6 +22,13 @@
  *           exits 0; the host reboots, and the same command claims the VM.
  *  QEMU exits on its own: luo-qemu unsubscribes and exits with its status;
  *           nothing is left preserved.
+ *  luod goes away during an update: `cont` at once (nothing can carry the
+ *           VM without luod; the kernel drops the sessions with its copies).
+ *  luo-qemu itself died (QEMU, its child, lives on, maybe stopped by an
+ *           update): the same command finds QEMU at the QMP socket and adopts
+ *           it, `cont` included, instead of booting a second VM; after a
+ *           kexec the old QEMU is the pre-reboot one: it is told to quit, and
+ *           the claimed state continues the VM.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -33,7 +40,7 @@ import type { Session } from '../kernel/index.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
-import { fstat, ftruncate, lseek, read, write } from '../sys/file.js';
+import { fstat, ftruncate, lseek, O_RDWR, open, read, write } from '../sys/file.js';
 import { memfdCreate } from '../sys/memfd.js';
 import { checkQemuArgs } from './args.js';
 import { QmpClient, QmpError } from './qmp.js';
@@ -106,8 +113,12 @@ export class LuoQemu {
   /** Run the VM until QEMU exits or the host kexecs; resolves with the exit status for luo-qemu. */
   async run(): Promise<number> {
     const claimed = await this.#claim();
+    const left = await this.#leftBehind();
     try {
-      if (claimed) await this.#restore(claimed);
+      if (claimed) {
+        if (left) await this.#retire(left);
+        await this.#restore(claimed);
+      } else if (left) await this.#adopt(left);
       else await this.#coldBoot();
     } catch (err) {
       await this.#stopQemu();
@@ -116,7 +127,7 @@ export class LuoQemu {
     this.#sub = await LuoSubscription.start({
       id: this.#o.id,
       ...(this.#o.socket !== undefined && { path: this.#o.socket }),
-      onPreserve: (sessions) => this.#preserve(sessions),
+      onPreserve: (sessions, request) => this.#preserve(sessions, request.signal),
       onAborted: (event) => this.#resume(`the update was aborted: ${event.reason}`),
       onKexec: () => {
         this.#kexec = true;
@@ -126,6 +137,7 @@ export class LuoQemu {
       this.#kexec = true;
       void this.#stopQemu();
     });
+    this.#sub.on('lost', () => void this.#resume('luod went away during the update'));
     this.#log.info({ event: 'subscribed', socket: this.#sub.path }, 'subscribed to luod');
     const exit = await this.#qemuExit!;
     this.#sub.close();
@@ -170,6 +182,49 @@ export class LuoQemu {
       throw err;
     } finally {
       client.close();
+    }
+  }
+
+  get #qmpPath(): string {
+    return path.join(this.#o.stateDir ?? defaultStateDir(), `${this.#o.id}.qmp`);
+  }
+
+  /** A QEMU of this VM that outlived an earlier luo-qemu, answering on the QMP socket. */
+  async #leftBehind(): Promise<QmpClient | null> {
+    if (!fs.existsSync(this.#qmpPath)) return null;
+    try {
+      return await QmpClient.connect(this.#qmpPath, { timeoutMs: 1000 });
+    } catch {
+      return null; // a stale socket: nobody there
+    }
+  }
+
+  /** The pre-reboot QEMU of a VM whose state was claimed: it must not run beside its successor. */
+  async #retire(qmp: QmpClient): Promise<void> {
+    this.#log.warn(
+      { event: 'retire', pid: qmp.peerPid },
+      'a QEMU from before the update still runs; it quits',
+    );
+    await qmp.execute('quit', undefined, 5000).catch(() => {});
+    await Promise.race([qmp.whenClosed(), new Promise((resolve) => setTimeout(resolve, 5000))]);
+    qmp.close();
+  }
+
+  /** Take over a QEMU an earlier luo-qemu started: its RAM (fd 3), and a guest an update stopped. */
+  async #adopt(qmp: QmpClient): Promise<void> {
+    const pid = qmp.peerPid;
+    this.#ram = open(`/proc/${pid}/fd/3`, O_RDWR);
+    this.#qmp = qmp;
+    this.#qemuExit = qmp.whenClosed().then(() => ({ code: 0, signal: null }));
+    const status = (await qmp.execute('query-status')) as { status?: string };
+    this.#log.warn(
+      { event: 'adopted', pid, status: status.status },
+      'took over the QEMU an earlier luo-qemu left running',
+    );
+    await this.#setCapabilities();
+    if (status.status === 'paused' || status.status === 'postmigrate') {
+      await qmp.execute('cont');
+      this.#log.warn({ event: 'resumed', why: 'adopted stopped' }, 'VM resumed');
     }
   }
 
@@ -238,9 +293,8 @@ export class LuoQemu {
   }
 
   async #startQemu(incoming: boolean): Promise<void> {
-    const dir = this.#o.stateDir ?? defaultStateDir();
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const qmpPath = path.join(dir, `${this.#o.id}.qmp`);
+    const qmpPath = this.#qmpPath;
+    fs.mkdirSync(path.dirname(qmpPath), { recursive: true, mode: 0o700 });
     fs.rmSync(qmpPath, { force: true });
     const mib = this.#o.ramBytes / MIB;
     const args = [
@@ -270,7 +324,12 @@ export class LuoQemu {
       });
     });
     this.#qmp = await QmpClient.connect(qmpPath, { timeoutMs: 30_000, gone: () => gone });
-    const caps = (await this.#qmp.execute('query-migrate-capabilities')) as { capability: string }[];
+    await this.#setCapabilities();
+  }
+
+  /** Device state only (RAM stays in the memfd), with MIGRATION events; refused by a QEMU too old. */
+  async #setCapabilities(): Promise<void> {
+    const caps = (await this.#qmp!.execute('query-migrate-capabilities')) as { capability: string }[];
     for (const needed of ['x-ignore-shared', 'events']) {
       if (!caps.some((c) => c.capability === needed))
         throw new SysError(
@@ -279,7 +338,7 @@ export class LuoQemu {
           `this QEMU has no migration capability ${needed}: it is too old for luo-qemu`,
         );
     }
-    await this.#qmp.execute('migrate-set-capabilities', {
+    await this.#qmp!.execute('migrate-set-capabilities', {
       capabilities: [
         { capability: 'x-ignore-shared', state: true },
         { capability: 'events', state: true },
@@ -288,7 +347,7 @@ export class LuoQemu {
   }
 
   /** START_PRESERVATION: RAM preserved running, then stop, save, preserve the state; READY on return. */
-  async #preserve(sessions: Session[]): Promise<void> {
+  async #preserve(sessions: Session[], cancelled: AbortSignal): Promise<void> {
     const session = sessions[0]!;
     const qmp = this.#qmp!;
     session.preserveFd(this.#ram!, RAM_TOKEN);
@@ -296,6 +355,8 @@ export class LuoQemu {
     try {
       await qmp.execute('stop');
       this.#pausedAt = Date.now();
+      // Called off (ABORTED, luod gone) while QEMU was stopping: nobody else would resume it.
+      if (cancelled.aborted) throw new Error('the update was called off while the VM was stopping');
       qmp.events.length = 0; // only this migration's events from now on
       await qmp.execute('getfd', { fdname: 'luo-state' }, 10_000, [state]);
       await qmp.execute('migrate', { uri: 'fd:luo-state' });
@@ -306,6 +367,7 @@ export class LuoQemu {
         'the end of saving the device state',
       );
       if (done.data?.status !== 'completed') throw new Error(await migrationError(qmp));
+      if (cancelled.aborted) throw new Error('the update was called off while the device state was saved');
       const stateBytes = fstat(state).size;
       const notes: VmNotes = {
         format: NOTES_FORMAT,
@@ -354,7 +416,12 @@ export class LuoQemu {
 
   async #stopQemu(): Promise<void> {
     const child = this.#qemu;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (!child) {
+      // An adopted QEMU: not our child, only QMP reaches it.
+      if (this.#qmp && !this.#qmp.closed) await this.#qmp.execute('quit', undefined, 5000).catch(() => {});
+      return;
+    }
+    if (child.exitCode !== null || child.signalCode !== null) return;
     try {
       await this.#qmp?.execute('quit', undefined, 5000);
     } catch {

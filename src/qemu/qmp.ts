@@ -177,6 +177,17 @@ export class QmpClient {
     return this.#closed;
   }
 
+  /** QEMU's pid, as the kernel tells it (SO_PEERCRED). */
+  get peerPid(): number {
+    return this.#socket.peerCredentials().pid;
+  }
+
+  /** Settles when the connection is gone (QEMU exited, or close()). */
+  whenClosed(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#eventWaiters.add((e) => e.event === '' && resolve()));
+  }
+
   close(): void {
     this.#fail('the QMP connection was closed');
     this.#socket.close();
