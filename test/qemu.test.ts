@@ -1,5 +1,5 @@
 /**
- * Real QEMU VMs (the counter guest, test/qemu/guest/counter.S) cross live
+ * Real QEMU VMs (the counter guest, native/counter-guest/counter.S) cross live
  * updates through luod on the emulated kernel, under luo-qemu, with QEMU
  * unmodified (issue 14):
  *  - three VMs, one `luoctl update`: the same luo-qemu command run again
@@ -19,10 +19,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
-import { waitUntil } from './c-client/harness.js';
+import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../src/qemu/counter-serial.js';
+import { ROOT, waitUntil } from './c-client/harness.js';
 import { HolderHost } from './crash/hosts.js';
 import { closeAllVms, startVm, status, waitSubscribed, withHost } from './crash/vms.js';
-import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from './qemu/serial.js';
 import { LUO_QEMU, QEMU, QemuVm } from './qemu/vm.js';
 
 after(closeAllVms);
@@ -221,6 +221,27 @@ describe('QEMU VMs through luod on the emulated kernel', { concurrency: false },
       const next = await update(host, 30_000);
       assert.equal(next.outcome, 'rebooted', JSON.stringify(next));
     });
+  });
+
+  test('luoctl demo --qemu --json: QEMU VMs continue across the update; the last line says verified', () => {
+    const stdout = execFileSync(
+      process.execPath,
+      [path.join(ROOT, 'dist/cli/luoctl.js'), 'demo', '--qemu', '--vms', '2', '--json'],
+      {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: 240_000,
+      },
+    );
+    const last = JSON.parse(stdout.trim().split('\n').pop()!) as {
+      verified: boolean;
+      qemu: boolean;
+      vmms: { id: string; verified: boolean; guest_pause_ms?: number }[];
+    };
+    assert.equal(last.verified, true, stdout);
+    assert.equal(last.qemu, true);
+    assert.equal(last.vmms.length, 2);
+    for (const vm of last.vmms) assert.ok(vm.verified && vm.guest_pause_ms !== undefined, JSON.stringify(vm));
   });
 
   test('a vfio-pci device is refused before QEMU starts, with a sentence', () => {

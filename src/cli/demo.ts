@@ -14,7 +14,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stopEmulator } from '../kernel/emu/index.js';
 import { statePaths } from '../kernel/emu/paths.js';
 import type { UpdateRecord } from '../record/format.js';
@@ -24,36 +23,11 @@ import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { parseSize } from '../sys/size.js';
+import { demoQemu } from './demo-qemu.js';
+import { entry, waitFor } from './demo-support.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
-
-/** A compiled entry of this package, or its TypeScript source when running under tsx. */
-function entry(relative: string): string[] {
-  const self = fileURLToPath(import.meta.url);
-  const file = fileURLToPath(
-    new URL(relative.replace(/\.js$/, self.endsWith('.ts') ? '.ts' : '.js'), import.meta.url),
-  );
-  return self.endsWith('.ts') ? ['--import', 'tsx', file] : [file];
-}
-
-async function waitFor<T>(
-  what: string,
-  timeoutMs: number,
-  probe: () => Promise<T | undefined> | T | undefined,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new SysError('demo', Errno.ETIMEDOUT, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 interface VmmResult {
   id: string;
@@ -83,9 +57,31 @@ export const register: RegisterCommand = (program) => {
     .option('--mem <size>', 'guest RAM per VMM', '256M')
     .option('--keep', 'keep the demo directory (logs, emulator state)')
     .option('--report-dir <dir>', "where the update's record and its HTML report go (kept after the demo)")
+    .option('--qemu', 'real QEMU VMs under luo-qemu instead of example VMMs (default 3 VMs of 64M)')
     .action(
       commandAction(async (command, out) => {
-        const opts = command.opts<{ vms: string; mem: string; keep?: boolean; reportDir?: string }>();
+        const opts = command.opts<{
+          vms: string;
+          mem: string;
+          keep?: boolean;
+          reportDir?: string;
+          qemu?: boolean;
+        }>();
+        if (opts.qemu) {
+          const given = (name: string) => command.getOptionValueSource(name) !== 'default';
+          const vms = Number(given('vms') ? opts.vms : 3);
+          if (!Number.isInteger(vms) || vms < 1 || vms > 16)
+            throw new SysError('demo', Errno.EINVAL, '--vms must be 1 to 16 with --qemu');
+          return demoQemu(
+            {
+              vms,
+              mem: parseSize(given('mem') ? opts.mem : '64M'),
+              keep: opts.keep === true,
+              ...(opts.reportDir !== undefined && { reportDir: opts.reportDir }),
+            },
+            out,
+          );
+        }
         const vms = Number(opts.vms);
         if (!Number.isInteger(vms) || vms < 1 || vms > 64)
           throw new SysError('demo', Errno.EINVAL, '--vms must be 1 to 64');

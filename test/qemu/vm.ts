@@ -6,9 +6,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { counterGuest } from '../../src/qemu/counter-guest.js';
+import { type GuestLine, parseSerial } from '../../src/qemu/counter-serial.js';
 import { ROOT } from '../c-client/harness.js';
-import { counterGuest } from './guest.js';
-import { type GuestLine, parseSerial } from './serial.js';
 
 export const LUO_QEMU = path.join(ROOT, 'dist/cli/luo-qemu.js');
 export const QEMU = 'qemu-system-x86_64';

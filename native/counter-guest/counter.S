@@ -13,7 +13,7 @@
  * A guest that continued prints N one higher than the line before, the
  * same K, and no banner; the TSC stops while the VM is stopped and the
  * CMOS clock does not, so the guest's own clocks tell how long it was
- * paused (test/qemu/serial.ts reads them).
+ * paused (src/qemu/counter-serial.ts reads them).
  */
 	.code16
 	.text

@@ -1,5 +1,5 @@
 /**
- * Reading the counter guest's serial output (test/qemu/guest/counter.S):
+ * Reading the counter guest's serial output (native/counter-guest/counter.S):
  * whether it went on without a reboot, and how long it was paused by its own
  * clocks. Each line is `N=<counter> T=<tsc> R=<hhmmss> K=<sum>`; the TSC
  * stops while the VM is stopped, the CMOS clock (the host's time) does not.

@@ -1,6 +1,7 @@
 /**
- * The counter guest built from source at test time (GNU as and ld from
- * binutils): a 512-byte boot sector image, cached per source content.
+ * The counter guest (native/counter-guest/counter.S), built from source when
+ * first needed, by GNU as and ld from binutils: a 512-byte boot sector image,
+ * cached per source content. `luoctl demo --qemu` and the tests boot it.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -8,7 +9,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-const SOURCE = new URL('./guest/counter.S', import.meta.url).pathname;
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+
+/** From src/qemu or dist/qemu alike: two levels below the package root. */
+const SOURCE = new URL('../../native/counter-guest/counter.S', import.meta.url).pathname;
 
 /** The boot sector image's path (built once per source version). */
 export function counterGuest(): string {

@@ -1,0 +1,256 @@
+/**
+ * `luoctl demo --qemu`: the demo with real QEMU VMs under luo-qemu.
+ *
+ * An emulated kernel and luod (--emulate) in a private directory; N QEMU VMs,
+ * each booting the counter guest (native/counter-guest/counter.S) under
+ * luo-qemu; one live update; the same luo-qemu commands run again, which
+ * claim each VM and continue it. Verified: every guest's counter goes on one
+ * by one from where it stopped, its RAM sum is unchanged, it did not boot
+ * again; each guest's own clocks say how long it was paused.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { stopEmulator } from '../kernel/emu/index.js';
+import { statePaths } from '../kernel/emu/paths.js';
+import { counterGuest } from '../qemu/counter-guest.js';
+import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../qemu/counter-serial.js';
+import type { UpdateRecord } from '../record/format.js';
+import { readRecordFile, recordPath } from '../record/store.js';
+import { reportHtml } from '../report/html.js';
+import { writeFileAtomic } from '../sys/atomic-file.js';
+import { Errno } from '../sys/errno.js';
+import { SysError } from '../sys/error.js';
+import { entry, waitFor } from './demo-support.js';
+import { askLuod, checkReply } from './luod-connection.js';
+import { ExitCode, type Output } from './output.js';
+
+export const QEMU_BINARY = 'qemu-system-x86_64';
+
+interface QemuResult {
+  id: string;
+  verified: boolean;
+  /** The guest's own measure of its pause (CMOS clock against TSC). */
+  guest_pause_ms?: number;
+  /** luo-qemu's: from `stop` before the kexec to `cont` after it. */
+  stop_to_cont_ms?: number;
+  state_bytes?: number;
+  error?: string;
+}
+
+/** One VM: its directory, floor image, and the luo-qemu runs (OUT1 before, OUT2 after). */
+class DemoVm {
+  readonly runs: { child: ChildProcess; serial: string; log: string; exit: Promise<number | null> }[] = [];
+
+  constructor(
+    readonly id: string,
+    readonly dir: string,
+    readonly image: string,
+    readonly mem: number,
+    readonly socket: string,
+  ) {}
+
+  start(): void {
+    const serial = path.join(this.dir, `OUT${this.runs.length + 1}`);
+    const log = path.join(this.dir, `luo-qemu${this.runs.length + 1}.log`);
+    const logFd = fs.openSync(log, 'a');
+    const child = spawn(
+      process.execPath,
+      [
+        ...entry('./luo-qemu.js'),
+        '--id',
+        this.id,
+        '--ram',
+        `${this.mem >> 20}M`,
+        '--state-dir',
+        this.dir,
+        '--',
+        QEMU_BINARY,
+        '-nodefaults',
+        '-nographic',
+        '-display',
+        'none',
+        '-drive',
+        `file=${this.image},format=raw,if=floppy`,
+        '-serial',
+        `file:${serial}`,
+      ],
+      { stdio: ['ignore', logFd, logFd], env: { ...process.env, LUOD_SOCKET: this.socket } },
+    );
+    fs.closeSync(logFd);
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    this.runs.push({ child, serial, log, exit });
+  }
+
+  text(run: number): string {
+    const file = this.runs[run]?.serial;
+    return file && fs.existsSync(file) ? fs.readFileSync(file, 'latin1') : '';
+  }
+
+  edges(run: number): number {
+    return secondEdges(parseSerial(this.text(run)));
+  }
+
+  /** luo-qemu's 'continued' log line of the second run. */
+  continued(): Record<string, unknown> | undefined {
+    const file = this.runs[1]?.log;
+    if (!file || !fs.existsSync(file)) return undefined;
+    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      if (entry.event === 'continued') return entry;
+    }
+    return undefined;
+  }
+
+  result(): QemuResult {
+    const problem = continuityProblem(this.text(0), this.text(1));
+    const all = parseSerial(this.text(0) + this.text(1));
+    const pause = guestPauseMs(all, parseSerial(this.text(0)).length);
+    const continued = this.continued();
+    return {
+      id: this.id,
+      verified: problem === null,
+      ...(pause !== null && { guest_pause_ms: Math.round(pause) }),
+      ...(continued && {
+        stop_to_cont_ms: Number(continued.blackout_ms),
+        state_bytes: Number(continued.state_bytes),
+      }),
+      ...(problem !== null && { error: problem }),
+    };
+  }
+}
+
+export async function demoQemu(
+  options: { vms: number; mem: number; keep: boolean; reportDir?: string },
+  out: Output,
+): Promise<ExitCode> {
+  const probe = spawnSync(QEMU_BINARY, ['--version'], { encoding: 'utf8' });
+  if (probe.error || probe.status !== 0)
+    throw new SysError(
+      'demo',
+      Errno.ENOENT,
+      `--qemu needs ${QEMU_BINARY} (Debian: apt-get install qemu-system-x86); the plain luoctl demo runs without it`,
+    );
+  if (options.mem % (1 << 20) !== 0)
+    throw new SysError('demo', Errno.EINVAL, '--mem must be whole MiB with --qemu');
+  const image = counterGuest();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-qemu-'));
+  const reportDir = options.reportDir
+    ? path.resolve(options.reportDir)
+    : fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-report-'));
+  const recordsDir = path.join(reportDir, 'updates');
+  const socket = path.join(dir, 'luod.sock');
+  const emuState = path.join(dir, 'emu');
+  const say = (line: string) => {
+    if (!out.json) process.stderr.write(`${line}\n`);
+  };
+  let luod: ChildProcess | null = null;
+  const vms: DemoVm[] = [];
+  const started = Date.now();
+  try {
+    say(`demo: ${options.vms} QEMU VM(s) with ${options.mem >> 20} MiB of guest RAM each, in ${dir}`);
+    const luodLog = fs.openSync(path.join(dir, 'luod.log'), 'a');
+    luod = spawn(
+      process.execPath,
+      [
+        ...entry('../daemon/main.js'),
+        '--socket',
+        socket,
+        '--emulate',
+        '--state',
+        emuState,
+        '--records',
+        recordsDir,
+      ],
+      { stdio: ['ignore', luodLog, luodLog] },
+    );
+    fs.closeSync(luodLog);
+    await waitFor('luod', 20_000, async () =>
+      checkReply(await askLuod({ cmd: 'STATUS' }, { socket })) ? true : undefined,
+    );
+    for (let i = 1; i <= options.vms; i++) {
+      const id = `qemu-${i}`;
+      const vmDir = path.join(dir, id);
+      fs.mkdirSync(vmDir);
+      const vmImage = path.join(vmDir, 'guest.img');
+      fs.copyFileSync(image, vmImage); // QEMU locks its image: one per VM
+      const vm = new DemoVm(id, vmDir, vmImage, options.mem, socket);
+      vm.start();
+      vms.push(vm);
+    }
+    await waitFor('every VM to subscribe', 60_000, async () => {
+      const reply = checkReply(await askLuod({ cmd: 'CLIENTS' }, { socket }));
+      return (reply.clients as { id: string | null }[]).filter((c) => c.id).length >= options.vms
+        ? true
+        : undefined;
+    });
+    // Three seconds of each guest's clocks before the update, to measure its pause by.
+    await waitFor('every guest to run', 60_000, () =>
+      vms.every((vm) => vm.edges(0) >= 3) ? true : undefined,
+    );
+    say('demo: every VM runs and is subscribed; updating');
+    const update = checkReply(
+      await askLuod(
+        { cmd: 'UPDATE', timeout_ms: 60_000 },
+        { socket, onEvent: (e) => say(`demo: update: ${String(e.phase)}`) },
+      ),
+    );
+    say(`demo: update ${update.update}: ${update.outcome}`);
+    if (update.outcome === 'rebooted') {
+      const exits = await Promise.all(vms.map((vm) => vm.runs[0]!.exit));
+      say(`demo: luo-qemu exited at the kexec (${exits.join(', ')}); the same commands again`);
+      for (const vm of vms) vm.start();
+      await waitFor('every guest to go on', 60_000, () =>
+        vms.every((vm) => vm.edges(1) >= 2) ? true : undefined,
+      ).catch(() => {});
+    }
+    const results = vms.map((vm) => vm.result());
+    const recordFile = recordPath(recordsDir, String(update.update));
+    const record = await waitFor<UpdateRecord>('the update record', 20_000, () => {
+      const r = readRecordFile(recordFile);
+      return r.outcome === 'in-progress' ? undefined : r;
+    });
+    const htmlFile = path.join(reportDir, `${record.update}.html`);
+    writeFileAtomic(htmlFile, reportHtml(record));
+    const verified =
+      update.outcome === 'rebooted' && record.outcome === 'completed' && results.every((r) => r.verified);
+    out.result(
+      {
+        verified,
+        qemu: true,
+        update: update.update,
+        outcome: update.outcome,
+        vms: options.vms,
+        mem_bytes: options.mem,
+        vmms: results,
+        record: recordFile,
+        html: htmlFile,
+        duration_ms: Date.now() - started,
+        ...(options.keep && { dir }),
+      },
+      () =>
+        [
+          'QEMU VMs:',
+          ...results.map(
+            (r) =>
+              `  ${r.id.padEnd(8)} ${r.verified ? 'continued' : 'NOT CONTINUED'}${r.guest_pause_ms !== undefined ? `  guest paused ${r.guest_pause_ms} ms` : ''}${r.stop_to_cont_ms !== undefined ? `  stop-to-cont ${r.stop_to_cont_ms} ms` : ''}${r.error ? `  ${r.error}` : ''}`,
+          ),
+          `record: ${recordFile} (${record.outcome})`,
+          `html report: ${htmlFile}`,
+          verified
+            ? `verdict: live update verified: ${options.vms} QEMU VM(s) went on where they stopped, without a reboot`
+            : 'verdict: live update NOT verified',
+        ].join('\n'),
+    );
+    return verified ? ExitCode.ok : ExitCode.failure;
+  } finally {
+    for (const vm of vms)
+      for (const run of vm.runs) if (run.child.exitCode === null) run.child.kill('SIGTERM');
+    await Promise.all(vms.flatMap((vm) => vm.runs.map((run) => run.exit)));
+    if (luod && luod.exitCode === null) luod.kill('SIGTERM');
+    await stopEmulator(statePaths(emuState)).catch(() => {});
+    if (!options.keep) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
