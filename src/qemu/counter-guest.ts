@@ -23,10 +23,9 @@ export function counterGuest(): string {
   const image = path.join(dir, 'counter.img');
   if (fs.existsSync(image)) return image;
   fs.mkdirSync(dir, { recursive: true });
-  const object = path.join(dir, 'counter.o');
-  execFileSync('as', ['--32', '-o', object, SOURCE]);
+  const object = path.join(dir, `counter.o.${process.pid}`);
   const built = `${image}.${process.pid}`;
-  execFileSync('ld', [
+  const ldArgs = [
     '-m',
     'elf_i386',
     '-Ttext',
@@ -38,9 +37,29 @@ export function counterGuest(): string {
     '-o',
     built,
     object,
-  ]);
+  ];
+  try {
+    execFileSync('as', ['--32', '-o', object, SOURCE], { stdio: 'pipe' });
+    execFileSync('ld', ldArgs, { stdio: 'pipe' });
+  } catch (err) {
+    const e = err as { code?: string; stderr?: Buffer };
+    throw new SysError(
+      'counter-guest',
+      Errno.ENOENT,
+      e.code === 'ENOENT'
+        ? 'building the counter guest needs GNU as and ld (Debian: apt-get install binutils)'
+        : `the counter guest did not build: ${e.stderr?.toString().trim() ?? String(err)}`,
+    );
+  } finally {
+    fs.rmSync(object, { force: true });
+  }
   const size = fs.statSync(built).size;
-  if (size !== 512) throw new Error(`the counter guest is ${size} bytes, not a 512-byte boot sector`);
+  if (size !== 512)
+    throw new SysError(
+      'counter-guest',
+      Errno.EIO,
+      `the counter guest is ${size} bytes, not a 512-byte boot sector`,
+    );
   fs.renameSync(built, image);
   return image;
 }
