@@ -13,9 +13,10 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Benchmark, type BenchmarkResult, context, gbPerSecond, now } from './lib.js';
 import { memfdHandover } from './memfd-handover.js';
+import { qemuBlackout } from './qemu-blackout.js';
 import { radixDecode } from './radix.js';
 
-const BENCHMARKS: readonly Benchmark[] = [memfdHandover, radixDecode];
+const BENCHMARKS: readonly Benchmark[] = [memfdHandover, radixDecode, qemuBlackout];
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outFile = path.resolve(
