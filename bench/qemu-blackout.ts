@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LuoClient } from '../src/client/index.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
-import { counterGuest } from '../src/qemu/counter-guest.js';
+import { counterGuest, counterGuestArgs } from '../src/qemu/counter-guest.js';
 import { guestPauseMs, parseSerial, secondEdges } from '../src/qemu/counter-serial.js';
 import { QmpClient } from '../src/qemu/qmp.js';
 import { fstat, ftruncate, lseek, memfdCreate, type OwnedFd } from '../src/sys/index.js';
@@ -64,19 +64,6 @@ async function until(
 const serialLines = (file: string) =>
   fs.existsSync(file) ? parseSerial(fs.readFileSync(file, 'latin1')) : [];
 
-function qemuArgs(image: string, serial: string): string[] {
-  return [
-    '-nodefaults',
-    '-nographic',
-    '-display',
-    'none',
-    '-drive',
-    `file=${image},format=raw,if=floppy`,
-    '-serial',
-    `file:${serial}`,
-  ];
-}
-
 /** The guest's pause across two serial files. */
 function guestPause(before: string, after: string): number {
   const first = fs.readFileSync(before, 'latin1');
@@ -94,7 +81,7 @@ async function startQemu(ram: OwnedFd, image: string, serial: string, qmpPath: s
   const child: ChildProcess = spawn(
     QEMU,
     [
-      ...qemuArgs(image, serial),
+      ...counterGuestArgs(image, serial),
       '-m',
       RAM,
       '-object',
@@ -178,7 +165,7 @@ async function luodCycle(dir: string, socket: string, image: string, id: string)
         vmDir,
         '--',
         QEMU,
-        ...qemuArgs(image, serial),
+        ...counterGuestArgs(image, serial),
       ],
       { cwd: ROOT, env: { ...process.env, LUOD_SOCKET: socket }, stdio: ['ignore', 'ignore', 'pipe'] },
     );

@@ -20,18 +20,19 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import pino from 'pino';
 import { LuoClient } from '../src/client/index.js';
-import type { FdHolder, FdSource, HeldFd } from '../src/daemon/fd-holder.js';
+import type { FdHolder } from '../src/daemon/fd-holder.js';
 import { SessionKeeper } from '../src/daemon/keeper.js';
 import { emulatedKernel, type LuodKernel } from '../src/daemon/kernel.js';
 import { Luod } from '../src/daemon/luod.js';
 import { listen } from '../src/daemon/server.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
 import { RecordStore } from '../src/record/store.js';
-import { dup, Errno, type OwnedFd, SysError } from '../src/sys/index.js';
+import { Errno, SysError } from '../src/sys/index.js';
 import { waitUntil } from './c-client/harness.js';
 import type { Host } from './crash/hosts.js';
 import { claimAndCheck, closeAllVms, startVm, type Vm } from './crash/vms.js';
 import { bystander } from './hostile/peer.js';
+import { MemoryHolder } from './support/memory-holder.js';
 
 after(closeAllVms);
 
@@ -67,27 +68,6 @@ class Faults {
         };
       },
     });
-  }
-}
-
-/** A holder in this process: a dup of each fd, as the holder process keeps one. */
-class MemoryHolder implements FdHolder {
-  readonly kind = 'holder-process';
-  readonly held = new Map<string, OwnedFd>();
-  async takeBack(): Promise<HeldFd[]> {
-    return [];
-  }
-  async hold(name: string, source: FdSource): Promise<void> {
-    this.held.get(name)?.close();
-    this.held.set(name, dup(source.fd));
-  }
-  async release(name: string): Promise<void> {
-    this.held.get(name)?.close();
-    this.held.delete(name);
-  }
-  close(): void {
-    for (const fd of this.held.values()) fd.close();
-    this.held.clear();
   }
 }
 
@@ -182,7 +162,7 @@ async function run(failAt: number): Promise<RunResult> {
     for (const vm of vms) vm.close();
     luod.close();
     server.close();
-    holder.close();
+    holder.dropAll();
     await stopEmulator(statePaths(stateDir)).catch(() => {});
     fs.rmSync(dir, { recursive: true, force: true });
   }

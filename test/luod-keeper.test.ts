@@ -11,7 +11,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
-import type { FdHolder, FdSource, HeldFd } from '../src/daemon/fd-holder.js';
 import { heldName, parseHeldName } from '../src/daemon/held-names.js';
 import { HolderProcess } from '../src/daemon/holder-process.js';
 import { SessionKeeper } from '../src/daemon/keeper.js';
@@ -19,9 +18,10 @@ import { chooseKexecMode } from '../src/daemon/kexec-mode.js';
 import { isValidFdName, notifyAddress, SdNotify, takeListenFds } from '../src/daemon/sd-notify.js';
 import { statusLine, watchdogIntervalMs } from '../src/daemon/service-notify.js';
 import { readStateFile, type StateBody, writeStateFile } from '../src/daemon/state-file.js';
-import { dup, fstat, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
+import { fstat, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
 import { bind, receiveWithFds, socket, socketpair } from '../src/sys/socket.js';
 import { waitUntil } from './c-client/harness.js';
+import { MemoryHolder } from './support/memory-holder.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-keeper-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -214,24 +214,6 @@ describe('the state file', () => {
     assert.equal(fs.existsSync(file), false);
   });
 });
-
-/** An in-memory holder: what the keeper's logic needs, without a process. */
-class MemoryHolder implements FdHolder {
-  readonly kind = 'holder-process';
-  readonly held = new Map<string, OwnedFd>();
-  async takeBack(): Promise<HeldFd[]> {
-    return [...this.held].map(([name, fd]) => ({ name, fd: dup(fd) }));
-  }
-  async hold(name: string, source: FdSource): Promise<void> {
-    this.held.get(name)?.close();
-    this.held.set(name, dup(source.fd));
-  }
-  async release(name: string): Promise<void> {
-    this.held.get(name)?.close();
-    this.held.delete(name);
-  }
-  close(): void {}
-}
 
 describe('kexec mode', () => {
   const version = (v: string | undefined) => () => v;

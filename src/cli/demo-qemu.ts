@@ -14,15 +14,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { stopEmulator } from '../kernel/emu/index.js';
 import { statePaths } from '../kernel/emu/paths.js';
-import { counterGuest } from '../qemu/counter-guest.js';
+import { counterGuest, counterGuestArgs } from '../qemu/counter-guest.js';
 import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../qemu/counter-serial.js';
-import type { UpdateRecord } from '../record/format.js';
-import { readRecordFile, recordPath } from '../record/store.js';
-import { reportHtml } from '../report/html.js';
-import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
-import { entry, waitFor } from './demo-support.js';
+import { closedRecord, entry, startDemoLuod, waitFor } from './demo-support.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { ExitCode, type Output } from './output.js';
 
@@ -67,14 +63,7 @@ class DemoVm {
         this.dir,
         '--',
         QEMU_BINARY,
-        '-nodefaults',
-        '-nographic',
-        '-display',
-        'none',
-        '-drive',
-        `file=${this.image},format=raw,if=floppy`,
-        '-serial',
-        `file:${serial}`,
+        ...counterGuestArgs(this.image, serial),
       ],
       { stdio: ['ignore', logFd, logFd], env: { ...process.env, LUOD_SOCKET: this.socket } },
     );
@@ -151,25 +140,7 @@ export async function demoQemu(
   const started = Date.now();
   try {
     say(`demo: ${options.vms} QEMU VM(s) with ${options.mem >> 20} MiB of guest RAM each, in ${dir}`);
-    const luodLog = fs.openSync(path.join(dir, 'luod.log'), 'a');
-    luod = spawn(
-      process.execPath,
-      [
-        ...entry('../daemon/main.js'),
-        '--socket',
-        socket,
-        '--emulate',
-        '--state',
-        emuState,
-        '--records',
-        recordsDir,
-      ],
-      { stdio: ['ignore', luodLog, luodLog] },
-    );
-    fs.closeSync(luodLog);
-    await waitFor('luod', 20_000, async () =>
-      checkReply(await askLuod({ cmd: 'STATUS' }, { socket })) ? true : undefined,
-    );
+    luod = await startDemoLuod({ dir, socket, emuState, recordsDir });
     for (let i = 1; i <= options.vms; i++) {
       const id = `qemu-${i}`;
       const vmDir = path.join(dir, id);
@@ -207,13 +178,7 @@ export async function demoQemu(
       ).catch(() => {});
     }
     const results = vms.map((vm) => vm.result());
-    const recordFile = recordPath(recordsDir, String(update.update));
-    const record = await waitFor<UpdateRecord>('the update record', 20_000, () => {
-      const r = readRecordFile(recordFile);
-      return r.outcome === 'in-progress' ? undefined : r;
-    });
-    const htmlFile = path.join(reportDir, `${record.update}.html`);
-    writeFileAtomic(htmlFile, reportHtml(record));
+    const { record, recordFile, htmlFile } = await closedRecord(recordsDir, reportDir, String(update.update));
     const verified =
       update.outcome === 'rebooted' && record.outcome === 'completed' && results.every((r) => r.verified);
     out.result(

@@ -1,7 +1,15 @@
-/** What both demos (example VMMs, QEMU VMs) need: this package's entries, and bounded waits. */
+/** What both demos (example VMMs, QEMU VMs) need: this package's entries, luod, its record, bounded waits. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { UpdateRecord } from '../record/format.js';
+import { readRecordFile, recordPath } from '../record/store.js';
+import { reportHtml } from '../report/html.js';
+import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
+import { askLuod, checkReply } from './luod-connection.js';
 
 /** A compiled entry of this package, or its TypeScript source when running under tsx. */
 export function entry(relative: string): string[] {
@@ -28,4 +36,49 @@ export async function waitFor<T>(
     if (Date.now() > deadline) throw new SysError('demo', Errno.ETIMEDOUT, `timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** `luod --emulate` for a demo, its log in `dir/luod.log`; resolves once it answers STATUS. */
+export async function startDemoLuod(options: {
+  dir: string;
+  socket: string;
+  emuState: string;
+  recordsDir: string;
+}): Promise<ChildProcess> {
+  const log = fs.openSync(path.join(options.dir, 'luod.log'), 'a');
+  const luod = spawn(
+    process.execPath,
+    [
+      ...entry('../daemon/main.js'),
+      '--socket',
+      options.socket,
+      '--emulate',
+      '--state',
+      options.emuState,
+      '--records',
+      options.recordsDir,
+    ],
+    { stdio: ['ignore', log, log] },
+  );
+  fs.closeSync(log);
+  await waitFor('luod', 20_000, async () =>
+    checkReply(await askLuod({ cmd: 'STATUS' }, { socket: options.socket })) ? true : undefined,
+  );
+  return luod;
+}
+
+/** The update's record once luod closed it (every claim in, or the update over), and its HTML page beside. */
+export async function closedRecord(
+  recordsDir: string,
+  reportDir: string,
+  update: string,
+): Promise<{ record: UpdateRecord; recordFile: string; htmlFile: string }> {
+  const recordFile = recordPath(recordsDir, update);
+  const record = await waitFor<UpdateRecord>('the update record', 20_000, () => {
+    const r = readRecordFile(recordFile);
+    return r.outcome === 'in-progress' ? undefined : r;
+  });
+  const htmlFile = path.join(reportDir, `${record.update}.html`);
+  writeFileAtomic(htmlFile, reportHtml(record));
+  return { record, recordFile, htmlFile };
 }

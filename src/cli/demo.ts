@@ -16,15 +16,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { stopEmulator } from '../kernel/emu/index.js';
 import { statePaths } from '../kernel/emu/paths.js';
-import type { UpdateRecord } from '../record/format.js';
-import { readRecordFile, recordPath } from '../record/store.js';
-import { reportHtml } from '../report/html.js';
-import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { parseSize } from '../sys/size.js';
 import { demoQemu } from './demo-qemu.js';
-import { entry, waitFor } from './demo-support.js';
+import { closedRecord, entry, startDemoLuod, waitFor } from './demo-support.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
@@ -100,28 +96,7 @@ export const register: RegisterCommand = (program) => {
         const started = Date.now();
         try {
           say(`demo: ${vms} VMM(s) with ${opts.mem} of guest RAM each, in ${dir}`);
-          const luodLog = fs.openSync(path.join(dir, 'luod.log'), 'a');
-          const luod = spawn(
-            process.execPath,
-            [
-              ...entry('../daemon/main.js'),
-              '--socket',
-              socket,
-              '--emulate',
-              '--state',
-              emuState,
-              '--records',
-              recordsDir,
-            ],
-            {
-              stdio: ['ignore', luodLog, luodLog],
-            },
-          );
-          fs.closeSync(luodLog);
-          children.push(luod);
-          await waitFor('luod', 20_000, async () =>
-            checkReply(await askLuod({ cmd: 'STATUS' }, { socket })) ? true : undefined,
-          );
+          children.push(await startDemoLuod({ dir, socket, emuState, recordsDir }));
           say('demo: emulated kernel and luod are up');
           const outputs = new Map<string, string>();
           const exits: Promise<void>[] = [];
@@ -174,13 +149,12 @@ export const register: RegisterCommand = (program) => {
           const timeline =
             last?.timeline ?? (update.timeline as { phase: string; at: number; client?: string }[]) ?? [];
           // luod closes the record once every VMM has claimed (or the update ended).
-          const recordFile = recordPath(recordsDir, String(update.update));
-          const record = await waitFor<UpdateRecord>('the update record', 20_000, () => {
-            const r = readRecordFile(recordFile);
-            return r.outcome === 'in-progress' ? undefined : r;
-          });
-          const htmlFile = path.join(reportDir, `${record.update}.html`);
-          writeFileAtomic(htmlFile, reportHtml(record));
+          // luod closes the record once every VMM has claimed (or the update ended).
+          const { record, recordFile, htmlFile } = await closedRecord(
+            recordsDir,
+            reportDir,
+            String(update.update),
+          );
           const verified =
             update.outcome === 'rebooted' &&
             record.outcome === 'completed' &&

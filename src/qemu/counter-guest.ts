@@ -63,3 +63,17 @@ export function counterGuest(): string {
   fs.renameSync(built, image);
   return image;
 }
+
+/** The QEMU arguments that boot the counter guest from `image` (a copy of its own per VM), its serial port into `serial`. */
+export function counterGuestArgs(image: string, serial: string): string[] {
+  return [
+    '-nodefaults',
+    '-nographic',
+    '-display',
+    'none',
+    '-drive',
+    `file=${image},format=raw,if=floppy`,
+    '-serial',
+    `file:${serial}`,
+  ];
+}

@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { counterGuest } from '../../src/qemu/counter-guest.js';
+import { counterGuest, counterGuestArgs } from '../../src/qemu/counter-guest.js';
 import { type GuestLine, parseSerial } from '../../src/qemu/counter-serial.js';
 import { ROOT } from '../c-client/harness.js';
 
@@ -53,14 +53,7 @@ export class QemuVm {
       this.dir,
       '--',
       QEMU,
-      '-nodefaults',
-      '-nographic',
-      '-display',
-      'none',
-      '-drive',
-      `file=${this.image},format=raw,if=floppy`,
-      '-serial',
-      `file:${serial}`,
+      ...counterGuestArgs(this.image, serial),
       ...this.#extra,
     ];
     const child = spawn(process.execPath, args, {
