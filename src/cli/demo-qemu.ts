@@ -10,7 +10,6 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { stopEmulator } from '../kernel/emu/index.js';
 import { statePaths } from '../kernel/emu/paths.js';
@@ -18,7 +17,7 @@ import { counterGuest, counterGuestArgs } from '../qemu/counter-guest.js';
 import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../qemu/counter-serial.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
-import { closedRecord, entry, startDemoLuod, waitFor } from './demo-support.js';
+import { closedRecord, demoPlaces, entry, startDemoLuod, waitFor } from './demo-support.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { ExitCode, type Output } from './output.js';
 
@@ -125,13 +124,7 @@ export async function demoQemu(
   if (options.mem % (1 << 20) !== 0)
     throw new SysError('demo', Errno.EINVAL, '--mem must be whole MiB with --qemu');
   const image = counterGuest();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-qemu-'));
-  const reportDir = options.reportDir
-    ? path.resolve(options.reportDir)
-    : fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-report-'));
-  const recordsDir = path.join(reportDir, 'updates');
-  const socket = path.join(dir, 'luod.sock');
-  const emuState = path.join(dir, 'emu');
+  const { dir, reportDir, recordsDir, socket, emuState } = demoPlaces('luokit-demo-qemu-', options.reportDir);
   const say = (line: string) => {
     if (!out.json) process.stderr.write(`${line}\n`);
   };

@@ -1,6 +1,7 @@
 /** What both demos (example VMMs, QEMU VMs) need: this package's entries, luod, its record, bounded waits. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { UpdateRecord } from '../record/format.js';
@@ -81,4 +82,19 @@ export async function closedRecord(
   const htmlFile = path.join(reportDir, `${record.update}.html`);
   writeFileAtomic(htmlFile, reportHtml(record));
   return { record, recordFile, htmlFile };
+}
+
+/** Where a demo works (a new directory, removed after it unless kept) and where its report stays. */
+export function demoPlaces(prefix: string, reportDir: string | undefined) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const report = reportDir
+    ? path.resolve(reportDir)
+    : fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-report-'));
+  return {
+    dir,
+    reportDir: report,
+    recordsDir: path.join(report, 'updates'),
+    socket: path.join(dir, 'luod.sock'),
+    emuState: path.join(dir, 'emu'),
+  };
 }

@@ -12,7 +12,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { stopEmulator } from '../kernel/emu/index.js';
 import { statePaths } from '../kernel/emu/paths.js';
@@ -20,7 +19,7 @@ import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { parseSize } from '../sys/size.js';
 import { demoQemu } from './demo-qemu.js';
-import { closedRecord, entry, startDemoLuod, waitFor } from './demo-support.js';
+import { closedRecord, demoPlaces, entry, startDemoLuod, waitFor } from './demo-support.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
@@ -82,13 +81,7 @@ export const register: RegisterCommand = (program) => {
         if (!Number.isInteger(vms) || vms < 1 || vms > 64)
           throw new SysError('demo', Errno.EINVAL, '--vms must be 1 to 64');
         const mem = parseSize(opts.mem);
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-'));
-        const reportDir = opts.reportDir
-          ? path.resolve(opts.reportDir)
-          : fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-demo-report-'));
-        const recordsDir = path.join(reportDir, 'updates');
-        const socket = path.join(dir, 'luod.sock');
-        const emuState = path.join(dir, 'emu');
+        const { dir, reportDir, recordsDir, socket, emuState } = demoPlaces('luokit-demo-', opts.reportDir);
         const say = (line: string) => {
           if (!out.json) process.stderr.write(`${line}\n`);
         };
