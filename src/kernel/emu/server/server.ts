@@ -265,6 +265,7 @@ export class EmulatorServer {
       deviceOpen: this.#luo.deviceOpen,
       outgoing: this.#luo.outgoing.map((s) => ({
         name: Buffer.from(s.name, 'latin1').toString('utf8'),
+        nameHex: Buffer.from(s.name, 'latin1').toString('hex'),
         files: s.files.map((f) => ({
           token: f.token.toString(),
           compatible: f.compatible,
@@ -273,6 +274,7 @@ export class EmulatorServer {
       })),
       incoming: this.#luo.incoming.map((s) => ({
         name: Buffer.from(s.name, 'latin1').toString('utf8'),
+        nameHex: Buffer.from(s.name, 'latin1').toString('hex'),
         retrieved: s.retrieved,
         files: s.files.length,
       })),
