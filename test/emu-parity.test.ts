@@ -1,15 +1,21 @@
 /**
  * Parity of the emulated kernel with a real 7.2 kernel where they used to
- * differ (issue 12): session names are bytes across an emulated kexec.
+ * differ (issue 12):
+ * - session names are bytes across an emulated kexec (raw ioctls, the
+ *   caller's exact bytes, so nothing on the client side decodes a name);
+ * - a release is seen when close() returns, or when wait() returns for a
+ *   process that exited (test/emu-parity/parity.c, an unmodified C program
+ *   under the preload shim).
  *
- * These drive the emulator with raw ioctls (the caller's exact bytes), as a
- * C program would, so nothing on the client side decodes a name.
+ * Needs a C compiler (scripts/build-native.sh builds the shim).
  */
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, test } from 'node:test';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { type Emulator, startEmulator } from '../src/kernel/emu/index.js';
 import { OwnedFd } from '../src/sys/fd.js';
 
@@ -17,13 +23,59 @@ const CREATE_SESSION = 0xba00;
 const RETRIEVE_SESSION = 0xba01;
 const GET_NAME = 0xba43;
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SHIM = path.join(ROOT, 'build/native/libluoemu.so');
+
 const emulators: { emu: Emulator; dir: string }[] = [];
+let buildDir = '';
+let program = '';
+before(() => {
+  execFileSync(path.join(ROOT, 'scripts/build-native.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
+  buildDir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-emu-parity-bin-'));
+  program = path.join(buildDir, 'emu-parity');
+  execFileSync(
+    'cc',
+    ['-O2', '-Wall', '-Werror', '-o', program, path.join(ROOT, 'test/emu-parity/parity.c')],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
+});
 after(async () => {
   for (const { emu, dir } of emulators) {
     await emu.stop().catch(() => {});
     fs.rmSync(dir, { recursive: true, force: true });
   }
+  if (buildDir) fs.rmSync(buildDir, { recursive: true, force: true });
 });
+
+/** Run a parity.c scenario under the shim on `emu`; its "key value" lines as a map. */
+function runC(emu: Emulator, scenario: string, timeoutMs = 120_000): Promise<Map<string, string>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, [scenario], {
+      env: { ...process.env, LD_PRELOAD: SHIM, LUOKIT_EMU_STATE: emu.paths.dir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      const lines = new Map<string, string>();
+      for (const line of out.split('\n')) {
+        const space = line.indexOf(' ');
+        if (space > 0) lines.set(line.slice(0, space), line.slice(space + 1));
+      }
+      if (status !== 0 || lines.get('done') !== scenario) {
+        reject(new Error(`emu-parity ${scenario} failed (${signal ?? status}):\n${out}`));
+      } else {
+        resolve(lines);
+      }
+    });
+  });
+}
 
 async function emulator(): Promise<Emulator> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-emu-parity-'));
@@ -105,4 +157,17 @@ test('session names are bytes: names that are not UTF-8 cross an emulated kexec 
   } finally {
     next.close();
   }
+});
+
+test('a session closed by close() is released before close() returns: its memfd is unpinned at once', async () => {
+  const emu = await emulator();
+  const out = await runC(emu, 'close-unpins');
+  assert.equal(out.get('busy_while_preserved'), '200', 'F_SEAL_WRITE is EBUSY while preserved');
+  assert.equal(out.get('busy_after_close'), '0', 'F_SEAL_WRITE works right after close()');
+});
+
+test('a process that exits releases its sessions before the wait() of its parent returns', async () => {
+  const emu = await emulator();
+  const out = await runC(emu, 'exit-unpins');
+  assert.equal(out.get('busy_after_exit'), '0', 'F_SEAL_WRITE works right after wait()');
 });

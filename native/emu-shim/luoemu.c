@@ -27,6 +27,7 @@
 /* The wrappers below define open() and friends themselves: no fortify inlines. */
 #undef _FORTIFY_SOURCE
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +43,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -63,6 +65,7 @@
 
 #define KIND_IOCTL 1u
 #define KIND_FROZEN_QUERY 2u
+#define KIND_SYNC 3u
 
 /*
  * Request flags. The argument is sent as the longest readable prefix of
@@ -132,6 +135,9 @@ typedef int (*fallocate_fn)(int, int, off_t, off_t);
 typedef int (*fallocate64_fn)(int, int, off64_t, off64_t);
 typedef int (*posix_fallocate_fn)(int, off_t, off_t);
 typedef int (*posix_fallocate64_fn)(int, off64_t, off64_t);
+typedef int (*close_fn)(int);
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
 
 /*
  * dlsym(RTLD_NEXT) once per symbol, on first use: another library's
@@ -171,6 +177,9 @@ DEFINE_REAL(fallocate_fn, fallocate)
 DEFINE_REAL(fallocate64_fn, fallocate64)
 DEFINE_REAL(posix_fallocate_fn, posix_fallocate)
 DEFINE_REAL(posix_fallocate64_fn, posix_fallocate64)
+DEFINE_REAL(close_fn, close)
+DEFINE_REAL(dup2_fn, dup2)
+DEFINE_REAL(dup3_fn, dup3)
 
 /* A symbol the next library does not have: fail like a missing system call. */
 #define MISSING(ret)              \
@@ -182,6 +191,14 @@ DEFINE_REAL(posix_fallocate64_fn, posix_fallocate64)
 /* ---------------------------------------------------------------------- */
 /* Small helpers                                                          */
 /* ---------------------------------------------------------------------- */
+
+/* The shim's own closes: never the interposed close() below (no SYNC, no recursion). */
+static int raw_close(int fd)
+{
+	close_fn real = real_close();
+
+	return real != NULL ? real(fd) : (int)syscall(SYS_close, fd);
+}
 
 static void put_u16(unsigned char *p, uint16_t v)
 {
@@ -252,7 +269,7 @@ static int connect_to(const char *dir, const char *name, int type_flags)
 		if (errno == EINTR)
 			continue;
 		err = errno;
-		close(fd);
+		raw_close(fd);
 		errno = err;
 		return -1;
 	}
@@ -365,8 +382,8 @@ static int copy_chunk(void *buf, uintptr_t addr, size_t len, int to_caller)
 			ok = n == (ssize_t)len;
 		}
 	}
-	close(pipefd[0]);
-	close(pipefd[1]);
+	raw_close(pipefd[0]);
+	raw_close(pipefd[1]);
 	return ok ? 0 : -1;
 }
 
@@ -537,7 +554,7 @@ static ssize_t receive_reply(int sock, unsigned char *buf, size_t cap, uint16_t 
 			if (nfds < (int)(sizeof(fds) / sizeof(fds[0])))
 				fds[nfds++] = fd;
 			else
-				close(fd);
+				raw_close(fd);
 		}
 	}
 
@@ -549,7 +566,7 @@ static ssize_t receive_reply(int sock, unsigned char *buf, size_t cap, uint16_t 
 		      (!(mh.msg_flags & MSG_TRUNC) && REPLY_HEADER + (size_t)get_u32(buf + 12) > (size_t)n);
 	if (bad) {
 		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
+			raw_close(fds[i]);
 		errno = EIO;
 		return -1;
 	}
@@ -607,7 +624,7 @@ static pid_t read_emulator_pid(const char *dir)
 	do
 		n = read(fd, text, sizeof(text) - 1);
 	while (n < 0 && errno == EINTR);
-	close(fd);
+	raw_close(fd);
 	if (n <= 0)
 		return 0;
 	for (ssize_t i = 0; i < n && text[i] >= '0' && text[i] <= '9'; i++) {
@@ -742,7 +759,7 @@ static int device_open(const char *dir, int flags)
 	/* The emulator answers every connection with one reply: 0, -EBUSY or -EIO. */
 	n = receive_reply(sock, reply, sizeof(reply), KIND_IOCTL, 1, -1, &extra);
 	if (n >= 0 && extra >= 0) {
-		close(extra); /* a handshake carries no fd */
+		raw_close(extra); /* a handshake carries no fd */
 		n = -1;
 		errno = EIO;
 	}
@@ -758,7 +775,7 @@ static int device_open(const char *dir, int flags)
 		n = -1;
 	if (n < 0) {
 		err = errno;
-		close(sock);
+		raw_close(sock);
 		errno = err;
 		sock = -1;
 	}
@@ -1043,14 +1060,14 @@ static int forward_ioctl(int fd, uint32_t request, uintptr_t arg)
 		return -1;
 	if (reply_result(reply_buf, &result) < 0) {
 		if (received >= 0)
-			close(received);
+			raw_close(received);
 		errno = EIO;
 		return -1;
 	}
 	if (result < 0) {
 		/* The kernel copies nothing back on failure. */
 		if (received >= 0)
-			close(received);
+			raw_close(received);
 		errno = -result;
 		return -1;
 	}
@@ -1064,7 +1081,7 @@ static int forward_ioctl(int fd, uint32_t request, uintptr_t arg)
 
 			/* The kernel writes the new fd into the struct it copies back. */
 			if (copy < LUO_FD_OFFSET + sizeof(number)) {
-				close(received);
+				raw_close(received);
 				errno = EIO;
 				return -1;
 			}
@@ -1073,7 +1090,7 @@ static int forward_ioctl(int fd, uint32_t request, uintptr_t arg)
 		if (write_caller(arg, reply_buf + REPLY_HEADER, copy) < 0) {
 			/* As the kernel: the new file is released (fput) and the ioctl fails. */
 			if (received >= 0)
-				close(received);
+				raw_close(received);
 			errno = EFAULT;
 			return -1;
 		}
@@ -1141,10 +1158,10 @@ static int frozen_query(const char *dir, int fd)
 	if (send_message(sock, msg, sizeof(msg), fd, QUERY_TIMEOUT_MS) == 0 &&
 	    receive_reply(sock, reply, sizeof(reply), KIND_FROZEN_QUERY, 1, QUERY_TIMEOUT_MS, &extra) >= 0) {
 		if (extra >= 0)
-			close(extra);
+			raw_close(extra);
 		frozen = reply_result(reply, &result) == 0 && result == 1;
 	}
-	close(sock);
+	raw_close(sock);
 	return frozen;
 }
 
@@ -1262,4 +1279,130 @@ EXPORT int posix_fallocate64(int fd, off64_t offset, off64_t len)
 	if (fallocate_reaches_shmem(0, offset, len) && size_change_frozen(fd, -1))
 		return EPERM;
 	return real != NULL ? real(fd, offset, len) : ENOSYS;
+}
+
+/* ---------------------------------------------------------------------- */
+/* close, dup2, dup3: a release is seen when close() returns              */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * The kernel releases a LUO file (device: exclusive open dropped; outgoing
+ * session: every file unpreserved; retrieved session: implicit FINISH) in the
+ * close() of its last fd, before close() returns. The emulator sees that
+ * close as EOF on its end of the socket, in its own time; so after closing
+ * an emulator fd the shim asks it, on query.sock, to release every
+ * connection whose last fd is gone (SYNC) and waits for the answer. Whether
+ * this was the last fd (dup, fork, SCM_RIGHTS) is the kernel's to know: the
+ * emulator releases only sockets whose peer is really closed. Preserves errno.
+ */
+static void sync_releases(const char *dir)
+{
+	unsigned char msg[REQ_HEADER], reply[REPLY_HEADER + 64];
+	struct no_cancel nc;
+	int sock, extra, saved = errno;
+
+	cancel_off(&nc);
+	sock = connect_to(dir, QUERY_SOCKET, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (sock >= 0) {
+		put_request_header(msg, KIND_SYNC, 0, 0, 0);
+		if (send_message(sock, msg, sizeof(msg), -1, QUERY_TIMEOUT_MS) == 0 &&
+		    receive_reply(sock, reply, sizeof(reply), KIND_SYNC, 1, QUERY_TIMEOUT_MS, &extra) >= 0 &&
+		    extra >= 0)
+			raw_close(extra);
+		raw_close(sock);
+	}
+	cancel_restore(&nc);
+	errno = saved;
+}
+
+/* Is fd an emulator fd whose close must be synchronised? The state directory if so, else NULL. */
+static const char *closing_emulator_fd(int fd)
+{
+	const char *dir = state_dir();
+	int saved = errno, emulated;
+
+	if (dir == NULL || fd < 0)
+		return NULL;
+	emulated = is_emulator_fd(fd);
+	errno = saved;
+	return emulated ? dir : NULL;
+}
+
+EXPORT int close(int fd)
+{
+	close_fn real = real_close();
+	const char *dir = closing_emulator_fd(fd);
+	int ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(fd);
+	if (dir != NULL)
+		sync_releases(dir);
+	return ret;
+}
+
+/* dup2()/dup3() onto an open fd close it first, as close() would. */
+EXPORT int dup2(int oldfd, int newfd)
+{
+	dup2_fn real = real_dup2();
+	const char *dir = oldfd != newfd ? closing_emulator_fd(newfd) : NULL;
+	int ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(oldfd, newfd);
+	if (dir != NULL && ret >= 0)
+		sync_releases(dir);
+	return ret;
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+	dup3_fn real = real_dup3();
+	const char *dir = oldfd != newfd ? closing_emulator_fd(newfd) : NULL;
+	int ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(oldfd, newfd, flags);
+	if (dir != NULL && ret >= 0)
+		sync_releases(dir);
+	return ret;
+}
+
+/*
+ * exit(): the kernel closes every fd after the program's last destructor,
+ * and a parent's wait() returns only once they are released. Close this
+ * process's emulator fds here and synchronise once, so whoever waits for us
+ * sees the releases. (A process killed by a signal skips this; then the
+ * emulator releases its files at the next LUO request or size query.)
+ */
+__attribute__((destructor)) static void luoemu_fini(void)
+{
+	const char *dir = state_dir();
+	struct dirent *entry;
+	DIR *fds;
+	int saved = errno, closed = 0;
+
+	if (dir == NULL || we_are_the_emulator(dir))
+		return;
+	fds = opendir("/proc/self/fd");
+	if (fds == NULL)
+		return;
+	while ((entry = readdir(fds)) != NULL) {
+		char *end;
+		long fd = strtol(entry->d_name, &end, 10);
+
+		if (*end != '\0' || end == entry->d_name || fd == dirfd(fds) || fd > INT_MAX)
+			continue;
+		if (is_emulator_fd((int)fd)) {
+			raw_close((int)fd);
+			closed = 1;
+		}
+	}
+	closedir(fds);
+	if (closed)
+		sync_releases(dir);
+	errno = saved;
 }
