@@ -171,3 +171,18 @@ test('a process that exits releases its sessions before the wait() of its parent
   const out = await runC(emu, 'exit-unpins');
   assert.equal(out.get('busy_after_exit'), '0', 'F_SEAL_WRITE works right after wait()');
 });
+
+/**
+ * Every write path into a preserved memfd (write, pwrite, writev, pwritev,
+ * pwritev2, O_APPEND, lseek past the end, sendfile, copy_file_range, splice,
+ * ftruncate, fallocate): the trace must be test/emu-parity/writes.expected,
+ * what the 7.2 source says shmem does with a frozen mapping (to be checked
+ * line by line on a real kernel: the same program, no shim).
+ */
+test('a preserved memfd keeps its size on every write path, as shmem with a frozen mapping does', async () => {
+  const emu = await emulator();
+  const expected = fs.readFileSync(path.join(ROOT, 'test/emu-parity/writes.expected'), 'utf8');
+  const out = await runC(emu, 'writes');
+  const text = [...out].map(([k, v]) => `${k} ${v}`).join('\n');
+  assert.equal(`${text}\n`, expected);
+});
