@@ -120,16 +120,7 @@ export function writeCString(
   structure: string,
   field: string,
 ): void {
-  const encoded = utf8Encoder.encode(text);
-  if (encoded.includes(0)) throw new AbiError(structure, {}, `${field} contains a NUL byte`);
-  if (encoded.byteLength > size - 1) {
-    throw new AbiError(
-      structure,
-      {},
-      `${field} is ${encoded.byteLength} bytes; char[${size}] holds ${size - 1} and a NUL`,
-    );
-  }
-  bytes.set(encoded, offset);
+  writeCBytes(bytes, offset, size, utf8Encoder.encode(text), structure, field);
 }
 
 export function encodeUtf8(text: string): Uint8Array {
