@@ -33,6 +33,7 @@ const projectRoot = fileURLToPath(new URL('..', import.meta.url));
 const MAGIC = 0x454f554c;
 const KIND_IOCTL = 1;
 const KIND_FROZEN_QUERY = 2;
+const KIND_SYNC = 3;
 const ARG_NULL = 1;
 const TAIL_NONZERO = 2;
 const FD_INVALID = 4;
@@ -111,6 +112,8 @@ class FakeEmulator {
   readonly errors: string[] = [];
   readonly frozen = new Set<bigint>();
   connections = 0;
+  /** SYNC requests (the shim closed an emulator fd). */
+  syncs = 0;
   openResult = 0;
   replyDelayMs: () => number = () => 0;
   respond: Responder = () => undefined;
@@ -132,6 +135,7 @@ class FakeEmulator {
     this.errors.length = 0;
     this.frozen.clear();
     this.connections = 0;
+    this.syncs = 0;
     this.openResult = 0;
     this.replyDelayMs = () => 0;
     this.respond = () => undefined;
@@ -169,6 +173,12 @@ class FakeEmulator {
       for (const fd of fds) fd.close();
       if (msg === null) {
         sock.close();
+        return;
+      }
+      if (msg.kind === KIND_SYNC) {
+        // The shim's close() of an emulator fd: counted, answered, kept out of `messages`.
+        this.syncs++;
+        void sock.send(this.#reply(KIND_SYNC, 0, Buffer.alloc(0))).catch(() => {});
         return;
       }
       this.messages.push(msg);
@@ -357,6 +367,7 @@ describe('open("/dev/liveupdate") under the shim', () => {
     assert.match(out.get('open64')!, /^\d+ 0$/);
     assert.equal(fake.connections, 4);
     assert.deepEqual(fake.messages, [], 'opening sends nothing: the emulator speaks first');
+    assert.equal(fake.syncs, 4, 'each close() of a device fd waits for a SYNC on query.sock');
   });
 
   it('fails with the errno of the handshake reply and leaks no fd', async () => {

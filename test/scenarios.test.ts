@@ -8,11 +8,15 @@
  *   emulated kexec, every after-kexec stage, a second kexec, every
  *   after-second-kexec stage. The test process is the "holder": it keeps the
  *   session fds the stages hold open across the emulated kexec.
- * - Scenarios the emulated kernel cannot prove (the frozen size, which only
- *   the LD_PRELOAD shim enforces) are skipped as 'infra'; the last test here
- *   proves what the emulator does instead (it fails the kexec).
+ * - Scenarios that need what only the LD_PRELOAD shim provides (the frozen
+ *   size on every write path, a release seen when close() returns) run in a
+ *   Node program under `luoctl emu exec` (test/scenarios/shim-run.ts), as
+ *   any unmodified program would; their results join the emulated side of
+ *   the parity report. The last test here proves what the emulator does for
+ *   a program not under the shim (it fails the kexec).
  */
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -22,7 +26,23 @@ import { ftruncate, memfdCreate, pwriteAll } from '../src/sys/index.js';
 import { outcomeText } from './scenarios/context.js';
 import { type EmulatorHost, emulatorHost } from './scenarios/hosts.js';
 import { runScenario, STAGES, selectScenarios } from './scenarios/index.js';
-import { type EmulatorLike, type ScenarioResult, STAGE_BOOT } from './scenarios/types.js';
+import {
+  type Capabilities,
+  type EmulatorLike,
+  type Scenario,
+  type ScenarioResult,
+  STAGE_BOOT,
+} from './scenarios/types.js';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+
+/** What only the preload shim provides: such scenarios run in a program under it. */
+const SHIM_CAPABILITIES: readonly (keyof Capabilities)[] = [
+  'sizeFreezeEnforced',
+  'closeReleasesSynchronously',
+];
+const needsShim = (scenario: Scenario) =>
+  (scenario.requires ?? []).some((capability) => SHIM_CAPABILITIES.includes(capability));
 
 /** Every result of this run; written as JSON to $LUOKIT_SCENARIO_RESULTS when set (the emulator's side of a parity report). */
 const allResults: ScenarioResult[] = [];
@@ -77,10 +97,90 @@ describe('LUO scenarios in one kernel (emulated)', () => {
   });
   after(() => shutdown(running));
 
-  for (const scenario of selectScenarios({ stages: ['single'] })) {
+  for (const scenario of selectScenarios({ stages: ['single'] }).filter((s) => !needsShim(s))) {
     test(scenario.id, async (t) => report(t, await runScenario(host, scenario)));
   }
 });
+
+describe('LUO scenarios in one kernel (emulated), as a Node program under the preload shim', () => {
+  const shimmed = selectScenarios({ stages: ['single'] }).filter(needsShim);
+  let results: Promise<ScenarioResult[]>;
+  let dir = '';
+  before(() => {
+    execFileSync(path.join(ROOT, 'scripts/build-native.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
+    dir = newStateDir();
+    results = runUnderShim(
+      dir,
+      shimmed.map((s) => s.id),
+    );
+  });
+  after(async () => {
+    await results.catch(() => {});
+    await new Promise<void>((resolve) => {
+      const stop = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'src/cli/luoctl.ts', 'emu', 'stop', '--state', dir],
+        {
+          cwd: ROOT,
+          stdio: 'ignore',
+        },
+      );
+      stop.on('close', () => resolve());
+    });
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the shimmed scenarios exist', () => {
+    assert.ok(shimmed.length >= 3, shimmed.map((s) => s.id).join(', '));
+  });
+  for (const scenario of shimmed) {
+    test(scenario.id, async (t) => {
+      const result = (await results).find((r) => r.id === scenario.id);
+      assert.ok(result, `${scenario.id} did not run under the shim`);
+      report(t, result);
+    });
+  }
+});
+
+/** `luoctl emu exec --state DIR -- node --import tsx test/scenarios/shim-run.ts IDS...`: its results. */
+function runUnderShim(dir: string, ids: string[]): Promise<ScenarioResult[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/luoctl.ts',
+        'emu',
+        'exec',
+        '--state',
+        dir,
+        '--',
+        process.execPath,
+        '--import',
+        'tsx',
+        'test/scenarios/shim-run.ts',
+        ...ids,
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (status !== 0 || line === undefined) {
+        reject(new Error(`shim-run exited ${status}:\n${out}\n${err}`));
+        return;
+      }
+      resolve((JSON.parse(line) as { results: ScenarioResult[] }).results);
+    });
+  });
+}
 
 describe('LUO scenarios across kexec (emulated)', () => {
   let running: { emu: EmulatorLike; dir: string } | undefined;

@@ -68,9 +68,44 @@ export function readCString(
   offset: number,
   size: number,
 ): { text: string; terminated: boolean } {
+  const { bytes: raw, terminated } = readCBytes(bytes, offset, size);
+  return { text: utf8.decode(raw), terminated };
+}
+
+/** A `char[size]` field's bytes before the first NUL (all of them if none), copied. */
+export function readCBytes(
+  bytes: Uint8Array,
+  offset: number,
+  size: number,
+): { bytes: Uint8Array; terminated: boolean } {
   const field = bytes.subarray(offset, offset + size);
   const nul = field.indexOf(0);
-  return { text: utf8.decode(nul === -1 ? field : field.subarray(0, nul)), terminated: nul !== -1 };
+  return { bytes: (nul === -1 ? field : field.subarray(0, nul)).slice(), terminated: nul !== -1 };
+}
+
+/** A string that stands for exactly these bytes (one char per byte), to compare or key by. */
+export function bytesKey(bytes: Uint8Array): string {
+  return String.fromCharCode(...bytes);
+}
+
+/** Writes raw bytes (no NUL among them) into a zeroed `char[size]` field, leaving room for the NUL. */
+export function writeCBytes(
+  bytes: Uint8Array,
+  offset: number,
+  size: number,
+  raw: Uint8Array,
+  structure: string,
+  field: string,
+): void {
+  if (raw.includes(0)) throw new AbiError(structure, {}, `${field} contains a NUL byte`);
+  if (raw.byteLength > size - 1) {
+    throw new AbiError(
+      structure,
+      {},
+      `${field} is ${raw.byteLength} bytes; char[${size}] holds ${size - 1} and a NUL`,
+    );
+  }
+  bytes.set(raw, offset);
 }
 
 /**
@@ -85,16 +120,7 @@ export function writeCString(
   structure: string,
   field: string,
 ): void {
-  const encoded = utf8Encoder.encode(text);
-  if (encoded.includes(0)) throw new AbiError(structure, {}, `${field} contains a NUL byte`);
-  if (encoded.byteLength > size - 1) {
-    throw new AbiError(
-      structure,
-      {},
-      `${field} is ${encoded.byteLength} bytes; char[${size}] holds ${size - 1} and a NUL`,
-    );
-  }
-  bytes.set(encoded, offset);
+  writeCBytes(bytes, offset, size, utf8Encoder.encode(text), structure, field);
 }
 
 export function encodeUtf8(text: string): Uint8Array {

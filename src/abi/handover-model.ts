@@ -25,7 +25,13 @@ export interface HandoverModel {
 }
 
 export interface SessionModel {
+  /** For display: the name's bytes decoded as UTF-8. */
   name: string;
+  /**
+   * The name's bytes as the kernel holds them (any bytes but NUL, at most 63) when `name`
+   * does not say them exactly (they are not UTF-8). Absent: `name` encoded as UTF-8.
+   */
+  nameBytes?: Uint8Array;
   /** In preservation order. */
   files: FileModel[];
 }
@@ -60,8 +66,10 @@ export type KernelReaction = 'cold-boot' | 'panic' | 'device-eio' | 'retrieve-fa
 export interface HandoverProblem {
   reaction: KernelReaction;
   error: AbiError;
-  /** The session it concerns, if any. */
+  /** The session it concerns, if any (its display name). */
   session?: string;
+  /** That session's position in the handover's session list (names need not be valid UTF-8). */
+  sessionIndex?: number;
   /** The file it concerns, if any. */
   token?: bigint;
 }

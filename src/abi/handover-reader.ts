@@ -13,6 +13,7 @@
  * Along the way every structure page is checked against the preserved-memory map: the
  * kernel does not check, but a page that is not preserved may be reused before it is read.
  */
+import { bytesKey, encodeUtf8 } from './bytes.js';
 import { AbiError, hexPa } from './errors.js';
 import type {
   FileModel,
@@ -58,7 +59,7 @@ import {
 import { MEMFD_LUO_FH_COMPATIBLE, readMemfd } from './memfd.js';
 import { checkPageAligned, PAGE_SIZE, type PhysicalMemory, readStruct } from './memory.js';
 
-type ProblemContext = Pick<HandoverProblem, 'session' | 'token'>;
+type ProblemContext = Pick<HandoverProblem, 'session' | 'sessionIndex' | 'token'>;
 
 /** Above this many preserved blocks, layout.preserved stays empty (layout.preservedMap has them all). */
 export const LAYOUT_MAX_BLOCKS = 1 << 20;
@@ -219,19 +220,25 @@ export class HandoverReader {
   /** luo_session_deserialize(), at the first open of /dev/liveupdate. */
   private readSessions(entries: Uint8Array[]): SessionModel[] {
     const names = new Set<string>();
-    return entries.map((entry) => {
+    return entries.map((entry, sessionIndex) => {
       const ser = decodeLuoSessionSer(entry);
-      const context = { session: ser.name };
+      const context = { session: ser.name, sessionIndex };
+      // LUO compares names as bytes: two names that decode alike are still different.
+      const key = bytesKey(ser.nameBytes ?? encodeUtf8(ser.name));
       if (!ser.nameTerminated) {
         const reason = `name has no NUL; the kernel keeps '${ser.name}'`;
         this.report('warning', new AbiError('luo_session_ser', {}, reason), context);
       }
-      if (names.has(ser.name)) {
+      if (names.has(key)) {
         const reason = `duplicate session name '${ser.name}' (EEXIST)`;
         this.report('device-eio', new AbiError('luo_session_ser', {}, reason), context);
       }
-      names.add(ser.name);
-      return { name: ser.name, files: this.readFiles(ser.filesPa, ser.fileCount, context) };
+      names.add(key);
+      return {
+        name: ser.name,
+        ...(ser.nameBytes ? { nameBytes: ser.nameBytes } : {}),
+        files: this.readFiles(ser.filesPa, ser.fileCount, context),
+      };
     });
   }
 

@@ -13,6 +13,7 @@
  * `luoctl inspect --check`. handoverBootOutcome answers the version question alone:
  * what would booting kernel X on this handover do.
  */
+import { bytesKey, encodeUtf8 } from './bytes.js';
 import { AbiError } from './errors.js';
 import { decodeFdt } from './fdt.js';
 import type { HandoverDecoding, HandoverModel, HandoverProblem, SessionModel } from './handover-model.js';
@@ -219,9 +220,9 @@ function writeSessions(
 ): bigint {
   const names = new Set<string>();
   const entries = sessions.map((session) => {
-    if (names.has(session.name))
-      throw new AbiError('luo_session_ser', {}, `duplicate session '${session.name}'`);
-    names.add(session.name);
+    const key = bytesKey(session.nameBytes ?? encodeUtf8(session.name));
+    if (names.has(key)) throw new AbiError('luo_session_ser', {}, `duplicate session '${session.name}'`);
+    names.add(key);
     const files = writeBlockChain(
       writer,
       writeFiles(writer, session, preserved),
@@ -231,6 +232,7 @@ function writeSessions(
     preserved.push(...files.preserved);
     return encodeLuoSessionSer({
       name: session.name,
+      ...(session.nameBytes ? { nameBytes: session.nameBytes } : {}),
       filesPa: files.headPa,
       fileCount: BigInt(session.files.length),
     });

@@ -16,7 +16,16 @@
  * Every structure is packed and little-endian. A session with no files stores files = 0
  * and count = 0; with no sessions, sessions_pa is 0. The FLB page always exists.
  */
-import { readCString, readU64, writeCString, writeU64 } from './bytes.js';
+import {
+  decodeUtf8,
+  encodeUtf8,
+  readCBytes,
+  readCString,
+  readU64,
+  writeCBytes,
+  writeCString,
+  writeU64,
+} from './bytes.js';
 import { AbiError } from './errors.js';
 import { checkPageAligned, PAGE_SIZE, type PhysicalMemory, readStruct } from './memory.js';
 
@@ -50,8 +59,13 @@ export interface LuoSer {
 }
 
 export interface LuoSessionSer {
-  /** As the next kernel's strscpy() copies it: at most 63 bytes. */
+  /** As the next kernel's strscpy() copies it: at most 63 bytes, decoded as UTF-8 for display. */
   name: string;
+  /**
+   * Those bytes exactly, when `name` does not say them (it loses any that are not UTF-8).
+   * LUO compares names as bytes: use `nameBytes ?? encodeUtf8(name)`.
+   */
+  nameBytes?: Uint8Array;
   /** False when all 64 bytes are name, of which the kernel keeps 63. */
   nameTerminated: boolean;
   filesPa: bigint;
@@ -91,10 +105,21 @@ export function decodeLuoSer(bytes: Uint8Array): LuoSer {
   };
 }
 
-export function encodeLuoSessionSer(ser: { name: string; filesPa: bigint; fileCount: bigint }): Uint8Array {
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((v, i) => v === b[i]);
+}
+
+/** `nameBytes`, when given, is written as is (any bytes but NUL); otherwise `name` as UTF-8. */
+export function encodeLuoSessionSer(ser: {
+  name: string;
+  nameBytes?: Uint8Array;
+  filesPa: bigint;
+  fileCount: bigint;
+}): Uint8Array {
   const bytes = new Uint8Array(LUO_SESSION_SER_SIZE);
-  if (ser.name.length === 0) throw new AbiError('luo_session_ser', {}, 'session name is empty');
-  writeCString(bytes, 0, LIVEUPDATE_SESSION_NAME_LENGTH, ser.name, 'luo_session_ser', 'name');
+  const name = ser.nameBytes ?? encodeUtf8(ser.name);
+  if (name.byteLength === 0) throw new AbiError('luo_session_ser', {}, 'session name is empty');
+  writeCBytes(bytes, 0, LIVEUPDATE_SESSION_NAME_LENGTH, name, 'luo_session_ser', 'name');
   writeU64(bytes, 64, ser.filesPa, 'luo_session_ser', 'files');
   writeU64(bytes, 72, ser.fileCount, 'luo_session_ser', 'count');
   return bytes;
@@ -102,9 +127,12 @@ export function encodeLuoSessionSer(ser: { name: string; filesPa: bigint; fileCo
 
 export function decodeLuoSessionSer(bytes: Uint8Array): LuoSessionSer {
   checkSize(bytes, LUO_SESSION_SER_SIZE, 'luo_session_ser');
-  const name = readCString(bytes, 0, LIVEUPDATE_SESSION_NAME_LENGTH);
+  const name = readCBytes(bytes, 0, LIVEUPDATE_SESSION_NAME_LENGTH);
+  const kept = name.terminated ? name.bytes : readCBytes(bytes, 0, LIVEUPDATE_SESSION_NAME_LENGTH - 1).bytes;
+  const text = decodeUtf8(kept);
   return {
-    name: name.terminated ? name.text : readCString(bytes, 0, LIVEUPDATE_SESSION_NAME_LENGTH - 1).text,
+    name: text,
+    ...(sameBytes(encodeUtf8(text), kept) ? {} : { nameBytes: kept }),
     nameTerminated: name.terminated,
     filesPa: readU64(bytes, 64),
     fileCount: readU64(bytes, 72),

@@ -12,7 +12,14 @@ import koffi from 'koffi';
 import { Errno } from './errno.js';
 import { SysError } from './error.js';
 
-const libc = koffi.load('libc.so.6');
+/**
+ * The process's global symbol scope (dlopen(NULL)), not libc.so.6's own: a
+ * call here resolves as a C program's call to libc does, so a preloaded
+ * library interposes it too (under `luoctl emu exec`, the emulated kernel's
+ * shim sees luokit's own ftruncate, fallocate and close). Node links libc, so
+ * every symbol below is found there.
+ */
+const libc = koffi.load(null);
 
 const fn = {
   close: libc.func('int close(int fd)'),

@@ -4,11 +4,13 @@
  * - emulatorHost: luokit's emulated kernel. The test process survives the
  *   emulated kexec, so "holding" a session is keeping its fd open; after the
  *   kexec those fds belong to the old kernel and are closed.
- *   `sizeFreezeEnforced` is false: a TypeScript process resizes a preserved
- *   memfd through the C library directly, and the emulator only notices at the
- *   freeze of its kexec (docs/emulator.md, "Known differences").
- *   `closeReleasesSynchronously` is false: the emulator sees a session's close
- *   as EOF on its socket, after close() has returned.
+ *   `sizeFreezeEnforced` is false: this process is not under the preload
+ *   shim, so it can resize a preserved memfd, and the emulator only notices at
+ *   the freeze of its kexec (docs/emulator.md, "Known differences").
+ *   `closeReleasesSynchronously` is false: without the shim the emulator sees
+ *   a session's close as EOF on its socket, after close() has returned.
+ *   (test/scenarios/shim-run.ts runs those scenarios under the shim, with
+ *   realKernelHost, as any program under `luoctl emu exec` would.)
  * - realKernelHost: `/dev/liveupdate` through ioctl(2). The bench that boots
  *   the QEMU guest drives the kexec itself and keeps the process holding the
  *   fds alive until the kernel goes away.

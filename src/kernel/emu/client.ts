@@ -52,6 +52,19 @@ function serverEntry(): { args: string[] } {
   return { args: [fileURLToPath(new URL('./server/main.js', import.meta.url))] };
 }
 
+/**
+ * The environment for the emulator's own process: never under the preload
+ * shim (a program run by `luoctl emu exec` may start it), whose every call
+ * would otherwise first check whether it is talking to itself.
+ */
+function withoutShim(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const preload = (env.LD_PRELOAD ?? '')
+    .split(/[:\s]+/)
+    .filter((lib) => lib !== '' && !lib.endsWith('/libluoemu.so') && lib !== 'libluoemu.so');
+  const { LD_PRELOAD: _, ...rest } = env;
+  return preload.length > 0 ? { ...rest, LD_PRELOAD: preload.join(':') } : rest;
+}
+
 export interface EnsureOptions {
   /** The emulated kernel version to boot when starting (default 7.2). */
   kernel?: string;
@@ -69,6 +82,7 @@ export function ensureEmulator(paths: StatePaths, options: EnsureOptions = {}): 
     {
       detached: true,
       stdio: ['ignore', log, log],
+      env: withoutShim(process.env),
     },
   );
   fs.closeSync(log);

@@ -11,6 +11,8 @@ export const PROTOCOL_VERSION = 1;
 
 export const KIND_IOCTL = 1;
 export const KIND_FROZEN_QUERY = 2;
+/** On query.sock: release every connection whose last reference is closed, then answer (the shim's close()). */
+export const KIND_SYNC = 3;
 
 export const FLAG_ARG_NULL = 0x1;
 export const FLAG_TAIL_NONZERO = 0x2;

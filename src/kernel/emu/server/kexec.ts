@@ -106,7 +106,9 @@ export function handoverHooks(paths: StatePaths, log: Logger): RebootHooks {
       try {
         const writer = new PhysicalMemoryWriter(image);
         const sessions = luo.outgoing.map((session) => ({
+          // The name's bytes go into luo_session_ser exactly as the caller gave them.
           name: Buffer.from(session.name, 'latin1').toString('utf8'),
+          nameBytes: Buffer.from(session.name, 'latin1'),
           files: session.files.map((file) => {
             const { size, pos, seals } = file.memfd.record;
             const folios = writeFolios(writer, image, file);
@@ -193,15 +195,15 @@ export function handoverHooks(paths: StatePaths, log: Logger): RebootHooks {
       const broken = new Set(
         decoding.problems
           .filter((p) => p.reaction === 'retrieve-fails')
-          .map((p) => `${p.session}\0${p.token}`),
+          .map((p) => `${p.sessionIndex}\0${p.token}`),
       );
       const restoreFails = decoding.problems.some((p) => p.reaction === 'device-eio');
       incomingImage = image;
-      const incoming: IncomingSessionRecord[] = model.sessions.map((session) => ({
-        // LUO compares names as bytes; the emulator keeps them as latin1 strings.
-        name: Buffer.from(session.name, 'utf8').toString('latin1'),
+      const incoming: IncomingSessionRecord[] = model.sessions.map((session, index) => ({
+        // LUO compares names as bytes; the emulator keeps them as binary strings (one char per byte).
+        name: Buffer.from(session.nameBytes ?? Buffer.from(session.name, 'utf8')).toString('latin1'),
         files: session.files.map((file) => {
-          const state = broken.has(`${session.name}\0${file.token}`) ? undefined : file.memfd;
+          const state = broken.has(`${index}\0${file.token}`) ? undefined : file.memfd;
           if (!state) return { token: file.token, compatible: file.compatible };
           return {
             token: file.token,

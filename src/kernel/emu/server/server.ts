@@ -18,7 +18,14 @@ import { peersClosed } from '../../../sys/mm.js';
 import { socketpair } from '../../../sys/socket.js';
 import { UnixServer, UnixSocket } from '../../../sys/unix-socket.js';
 import type { StatePaths } from '../paths.js';
-import { decodeRequest, encodeReply, KIND_FROZEN_QUERY, KIND_IOCTL, ProtocolError } from '../protocol.js';
+import {
+  decodeRequest,
+  encodeReply,
+  KIND_FROZEN_QUERY,
+  KIND_IOCTL,
+  KIND_SYNC,
+  ProtocolError,
+} from '../protocol.js';
 import { deviceIoctl, type IoctlOutcome, sessionIoctl } from './dispatch.js';
 import { KernelError } from './errors.js';
 import type { EmuSession, Luo } from './luo.js';
@@ -241,16 +248,25 @@ export class EmulatorServer {
   #onQueryConnection(sock: UnixSocket): void {
     sock.on('data', (data, fds) => {
       let result = 0;
+      let kind = KIND_FROZEN_QUERY;
       try {
         const req = decodeRequest(data);
-        if (req.kind !== KIND_FROZEN_QUERY || fds.length !== 1)
-          throw new ProtocolError('expected FROZEN_QUERY with one fd');
-        result = this.#luo.sizeFrozen(fds[0]!) ? 1 : 0;
+        kind = req.kind;
+        // A file's release by a process that just closed its last fd (or exited) happens
+        // before that process's next system call: every answer here sees it.
+        this.#reapClosed();
+        if (req.kind === KIND_SYNC && fds.length === 0) {
+          result = 0;
+        } else if (req.kind === KIND_FROZEN_QUERY && fds.length === 1) {
+          result = this.#luo.sizeFrozen(fds[0]!) ? 1 : 0;
+        } else {
+          throw new ProtocolError('expected FROZEN_QUERY with one fd or SYNC with none');
+        }
       } catch (err) {
         result = this.#errnoOf(err);
       }
       for (const fd of fds) fd.close();
-      void sock.send(encodeReply({ kind: KIND_FROZEN_QUERY, result, arg: Buffer.alloc(0) })).catch(() => {});
+      void sock.send(encodeReply({ kind, result, arg: Buffer.alloc(0) })).catch(() => {});
     });
     sock.on('end', () => sock.close());
     sock.on('error', () => sock.close());
@@ -265,6 +281,7 @@ export class EmulatorServer {
       deviceOpen: this.#luo.deviceOpen,
       outgoing: this.#luo.outgoing.map((s) => ({
         name: Buffer.from(s.name, 'latin1').toString('utf8'),
+        nameHex: Buffer.from(s.name, 'latin1').toString('hex'),
         files: s.files.map((f) => ({
           token: f.token.toString(),
           compatible: f.compatible,
@@ -273,6 +290,7 @@ export class EmulatorServer {
       })),
       incoming: this.#luo.incoming.map((s) => ({
         name: Buffer.from(s.name, 'latin1').toString('utf8'),
+        nameHex: Buffer.from(s.name, 'latin1').toString('hex'),
         retrieved: s.retrieved,
         files: s.files.length,
       })),
