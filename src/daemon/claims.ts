@@ -25,6 +25,7 @@
  */
 import type { Session } from '../kernel/device.js';
 import type { ClaimReply, SessionsReply } from '../protocol/replies.js';
+import { errorCode } from '../sys/error.js';
 import { type CommandResult, fail, type LuodContext, type UpdateOutcome } from './context.js';
 import type { Recovered } from './keeper.js';
 import type { LuodKernel } from './kernel.js';
@@ -173,7 +174,7 @@ export class Claims {
             );
             record?.failure(
               client.id,
-              `session ${name} did not come back: ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`,
+              `session ${name} did not come back: ${errorCode(err)}: ${(err as Error).message}`,
             );
           }
         }
@@ -211,7 +212,7 @@ export class Claims {
       ctx.records.log.error({ err }, 'the state of the previous update could not be restored');
       const record = ctx.records.current;
       if (record) {
-        const reason = `luod could not restore the update: ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
+        const reason = `luod could not restore the update: ${errorCode(err)}: ${(err as Error).message}`;
         record.failure('luod', reason);
         ctx.records.finish('failed', reason);
       }

@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import type { Session } from '../kernel/device.js';
 import type { LineChannel } from '../protocol/lines.js';
-import { SysError } from '../sys/error.js';
+import { CodedError } from '../sys/error.js';
 import type { IdOwners } from './id-owners.js';
 import type { SessionKeeper } from './keeper.js';
 import type { LoadedKernel, LuodKernel } from './kernel.js';
@@ -20,14 +20,14 @@ import type { PhaseMark } from './state.js';
 import type { UpdateRecords } from './update-records.js';
 import type { UpdateRun } from './update-run.js';
 
-export class LuodError extends SysError {
+/** A command luod refuses: `code` goes to the client as is. */
+export class LuodError extends CodedError {
   constructor(code: string, message: string) {
-    super('luod', 0, message);
-    Object.defineProperty(this, 'code', { value: code });
+    super(code, message);
+    this.name = 'LuodError';
   }
 }
 
-/** The error a command is refused with: `code` goes to the client as is. */
 export const fail = (code: string, message: string) => new LuodError(code, message);
 
 export type Phase = 'idle' | 'preserving' | 'kexec' | 'claiming';

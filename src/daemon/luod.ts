@@ -56,6 +56,7 @@ import type {
   UpdateReply,
 } from '../protocol/replies.js';
 import type { RecordStore } from '../record/store.js';
+import { errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { Claims } from './claims.js';
 import {
@@ -353,8 +354,7 @@ export class Luod {
       if (delivered) result.delivered?.();
       else result.undelivered?.();
     } catch (err) {
-      const code = (err as { code?: string }).code ?? 'EIO';
-      await reply({ ok: false, error: { code, message: (err as Error).message } });
+      await reply({ ok: false, error: { code: errorCode(err), message: (err as Error).message } });
     }
   }
 

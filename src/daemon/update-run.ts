@@ -28,7 +28,7 @@ import type { LiveUpdateDevice, Session } from '../kernel/device.js';
 import type { AbortedEvent, KexecEvent, StartPreservationEvent } from '../protocol/events.js';
 import { sessionNames } from '../protocol/messages.js';
 import type { SessionsReply } from '../protocol/replies.js';
-import type { SysError } from '../sys/error.js';
+import { errorCode } from '../sys/error.js';
 import type { Claims } from './claims.js';
 import type { Client, LuodContext, UpdateOutcome } from './context.js';
 import type { LoadedKernel } from './kernel.js';
@@ -144,7 +144,7 @@ export class UpdateRun {
         this.#log.error({ err }, 'after the kexec: luod goes on with what it restored');
         return ctx.lastUpdate ?? { update: this.id, outcome: 'rebooted', timeline: this.timeline };
       }
-      const reason = `${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
+      const reason = `${errorCode(err)}: ${(err as Error).message}`;
       this.#failures.push({ id: 'luod', reason });
       return await this.#abort('aborted', reason);
     }
@@ -163,9 +163,8 @@ export class UpdateRun {
         try {
           sessions.push(device.createSession(name));
         } catch (err) {
-          const code = (err as { code?: string }).code;
           const reason =
-            code === 'EEXIST'
+            errorCode(err) === 'EEXIST'
               ? `session ${name} still exists: a copy of it from an earlier update is still open (a client must close its session fds after ABORTED)`
               : `cannot create session ${name}: ${(err as Error).message}`;
           this.#failures.push({ id: clientId, reason });
@@ -186,7 +185,7 @@ export class UpdateRun {
         this.timeline,
       );
     } catch (err) {
-      const reason = `luod cannot make this update crash-safe (it must never be the only holder of a session, and its state file must be written): ${(err as { code?: string }).code ?? 'EIO'}: ${(err as Error).message}`;
+      const reason = `luod cannot make this update crash-safe (it must never be the only holder of a session, and its state file must be written): ${errorCode(err)}: ${(err as Error).message}`;
       this.#failures.push({ id: 'luod', reason });
       return reason;
     }
@@ -289,7 +288,7 @@ export class UpdateRun {
       this.#failures.push({ id: 'kernel', reason: (err as Error).message });
       return await this.#abort(
         'refused',
-        `the kernel refused to kexec: ${(err as SysError).code ?? ''} ${(err as Error).message}`,
+        `the kernel refused to kexec: ${errorCode(err, '')} ${(err as Error).message}`,
       );
     }
     this.#rebooted = true;
