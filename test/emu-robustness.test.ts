@@ -25,7 +25,7 @@ import {
   socket,
   waitReadable,
 } from '../src/sys/index.js';
-import { waitUntil } from './c-client/harness.js';
+import { waitUntil } from './support/wait.js';
 
 const emulators: Emulator[] = [];
 /** Every state directory made here: each holds a memory.img, removed once its emulator stopped. */

@@ -28,10 +28,10 @@ import { listen } from '../src/daemon/server.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
 import { RecordStore } from '../src/record/store.js';
 import { dup, Errno, type OwnedFd, SysError } from '../src/sys/index.js';
-import { waitUntil } from './c-client/harness.js';
 import type { Host } from './crash/hosts.js';
 import { claimAndCheck, closeAllVms, startVm, type Vm } from './crash/vms.js';
 import { bystander } from './hostile/peer.js';
+import { waitUntil } from './support/wait.js';
 
 after(closeAllVms);
 

@@ -23,7 +23,7 @@ import { readStateFile, type StateBody, writeStateFile } from '../src/daemon/sta
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
 import { dup, fstat, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
 import { bind, receiveWithFds, socket, socketpair } from '../src/sys/socket.js';
-import { waitUntil } from './c-client/harness.js';
+import { waitUntil } from './support/wait.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-keeper-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
