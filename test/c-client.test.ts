@@ -13,7 +13,8 @@ import * as path from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
 import { fstat, ftruncate, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
-import { type LuodInstance, ROOT, spawnChild, startLuod, waitIdleWith } from './c-client/harness.js';
+import { spawnChild } from './support/child.js';
+import { type LuodInstance, ROOT, startLuod, waitIdleWith } from './support/luod.js';
 
 const SOURCE = path.join(ROOT, 'test/c-client/luo_client.c');
 const SHIM = path.join(ROOT, 'build/native/libluoemu.so');

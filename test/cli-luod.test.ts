@@ -94,6 +94,46 @@ test('update --dry-run changes nothing; abort with no update is EBUSY; bad durat
   assert.match(duration.stderr, /EINVAL: not a duration: soon/);
 });
 
+/** luoctl without blocking this process: a client here must answer luod meanwhile. */
+function luoctlAsync(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['dist/cli/luoctl.js', ...args], {
+      env: { ...process.env, LUOD_SOCKET: socket },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+test('update exits 1 when the update is aborted: a script must not take it for success', async () => {
+  const vm = await LuoClient.connect(socket);
+  try {
+    vm.onPreserve(() => {
+      throw new Error('this VM cannot be preserved');
+    });
+    await vm.subscribe('vm-refuses');
+    const run = await luoctlAsync('update', '--timeout', '20s', '--json');
+    assert.equal(run.status, 1, `${run.stdout}\n${run.stderr}`);
+    const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
+    assert.equal(result.outcome, 'aborted');
+    assert.match(result.reason, /vm-refuses failed: this VM cannot be preserved/);
+    const text = await luoctlAsync('update', '--timeout', '20s');
+    assert.equal(text.status, 1, text.stderr);
+    assert.match(text.stdout, /: aborted \(vm-refuses failed/);
+  } finally {
+    vm.close();
+  }
+  assert.equal(JSON.parse(luoctl('status', '--json').stdout).phase, 'idle');
+});
+
 test('without luod, commands say where they looked', () => {
   const run = spawnSync(process.execPath, ['dist/cli/luoctl.js', 'status'], {
     encoding: 'utf8',

@@ -13,7 +13,7 @@ import { LuoClient, type LuoClientError } from '../src/client/index.js';
 import { LineChannel } from '../src/protocol/lines.js';
 import { memfdCreate } from '../src/sys/index.js';
 import { UnixServer } from '../src/sys/unix-socket.js';
-import { waitUntil } from './c-client/harness.js';
+import { waitUntil } from './support/wait.js';
 
 type Script = (command: Record<string, unknown>, channel: LineChannel) => void;
 

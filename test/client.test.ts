@@ -18,14 +18,9 @@ import { fstat, ftruncate, memfdCreate, type OwnedFd, pread, pwriteAll } from '.
 import { parseSize } from '../src/sys/size.js';
 import { receiveWithFds, sendWithFds, socketpair } from '../src/sys/socket.js';
 import { UnixSocket } from '../src/sys/unix-socket.js';
-import {
-  type LuodInstance,
-  ROOT,
-  spawnChild,
-  startLuod,
-  waitIdleWith,
-  waitUntil,
-} from './c-client/harness.js';
+import { spawnChild } from './support/child.js';
+import { type LuodInstance, ROOT, startLuod, waitIdleWith } from './support/luod.js';
+import { waitUntil } from './support/wait.js';
 
 const NOBODY = 65534;
 

@@ -16,7 +16,6 @@ import { after, describe, test } from 'node:test';
 import { LuoClient, type LuoClientError } from '../src/client/index.js';
 import type { UpdateRecord } from '../src/record/format.js';
 import { listRecordFiles, readRecordFile } from '../src/record/store.js';
-import { waitUntil } from './c-client/harness.js';
 import { FakeSystemd, HolderHost, type Host, MAIN } from './crash/hosts.js';
 import {
   admin,
@@ -31,6 +30,7 @@ import {
   withHost,
   withLog,
 } from './crash/vms.js';
+import { waitUntil } from './support/wait.js';
 
 after(closeAllVms);
 

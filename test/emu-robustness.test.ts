@@ -25,14 +25,34 @@ import {
   socket,
   waitReadable,
 } from '../src/sys/index.js';
+import { waitUntil } from './support/wait.js';
 
 const emulators: Emulator[] = [];
+/** Every state directory made here: each holds a memory.img, removed once its emulator stopped. */
+const stateDirs: string[] = [];
 after(async () => {
-  for (const emu of emulators) await emu.stop().catch(() => {});
+  for (const emu of emulators) {
+    await emu.stop().catch(() => {});
+    // Its last writes (emu.log, kernel.json) land when the process ends: remove the directory after.
+    if (emu.pid !== null)
+      await waitUntil(() => !processAlive(emu.pid!), 'the emulator exits', 10_000).catch(() => {});
+  }
+  for (const dir of stateDirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function stateDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-emu-robust-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-emu-robust-'));
+  stateDirs.push(dir);
+  return dir;
 }
 
 async function emulator(dir = stateDir(), kernel?: string): Promise<Emulator> {

@@ -28,11 +28,11 @@ import { listen } from '../src/daemon/server.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
 import { RecordStore } from '../src/record/store.js';
 import { Errno, SysError } from '../src/sys/index.js';
-import { waitUntil } from './c-client/harness.js';
 import type { Host } from './crash/hosts.js';
 import { claimAndCheck, closeAllVms, startVm, type Vm } from './crash/vms.js';
 import { bystander } from './hostile/peer.js';
 import { MemoryHolder } from './support/memory-holder.js';
+import { waitUntil } from './support/wait.js';
 
 after(closeAllVms);
 

@@ -11,10 +11,10 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
 import { memfdCreate } from '../src/sys/index.js';
-import { waitUntil } from './c-client/harness.js';
 import { HolderHost } from './crash/hosts.js';
 import { claimAndCheck, closeAllVms, startVm, status, waitSubscribed, withHost } from './crash/vms.js';
 import { bystander, fdCount, RawPeer, rssBytes, sleep } from './hostile/peer.js';
+import { waitUntil } from './support/wait.js';
 
 after(closeAllVms);
 

@@ -14,14 +14,16 @@ import pino from 'pino';
 import { heldName, parseHeldName } from '../src/daemon/held-names.js';
 import { HolderProcess } from '../src/daemon/holder-process.js';
 import { SessionKeeper } from '../src/daemon/keeper.js';
+import { emulatedKernel } from '../src/daemon/kernel.js';
 import { chooseKexecMode } from '../src/daemon/kexec-mode.js';
 import { isValidFdName, notifyAddress, SdNotify, takeListenFds } from '../src/daemon/sd-notify.js';
 import { statusLine, watchdogIntervalMs } from '../src/daemon/service-notify.js';
 import { readStateFile, type StateBody, writeStateFile } from '../src/daemon/state-file.js';
+import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
 import { fstat, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
 import { bind, receiveWithFds, socket, socketpair } from '../src/sys/socket.js';
-import { waitUntil } from './c-client/harness.js';
 import { MemoryHolder } from './support/memory-holder.js';
+import { waitUntil } from './support/wait.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-keeper-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -212,6 +214,50 @@ describe('the state file', () => {
     assert.match(errors[0]!, /"code":"EBADMSG"/);
     assert.ok(errors[0]!.includes(file));
     assert.equal(fs.existsSync(file), false);
+  });
+});
+
+describe('what a restarted luod takes back', () => {
+  test('an `in` fd of an earlier boot is dropped, not served to a CLAIM; one of this boot is kept', async () => {
+    // Real (emulated) sessions: a keeper that kept the old one would adopt it without complaint.
+    const stateDir = path.join(dir, 'emu-leftover');
+    const device = emulatedKernel(stateDir).openDevice();
+    const holder = new MemoryHolder();
+    const errors: string[] = [];
+    const log = pino({ level: 'error' }, { write: (line: string) => errors.push(line) });
+    try {
+      const stale = heldName({ role: 'in', boot: 'old-boot', update: 'u-1', uid: 0, session: 'vm-old' });
+      const current = heldName({ role: 'in', boot: 'this-boot', update: 'u-1', uid: 0, session: 'vm-new' });
+      for (const [name, session] of [
+        [stale, device.createSession('vm-old')],
+        [current, device.createSession('vm-new')],
+      ] as const) {
+        await holder.hold(name, session);
+        session.close();
+      }
+      device.close();
+      const keeper = new SessionKeeper({
+        holder,
+        stateFile: path.join(dir, 'leftover.state.json'),
+        bootId: async () => 'this-boot',
+        log,
+      });
+      const recovered = await keeper.start();
+      assert.deepEqual(
+        recovered.incoming?.clients.map((c) => c.id),
+        ['vm-new'],
+        'only the session of this boot is offered',
+      );
+      assert.deepEqual([...holder.held.keys()], [current], 'the leftover is released by the holder');
+      assert.ok(
+        errors.some((line) => line.includes(stale) && /dropping it/.test(line)),
+        errors.join('\n'),
+      );
+      for (const c of recovered.incoming?.clients ?? []) for (const session of c.sessions) session.close();
+    } finally {
+      for (const fd of holder.held.values()) fd.close();
+      await stopEmulator(statePaths(stateDir)).catch(() => {});
+    }
   });
 });
 

@@ -18,10 +18,10 @@ import { after, describe, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
 import { MAX_ANONYMOUS_PER_UID, RESERVED_SLOTS } from '../src/daemon/luod.js';
 import { MAX_CLIENTS } from '../src/protocol/messages.js';
-import { waitUntil } from './c-client/harness.js';
 import { HolderHost } from './crash/hosts.js';
 import { closeAllVms, fullUpdate, startVm, status, waitSubscribed, withHost } from './crash/vms.js';
 import { RawPeer, sleep } from './hostile/peer.js';
+import { waitUntil } from './support/wait.js';
 
 after(closeAllVms);
 

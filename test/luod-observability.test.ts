@@ -14,7 +14,8 @@ import { LuoClient } from '../src/client/index.js';
 import { PHASES, type UpdateRecord } from '../src/record/format.js';
 import { readRecordFile } from '../src/record/store.js';
 import { memfdCreate, type OwnedFd, pwriteAll } from '../src/sys/index.js';
-import { type LuodInstance, startLuod, waitUntil } from './c-client/harness.js';
+import { type LuodInstance, startLuod } from './support/luod.js';
+import { waitUntil } from './support/wait.js';
 
 const instances: LuodInstance[] = [];
 const closers: (() => void)[] = [];
@@ -55,17 +56,12 @@ async function claimBack(socket: string, id: string): Promise<void> {
   client.close();
 }
 
-/** waitUntil, typed for checks that answer undefined until they have a value. */
-async function waitFor<T>(check: () => Promise<T | undefined> | T | undefined, what: string): Promise<T> {
-  return (await waitUntil(check, what)) as T;
-}
-
 function recordOf(luod: LuodInstance, update: string): string {
   return path.join(luod.stateDir, 'updates', `${update}.json`);
 }
 
 async function finishedRecord(luod: LuodInstance, update: string): Promise<UpdateRecord> {
-  return waitFor(() => {
+  return waitUntil(() => {
     const file = recordOf(luod, update);
     if (!fs.existsSync(file)) return undefined;
     const record = readRecordFile(file);
@@ -175,7 +171,7 @@ describe('a completed update', () => {
 
   test('the phase transitions are logged, and every line during the update carries its id', async () => {
     // The record file can be read before luod's output has reached this process.
-    const lines = await waitFor(() => {
+    const lines = await waitUntil(() => {
       const all = logLines(luod);
       return all.some((l) => l.event === 'record' && l.outcome === 'completed') ? all : undefined;
     }, "luod's log of the record written");
@@ -218,7 +214,7 @@ describe('a completed update', () => {
     await new Promise((resolve) => raw.once('connect', resolve));
     raw.write('this is not json\n{"cmd":"BOGUS"}\n');
     const held = await vmm(luod.socket, 'vm-c');
-    const text = await waitFor(async () => {
+    const text = await waitUntil(async () => {
       const t = await scrape(port);
       return sample(t, 'luod_protocol_errors_total{kind="unknown-command"}') === 1 ? t : undefined;
     }, 'the protocol errors counted');
@@ -234,7 +230,7 @@ describe('a completed update', () => {
     assert.equal(sample(text, 'luod_sessions_held'), 0);
     assert.equal(sample(text, 'luod_unclaimed_sessions'), 0);
     held.close();
-    const file = await waitFor(() => {
+    const file = await waitUntil(() => {
       const t = fs.existsSync(textfile) ? fs.readFileSync(textfile, 'utf8') : '';
       return sample(t, 'luod_updates_total{outcome="completed"}') === 1 ? t : undefined;
     }, 'the textfile written after the update');

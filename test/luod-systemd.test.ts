@@ -10,7 +10,6 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { claimAfterReboot, type LuoClientError } from '../src/client/index.js';
-import { waitUntil } from './c-client/harness.js';
 import { FakeSystemd, MAIN } from './crash/hosts.js';
 import {
   admin,
@@ -24,6 +23,7 @@ import {
   waitSubscribed,
   withHost,
 } from './crash/vms.js';
+import { waitUntil } from './support/wait.js';
 
 after(closeAllVms);
 

@@ -20,10 +20,11 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
 import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../src/qemu/counter-serial.js';
-import { ROOT, waitUntil } from './c-client/harness.js';
 import { HolderHost } from './crash/hosts.js';
 import { closeAllVms, startVm, status, waitSubscribed, withHost } from './crash/vms.js';
 import { LUO_QEMU, QEMU, QemuVm } from './qemu/vm.js';
+import { ROOT } from './support/luod.js';
+import { waitUntil } from './support/wait.js';
 
 after(closeAllVms);
 

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { CodedError } from '../sys/error.js';
 import type { RegisterCommand } from './environment.js';
 import { askFor } from './luod-connection.js';
 import { commandAction, ExitCode, type Output } from './output.js';
@@ -26,8 +27,7 @@ function progressPrinter(out: Output): (event: Record<string, unknown>) => void 
 
 function parseSeconds(text: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!match)
-    throw Object.assign(new Error(`not a duration: ${text} (e.g. 30s, 500ms, 2m)`), { code: 'EINVAL' });
+  if (!match) throw new CodedError('EINVAL', `not a duration: ${text} (e.g. 30s, 500ms, 2m)`);
   const value = Number(match[1]);
   return match[2] === 'ms' ? value / 1000 : match[2] === 'm' ? value * 60 : value;
 }
@@ -120,9 +120,7 @@ export const register: RegisterCommand = (program) => {
           emuVersion?: string;
         }>();
         if (opts.cmdline !== undefined && opts.reuseCmdline) {
-          throw Object.assign(new Error('--cmdline and --reuse-cmdline exclude each other'), {
-            code: 'EINVAL',
-          });
+          throw new CodedError('EINVAL', '--cmdline and --reuse-cmdline exclude each other');
         }
         const reply = await askFor(
           {

@@ -3,6 +3,7 @@
  * and what to fix. Exit status 0 only when a live update can really run here.
  */
 import { gatherHostFacts } from '../host/probe.js';
+import { CodedError, errorCode } from '../sys/error.js';
 import { type CheckStatus, type DoctorReport, diagnose, type LuodFacts } from './doctor-report.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod } from './luod-connection.js';
@@ -47,8 +48,7 @@ export async function askLuodFacts(): Promise<LuodFacts> {
       askLuod({ cmd: 'STATUS' }),
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () =>
-            reject(Object.assign(new Error(`no answer within ${LUOD_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })),
+          () => reject(new CodedError('ETIMEDOUT', `no answer within ${LUOD_TIMEOUT_MS} ms`)),
           LUOD_TIMEOUT_MS,
         );
         timer.unref();
@@ -59,7 +59,7 @@ export async function askLuodFacts(): Promise<LuodFacts> {
     const holder = (reply.holder as { kind?: string } | null | undefined)?.kind ?? null;
     return { running: true, kexecMode: mode, holder };
   } catch (err) {
-    return { running: false, reason: `${(err as { code?: string }).code ?? 'EIO'}` };
+    return { running: false, reason: errorCode(err) };
   } finally {
     clearTimeout(timer);
   }

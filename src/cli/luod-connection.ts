@@ -5,7 +5,7 @@ import { LineChannel } from '../protocol/lines.js';
 import { checkMessage, socketPath } from '../protocol/messages.js';
 import { REPLIES, type ReplyOf } from '../protocol/replies.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { CodedError, errorCode, SysError } from '../sys/error.js';
 
 export interface LuodReply {
   ok: boolean;
@@ -53,9 +53,7 @@ export function askLuod(
 /** The reply's error as a thrown error carrying luod's errno name. */
 export function checkReply(reply: LuodReply): LuodReply {
   if (reply.ok) return reply;
-  const err = new SysError('luod', Errno.EIO, reply.error?.message ?? 'luod reported an error');
-  Object.defineProperty(err, 'code', { value: reply.error?.code ?? 'EIO' });
-  throw err;
+  throw new CodedError(errorCode(reply.error), reply.error?.message ?? 'luod reported an error');
 }
 
 type Commanded = keyof typeof REPLIES;

@@ -7,6 +7,7 @@
  *    trace: operators need the errno name, not our call graph (LUOKIT_DEBUG=1 adds it).
  */
 import type { Command } from 'commander';
+import { errorCode } from '../sys/error.js';
 
 export const ExitCode = {
   ok: 0,
@@ -22,8 +23,7 @@ const UNCODED_ERROR = 'INTERNAL';
 
 /** The errno-style code and a one-line sentence for any thrown value. */
 export function describeError(err: unknown): { code: string; message: string } {
-  const rawCode = (err as { code?: unknown } | null)?.code;
-  const code = typeof rawCode === 'string' && rawCode !== '' ? rawCode : UNCODED_ERROR;
+  const code = errorCode(err, UNCODED_ERROR);
   const text = err instanceof Error ? err.message : String(err);
   // Node's fs errors start with their own code ("ENOENT: no such file..."); say it once.
   const message = text

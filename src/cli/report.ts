@@ -23,7 +23,7 @@ import { reportHtml } from '../report/html.js';
 import { reportText } from '../report/text.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { CodedError, errorCode, SysError } from '../sys/error.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
@@ -62,8 +62,8 @@ function writeHtml(file: string, record: UpdateRecord): string {
   try {
     writeFileAtomic(target, reportHtml(record));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-    throw Object.assign(new Error(`cannot write ${target}: ${code}`), { code });
+    const code = errorCode(err);
+    throw new CodedError(code, `cannot write ${target}: ${code}`);
   }
   return target;
 }

@@ -44,20 +44,19 @@ import {
   SubscribeReply,
   type UpdateReply,
 } from '../protocol/replies.js';
+import { CodedError, errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { fdTarget } from '../sys/proc.js';
 import { UnixSocket } from '../sys/unix-socket.js';
 
 /** A refusal from luod, or a failure to reach it. `code` is an errno name. */
-export class LuoClientError extends Error {
-  readonly code: string;
+export class LuoClientError extends CodedError {
   /** The command that failed (e.g. 'CLAIM'), when one did. */
   readonly command: string | undefined;
 
   constructor(code: string, message: string, command?: string) {
-    super(message);
+    super(code, message);
     this.name = 'LuoClientError';
-    this.code = code;
     this.command = command;
   }
 }
@@ -192,11 +191,7 @@ function checked<T>(schema: z.ZodType<T>, value: unknown, what: string, command?
 
 function errorOf(err: unknown, fallbackCode = 'EIO'): LuoClientError {
   if (err instanceof LuoClientError) return err;
-  const code = (err as { code?: unknown }).code;
-  return new LuoClientError(
-    typeof code === 'string' ? code : fallbackCode,
-    (err as Error)?.message ?? String(err),
-  );
+  return new LuoClientError(errorCode(err, fallbackCode), (err as Error)?.message ?? String(err));
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -571,7 +566,7 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
 
   #errorFrom(reply: Record<string, unknown>, cmd: string | undefined): LuoClientError {
     const error = (reply.error ?? {}) as { code?: unknown; message?: unknown };
-    const code = typeof error.code === 'string' ? error.code : 'EIO';
+    const code = errorCode(error);
     const message = typeof error.message === 'string' ? error.message : `${cmd ?? 'luod'} failed (${code})`;
     return new LuoClientError(code, message, cmd);
   }

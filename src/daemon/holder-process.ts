@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
 import { LineChannel } from '../protocol/lines.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { CodedError, errorCode, SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import type { FdHolder, FdSource, HeldFd } from './fd-holder.js';
 
@@ -160,7 +160,7 @@ export class HolderProcess implements FdHolder {
       started.exit = signal ? `signal ${signal}` : `status ${code}`;
     });
     child.once('error', (err) => {
-      started.exit = (err as NodeJS.ErrnoException).code ?? err.message;
+      started.exit = errorCode(err, err.message);
     });
     child.unref();
     this.lastStartedPid = child.pid;
@@ -185,13 +185,9 @@ export class HolderProcess implements FdHolder {
     if (message.ok === true) waiter.resolve(message);
     else {
       const error = (message.error ?? {}) as { code?: string; message?: string };
-      const err = new SysError(
-        'holder',
-        Errno.EIO,
-        `fd holder refused ${waiter.op}: ${error.code}: ${error.message}`,
+      waiter.reject(
+        new CodedError(errorCode(error), `fd holder refused ${waiter.op}: ${error.code}: ${error.message}`),
       );
-      Object.defineProperty(err, 'code', { value: error.code ?? 'EIO' });
-      waiter.reject(err);
     }
   }
 

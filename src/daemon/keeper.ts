@@ -26,7 +26,7 @@ import type { Session } from '../kernel/device.js';
 import { adoptSession } from '../kernel/index.js';
 import { INTERNAL_SESSION } from '../protocol/messages.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import type { FdHolder, HeldFd } from './fd-holder.js';
 import { bootPart, type HeldName, type HeldRole, heldName, parseHeldName } from './held-names.js';
 import { type CarriedState, type CarriedStateV1, type PhaseMark, readCarriedState } from './state.js';
@@ -405,7 +405,7 @@ export class SessionKeeper {
     try {
       writeStateFile(this.stateFile, body);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      const code = errorCode(err);
       throw new SysError(
         'luod',
         errnoNumber(code) ?? Errno.EIO,

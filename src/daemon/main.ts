@@ -34,7 +34,7 @@ import {
   RecordStore,
 } from '../record/store.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import { type FdHolder, SystemdFdStore } from './fd-holder.js';
 import { HolderProcess, holderSocketPath } from './holder-process.js';
 import { IdOwners } from './id-owners.js';
@@ -69,7 +69,7 @@ function timelineWriter(file: string): (mark: PhaseEvent) => void {
   try {
     fd = fs.openSync(file, 'a');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    const code = errorCode(err);
     throw new SysError(
       'luod',
       Errno[code as keyof typeof Errno] ?? Errno.EIO,
@@ -281,8 +281,7 @@ try {
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? 0 : 2;
   } else {
-    const code = (err as { code?: string }).code ?? 'EIO';
-    process.stderr.write(`luod: ${code}: ${(err as Error).message}\n`);
+    process.stderr.write(`luod: ${errorCode(err)}: ${(err as Error).message}\n`);
     if (process.env.LUOKIT_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = 1;
   }

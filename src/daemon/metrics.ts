@@ -14,7 +14,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { blackoutOf, OUTCOMES, type UpdateRecord } from '../record/format.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 
 /** What luod holds right now, read at each scrape. */
 export interface LuodGauges {
@@ -196,8 +196,8 @@ export class LuodMetrics {
         reject(
           new SysError(
             'metrics',
-            errnoNumber(err.code ?? '') ?? Errno.EIO,
-            `cannot serve metrics on 127.0.0.1:${port}: ${err.code ?? err.message}`,
+            errnoNumber(errorCode(err)) ?? Errno.EIO,
+            `cannot serve metrics on 127.0.0.1:${port}: ${errorCode(err, err.message)}`,
           ),
         ),
       );

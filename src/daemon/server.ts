@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { LineChannel } from '../protocol/lines.js';
 import { MAX_CLIENTS } from '../protocol/messages.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import { UnixServer, UnixSocket } from '../sys/unix-socket.js';
 import type { Luod } from './luod.js';
 
@@ -44,7 +44,7 @@ export function prepareSocketDir(socketPath: string): void {
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    const code = errorCode(err);
     throw new SysError(
       'luod',
       errnoNumber(code) ?? Errno.EIO,

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import { PhaseMark } from './state.js';
 
 export const STATE_FILE_FORMAT = 'luod-state-file-v1';
@@ -99,7 +99,7 @@ export function readStateFile(path: string): StateBody | null {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') return null;
     const errno = typeof e.errno === 'number' ? Math.abs(e.errno) : Errno.EIO;
-    throw new StateFileError(path, errno, `the state file cannot be read (${e.code ?? 'EIO'})`);
+    throw new StateFileError(path, errno, `the state file cannot be read (${errorCode(e)})`);
   }
   let parsed: unknown;
   try {

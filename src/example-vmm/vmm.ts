@@ -40,6 +40,7 @@ import { parseArgs } from 'node:util';
 import { type DisconnectInfo, LuoClient, LuoClientError, type PreservationRequest } from '../client/index.js';
 import type { Session } from '../kernel/index.js';
 import { socketPath } from '../protocol/messages.js';
+import { errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { fstat, ftruncate, pread, pwriteAll } from '../sys/file.js';
 import {
@@ -497,7 +498,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
         blackout_ms: 0,
         update: '',
         generation: guest.generation,
-        error: `${(err as LuoClientError).code ?? 'EIO'}: ${(err as Error).message}`,
+        error: `${errorCode(err)}: ${(err as Error).message}`,
       };
     }
   };
@@ -633,9 +634,7 @@ export async function vmmMain(argv: string[]): Promise<number> {
     const complete = results.length > 0 || controller.signal.aborted;
     return complete && results.every((r) => r.verified) ? 0 : 1;
   } catch (err) {
-    process.stderr.write(
-      `vmm ${options.id}: ${(err as LuoClientError).code ?? 'EIO'}: ${(err as Error).message}\n`,
-    );
+    process.stderr.write(`vmm ${options.id}: ${errorCode(err)}: ${(err as Error).message}\n`);
     return 1;
   } finally {
     process.off('SIGTERM', stop);

@@ -4,6 +4,7 @@
  * running systemctl, uname) comes from injected probes, so every branch can be
  * tested on a machine without LUO.
  */
+import { errorCode } from '../sys/error.js';
 import type { KexecFileLoadAvailability } from '../sys/kexec.js';
 import { type KernelCmdline, parseKernelCmdline } from './cmdline.js';
 import { readHostText } from './host-files.js';
@@ -56,10 +57,9 @@ export function probeDevice(openDevice: HostProbes['openDevice']): DeviceAccess 
   try {
     handle = openDevice();
   } catch (err) {
-    const code = (err as { code?: unknown }).code;
     return {
       opened: false,
-      code: typeof code === 'string' ? code : 'EUNKNOWN',
+      code: errorCode(err, 'EUNKNOWN'),
       message: err instanceof Error ? err.message : String(err),
     };
   }

@@ -8,7 +8,7 @@
  * exactly as a C program would lay them out.
  */
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import { type FdLike, OwnedFd, rawFd } from '../sys/fd.js';
 import { isOpen } from '../sys/file.js';
 import { LuoError, luoError } from '../uapi/errors.js';
@@ -129,7 +129,7 @@ export class LuoSession implements Session {
     try {
       return new LuoSession(transport, fd, probe.getName(), 'adopted');
     } catch (err) {
-      if (knownName === undefined || (err as { code?: string }).code === 'EBADF') throw err;
+      if (knownName === undefined || errorCode(err) === 'EBADF') throw err;
       return new LuoSession(transport, fd, knownName, 'adopted');
     }
   }

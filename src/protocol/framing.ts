@@ -10,6 +10,7 @@
  * accumulated when the chunk arrives (two back-to-back lines, a reply and
  * then START_PRESERVATION with its fds, arrive in one recvmsg()).
  */
+import { CodedError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 
 export interface ReceivedLine {
@@ -93,6 +94,6 @@ export class LineFramer {
     for (const entry of delivered) for (const fd of entry.fds) fd.close();
     for (const fd of more) fd.close();
     this.dispose();
-    throw Object.assign(new Error(message), { code });
+    throw new CodedError(code, message);
   }
 }

@@ -6,6 +6,7 @@
  * fds belong to is decided by LineFramer (framing.ts).
  */
 import { EventEmitter } from 'node:events';
+import { errorCode } from '../sys/error.js';
 import type { FdLike, OwnedFd } from '../sys/fd.js';
 import { UnixSocket } from '../sys/unix-socket.js';
 import { LineFramer, type ReceivedLine } from './framing.js';
@@ -109,7 +110,7 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
       lines = this.#framer.push(data, fds);
     } catch (err) {
       this.emit('malformed', {
-        code: (err as { code: string }).code,
+        code: errorCode(err),
         message: (err as Error).message,
         fatal: true,
       });

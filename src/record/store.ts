@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { statePaths } from '../kernel/emu/paths.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import { describeRecordIssue, UpdateId, UpdateRecord } from './format.js';
 
 /** Where luod keeps records on a real host. */
@@ -110,7 +110,7 @@ export function readRecordFile(file: string): UpdateRecord {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     if (err instanceof SysError) throw err;
-    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    const code = errorCode(err);
     if (code === 'ENOENT') throw new SysError('record', Errno.ENOENT, `no record ${file}`);
     throw new SysError('record', Errno.EIO, `cannot read record ${file}: ${code}`);
   }

@@ -31,7 +31,8 @@ import { adoptSession } from '../../src/kernel/index.js';
 import { dup, type OwnedFd } from '../../src/sys/index.js';
 import { bind, socket } from '../../src/sys/socket.js';
 import { UnixSocket } from '../../src/sys/unix-socket.js';
-import { ROOT, waitUntil } from '../c-client/harness.js';
+import { ROOT } from '../support/luod.js';
+import { waitUntil } from '../support/wait.js';
 
 export const MAIN = path.join(ROOT, 'dist/daemon/main.js');
 const SYSTEMCTL_DOUBLE = path.join(ROOT, 'test/crash/fake-systemctl.mjs');

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { type AbortedEvent, claimAfterReboot, LuoClient, LuoSubscription } from '../../src/client/index.js';
 import { fstat, memfdCreate, type OwnedFd, pread, pwriteAll } from '../../src/sys/index.js';
-import { waitUntil } from '../c-client/harness.js';
+import { waitUntil } from '../support/wait.js';
 import type { Host } from './hosts.js';
 
 /** How a test VM answers START_PRESERVATION. */

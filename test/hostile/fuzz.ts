@@ -22,9 +22,9 @@ import fc from 'fast-check';
 import { LuoClient } from '../../src/client/index.js';
 import { memfdCreate, type OwnedFd } from '../../src/sys/index.js';
 import { socketpair } from '../../src/sys/socket.js';
-import { waitUntil } from '../c-client/harness.js';
 import { HolderHost } from '../crash/hosts.js';
 import { claimAndCheck, startVm, status, type Vm, waitSubscribed } from '../crash/vms.js';
+import { waitUntil } from '../support/wait.js';
 import { bystander, fdCount, RawPeer, rssBytes, sleep } from './peer.js';
 
 export const BYSTANDER_BOUND_MS = 5_000;

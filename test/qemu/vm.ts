@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { counterGuest, counterGuestArgs } from '../../src/qemu/counter-guest.js';
 import { type GuestLine, parseSerial } from '../../src/qemu/counter-serial.js';
-import { ROOT } from '../c-client/harness.js';
+import { ROOT } from '../support/luod.js';
 
 export const LUO_QEMU = path.join(ROOT, 'dist/cli/luo-qemu.js');
 export const QEMU = 'qemu-system-x86_64';
