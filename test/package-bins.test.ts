@@ -17,7 +17,7 @@ const bins = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')
 >;
 
 test('every bin in package.json is built, executable, and starts with a node shebang', () => {
-  assert.deepEqual(Object.keys(bins).sort(), ['luoctl', 'luod']);
+  assert.deepEqual(Object.keys(bins).sort(), ['luo-qemu', 'luoctl', 'luod']);
   for (const [name, file] of Object.entries(bins)) {
     const full = path.join(ROOT, file);
     assert.ok(fs.existsSync(full), `${name}: ${file} is not built`);
@@ -30,4 +30,12 @@ test('luoctl runs as a program by its path (as npx runs it)', () => {
   const run = spawnSync(path.join(ROOT, bins.luoctl!), ['--version'], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
   assert.match(run.stdout.trim(), /^\d+\.\d+\.\d+/);
+});
+
+test('luo-qemu runs as a program by its path, and says what it needs', () => {
+  const run = spawnSync(path.join(ROOT, bins['luo-qemu']!), ['--id', 'vm-1', '--ram', '64M'], {
+    encoding: 'utf8',
+  });
+  assert.equal(run.status, 1, run.stderr);
+  assert.match(run.stderr, /^luo-qemu: EINVAL: no QEMU command: put it after --$/m);
 });
