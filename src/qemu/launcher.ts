@@ -357,7 +357,7 @@ export class LuoQemu {
       this.#pausedAt = Date.now();
       // Called off (ABORTED, luod gone) while QEMU was stopping: nobody else would resume it.
       if (cancelled.aborted) throw new Error('the update was called off while the VM was stopping');
-      qmp.events.length = 0; // only this migration's events from now on
+      const since = qmp.eventCount; // only this migration's events, not an earlier update's
       await qmp.execute('getfd', { fdname: 'luo-state' }, 10_000, [state]);
       await qmp.execute('migrate', { uri: 'fd:luo-state' });
       const done = await qmp.waitEvent(
@@ -365,6 +365,7 @@ export class LuoQemu {
           e.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(e.data?.status)),
         60_000,
         'the end of saving the device state',
+        since,
       );
       if (done.data?.status !== 'completed') throw new Error(await migrationError(qmp));
       if (cancelled.aborted) throw new Error('the update was called off while the device state was saved');

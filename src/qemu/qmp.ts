@@ -53,8 +53,14 @@ export interface QmpConnectOptions {
   gone?: () => string | null;
 }
 
+/** Events kept: a VM that runs for months must not grow its manager's memory. */
+const MAX_EVENTS = 1024;
+
 export class QmpClient {
+  /** The most recent events (at most MAX_EVENTS), oldest first. */
   readonly events: QmpEvent[] = [];
+  /** Events let go of to keep `events` short: eventCount counts them too. */
+  #droppedEvents = 0;
   readonly #socket: UnixSocket;
   readonly #framer = new LineFramer(MAX_QMP_LINE);
   readonly #pending = new Map<number, Pending>();
@@ -143,9 +149,17 @@ export class QmpClient {
     });
   }
 
-  /** The first event (already received, or to come) that `match` accepts. */
-  waitEvent(match: (event: QmpEvent) => boolean, timeoutMs: number, what: string): Promise<QmpEvent> {
-    const seen = this.events.find(match);
+  /**
+   * The first event that `match` accepts, among those received since
+   * `eventCount` was `from` (0: every one kept), or to come.
+   */
+  waitEvent(
+    match: (event: QmpEvent) => boolean,
+    timeoutMs: number,
+    what: string,
+    from = 0,
+  ): Promise<QmpEvent> {
+    const seen = this.events.slice(Math.max(0, from - this.#droppedEvents)).find(match);
     if (seen) return Promise.resolve(seen);
     if (this.#closed) return Promise.reject(new Error(`waiting for ${what}: ${this.#closeReason}`));
     return new Promise((resolve, reject) => {
@@ -171,6 +185,11 @@ export class QmpClient {
       this.#eventWaiters.add(onEvent);
       this.#eventWaiters.add(onClose);
     });
+  }
+
+  /** How many events arrived so far: a mark for waitEvent's `from`. */
+  get eventCount(): number {
+    return this.#droppedEvents + this.events.length;
   }
 
   get closed(): boolean {
@@ -226,6 +245,10 @@ export class QmpClient {
     if (typeof message.event === 'string') {
       const event = message as unknown as QmpEvent;
       this.events.push(event);
+      if (this.events.length > MAX_EVENTS) {
+        this.events.shift();
+        this.#droppedEvents++;
+      }
       for (const waiter of [...this.#eventWaiters]) waiter(event);
       return;
     }
