@@ -27,8 +27,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PreservedMemoryMap, walkRadixTreeRuns } from '../src/abi/kho-radix.js';
-import { SparseFileMemory } from '../src/abi/memory.js';
+import { walkRadixTreeRuns } from '../src/abi/kho-radix-walk.js';
+import { SparseFileMemory } from '../src/abi/memory-files.js';
+import { PreservedMemoryMap } from '../src/abi/preserved-map.js';
 import {
   type BenchContext,
   type Benchmark,

@@ -22,13 +22,8 @@ import { encodeBlockHeader } from '../src/abi/kho-block.js';
 import { encodeRadixTree, type PreservedRange, physicalRangeOf, rangeBytes } from '../src/abi/kho-radix.js';
 import { decodeLuoSer, LUO_SER_SIZE } from '../src/abi/luo.js';
 import { type MemfdState, writeMemfdContents } from '../src/abi/memfd.js';
-import {
-  FileSegmentMemory,
-  PAGE_SIZE,
-  PagedMemory,
-  PhysicalMemoryWriter,
-  SparseFileMemory,
-} from '../src/abi/memory.js';
+import { PAGE_SIZE, PagedMemory, PhysicalMemoryWriter } from '../src/abi/memory.js';
+import { FileSegmentMemory, SparseFileMemory } from '../src/abi/memory-files.js';
 import { PageAllocator } from '../src/abi/page-allocator.js';
 import { elfCore } from './fixtures/abi/elf-core.js';
 

@@ -18,16 +18,14 @@ import {
   scanForKhoRoots,
 } from '../src/abi/kho.js';
 import {
-  decodeRadixTree,
   encodeRadixTree,
   KHO_TREE_MAX_DEPTH,
-  PreservedMemoryMap,
   type PreservedRange,
   preservePagesRanges,
   radixKey,
   rangeOfRadixKey,
-  summarizePreserved,
 } from '../src/abi/kho-radix.js';
+import { decodeRadixTree } from '../src/abi/kho-radix-walk.js';
 import {
   decodeKhoVmalloc,
   encodeKhoVmalloc,
@@ -37,6 +35,7 @@ import {
 } from '../src/abi/kho-vmalloc.js';
 import { PAGE_SIZE, PagedMemory, PhysicalMemoryWriter } from '../src/abi/memory.js';
 import { PageAllocator } from '../src/abi/page-allocator.js';
+import { PreservedMemoryMap, summarizePreserved } from '../src/abi/preserved-map.js';
 import {
   bootOutcome,
   KERNEL_ABIS,

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { AbiError } from '../src/abi/errors.js';
-import { PreservedMemoryMap } from '../src/abi/kho-radix.js';
 import {
   decodeMemfdFolioSer,
   decodeMemfdLuoSer,
@@ -18,6 +17,7 @@ import {
   writeMemfdContents,
 } from '../src/abi/memfd.js';
 import { PAGE_SIZE, PagedMemory, PhysicalMemoryWriter } from '../src/abi/memory.js';
+import { PreservedMemoryMap } from '../src/abi/preserved-map.js';
 
 test('memfd_luo_ser: {u64 pos; u64 size; u32 seals; u32 flags; u64 nr_folios; struct kho_vmalloc folios}', () => {
   const bytes = [

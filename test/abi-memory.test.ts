@@ -5,14 +5,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import fc from 'fast-check';
 import { AbiError } from '../src/abi/errors.js';
-import {
-  FileSegmentMemory,
-  PAGE_SIZE,
-  PagedMemory,
-  PhysicalMemoryWriter,
-  readStruct,
-  SparseFileMemory,
-} from '../src/abi/memory.js';
+import { PAGE_SIZE, PagedMemory, PhysicalMemoryWriter, readStruct } from '../src/abi/memory.js';
+import { FileSegmentMemory, SparseFileMemory } from '../src/abi/memory-files.js';
 import { DEFAULT_ALLOCATION_BASE, PageAllocator } from '../src/abi/page-allocator.js';
 import { elfCore } from './fixtures/abi/elf-core.js';
 

@@ -11,7 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { writeHandover } from '../src/abi/handover.js';
-import { PhysicalMemoryWriter, SparseFileMemory } from '../src/abi/memory.js';
+import { PhysicalMemoryWriter } from '../src/abi/memory.js';
+import { SparseFileMemory } from '../src/abi/memory-files.js';
 import { type Emulator, startEmulator } from '../src/kernel/emu/index.js';
 import { decodeReply, encodeRequest, KIND_IOCTL } from '../src/kernel/emu/protocol.js';
 import {

@@ -10,16 +10,11 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { AbiError } from '../src/abi/errors.js';
 import { khoU64 } from '../src/abi/kho.js';
-import {
-  encodeRadixTree,
-  PreservedMemoryMap,
-  type PreservedRange,
-  radixKey,
-  runPa,
-  walkRadixTreeRuns,
-} from '../src/abi/kho-radix.js';
+import { encodeRadixTree, type PreservedRange, radixKey } from '../src/abi/kho-radix.js';
+import { runPa, walkRadixTreeRuns } from '../src/abi/kho-radix-walk.js';
 import { PAGE_SIZE, PagedMemory, PhysicalMemoryWriter } from '../src/abi/memory.js';
 import { PageAllocator } from '../src/abi/page-allocator.js';
+import { PreservedMemoryMap } from '../src/abi/preserved-map.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 

@@ -6,9 +6,10 @@
  */
 import type { AbiError } from './errors.js';
 import type { KhoSubtree, ReserveMem } from './kho.js';
-import type { PreservedMemoryMap, PreservedRange } from './kho-radix.js';
+import type { PreservedRange } from './kho-radix.js';
 import type { LuoFlbSer } from './luo.js';
 import type { MemfdState } from './memfd.js';
+import type { PreservedMemoryMap } from './preserved-map.js';
 
 export interface HandoverModel {
   /** luo_ser.liveupdate_num as written: the outgoing kernel's count of live updates. */

@@ -38,12 +38,8 @@ import {
   type ReserveMem,
 } from './kho.js';
 import { readBlockChain } from './kho-block.js';
-import {
-  PreservedMemoryMap,
-  type PreservedRange,
-  preservePagesRanges,
-  walkRadixTreeRuns,
-} from './kho-radix.js';
+import { type PreservedRange, preservePagesRanges } from './kho-radix.js';
+import { walkRadixTreeRuns } from './kho-radix-walk.js';
 import {
   decodeLuoFileSer,
   decodeLuoSer,
@@ -58,6 +54,7 @@ import {
 } from './luo.js';
 import { MEMFD_LUO_FH_COMPATIBLE, readMemfd } from './memfd.js';
 import { checkPageAligned, PAGE_SIZE, type PhysicalMemory, readStruct } from './memory.js';
+import { PreservedMemoryMap } from './preserved-map.js';
 
 type ProblemContext = Pick<HandoverProblem, 'session' | 'sessionIndex' | 'token'>;
 

@@ -17,7 +17,7 @@
  */
 import { readU32, readU64, writeU32, writeU64 } from './bytes.js';
 import { AbiError } from './errors.js';
-import { type PreservedMemoryMap, type PreservedRange, rangeBytes } from './kho-radix.js';
+import { type PreservedRange, rangeBytes } from './kho-radix.js';
 import {
   decodeKhoVmalloc,
   encodeKhoVmalloc,
@@ -34,6 +34,7 @@ import {
   type PhysicalMemoryWriter,
   readStruct,
 } from './memory.js';
+import type { PreservedMemoryMap } from './preserved-map.js';
 
 export const MEMFD_LUO_FH_COMPATIBLE = 'memfd-v2';
 export const MEMFD_LUO_SER_SIZE = 8 + 8 + 4 + 4 + 8 + KHO_VMALLOC_SIZE;

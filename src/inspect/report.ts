@@ -22,7 +22,6 @@ import {
   MEMBLOCK_KHO_FDT,
 } from '../abi/kho.js';
 import { entriesPerBlock, KHO_BLOCK_HEADER_SIZE, readBlockChain } from '../abi/kho-block.js';
-import type { PreservedMemoryMap } from '../abi/kho-radix.js';
 import {
   decodeLuoFileSer,
   decodeLuoSer,
@@ -34,6 +33,7 @@ import {
 } from '../abi/luo.js';
 import { decodeMemfdLuoSer, MEMFD_LUO_SER_SIZE, type MemfdState } from '../abi/memfd.js';
 import { PAGE_SHIFT, PAGE_SIZE, type PhysicalMemory, type PhysicalRange, readStruct } from '../abi/memory.js';
+import type { PreservedMemoryMap } from '../abi/preserved-map.js';
 import { folioFlagNames, hex, type JsonU64, REACTION_TEXT, sealNames, u64, worstReaction } from './format.js';
 
 export const INSPECT_SCHEMA = 'luokit-inspect/1';
