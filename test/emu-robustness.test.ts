@@ -264,3 +264,26 @@ test('a memfd resized behind the emulator makes the kexec fail with EPERM, and n
   const result = await emu.kexec();
   assert.equal(result.boot.outcome, 'restored');
 });
+
+test('kexec into a kernel the emulator does not know is refused with EINVAL before anything is serialized', async () => {
+  const emu = await emulator();
+  using device = emu.openDevice();
+  using session = device.createSession('kept');
+  using m = memfdCreate('ram');
+  pwriteAll(m, Buffer.from('guest'), 0);
+  session.preserveFd(m, 1n);
+  // It used to drop every connection and shut the old kernel down, then fail to boot the
+  // next one: no reply, and no kernel left.
+  await assert.rejects(emu.kexec({ to: '0.0-bogus' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'EINVAL');
+    assert.match(err.message, /unknown emulated kernel "0\.0-bogus"/);
+    return true;
+  });
+  assert.equal(session.getName(), 'kept', 'the session is still alive and usable');
+  const result = await emu.kexec();
+  assert.equal(result.boot.outcome, 'restored');
+  using after = emu.openDevice();
+  using back = after.retrieveSession('kept');
+  using restored = back.retrieveFd(1n);
+  assert.equal(pread(restored, 5, 0).toString(), 'guest');
+});

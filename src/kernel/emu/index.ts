@@ -3,8 +3,8 @@
  * a state directory, open its device, kexec it, stop it.
  */
 import * as fs from 'node:fs';
-import { Errno } from '../../sys/errno.js';
-import { SysError } from '../../sys/error.js';
+import { Errno, errnoNumber } from '../../sys/errno.js';
+import { CodedError, errorCode, SysError } from '../../sys/error.js';
 import type { LiveUpdateDevice } from '../device.js';
 import type { IoctlTransport } from '../transport.js';
 import { controlRequest, emulatorPid, ensureEmulator, openEmulatedDevice } from './client.js';
@@ -65,9 +65,11 @@ export async function emulatorKexec(paths: StatePaths, to?: string): Promise<Kex
   const reply = await controlRequest(paths, { cmd: 'kexec', ...(to ? { to } : {}) });
   if (reply.ok !== true) {
     const error = reply.error as { code?: string; message?: string } | undefined;
-    const err = new SysError('kexec', Errno.EIO, `emulated kexec refused: ${error?.code}: ${error?.message}`);
-    Object.assign(err, { code: error?.code ?? 'EIO' });
-    throw err;
+    const code = errorCode(error);
+    const message = `emulated kexec refused: ${code}: ${error?.message}`;
+    const errno = errnoNumber(code);
+    // The emulator's own code (an errno name, or one of its own) is the error's code.
+    throw errno === undefined ? new CodedError(code, message) : new SysError('kexec', errno, message);
   }
   return reply as unknown as KexecResult;
 }

@@ -13,6 +13,7 @@ import * as net from 'node:net';
 import type { Logger } from 'pino';
 import { writeFileAtomic } from '../../../sys/atomic-file.js';
 import { Errno, errnoName, errnoNumber } from '../../../sys/errno.js';
+import { SysError } from '../../../sys/error.js';
 import type { OwnedFd } from '../../../sys/fd.js';
 import { peersClosed } from '../../../sys/mm.js';
 import { socketpair } from '../../../sys/socket.js';
@@ -29,6 +30,7 @@ import {
 import { deviceIoctl, type IoctlOutcome, sessionIoctl } from './dispatch.js';
 import { KernelError } from './errors.js';
 import type { EmuSession, Luo } from './luo.js';
+import { checkKernelVersion } from './versions.js';
 
 const EPROTO = 71;
 
@@ -162,7 +164,7 @@ export class EmulatorServer {
     try {
       this.#luo.openDevice();
     } catch (err) {
-      const errno = err instanceof KernelError ? err.errno : Errno.EIO;
+      const errno = err instanceof KernelError ? err.errno : err instanceof SysError ? err.errno : Errno.EIO;
       void sock
         .send(encodeReply({ kind: KIND_IOCTL, result: -errno, arg: Buffer.alloc(0) }))
         .finally(() => sock.close());
@@ -306,9 +308,12 @@ export class EmulatorServer {
     nextVersion: string,
   ): { ok: true; boot: BootReport; kernel: KernelIdentity } | { ok: false; errno: string; message: string } {
     try {
+      // Before anything is serialized: past this point the old kernel is gone, so a next
+      // kernel that cannot boot would leave no kernel at all.
+      checkKernelVersion(nextVersion);
       this.#hooks.serialize(this.#luo, this.#identity, nextVersion);
     } catch (err) {
-      const errno = err instanceof KernelError ? err.errno : Errno.EIO;
+      const errno = err instanceof KernelError ? err.errno : err instanceof SysError ? err.errno : Errno.EIO;
       this.#log.warn({ err, errno: errnoName(errno) }, 'kexec refused');
       return {
         ok: false,
