@@ -32,6 +32,7 @@ import { dup, type OwnedFd } from '../../src/sys/index.js';
 import { bind, socket } from '../../src/sys/socket.js';
 import { UnixSocket } from '../../src/sys/unix-socket.js';
 import { ROOT } from '../support/luod.js';
+import { reapOnExit } from '../support/reaper.js';
 import { waitUntil } from '../support/wait.js';
 
 export const MAIN = path.join(ROOT, 'dist/daemon/main.js');
@@ -106,6 +107,7 @@ abstract class BaseHost {
   /** `socket`: luod's socket, relative to the host's directory (its own directories are not made). */
   constructor(extraArgs: string[], options: { socket?: string } = {}) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-crash-'));
+    reapOnExit(this.dir);
     this.socket = path.join(this.dir, options.socket ?? 'luod.sock');
     this.stateDir = path.join(this.dir, 'emu');
     this.extraArgs = extraArgs;
