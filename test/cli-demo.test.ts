@@ -3,11 +3,12 @@
  * emulated kernel, with `--json` giving one verdict object on the last line.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { waitUntil } from './support/wait.js';
 
 const CLI = 'dist/cli/luoctl.js';
 
@@ -70,3 +71,52 @@ test('luoctl demo rejects bad sizes with a clear error', () => {
   assert.equal(run.status, 1);
   assert.match(run.stderr, /luoctl: demo: EINVAL: not a size: "lots"/);
 });
+
+test('an interrupted luoctl demo (SIGTERM, Ctrl-C) stops its luod, VMMs and emulated kernel and removes its directory', async () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    // Not in --json mode: the progress lines on stderr name the demo's directory.
+    const child = spawn(process.execPath, [CLI, 'demo', '--vms', '2', '--mem', '4M'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await waitUntil(() => stderr.includes('every VMM subscribed'), 'the demo reaches its update', 120_000);
+    const dir = /in (\/\S+)\n/.exec(stderr)?.[1];
+    assert.ok(dir, stderr);
+    assert.ok(processesNaming(dir).length > 0, 'the demo runs luod and the emulated kernel in its directory');
+    child.kill(signal);
+    assert.equal(await exited, signal === 'SIGINT' ? 130 : 143, stderr);
+    await waitUntil(
+      () => processesNaming(dir).length === 0,
+      `no process of the demo is left (${signal})`,
+      30_000,
+    ).catch(() => assert.fail(`left running after ${signal}: ${processesNaming(dir).join('; ')}`));
+    assert.equal(fs.existsSync(dir), false, 'the demo directory is removed');
+  }
+});
+
+/** Processes whose command line, open files or working directory name `dir`. */
+function processesNaming(dir: string): string[] {
+  const found: string[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      const fds = fs.readdirSync(`/proc/${entry}/fd`).map((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/${entry}/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      });
+      if (cmdline.includes(dir) || fds.some((target) => target.startsWith(dir)))
+        found.push(`${entry}: ${cmdline.slice(0, 120)}`);
+    } catch {
+      // gone
+    }
+  }
+  return found;
+}

@@ -17,7 +17,15 @@ import { counterGuest, counterGuestArgs } from '../qemu/counter-guest.js';
 import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../qemu/counter-serial.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
-import { closedRecord, demoPlaces, entry, startDemoLuod, waitFor } from './demo-support.js';
+import {
+  cleanupOnSignal,
+  closedRecord,
+  demoPlaces,
+  entry,
+  startDemoLuod,
+  terminate,
+  waitFor,
+} from './demo-support.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { ExitCode, type Output } from './output.js';
 
@@ -131,6 +139,15 @@ export async function demoQemu(
   let luod: ChildProcess | null = null;
   const vms: DemoVm[] = [];
   const started = Date.now();
+  let cleaned: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (cleaned ??= (async () => {
+      await Promise.all(vms.flatMap((vm) => vm.runs.map((run) => terminate(run.child))));
+      if (luod) await terminate(luod);
+      await stopEmulator(statePaths(emuState)).catch(() => {});
+      if (!options.keep) fs.rmSync(dir, { recursive: true, force: true });
+    })());
+  const unhook = cleanupOnSignal(cleanup);
   try {
     say(`demo: ${options.vms} QEMU VM(s) with ${options.mem >> 20} MiB of guest RAM each, in ${dir}`);
     luod = await startDemoLuod({ dir, socket, emuState, recordsDir });
@@ -204,11 +221,7 @@ export async function demoQemu(
     );
     return verified ? ExitCode.ok : ExitCode.failure;
   } finally {
-    for (const vm of vms)
-      for (const run of vm.runs) if (run.child.exitCode === null) run.child.kill('SIGTERM');
-    await Promise.all(vms.flatMap((vm) => vm.runs.map((run) => run.exit)));
-    if (luod && luod.exitCode === null) luod.kill('SIGTERM');
-    await stopEmulator(statePaths(emuState)).catch(() => {});
-    if (!options.keep) fs.rmSync(dir, { recursive: true, force: true });
+    unhook();
+    await cleanup();
   }
 }

@@ -98,3 +98,37 @@ export function demoPlaces(prefix: string, reportDir: string | undefined) {
     emuState: path.join(dir, 'emu'),
   };
 }
+
+/**
+ * Runs a demo's cleanup (its luod, VMs and emulated kernel stopped, its directory removed)
+ * when the demo is interrupted (Ctrl-C, or SIGTERM from a supervisor), then exits 130 or
+ * 143. Without it an interrupted demo leaves luod and the emulated kernel running: they
+ * are detached so that they can outlive their clients. Returns the unhook for the demo's
+ * own `finally`; `cleanup` must be idempotent.
+ */
+export function cleanupOnSignal(cleanup: () => Promise<void>): () => void {
+  const handler = (signal: NodeJS.Signals): void => {
+    unhook();
+    process.stderr.write(`luoctl demo: ${signal}: stopping the demo's luod, VMs and emulated kernel\n`);
+    void cleanup()
+      .catch(() => {})
+      .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  const unhook = (): void => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return unhook;
+}
+
+/** SIGTERM, then SIGKILL if `child` has not exited within `graceMs`; resolves once it is gone. */
+export async function terminate(child: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}

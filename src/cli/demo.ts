@@ -19,7 +19,15 @@ import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { parseSize } from '../sys/size.js';
 import { demoQemu } from './demo-qemu.js';
-import { closedRecord, demoPlaces, entry, startDemoLuod, waitFor } from './demo-support.js';
+import {
+  cleanupOnSignal,
+  closedRecord,
+  demoPlaces,
+  entry,
+  startDemoLuod,
+  terminate,
+  waitFor,
+} from './demo-support.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
@@ -87,6 +95,14 @@ export const register: RegisterCommand = (program) => {
         };
         const children: ChildProcess[] = [];
         const started = Date.now();
+        let cleaned: Promise<void> | undefined;
+        const cleanup = (): Promise<void> =>
+          (cleaned ??= (async () => {
+            await Promise.all(children.map((child) => terminate(child)));
+            await stopEmulator(statePaths(emuState)).catch(() => {});
+            if (!opts.keep) fs.rmSync(dir, { recursive: true, force: true });
+          })());
+        const unhook = cleanupOnSignal(cleanup);
         try {
           say(`demo: ${vms} VMM(s) with ${opts.mem} of guest RAM each, in ${dir}`);
           children.push(await startDemoLuod({ dir, socket, emuState, recordsDir }));
@@ -187,9 +203,8 @@ export const register: RegisterCommand = (program) => {
           });
           return verified ? ExitCode.ok : ExitCode.failure;
         } finally {
-          for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
-          await stopEmulator(statePaths(emuState)).catch(() => {});
-          if (!opts.keep) fs.rmSync(dir, { recursive: true, force: true });
+          unhook();
+          await cleanup();
         }
       }),
     );

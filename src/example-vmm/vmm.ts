@@ -528,7 +528,17 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
         // luod went away without a reboot: the update (if any) is void.
         log('luod disconnected; reconnecting', outcome.error ? { error: outcome.error.message } : {});
         guest.resume();
-        client = await LuoClient.connectWithRetry(path, { hello: true, timeoutMs: reconnectTimeoutMs });
+        try {
+          client = await LuoClient.connectWithRetry(path, {
+            hello: true,
+            timeoutMs: reconnectTimeoutMs,
+            ...(options.signal && { signal: options.signal }),
+          });
+        } catch (err) {
+          // Stopped (SIGTERM) while waiting for the next luod: not a failure.
+          if (options.signal?.aborted) break;
+          throw err;
+        }
         closed = attach(client);
         continue;
       }
