@@ -99,6 +99,8 @@ async function qemuUpdate(
     ...(g.result.outcome === 'failed' ? [g.result.reason ?? 'the guest run failed'] : []),
   ];
   if (g.result.boots.length < 2 && problems.length === 0) problems.push('the guest never reached boot 1');
+  if (g.result.outcome === 'ok' && g.result.exitStatus !== 0 && problems.length === 0)
+    problems.push(`the guest job exited ${g.result.exitStatus}`);
   const logs = [0, 1].map((boot) => readIf(path.join(g.dir, `luo-qemu.boot${boot}.log`)));
   for (const boot of [0, 1]) {
     for (const e of luodErrors(readIf(path.join(g.dir, `luod.boot${boot}.log`))))
