@@ -19,7 +19,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
-import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../src/qemu/counter-serial.js';
+import {
+  continuityProblem,
+  type GuestLine,
+  guestPause,
+  guestPauseMs,
+  parseSerial,
+  secondEdges,
+} from '../src/qemu/counter-serial.js';
 import { HolderHost } from './crash/hosts.js';
 import { closeAllVms, startVm, status, waitSubscribed, withHost } from './crash/vms.js';
 import { LUO_QEMU, QEMU, QemuVm } from './qemu/vm.js';
@@ -36,6 +43,30 @@ after(() => {
 test('QEMU is installed (the tests below need the real thing)', () => {
   const version = execFileSync(QEMU, ['--version'], { encoding: 'utf8' });
   assert.match(version, /QEMU emulator version/);
+});
+
+test("the guest's pause by its own clocks is bounded by whole-second boundaries, not by the line printed just after it", () => {
+  // A TSC of 1000 ticks a second, a line every 100 ms of running time, the CMOS clock at
+  // 100 s plus the wall time; the guest stops at 2.55 s of wall time for 3.3 s.
+  const lines: GuestLine[] = [];
+  for (let r = 50; r <= 6000; r += 100) {
+    const wall = r < 2550 ? r : r + 3300;
+    lines.push({ n: lines.length + 1, tsc: BigInt(r), rtc: 100 + Math.floor(wall / 1000), sum: 'aa' });
+  }
+  const join = lines.findIndex((l) => l.tsc >= 2550n);
+  // The join line's second (105) changed during the pause: bounding the pause with it
+  // would have lost the 0.9 s between that change and the resume.
+  assert.equal(lines[join]!.rtc, 105);
+  const pause = guestPause(lines, join);
+  assert.ok(pause !== null);
+  assert.equal(pause.uncertaintyMs, 100);
+  assert.ok(
+    Math.abs(pause.pauseMs - 3300) <= pause.uncertaintyMs,
+    `pause ${pause.pauseMs} ms, 3300 expected`,
+  );
+  assert.equal(guestPauseMs(lines, join), pause.pauseMs);
+  // No boundary after the join but the join line's own: not measured, rather than guessed.
+  assert.equal(guestPause(lines.slice(0, join + 2), join), null);
 });
 
 function newVm(host: HolderHost, id: string, extraQemuArgs: string[] = []): QemuVm {

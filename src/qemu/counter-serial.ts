@@ -67,26 +67,47 @@ export function secondEdges(lines: readonly GuestLine[]): number {
  * How long the guest was paused, by its own clocks, around line `join` (the
  * first line after the update). Between two second boundaries of the CMOS
  * clock a whole number of seconds passed; the TSC counted only the time the
- * guest ran. The interval that contains the join lost the pause: its wall
- * time less its TSC time (the TSC's rate is the median of the other
- * intervals). Null without a boundary on each side and one whole interval.
+ * guest ran. Over the interval from the last boundary before the join to the
+ * first boundary after it, the pause is the wall time less the TSC time (the
+ * TSC's rate is the median of the other intervals). The join line itself
+ * does not bound it: its second changed at some moment of the pause, not
+ * when it was printed, which would lose up to a second.
+ *
+ * Each boundary is seen at the first line after it, so the figure is good to
+ * about one line on either side: `uncertaintyMs` is the longer of the two
+ * lines' TSC gaps. Null without a boundary on each side and one whole
+ * interval away from the join.
  */
-export function guestPauseMs(lines: readonly GuestLine[], join: number): number | null {
+export function guestPause(
+  lines: readonly GuestLine[],
+  join: number,
+): { pauseMs: number; uncertaintyMs: number } | null {
   const edges: { i: number; rtc: number; tsc: bigint }[] = [];
   for (let i = 1; i < lines.length; i++)
-    if (lines[i]!.rtc !== lines[i - 1]!.rtc) edges.push({ i, rtc: lines[i]!.rtc, tsc: lines[i]!.tsc });
+    if (lines[i]!.rtc !== lines[i - 1]!.rtc && i !== join)
+      edges.push({ i, rtc: lines[i]!.rtc, tsc: lines[i]!.tsc });
   const rates: number[] = [];
-  let across: { wall: number; ticks: number } | null = null;
+  let across: { wall: number; ticks: number; gaps: number[] } | null = null;
   for (let k = 1; k < edges.length; k++) {
     const a = edges[k - 1]!;
     const b = edges[k]!;
     const wall = b.rtc - a.rtc;
     const ticks = Number(b.tsc - a.tsc);
-    if (a.i < join && join <= b.i) across = { wall, ticks };
-    else rates.push(ticks / wall);
+    if (a.i < join && join < b.i) {
+      const gap = (i: number) => Number(lines[i]!.tsc - lines[i - 1]!.tsc);
+      across = { wall, ticks, gaps: [gap(a.i), gap(b.i)] };
+    } else rates.push(ticks / wall);
   }
   if (!across || rates.length === 0) return null;
   rates.sort((x, y) => x - y);
   const ticksPerSecond = rates[Math.floor(rates.length / 2)]!;
-  return Math.max(0, across.wall * 1000 - (across.ticks / ticksPerSecond) * 1000);
+  return {
+    pauseMs: Math.max(0, across.wall * 1000 - (across.ticks / ticksPerSecond) * 1000),
+    uncertaintyMs: Math.round((Math.max(...across.gaps) / ticksPerSecond) * 1000),
+  };
+}
+
+/** guestPause's figure alone. */
+export function guestPauseMs(lines: readonly GuestLine[], join: number): number | null {
+  return guestPause(lines, join)?.pauseMs ?? null;
 }

@@ -1,5 +1,5 @@
 /**
- * The live update part of the real-kernel bench without QEMU: console marks,
+ * The live update and QEMU parts of the real-kernel bench without QEMU: console marks,
  * the blackout computation and table, luod's error lines, and the floor
  * program's data pattern against luokit's (the same bytes, or the floor
  * verifies something else than the VMMs preserved).
@@ -20,6 +20,16 @@ import {
   formatBlackouts,
   parseConsoleLog,
 } from './blackout.js';
+import { formatBlackoutFile, mergeBlackoutFile } from './blackout-file.js';
+import {
+  clockSamples,
+  clockStepMs,
+  formatQemuBlackout,
+  luoQemuErrors,
+  luoQemuEvents,
+  luoQemuFigures,
+  qemuBlackout,
+} from './qemu-blackout.js';
 import { luodErrors, parseUpdatePairs } from './update.js';
 import { z as lean } from './zod-lean.js';
 
@@ -256,4 +266,144 @@ test('the floor program writes the same pattern as pattern.ts (two chunks and a 
     () => execFileSync(binary, ['pattern', '--sizes', '1000'], { stdio: 'pipe' }),
     (err: { status?: number }) => err.status === 2,
   );
+});
+
+/** A QEMU run's console (vm/guest/qemu-update.sh): luod's timeline, luo-qemu's events, clock samples. */
+const QEMU_CONSOLE = `[+   5.000s] LUOKIT-BOOT boot=0 release=7.2.13 uptime=3.00
+[+  30.000s] LUOKIT-PHASE path=qemu boot=0 phase=qemu-subscribed
+[+  40.000s] LUOKIT-CLOCK boot=0 realtime=1000.000000000
+[+  40.050s] LUOKIT-CLOCK boot=0 realtime=1000.030000000
+[+  41.000s] {"luod_phase":"load","at":1}
+[+  42.000s] {"luod_phase":"loaded","at":2}
+[+  50.000s] {"luod_phase":"update-start","update":"u-1","at":3}
+[+  50.100s] {"luod_phase":"barrier-start","update":"u-1","at":4}
+[+  50.300s] LUOKIT-PHASE path=qemu boot=0 phase=qemu-saved
+[+  50.400s] {"luod_phase":"barrier-done","update":"u-1","at":6}
+[+  50.600s] {"luod_phase":"kexec","update":"u-1","at":7}
+[+  55.000s] LUOKIT-BOOT boot=1 release=7.3.0-rc7 uptime=3.00
+[+  60.000s] {"luod_phase":"luod-ready","update":"u-1","at":8}
+[+  61.000s] LUOKIT-PHASE path=qemu boot=1 phase=qemu-claimed
+[+  64.000s] LUOKIT-PHASE path=qemu boot=1 phase=qemu-continued
+[+  70.000s] LUOKIT-CLOCK boot=1 realtime=1030.400000000
+[+  70.100s] LUOKIT-CLOCK boot=1 realtime=1030.420000000
+`;
+
+test('qemu: the wall clock step across the kexec, from the least delayed sample of each boot', () => {
+  const samples = clockSamples(parseConsoleLog(QEMU_CONSOLE));
+  assert.deepEqual(
+    samples.map((s) => [s.boot, s.realtimeMs, s.atMs]),
+    [
+      [0, 1_000_000, 40_000],
+      [0, 1_000_030, 40_050],
+      [1, 1_030_400, 70_000],
+      [1, 1_030_420, 70_100],
+    ],
+  );
+  // Offsets: boot 0 max(960000, 959980) = 960000; boot 1 max(960400, 960320) = 960400.
+  assert.equal(clockStepMs(samples), 400);
+  assert.equal(clockStepMs(samples.filter((s) => s.boot === 0)), null, 'one boot alone measures no step');
+});
+
+test('qemu: phases by the host clock, the pause by the guest less the clock step, stop -> cont three ways', () => {
+  const report = qemuBlackout({
+    kernels: '7.2->7.3',
+    ram: '32M',
+    clock: 'host',
+    run: collectMarks(parseConsoleLog(QEMU_CONSOLE)),
+    step: 400,
+    guestPauseRawMs: 14_250,
+    pauseUncertaintyMs: 180,
+    luoQemu: { saveMs: 50, stateBytes: 318_000, loadMs: 2500, stopToContMs: 14_100 },
+    counter: { lastBefore: 10, firstAfter: 11, sumBefore: 'aa', sumAfter: 'aa' },
+  });
+  const row = (phase: string) => report.rows.find((r) => r.phase === phase)!.ms;
+  assert.deepEqual(
+    ['load', 'preserve', 'barrier', 'handover', 'kexec', 'luod-ready', 'claim', 'continue'].map(row),
+    [1000, 100, 300, 200, 4400, 5000, 1000, 3000],
+  );
+  assert.equal(report.totalMs, 14_000);
+  assert.equal(report.guestPauseMs, 13_850);
+  assert.equal(report.guestPauseRawMs, 14_250);
+  assert.equal(report.luoQemuStopToContMs, 13_700);
+  assert.equal(report.hostStopToContMs, 64_000 - (50_300 - 50));
+  assert.deepEqual(report.missing, []);
+  const text = formatQemuBlackout(report);
+  assert.match(
+    text,
+    /guest-visible pause \(the guest's own clocks, CMOS less TSC\): 13850 ms \(as read 14250 ms/,
+  );
+  assert.match(text, /step of 400 ms/);
+  assert.match(text, /barrier\s+300 \(stop inside\)/);
+  assert.match(text, /TOTAL \(update-start -> cont\)\s+14000/);
+});
+
+test('qemu: a run that never continued names what is missing, and no pause without the step', () => {
+  const cut = QEMU_CONSOLE.split('\n').slice(0, 13).join('\n');
+  const report = qemuBlackout({
+    kernels: '7.2->7.2',
+    ram: '32M',
+    clock: 'host',
+    run: collectMarks(parseConsoleLog(cut)),
+    step: null,
+    guestPauseRawMs: 900,
+    pauseUncertaintyMs: null,
+    luoQemu: {},
+    counter: { lastBefore: 10, firstAfter: null, sumBefore: 'aa', sumAfter: null },
+  });
+  assert.ok(report.missing.includes('qemu-continued@1'));
+  assert.equal(report.totalMs, null);
+  assert.equal(report.guestPauseMs, null, 'the raw figure is not passed off as the pause');
+  assert.equal(report.guestPauseRawMs, 900);
+  assert.match(formatQemuBlackout(report), /missing marks: .*qemu-continued@1/);
+});
+
+test("qemu: luo-qemu's log events and errors; QEMU's own lines in it are skipped", () => {
+  const boot0 = [
+    'qemu-system-x86_64: warning: something',
+    '{"level":30,"event":"saved","state_bytes":318000,"save_ms":61}',
+    '{"level":30,"event":"kexec"}',
+  ].join('\n');
+  const boot1 = [
+    '{"level":30,"event":"claimed","sessions":1}',
+    '{"level":40,"msg":"QEMU arguments differ from before the update"}',
+    '{"level":30,"event":"continued","blackout_ms":15000,"qemu_start_ms":2600,"state_bytes":318000}',
+    '{"level":50,"msg":"the VM could not be resumed","err":{"message":"gone"}}',
+  ].join('\n');
+  assert.deepEqual(luoQemuFigures(boot0, boot1), {
+    saveMs: 61,
+    stateBytes: 318000,
+    loadMs: 2600,
+    stopToContMs: 15000,
+  });
+  assert.equal(luoQemuEvents(boot1, 'claimed').length, 1);
+  assert.deepEqual(luoQemuErrors(boot0), []);
+  assert.deepEqual(luoQemuErrors(boot1), ['the VM could not be resumed: gone']);
+});
+
+test('blackout file: each part writes its own section and keeps the other', () => {
+  const luod = collectMarks(parseConsoleLog(LUOD_CONSOLE));
+  const floor = collectMarks(parseConsoleLog(FLOOR_CONSOLE));
+  const pairs = [blackoutReport({ kernels: '7.2->7.2', sizes: ['64M'], luod, floor })];
+  const qemu = [
+    qemuBlackout({
+      kernels: '7.2->7.2',
+      ram: '32M',
+      clock: 'host',
+      run: collectMarks(parseConsoleLog(QEMU_CONSOLE)),
+      step: 0,
+      guestPauseRawMs: 1,
+      pauseUncertaintyMs: 1,
+      luoQemu: {},
+      counter: { lastBefore: 1, firstAfter: 2, sumBefore: 'a', sumAfter: 'a' },
+    }),
+  ];
+  const withQemu = mergeBlackoutFile({ clock: 'x', pairs }, { qemu });
+  assert.equal(withQemu.pairs, pairs);
+  assert.equal(withQemu.qemu, qemu);
+  const again = mergeBlackoutFile(withQemu, { pairs: [] });
+  assert.equal(again.qemu, qemu, 'the update part keeps the QEMU section');
+  assert.deepEqual(mergeBlackoutFile(undefined, { pairs }).qemu, undefined);
+  const text = formatBlackoutFile(withQemu);
+  assert.match(text, /^Blackout, kernels 7\.2->7\.2/);
+  assert.match(text, /\nQEMU VM across the live update, kernels 7\.2->7\.2/);
 });

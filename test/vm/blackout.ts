@@ -18,6 +18,8 @@
  * `kexec` mark lost with the old kernel's console buffer.
  */
 
+import type { QemuBlackout } from './qemu-blackout.js';
+
 export type UpdatePath = 'luod' | 'floor';
 
 export interface ConsoleLine {
@@ -389,6 +391,8 @@ export function formatBlackouts(reports: readonly BlackoutReport[]): string {
 export interface BlackoutFile {
   clock: string;
   pairs: BlackoutReport[];
+  /** The QEMU part's section (qemu-blackout.ts; written by blackout-file.ts). */
+  qemu?: QemuBlackout[];
 }
 
 export function blackoutFile(reports: readonly BlackoutReport[]): BlackoutFile {

@@ -13,20 +13,24 @@
  *      (test/vm/update.ts; build/vm/blackout.{json,txt});
  *   5. the capture: a known set of sessions preserved, a real kexec, the next kernel's memory
  *      dumped through QMP and debugfs kho/in copied, then `luoctl inspect --json --check` on
- *      them must report exactly what was preserved (test/vm/capture.ts).
+ *      them must report exactly what was preserved (test/vm/capture.ts);
+ *   6. a real QEMU VM (the counter guest under nested TCG, luo-qemu) across a real kexec
+ *      through luod, on the same kernel pairs as the live update part: the counter goes on,
+ *      the guest measures its own pause (test/vm/qemu-update.ts; the QEMU section of
+ *      build/vm/blackout.{json,txt}).
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
- *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update,capture]
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update,capture,qemu]
  *                                    [--update-kernels '7.2,7.2;7.2,7.3'] [--scenarios ID,...]
  *                                    [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
  * --kernels: the kernel of each boot (boot N runs the Nth; the last repeats): `7.2,7.3` runs
  * the first stage on 7.2 and kexecs into 7.3. An entry may also be a bzImage's path (used as
  * it is, nothing is built). --update-kernels: the live update part's pairs, `;` between
- * them; default both 7.2 -> 7.2 and 7.2 -> 7.3 (the issue's deliverable), or the --kernels
+ * them, also the QEMU part's; default both 7.2 -> 7.2 and 7.2 -> 7.3 (the issue's deliverable), or the --kernels
  * given (or $LUOKIT_VM_KERNELS) when there are. --exec boots once and runs a command in the
  * guest (chrooted into the host's /, in the project directory), for debugging.
  */
@@ -51,8 +55,9 @@ import {
 import type { BootResults } from './guest-scenarios.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
+import { qemuUpdates } from './qemu-update.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
-import { type BenchContext, liveUpdates, parseUpdatePairs } from './update.js';
+import { type BenchContext, liveUpdates, parseUpdatePairs, type UpdatePair } from './update.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, 'build/vm');
@@ -635,7 +640,7 @@ async function main(): Promise<number> {
     options: {
       kernels: { type: 'string' },
       'update-kernels': { type: 'string' },
-      only: { type: 'string', default: 'selftests,scenarios,parity,update,capture' },
+      only: { type: 'string', default: 'selftests,scenarios,parity,update,capture,qemu' },
       scenarios: { type: 'string' },
       exec: { type: 'string' },
       'timeout-scale': { type: 'string', default: '1' },
@@ -656,7 +661,7 @@ async function main(): Promise<number> {
   }
   const only = new Set(values.only.split(','));
   for (const part of only) {
-    if (!['selftests', 'scenarios', 'parity', 'update', 'capture'].includes(part)) {
+    if (!['selftests', 'scenarios', 'parity', 'update', 'capture', 'qemu'].includes(part)) {
       console.error(`unknown --only part '${part}'`);
       return EXIT_USAGE;
     }
@@ -677,16 +682,17 @@ async function main(): Promise<number> {
         const real = await realScenarios(kernels, versions, image, values.scenarios);
         if (only.has('parity')) parity(await emulatorScenarios(), real, values.scenarios);
       }
-      if (only.has('update')) {
-        const pairs = [];
+      const pairs: UpdatePair[] = [];
+      if (only.has('update') || only.has('qemu')) {
         for (const pair of updatePairs) {
           const images: string[] = [];
           for (const v of pair) images.push(await kernel(v));
           pairs.push({ kernels: images, label: kernelLabel(pair), runLabel: runLabel(pair) });
         }
-        await liveUpdates(benchContext(), pairs, image);
       }
+      if (only.has('update')) await liveUpdates(benchContext(), pairs, image);
       if (only.has('capture')) await capture(kernels, versions, image);
+      if (only.has('qemu')) await qemuUpdates(benchContext(), pairs, image);
     }
   } catch (err) {
     if (!(err instanceof InfraError)) throw err;

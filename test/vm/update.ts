@@ -19,13 +19,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   type BlackoutReport,
-  blackoutFile,
   blackoutReport,
   collectMarks,
-  formatBlackouts,
   parseConsoleLog,
   type RunMarks,
 } from './blackout.js';
+import { writeBlackoutFiles } from './blackout-file.js';
 import type { QemuResult } from './qemu.js';
 
 /** The memfds of both paths: one example VMM per size (64-256 MiB, as a small VM's RAM). */
@@ -84,7 +83,7 @@ async function buildFloor(ctx: BenchContext): Promise<string> {
 }
 
 /**
- * luod, luoctl and the example VMM as bundles (koffi stays external, found in the project's
+ * luod, luoctl, the example VMM and luo-qemu as bundles (koffi stays external, found in the project's
  * node_modules): under TCG and over 9p, plain Node starts them in a fraction of the time a
  * tree of modules takes, and they are built from src/ at every run, so they are never stale.
  * `import.meta.url` is each entry's place in dist/, so what they read relative to themselves
@@ -97,7 +96,15 @@ async function buildFloor(ctx: BenchContext): Promise<string> {
  * stays in its own file, not loaded unless used. Each program: `NAME.mjs` plus
  * `chunks/NAME/*.mjs`.
  */
-async function bundleGuestPrograms(ctx: BenchContext): Promise<string> {
+export function bundleGuestPrograms(ctx: BenchContext): Promise<string> {
+  bundling ??= bundle(ctx);
+  return bundling;
+}
+
+/** Built once per bench run: the update and qemu parts share the bundles. */
+let bundling: Promise<string> | undefined;
+
+async function bundle(ctx: BenchContext): Promise<string> {
   const esbuild = path.join(ctx.root, 'node_modules/.bin/esbuild');
   if (!fs.existsSync(esbuild)) throw ctx.infra(`${esbuild} is missing (npm ci)`);
   const dir = path.join(ctx.out, 'guest');
@@ -106,6 +113,7 @@ async function bundleGuestPrograms(ctx: BenchContext): Promise<string> {
     ['src/daemon/main.ts', 'dist/daemon/main.js', 'luod'],
     ['src/cli/luoctl.ts', 'dist/cli/luoctl.js', 'luoctl'],
     ['src/example-vmm/main.ts', 'dist/example-vmm/main.js', 'vmm'],
+    ['src/cli/luo-qemu.ts', 'dist/cli/luo-qemu.js', 'luo-qemu'],
   ];
   for (const [source, installed, name] of entries) {
     const url = `file://${path.join(ctx.root, installed)}`;
@@ -310,13 +318,7 @@ export async function liveUpdates(
   const [floor, bin] = [await buildFloor(ctx), await bundleGuestPrograms(ctx)];
   const reports: BlackoutReport[] = [];
   for (const pair of pairs) reports.push(await liveUpdate(ctx, pair, image, floor, bin));
-  fs.writeFileSync(
-    path.join(ctx.out, 'blackout.json'),
-    `${JSON.stringify(blackoutFile(reports), null, 2)}\n`,
-  );
-  const tables = formatBlackouts(reports);
-  fs.writeFileSync(path.join(ctx.out, 'blackout.txt'), tables);
-  console.log(tables);
+  console.log(writeBlackoutFiles(ctx.out, { pairs: reports }));
   return reports;
 }
 
