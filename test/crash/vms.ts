@@ -109,12 +109,20 @@ export async function status(host: Host): Promise<Record<string, unknown>> {
   }
 }
 
+/**
+ * The bound is for a hung test, not a timing check: a VMM that starts QEMU first subscribes
+ * only once QEMU answers on QMP, which takes tens of seconds on a loaded machine.
+ */
 export async function waitSubscribed(host: Host, ids: string[]): Promise<void> {
   const want = [...ids].sort().join(',');
-  await waitUntil(async () => {
-    const s = await status(host);
-    return s.phase === 'idle' && ((s.subscribers as string[]) ?? []).slice().sort().join(',') === want;
-  }, `luod idle with subscribers ${want}`);
+  await waitUntil(
+    async () => {
+      const s = await status(host);
+      return s.phase === 'idle' && ((s.subscribers as string[]) ?? []).slice().sort().join(',') === want;
+    },
+    `luod idle with subscribers ${want}`,
+    120_000,
+  );
 }
 
 /** Claim `vm`'s sessions after the reboot and check every byte. */
