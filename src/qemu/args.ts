@@ -34,3 +34,43 @@ export function checkQemuArgs(args: readonly string[]): void {
       throw new SysError('luo-qemu', Errno.EINVAL, `-machine ${raw}: luo-qemu sets memory-backend itself`);
   }
 }
+
+/**
+ * Options that name host-side endpoints (serial and monitor back-ends, log and pid files,
+ * the display): they may change between the command before an update and the one after
+ * (`-serial file:OUT2`, as docs/qemu.md shows) without changing the guest.
+ */
+const HOST_SIDE_OPTIONS = new Set([
+  '-serial',
+  '-parallel',
+  '-monitor',
+  '-mon',
+  '-chardev',
+  '-D',
+  '-pidfile',
+  '-display',
+  '-vnc',
+  '-trace',
+  '-d',
+  '-name',
+  '-msg',
+]);
+
+/**
+ * The arguments that shape the guest: `args` without the host-side options and their
+ * values. Two commands with equal guest arguments run the same machine, so a saved device
+ * state made by one loads into the other.
+ */
+export function guestArgs(args: readonly string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const raw = args[i]!;
+    const name = (raw.startsWith('--') ? raw.slice(1) : raw).split('=')[0]!;
+    if (!HOST_SIDE_OPTIONS.has(name)) {
+      kept.push(raw);
+      continue;
+    }
+    if (!raw.includes('=')) i++; // `-serial VALUE`: skip the value too
+  }
+  return kept;
+}

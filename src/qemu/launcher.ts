@@ -42,7 +42,7 @@ import { SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { fstat, ftruncate, lseek, O_RDWR, open, read, write } from '../sys/file.js';
 import { memfdCreate } from '../sys/memfd.js';
-import { checkQemuArgs } from './args.js';
+import { checkQemuArgs, guestArgs } from './args.js';
 import { QmpClient, QmpError } from './qmp.js';
 
 /** Tokens of the files in a VM's session. */
@@ -251,10 +251,12 @@ export class LuoQemu {
           Errno.EINVAL,
           `the preserved RAM is ${size} bytes, but --ram says ${this.#o.ramBytes}`,
         );
-      if (JSON.stringify(notes.qemuArgs) !== JSON.stringify(this.#o.qemuArgs))
+      // Only what shapes the guest counts: a new serial file is the documented way to run
+      // the same command after the update.
+      if (JSON.stringify(guestArgs(notes.qemuArgs)) !== JSON.stringify(guestArgs(this.#o.qemuArgs)))
         this.#log.warn(
           { before: notes.qemuArgs, now: this.#o.qemuArgs },
-          'QEMU arguments differ from before the update; QEMU decides whether the state still fits',
+          'the guest’s QEMU arguments differ from before the update; QEMU decides whether the state still fits',
         );
       session.finish();
       const start = Date.now();
