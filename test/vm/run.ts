@@ -19,7 +19,10 @@
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
- *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update,capture]
+ *   0. kernel-info: `luoctl kernel-info`'s reader on each bench kernel (bzImage and vmlinux), and
+ *      the gate's verdict on every pair of them (test/vm/kernel-info.ts), on the host;
+ *
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only kernel-info,selftests,scenarios,parity,update,capture]
  *                                    [--update-kernels '7.2,7.2;7.2,7.3'] [--scenarios ID,...]
  *                                    [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
@@ -49,6 +52,7 @@ import {
   KHO_IN_DIR,
 } from './capture.js';
 import type { BootResults } from './guest-scenarios.js';
+import { kernelInfoChecks } from './kernel-info.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
@@ -635,7 +639,7 @@ async function main(): Promise<number> {
     options: {
       kernels: { type: 'string' },
       'update-kernels': { type: 'string' },
-      only: { type: 'string', default: 'selftests,scenarios,parity,update,capture' },
+      only: { type: 'string', default: 'kernel-info,selftests,scenarios,parity,update,capture' },
       scenarios: { type: 'string' },
       exec: { type: 'string' },
       'timeout-scale': { type: 'string', default: '1' },
@@ -656,7 +660,7 @@ async function main(): Promise<number> {
   }
   const only = new Set(values.only.split(','));
   for (const part of only) {
-    if (!['selftests', 'scenarios', 'parity', 'update', 'capture'].includes(part)) {
+    if (!['kernel-info', 'selftests', 'scenarios', 'parity', 'update', 'capture'].includes(part)) {
       console.error(`unknown --only part '${part}'`);
       return EXIT_USAGE;
     }
@@ -672,6 +676,13 @@ async function main(): Promise<number> {
       const g = await guest('exec', kernels, values.exec, {}, 300_000 * timeoutScale, image);
       check('exec', g.result.exitStatus === 0 ? 'pass' : 'fail', `exit status ${g.result.exitStatus}`);
     } else {
+      if (only.has('kernel-info')) {
+        // The bench's kernels read by luoctl kernel-info's reader, and the gate on every pair.
+        const images = [];
+        for (const v of new Set([...versions, ...updatePairs.flat()]))
+          images.push({ version: v, bzImage: await kernel(v) });
+        for (const c of await kernelInfoChecks(images)) check(c.name, c.ok ? 'pass' : 'fail', c.detail);
+      }
       if (only.has('selftests')) await selftests(kernels, versions, image);
       if (only.has('scenarios') || only.has('parity')) {
         const real = await realScenarios(kernels, versions, image, values.scenarios);
