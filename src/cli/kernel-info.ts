@@ -3,7 +3,7 @@
  * from the image itself (docs/kernel-info.md). Exit status 0 when the image was read (with
  * or without live update), 1 when it is not a kernel or cannot be read.
  */
-import { type KernelInfo, readKernelInfo } from '../image/kernel-info.js';
+import type { KernelInfo } from '../image/kernel-info.js';
 import type { RegisterCommand } from './environment.js';
 import { commandAction, ExitCode } from './output.js';
 
@@ -14,6 +14,8 @@ export const register: RegisterCommand = (program) => {
     .argument('<image>', 'bzImage, vmlinux (plain or compressed), arm64 Image or Image.gz, EFI zboot')
     .action(
       commandAction(async (command, out) => {
+        // Imported when used: other commands do not compile the image reader.
+        const { readKernelInfo } = await import('../image/kernel-info.js');
         const info = await readKernelInfo(String(command.args[0]));
         out.result(info, () => renderKernelInfo(info));
         return ExitCode.ok;

@@ -5,8 +5,6 @@
  */
 import * as fs from 'node:fs';
 import type { SpokenFormats } from '../image/gate.js';
-import { readKernelInfo } from '../image/kernel-info.js';
-import { runningKernelFormats } from '../image/running.js';
 import type { Backend, LiveUpdateDevice } from '../kernel/device.js';
 import { ensureEmulator } from '../kernel/emu/client.js';
 import { emulatorKexec, emulatorStatus, openEmulatedDevice, statePaths } from '../kernel/emu/index.js';
@@ -133,6 +131,8 @@ export function realKernel(): LuodKernel {
       rebootKexec();
     },
     async currentFormats() {
+      // Imported when used: the image reader is not compiled at every luod start (blackout).
+      const { runningKernelFormats } = await import('../image/running.js');
       return runningKernelFormats(fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim());
     },
     async nextFormats(request) {
@@ -201,6 +201,7 @@ export function emulatedFormats(version: string): SpokenFormats {
 
 /** The formats a kernel image reads, from the image itself. */
 async function imageFormats(image: string): Promise<SpokenFormats> {
+  const { readKernelInfo } = await import('../image/kernel-info.js');
   const info = await readKernelInfo(image);
   return {
     release: info.release,

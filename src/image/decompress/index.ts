@@ -44,6 +44,9 @@ export function sizeTrailer(data: Uint8Array): number {
 }
 
 const require = createRequire(import.meta.url);
+/** Names in variables: a bundler (test/vm's esbuild) must leave these to Node, with their .wasm files. */
+const ZSTD_PACKAGE = '@foxglove/wasm-zstd';
+const BZIP2_PACKAGE = '@foxglove/wasm-bz2';
 interface ZstdModule {
   isLoaded: Promise<boolean>;
   decompress(buffer: Uint8Array, size: number): Buffer;
@@ -57,14 +60,14 @@ let bzip2: Promise<Bzip2Module> | undefined;
 /** Loaded on first use: the WebAssembly modules cost nothing to a command that never needs them. */
 function loadZstd(): Promise<ZstdModule> {
   zstd ??= (async () => {
-    const module = require('@foxglove/wasm-zstd') as ZstdModule;
+    const module = require(ZSTD_PACKAGE) as ZstdModule;
     await module.isLoaded;
     return module;
   })();
   return zstd;
 }
 function loadBzip2(): Promise<Bzip2Module> {
-  bzip2 ??= (require('@foxglove/wasm-bz2') as { init(): Promise<Bzip2Module> }).init();
+  bzip2 ??= (require(BZIP2_PACKAGE) as { init(): Promise<Bzip2Module> }).init();
   return bzip2;
 }
 
