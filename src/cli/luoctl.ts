@@ -18,6 +18,7 @@ import type { CliEnvironment, RegisterCommand } from './environment.js';
 import { register as registerInspect } from './inspect.js';
 import { register as registerKernelInfo } from './kernel-info.js';
 import { ExitCode, Output } from './output.js';
+import { register as registerQualify } from './qualify.js';
 import { register as registerReport } from './report.js';
 
 const COMMANDS: readonly RegisterCommand[] = [
@@ -28,6 +29,7 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerInspect,
   registerReport,
   registerKernelInfo,
+  registerQualify,
 ];
 
 /** Read at run time so the version printed is the installed package's, from dist/ or from src/ alike. */

@@ -8,7 +8,10 @@ import type { SpokenFormats } from '../image/gate.js';
 import type { Backend, LiveUpdateDevice } from '../kernel/device.js';
 import { ensureEmulator } from '../kernel/emu/client.js';
 import { emulatorKexec, emulatorStatus, openEmulatedDevice, statePaths } from '../kernel/emu/index.js';
-import { checkKernelVersion, KERNEL_FORMATS } from '../kernel/emu/server/versions.js';
+import { checkKernelVersion, emulatedFormats } from '../kernel/emu/server/versions.js';
+
+export { emulatedFormats };
+
 import { openRealDevice } from '../kernel/real/index.js';
 import type { GateReport } from '../protocol/replies.js';
 import { Errno } from '../sys/errno.js';
@@ -190,13 +193,6 @@ export function emulatedKernel(stateDir: string): LuodKernel {
       }
     },
   };
-}
-
-/** The formats an emulated kernel version speaks (the emulator's own table). */
-export function emulatedFormats(version: string): SpokenFormats {
-  const formats = KERNEL_FORMATS[version];
-  if (!formats) return { release: version, files: [], source: 'emulator' };
-  return { release: version, kho: formats.kho, luo: formats.luo, files: [formats.memfd], source: 'emulator' };
 }
 
 /** The formats a kernel image reads, from the image itself. */
