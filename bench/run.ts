@@ -11,12 +11,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { kernelInfo } from './kernel-info.js';
 import { type Benchmark, type BenchmarkResult, context, gbPerSecond, now } from './lib.js';
 import { memfdHandover } from './memfd-handover.js';
 import { qemuBlackout } from './qemu-blackout.js';
 import { radixDecode } from './radix.js';
 
-const BENCHMARKS: readonly Benchmark[] = [memfdHandover, radixDecode, qemuBlackout];
+const BENCHMARKS: readonly Benchmark[] = [memfdHandover, radixDecode, qemuBlackout, kernelInfo];
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outFile = path.resolve(

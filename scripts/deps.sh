@@ -12,7 +12,9 @@
 #   preload shim; make and gcc build the kernel's selftests, from Debian's linux-source
 #   (fetched with apt-get: xz-utils, debian-archive-keyring); chromium renders
 #   `luoctl report --html` headless (test/cli-report.test.ts); QEMU runs real VMs under
-#   luo-qemu, and binutils (as, ld) builds their counter guest (test/qemu.test.ts).
+#   luo-qemu, and binutils (as, ld) builds their counter guest (test/qemu.test.ts); bzip2,
+#   zstd, lz4 and lzop make kernel images with every compression the kernel offers, from a
+#   real vmlinux, for `luoctl kernel-info` (test/kernel-image.test.ts).
 # vm: the real-kernel tier (docs/vm.md), on top of test: a static busybox and
 #   kexec-tools for the guest; flex, bison, libelf-dev, cpio and bc build the LUO kernels.
 #
@@ -21,7 +23,7 @@ set -eu
 
 TEST="dtc:device-tree-compiler cc:gcc /usr/include/stdio.h:libc6-dev make:make xz:xz-utils
   chromium:chromium /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
-  qemu-system-x86_64:qemu-system-x86 as:binutils"
+  qemu-system-x86_64:qemu-system-x86 as:binutils bzip2:bzip2 zstd:zstd lz4:lz4 lzop:lzop"
 VM="$TEST kexec:kexec-tools flex:flex bison:bison cpio:cpio bc:bc
   /usr/include/gelf.h:libelf-dev -:busybox-static"
 

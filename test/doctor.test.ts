@@ -10,7 +10,7 @@ import { after, describe, it, mock } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { Command } from 'commander';
 import { register, renderDoctorReport } from '../src/cli/doctor.js';
-import { type DoctorReport, diagnose } from '../src/cli/doctor-report.js';
+import { type DoctorReport, diagnose, type LoadedFacts } from '../src/cli/doctor-report.js';
 import { gatherHostFacts, type HostProbes } from '../src/host/probe.js';
 import type { KexecFileLoadAvailability } from '../src/sys/kexec.js';
 
@@ -513,6 +513,44 @@ describe('kexec mode', () => {
   });
 });
 
+describe('next kernel (the gate)', () => {
+  const facts = (files: FakeFiles = {}) =>
+    gatherHostFacts(capableProbes(), makeRoot({ ...capableFiles(), ...files }));
+  it("reports the loaded image's verdict: works, forced past a mismatch, nothing loaded", () => {
+    const gate = (ok: boolean, forced: boolean) => ({
+      outcome: ok ? 'works' : 'panic',
+      ok,
+      sentence: ok
+        ? 'the next kernel (7.3) reads what this kernel writes'
+        : 'the next kernel (7.1.4) reads luo-v4; this kernel writes luo-v5: the next kernel would panic',
+      forced,
+    });
+    const luod = (loaded: LoadedFacts | null) => ({
+      running: true as const,
+      kexecMode: 'standalone' as const,
+      holder: null,
+      loaded,
+    });
+    const works = check(
+      diagnose(facts({}), luod({ kernel: '/boot/a', gate: gate(true, false) })),
+      'next-kernel',
+    );
+    assert.equal(works.status, 'ok');
+    assert.match(works.finding, /reads what this kernel writes/);
+    const forced = check(
+      diagnose(facts({}), luod({ kernel: '/boot/b', gate: gate(false, true) })),
+      'next-kernel',
+    );
+    assert.equal(forced.status, 'fail');
+    assert.match(
+      forced.finding,
+      /--force: the next kernel \(7\.1\.4\) reads luo-v4; this kernel writes luo-v5: the next kernel would panic/,
+    );
+    assert.equal(check(diagnose(facts({}), luod(null)), 'next-kernel').status, 'info');
+    assert.match(check(diagnose(facts({})), 'next-kernel').finding, /luod is not running/);
+  });
+});
+
 describe('report output', () => {
   it('JSON has one stable shape', () => {
     const report = JSON.parse(JSON.stringify(doctor({}, deviceError('EBUSY'))));
@@ -537,6 +575,7 @@ describe('report output', () => {
       'systemd',
       'kexec-mode',
       'shmem-thp',
+      'next-kernel',
     ]);
     for (const c of report.checks) {
       assert.ok(['ok', 'warn', 'fail', 'info'].includes(c.status));
@@ -549,7 +588,7 @@ describe('report output', () => {
     const text = renderDoctorReport(doctor({ '/proc/cmdline': 'kho=on' }, deviceError('ENOENT')));
     const lines = text.split('\n');
     const checkLines = lines.filter((line) => /^(ok|warn|FAIL|info) /.test(line));
-    assert.equal(checkLines.length, 15);
+    assert.equal(checkLines.length, 16);
     const column = checkLines[0]!.indexOf('/dev/liveupdate does not exist');
     for (const line of checkLines) assert.match(line.slice(column - 2, column), /^ {2}$/);
     const fixLines = lines.filter((line) => line.trimStart().startsWith('fix: '));

@@ -15,7 +15,7 @@ const SRC = path.resolve(import.meta.dirname, '../src');
 const FLOORS: readonly (readonly string[])[] = [
   ['sys'],
   ['uapi', 'abi', 'host'],
-  ['kernel'],
+  ['kernel', 'image'],
   ['protocol', 'record'],
   ['client', 'report', 'inspect'],
   ['daemon', 'example-vmm', 'qemu'],

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { test } from 'node:test';
 import pino from 'pino';
-import type { LuodKernel } from '../src/daemon/kernel.js';
+import { emulatedFormats, type LuodKernel } from '../src/daemon/kernel.js';
 import { Luod, type PhaseEvent } from '../src/daemon/luod.js';
 import type { LiveUpdateDevice, Session } from '../src/kernel/device.js';
 import type { LineChannel } from '../src/protocol/lines.js';
@@ -68,6 +68,8 @@ function kernelAfterReboot(closes: string[]): LuodKernel {
         close: () => {},
       }) as unknown as LiveUpdateDevice,
     load: async () => ({ kernel: 'k', cmdline: '' }),
+    currentFormats: async () => emulatedFormats('7.2'),
+    nextFormats: async () => emulatedFormats('7.2'),
     kexec: async () => {},
   };
 }

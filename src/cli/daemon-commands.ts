@@ -110,6 +110,11 @@ export const register: RegisterCommand = (program) => {
     .option('--cmdline <text>', 'kernel command line (liveupdate=on is added if missing)')
     .option('--reuse-cmdline', "use the running kernel's command line")
     .option('--emu-version <version>', 'the next emulated kernel version (6.19, 7.0, 7.1, 7.2, 7.3)')
+    .option('--force', 'load even when the next kernel cannot read what this kernel writes (recorded)')
+    .addHelpText(
+      'after',
+      '\nThe gate: luod compares the handover formats this kernel writes with those the next\nkernel reads (docs/kernel-info.md) and refuses a mismatch (EPROTO) with its consequence.',
+    )
     .action(
       commandAction(async (command, out) => {
         const kernel = command.args[0];
@@ -118,6 +123,7 @@ export const register: RegisterCommand = (program) => {
           cmdline?: string;
           reuseCmdline?: boolean;
           emuVersion?: string;
+          force?: boolean;
         }>();
         if (opts.cmdline !== undefined && opts.reuseCmdline) {
           throw new CodedError('EINVAL', '--cmdline and --reuse-cmdline exclude each other');
@@ -130,10 +136,17 @@ export const register: RegisterCommand = (program) => {
             ...(opts.cmdline !== undefined && { cmdline: opts.cmdline }),
             ...(opts.reuseCmdline && { cmdline: readFileSync('/proc/cmdline', 'utf8').trim() }),
             ...(opts.emuVersion && { emu_version: opts.emuVersion }),
+            ...(opts.force && { force: true }),
           },
           { socket: socketOf(command) },
         );
-        out.result(reply, () => `loaded: ${JSON.stringify(reply.loaded)}`);
+        out.result(reply, () => {
+          const { gate, ...loaded } = reply.loaded;
+          const verdict = gate
+            ? `\ngate: ${gate.forced ? 'FORCED past a mismatch: ' : ''}${gate.sentence}`
+            : '';
+          return `loaded: ${JSON.stringify(loaded)}${verdict}`;
+        });
         return ExitCode.ok;
       }),
     );

@@ -56,8 +56,25 @@ export interface KexecModeReport {
 }
 
 /** What the running luod says about itself (STATUS), or why it could not be asked. */
+/** The loaded kernel and the gate's verdict on it, as luod's STATUS says. */
+export interface LoadedFacts {
+  readonly kernel: string;
+  readonly gate?: {
+    readonly outcome: string;
+    readonly ok: boolean;
+    readonly sentence: string;
+    readonly forced: boolean;
+  };
+}
+
 export type LuodFacts =
-  | { readonly running: true; readonly kexecMode: 'standalone' | 'systemd'; readonly holder: string | null }
+  | {
+      readonly running: true;
+      readonly kexecMode: 'standalone' | 'systemd';
+      readonly holder: string | null;
+      /** undefined when luod did not say (an older luod); null when nothing is loaded. */
+      readonly loaded?: LoadedFacts | null;
+    }
   | { readonly running: false; readonly reason: string };
 export interface DoctorReport {
   readonly ok: boolean;
@@ -511,6 +528,21 @@ function checkShmemThp(host: Host): Outcome {
   );
 }
 
+/** The gate's verdict on the kernel luod has loaded: a live update into it would do this. */
+function checkNextKernel(host: Host): Outcome {
+  const luod = host.luod;
+  if (!luod?.running) return info('luod is not running: no next kernel is loaded');
+  if (luod.loaded === undefined) return info('luod does not report the gate (an older luod)');
+  if (luod.loaded === null) return info('no next kernel is loaded', 'luoctl load IMAGE (the gate checks it)');
+  const gate = luod.loaded.gate;
+  if (!gate) return info(`${luod.loaded.kernel} is loaded; the gate did not judge it`);
+  if (gate.ok) return ok(`${luod.loaded.kernel}: ${gate.sentence}`);
+  return fail(
+    `${luod.loaded.kernel} was loaded with --force: ${gate.sentence}`,
+    'load a kernel that reads what this kernel writes (luoctl kernel-info IMAGE shows its formats)',
+  );
+}
+
 const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Outcome }> = [
   { id: 'device', title: LIVEUPDATE_DEVICE, run: checkDevice },
   { id: 'backend', title: 'backend', run: checkBackend },
@@ -531,6 +563,7 @@ const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Ou
   { id: 'systemd', title: 'systemd fd store', run: checkSystemd },
   { id: 'kexec-mode', title: 'kexec mode', run: checkKexecMode },
   { id: 'shmem-thp', title: 'guest RAM folios', run: checkShmemThp },
+  { id: 'next-kernel', title: 'next kernel', run: checkNextKernel },
 ];
 
 export function diagnose(facts: HostFacts, luod?: LuodFacts): DoctorReport {

@@ -4,7 +4,13 @@
  */
 import { gatherHostFacts } from '../host/probe.js';
 import { CodedError, errorCode } from '../sys/error.js';
-import { type CheckStatus, type DoctorReport, diagnose, type LuodFacts } from './doctor-report.js';
+import {
+  type CheckStatus,
+  type DoctorReport,
+  diagnose,
+  type LoadedFacts,
+  type LuodFacts,
+} from './doctor-report.js';
 import type { RegisterCommand } from './environment.js';
 import { askLuod } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
@@ -57,7 +63,13 @@ export async function askLuodFacts(): Promise<LuodFacts> {
     if (!reply.ok) return { running: false, reason: `${reply.error?.code}: ${reply.error?.message}` };
     const mode = reply.kexec_mode === 'systemd' ? 'systemd' : 'standalone';
     const holder = (reply.holder as { kind?: string } | null | undefined)?.kind ?? null;
-    return { running: true, kexecMode: mode, holder };
+    const loaded = reply.loaded as { kernel: string; gate?: LoadedFacts['gate'] } | null | undefined;
+    return {
+      running: true,
+      kexecMode: mode,
+      holder,
+      loaded: loaded ? { kernel: loaded.kernel, ...(loaded.gate && { gate: loaded.gate }) } : null,
+    };
   } catch (err) {
     return { running: false, reason: errorCode(err) };
   } finally {

@@ -16,7 +16,9 @@ import { register as registerDoctor } from './doctor.js';
 import { register as registerEmu } from './emu.js';
 import type { CliEnvironment, RegisterCommand } from './environment.js';
 import { register as registerInspect } from './inspect.js';
+import { register as registerKernelInfo } from './kernel-info.js';
 import { ExitCode, Output } from './output.js';
+import { register as registerQualify } from './qualify.js';
 import { register as registerReport } from './report.js';
 
 const COMMANDS: readonly RegisterCommand[] = [
@@ -26,6 +28,8 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerDemo,
   registerInspect,
   registerReport,
+  registerKernelInfo,
+  registerQualify,
 ];
 
 /** Read at run time so the version printed is the installed package's, from dist/ or from src/ alike. */

@@ -4,11 +4,16 @@
  * same daemon code runs on both; only loading and rebooting differ.
  */
 import * as fs from 'node:fs';
+import type { SpokenFormats } from '../image/gate.js';
 import type { Backend, LiveUpdateDevice } from '../kernel/device.js';
 import { ensureEmulator } from '../kernel/emu/client.js';
 import { emulatorKexec, emulatorStatus, openEmulatedDevice, statePaths } from '../kernel/emu/index.js';
-import { checkKernelVersion } from '../kernel/emu/server/versions.js';
+import { checkKernelVersion, emulatedFormats } from '../kernel/emu/server/versions.js';
+
+export { emulatedFormats };
+
 import { openRealDevice } from '../kernel/real/index.js';
+import type { GateReport } from '../protocol/replies.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { O_RDONLY, open, pread } from '../sys/file.js';
@@ -27,6 +32,8 @@ export interface LoadedKernel {
   cmdline: string;
   /** The next emulated kernel's version (emulated backend only). */
   version?: string;
+  /** The gate's verdict on this kernel, taken before it was loaded (gate.ts). */
+  gate?: GateReport;
 }
 
 export interface LuodKernel {
@@ -49,6 +56,10 @@ export interface LuodKernel {
    */
   startedAt?(): number;
   load(request: LoadRequest): Promise<LoadedKernel>;
+  /** What this kernel writes at a live update (the gate's left side). */
+  currentFormats(): Promise<SpokenFormats>;
+  /** What the kernel `request` would load reads (the gate's right side); throws if it is no kernel. */
+  nextFormats(request: LoadRequest): Promise<SpokenFormats>;
   /**
    * Reboot into the loaded kernel. On the real kernel this does not return
    * when it works; an error means the kernel refused (a freeze failure) and
@@ -122,6 +133,16 @@ export function realKernel(): LuodKernel {
     async kexec() {
       rebootKexec();
     },
+    async currentFormats() {
+      // Imported when used: the image reader is not compiled at every luod start (blackout).
+      const { runningKernelFormats } = await import('../image/running.js');
+      return runningKernelFormats(fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim());
+    },
+    async nextFormats(request) {
+      if (!request.kernel) throw new SysError('load', Errno.EINVAL, 'LOAD needs a kernel image path');
+      checkKernelImage(request.kernel);
+      return imageFormats(request.kernel);
+    },
   };
 }
 
@@ -154,6 +175,12 @@ export function emulatedKernel(stateDir: string): LuodKernel {
         ...(request.initrd ? { initrd: request.initrd } : {}),
       };
     },
+    async currentFormats() {
+      return emulatedFormats(await current());
+    },
+    async nextFormats(request) {
+      return emulatedFormats(checkKernelVersion(request.emuVersion ?? (await current())));
+    },
     async kexec(loaded) {
       const result = await emulatorKexec(paths, loaded.version);
       startedAt = Date.now();
@@ -165,5 +192,18 @@ export function emulatedKernel(stateDir: string): LuodKernel {
         );
       }
     },
+  };
+}
+
+/** The formats a kernel image reads, from the image itself. */
+async function imageFormats(image: string): Promise<SpokenFormats> {
+  const { readKernelInfo } = await import('../image/kernel-info.js');
+  const info = await readKernelInfo(image);
+  return {
+    release: info.release,
+    ...(info.formats.kho && { kho: info.formats.kho }),
+    ...(info.formats.luo && { luo: info.formats.luo }),
+    files: info.formats.files,
+    source: `image ${image}`,
   };
 }

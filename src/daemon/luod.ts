@@ -34,6 +34,7 @@
  *  - context.ts: what they share (the phase, the run, the last outcome).
  */
 import type { Logger } from 'pino';
+import { gateVerdict } from '../image/gate.js';
 import type { Session } from '../kernel/device.js';
 import type { AbortedEvent, ProgressEvent } from '../protocol/events.js';
 import { type LineChannel, MAX_FDS_PER_LINE, MAX_LINE_BYTES } from '../protocol/lines.js';
@@ -48,6 +49,7 @@ import {
 } from '../protocol/messages.js';
 import type {
   ClientsReply,
+  GateReport,
   HelloReply,
   LoadReply,
   SessionsReply,
@@ -70,7 +72,7 @@ import {
 } from './context.js';
 import { IdOwners } from './id-owners.js';
 import type { Recovered, SessionKeeper } from './keeper.js';
-import type { LuodKernel } from './kernel.js';
+import type { LoadRequest, LuodKernel } from './kernel.js';
 import type { LuodGauges, LuodMetrics } from './metrics.js';
 import type { PhaseMark } from './state.js';
 import { UpdateRecords } from './update-records.js';
@@ -482,12 +484,15 @@ export class Luod {
     const start = Date.now();
     this.#mark(undefined, undefined, 'load');
     try {
-      ctx.loaded = await ctx.kernel.load({
+      const request = {
         ...(command.kernel !== undefined && { kernel: command.kernel }),
         ...(command.initrd !== undefined && { initrd: command.initrd }),
         ...(command.cmdline !== undefined && { cmdline: command.cmdline }),
         ...(command.emu_version !== undefined && { emuVersion: command.emu_version }),
-      });
+      };
+      // The gate, before the kernel is even loaded: nothing is preserved yet.
+      const gate = await this.#gate(request, command.force === true);
+      ctx.loaded = { ...(await ctx.kernel.load(request)), gate };
     } finally {
       this.#loading = false;
     }
@@ -495,6 +500,25 @@ export class Luod {
     ctx.loadSpan = { start, end: Date.now() };
     ctx.log.info({ loaded: ctx.loaded, ms: ctx.loadSpan.end - start }, 'next kernel loaded');
     return { loaded: ctx.loaded } satisfies LoadReply;
+  }
+
+  /**
+   * Compare what this kernel writes with what the next one reads; refuse a mismatch
+   * (EPROTO, the consequence in one sentence) unless forced. The verdict, forced or not,
+   * goes with the loaded kernel into STATUS, doctor and the update record.
+   */
+  async #gate(request: LoadRequest, force: boolean): Promise<GateReport> {
+    const ctx = this.#ctx;
+    const [current, next] = await Promise.all([ctx.kernel.currentFormats(), ctx.kernel.nextFormats(request)]);
+    const verdict = gateVerdict(current, next);
+    const report: GateReport = { ...verdict, forced: !verdict.ok && force };
+    if (!verdict.ok && !force) {
+      ctx.log.warn({ gate: report }, 'next kernel refused by the gate');
+      throw fail('EPROTO', `refused: ${verdict.sentence} (luoctl load --force loads it anyway)`);
+    }
+    if (report.forced) ctx.log.warn({ gate: report }, 'next kernel loaded despite the gate (--force)');
+    else ctx.log.info({ gate: report }, 'gate: the next kernel reads what this kernel writes');
+    return report;
   }
 
   /** Run one live update: barrier, then kexec or abort. */
@@ -515,12 +539,18 @@ export class Luod {
     if (!ctx.loaded) {
       const start = Date.now();
       try {
-        ctx.loaded = await ctx.kernel.load({});
+        const gate = await this.#gate({}, false);
+        ctx.loaded = { ...(await ctx.kernel.load({})), gate };
       } catch (err) {
         ctx.phase = 'idle';
         throw err;
       }
       ctx.loadSpan = { start, end: Date.now() };
+    }
+    const gate = ctx.loaded?.gate;
+    if (gate && !gate.ok && !gate.forced) {
+      ctx.phase = 'idle';
+      throw fail('EPROTO', `refused: ${gate.sentence}`);
     }
     try {
       return await new UpdateRun(ctx, this.#claims, this.#clients, options).run();

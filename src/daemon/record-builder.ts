@@ -41,6 +41,8 @@ export interface RecordStart {
   to: string;
   clients: { id: string; uid: number; sessions: string[] }[];
   load: { start: number; end: number } | null;
+  /** The gate's verdict on the loaded kernel, `forced` when --force overrode a refusal. */
+  gate?: { outcome: string; ok: boolean; sentence: string; forced: boolean };
   at?: number;
 }
 
@@ -68,6 +70,7 @@ export class RecordBuilder {
         started: at,
         finished: null,
         phases: start.load ? [{ phase: 'load', start: start.load.start, end: start.load.end }] : [],
+        ...(start.gate && { gate: start.gate }),
         clients: start.clients.map((c) => ({
           id: c.id,
           uid: c.uid,

@@ -123,6 +123,14 @@ export class UpdateRun {
         sessions: sessionNames(clientId, client.sessionCount),
       })),
       load: ctx.loadSpan,
+      ...(this.#loaded.gate && {
+        gate: {
+          outcome: this.#loaded.gate.outcome,
+          ok: this.#loaded.gate.ok,
+          sentence: this.#loaded.gate.sentence,
+          forced: this.#loaded.gate.forced,
+        },
+      }),
       at: this.timeline[0]!.at,
     });
     this.#deadline = Date.now() + this.#timeoutMs;

@@ -59,6 +59,8 @@ export const Command = z.discriminatedUnion('cmd', [
     initrd: z.string().max(4096).optional(),
     cmdline: z.string().max(4096).optional(),
     emu_version: z.string().max(16).optional(),
+    /** Load even when the gate finds a format mismatch (written into the update record). */
+    force: z.boolean().optional(),
   }),
   z.object({
     cmd: z.literal('UPDATE'),

@@ -37,12 +37,34 @@ export type SubscribeReply = z.infer<typeof SubscribeReply>;
 export const ClaimReply = z.object({ id: z.string(), update: z.string(), sessions: SessionNames });
 export type ClaimReply = z.infer<typeof ClaimReply>;
 
+/** What one kernel writes or reads at a live update (image/gate.ts). */
+const SpokenFormats = z.object({
+  release: z.string(),
+  kho: z.string().optional(),
+  luo: z.string().optional(),
+  files: z.array(z.string()),
+  source: z.string(),
+});
+
+/** The gate's verdict on the loaded kernel: what it reads against what this kernel writes. */
+export const GateReport = z.object({
+  outcome: z.enum(['works', 'no-handover', 'cold-boot', 'panic', 'files-lost']),
+  ok: z.boolean(),
+  sentence: z.string(),
+  /** Loaded with --force despite the verdict. */
+  forced: z.boolean(),
+  current: SpokenFormats,
+  next: SpokenFormats,
+});
+export type GateReport = z.infer<typeof GateReport>;
+
 /** The kernel LOAD chose (emulated: `version` is the next emulated kernel). */
 export const LoadedKernel = z.object({
   kernel: z.string(),
   initrd: z.string().optional(),
   cmdline: z.string(),
   version: z.string().optional(),
+  gate: GateReport.optional(),
 });
 export type LoadedKernel = z.infer<typeof LoadedKernel>;
 

@@ -91,6 +91,10 @@ export const UpdateRecord = z
     started: Time,
     finished: Time.nullable(),
     phases: z.array(PhaseSpan),
+    /** The gate's verdict on the pair (absent in records older than the gate). */
+    gate: z
+      .object({ outcome: z.string(), ok: z.boolean(), sentence: z.string(), forced: z.boolean() })
+      .optional(),
     clients: z.array(ClientLane),
     failures: z.array(z.object({ id: z.string(), reason: z.string() })),
   })

@@ -2,6 +2,8 @@
  * The real-kernel bench (`npm run test:vm`; docs/vm.md): builds or reuses a LUO kernel from
  * Debian's source, builds the guest's initramfs, and in QEMU guests on that kernel runs
  *
+ *   0. kernel-info: `luoctl kernel-info`'s reader on each bench kernel (bzImage and vmlinux), and
+ *      the gate's verdict on every pair of them (test/vm/kernel-info.ts), on the host;
  *   1. the kernel's own LUO selftests: `liveupdate` (15 tests) and the kexec tests, stage 1,
  *      a real kexec, stage 2;
  *   2. the LUO scenario suite (test/scenarios/) on the real /dev/liveupdate, across two real
@@ -23,7 +25,7 @@
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
- *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update,capture,qemu]
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only kernel-info,selftests,scenarios,parity,update,capture,qemu]
  *                                    [--update-kernels '7.2,7.2;7.2,7.3'] [--scenarios ID,...]
  *                                    [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
@@ -53,6 +55,7 @@ import {
   KHO_IN_DIR,
 } from './capture.js';
 import type { BootResults } from './guest-scenarios.js';
+import { kernelInfoChecks } from './kernel-info.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
 import { qemuUpdates } from './qemu-update.js';
@@ -640,7 +643,7 @@ async function main(): Promise<number> {
     options: {
       kernels: { type: 'string' },
       'update-kernels': { type: 'string' },
-      only: { type: 'string', default: 'selftests,scenarios,parity,update,capture,qemu' },
+      only: { type: 'string', default: 'kernel-info,selftests,scenarios,parity,update,capture,qemu' },
       scenarios: { type: 'string' },
       exec: { type: 'string' },
       'timeout-scale': { type: 'string', default: '1' },
@@ -661,7 +664,7 @@ async function main(): Promise<number> {
   }
   const only = new Set(values.only.split(','));
   for (const part of only) {
-    if (!['selftests', 'scenarios', 'parity', 'update', 'capture', 'qemu'].includes(part)) {
+    if (!['kernel-info', 'selftests', 'scenarios', 'parity', 'update', 'capture', 'qemu'].includes(part)) {
       console.error(`unknown --only part '${part}'`);
       return EXIT_USAGE;
     }
@@ -677,6 +680,13 @@ async function main(): Promise<number> {
       const g = await guest('exec', kernels, values.exec, {}, 300_000 * timeoutScale, image);
       check('exec', g.result.exitStatus === 0 ? 'pass' : 'fail', `exit status ${g.result.exitStatus}`);
     } else {
+      if (only.has('kernel-info')) {
+        // The bench's kernels read by luoctl kernel-info's reader, and the gate on every pair.
+        const images = [];
+        for (const v of new Set([...versions, ...updatePairs.flat()]))
+          images.push({ version: v, bzImage: await kernel(v) });
+        for (const c of await kernelInfoChecks(images)) check(c.name, c.ok ? 'pass' : 'fail', c.detail);
+      }
       if (only.has('selftests')) await selftests(kernels, versions, image);
       if (only.has('scenarios') || only.has('parity')) {
         const real = await realScenarios(kernels, versions, image, values.scenarios);

@@ -185,14 +185,41 @@ async function luodPath(
   image: string,
   bin: string,
 ): Promise<RunMarks> {
+  // The gate's refusal on the real kernel: Debian's stock kernel (no KHO), read in the guest.
+  const gateCheck = `the gate refuses Debian's stock kernel (no KHO) on the real kernel (${label})`;
+  const stock = await ctx.run('sh', ['scripts/fetch-debian-kernel.sh', 'amd64'], { quiet: true });
+  const refuse = stock.status === 0 ? stock.stdout.trim().split('\n').at(-1)! : '';
+  if (!refuse) ctx.check(gateCheck, 'infra', `scripts/fetch-debian-kernel.sh amd64: ${stock.stderr.trim()}`);
   const g = await ctx.guest(
     `update-${runLabel}`,
     kernels,
     'exec sh vm/guest/luod-update.sh',
-    { LUOKIT_GUEST_BIN: bin, LUOKIT_SIZES: UPDATE_SIZES.join(','), LUOKIT_SHMEM_THP: UPDATE_SHMEM_THP },
+    {
+      LUOKIT_GUEST_BIN: bin,
+      LUOKIT_SIZES: UPDATE_SIZES.join(','),
+      LUOKIT_SHMEM_THP: UPDATE_SHMEM_THP,
+      ...(refuse && { LUOKIT_GATE_REFUSE: refuse }),
+    },
     600_000 * ctx.timeoutScale,
     image,
   );
+  if (refuse) {
+    const refused = readIf(path.join(g.dir, 'gate-refused.json'));
+    let verdict: { ok?: boolean; error?: { code?: string; message?: string } } = {};
+    try {
+      verdict = JSON.parse(refused);
+    } catch {
+      // Checked below: no JSON is a failure.
+    }
+    const sentence = /has no KHO; this kernel writes kho-v\d+: the next kernel would boot cold/;
+    ctx.check(
+      gateCheck,
+      verdict.ok === false && verdict.error?.code === 'EPROTO' && sentence.test(verdict.error.message ?? '')
+        ? 'pass'
+        : 'fail',
+      refused.trim() || 'no gate-refused.json',
+    );
+  }
   const run = marksOf(g.dir);
   const problems = [
     ...failures(g.result, 'UPDATE-FAILED'),

@@ -71,6 +71,15 @@ case "$BOOT" in
     . "$DIR/shmem-thp.sh" || failed "$THP_ERROR"
     start_luod
     wait_for 120 "luod's socket" test -S "$SOCK"
+    # The gate on the real kernel (#16): an image that cannot read this kernel's handover
+    # (Debian's stock kernel, without KHO) is refused before anything is loaded or preserved.
+    if [ -n "${LUOKIT_GATE_REFUSE:-}" ]; then
+      if luoctl load "$LUOKIT_GATE_REFUSE" --initrd /sys/firmware/initrd --cmdline "$CMDLINE" --json \
+        >"$OUT/gate-refused.json"; then
+        failed "the gate loaded $LUOKIT_GATE_REFUSE"
+      fi
+      echo "LUOKIT-PHASE path=luod boot=0 phase=gate-refused"
+    fi
     # One VMM at a time, each once the one before has filled its RAM and subscribed: VMMs
     # filling at once interleave their page allocations, and the next kernel's KHO restore
     # cost grows with the number of discontiguous preserved ranges (docs/vm.md, the kexec

@@ -20,6 +20,22 @@ export const KERNEL_FORMATS: Readonly<Record<string, KernelFormats>> = {
   '7.3': { kho: 'kho-v4', luo: 'luo-v5', memfd: 'memfd-v2' },
 };
 
+/**
+ * What an emulated kernel writes and reads, in the shape of image/gate.ts's SpokenFormats
+ * (the gate judges emulated kernels with the same code as images).
+ */
+export function emulatedFormats(version: string): {
+  release: string;
+  kho?: string;
+  luo?: string;
+  files: string[];
+  source: string;
+} {
+  const formats = KERNEL_FORMATS[version];
+  if (!formats) return { release: version, files: [], source: 'emulator' };
+  return { release: version, kho: formats.kho, luo: formats.luo, files: [formats.memfd], source: 'emulator' };
+}
+
 /** The versions whose handover layout the emulator writes byte for byte (the others are outcomes only). */
 export const WRITABLE_VERSIONS = new Set(['7.2', '7.3']);
 
