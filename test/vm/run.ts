@@ -13,13 +13,15 @@
  *      (test/vm/update.ts; build/vm/blackout.{json,txt});
  *   5. the capture: a known set of sessions preserved, a real kexec, the next kernel's memory
  *      dumped through QMP and debugfs kho/in copied, then `luoctl inspect --json --check` on
- *      them must report exactly what was preserved (test/vm/capture.ts).
+ *      them must report exactly what was preserved (test/vm/capture.ts);
+ *   6. the differential fuzzer: the same seeded LUO + memfd sequences on the real kernel (across
+ *      a real kexec) and on the emulated kernel, traces compared line by line (test/vm/difffuzz.ts).
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
- *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update,capture]
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only selftests,scenarios,parity,update,capture,difffuzz]
  *                                    [--update-kernels '7.2,7.2;7.2,7.3'] [--scenarios ID,...]
  *                                    [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
@@ -48,6 +50,7 @@ import {
   EXPECTED_FILE,
   KHO_IN_DIR,
 } from './capture.js';
+import { difffuzz } from './difffuzz.js';
 import type { BootResults } from './guest-scenarios.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
@@ -239,7 +242,7 @@ async function guest(
     ...(extra.memory !== undefined && { memory: extra.memory }),
     ...(extra.qmpSocket !== undefined && { qmpSocket: extra.qmpSocket }),
     onLine: (line, atMs) => {
-      if (/LUOKIT-(BOOT|KEXEC|EXIT|INFRA|SCENARIOS|CAPTURE)|Kernel panic/.test(line))
+      if (/LUOKIT-(BOOT|KEXEC|EXIT|INFRA|SCENARIOS|CAPTURE|RESULT kind=difffuzz)|Kernel panic/.test(line))
         log(`${name}: ${line.trim()}`);
       extra.onLine?.(line, atMs);
     },
@@ -635,7 +638,7 @@ async function main(): Promise<number> {
     options: {
       kernels: { type: 'string' },
       'update-kernels': { type: 'string' },
-      only: { type: 'string', default: 'selftests,scenarios,parity,update,capture' },
+      only: { type: 'string', default: 'selftests,scenarios,parity,update,capture,difffuzz' },
       scenarios: { type: 'string' },
       exec: { type: 'string' },
       'timeout-scale': { type: 'string', default: '1' },
@@ -656,7 +659,7 @@ async function main(): Promise<number> {
   }
   const only = new Set(values.only.split(','));
   for (const part of only) {
-    if (!['selftests', 'scenarios', 'parity', 'update', 'capture'].includes(part)) {
+    if (!['selftests', 'scenarios', 'parity', 'update', 'capture', 'difffuzz'].includes(part)) {
       console.error(`unknown --only part '${part}'`);
       return EXIT_USAGE;
     }
@@ -687,6 +690,8 @@ async function main(): Promise<number> {
         await liveUpdates(benchContext(), pairs, image);
       }
       if (only.has('capture')) await capture(kernels, versions, image);
+      if (only.has('difffuzz'))
+        await difffuzz(benchContext(), kernels, versions, kernelLabel(versions), runLabel(versions), image);
     }
   } catch (err) {
     if (!(err instanceof InfraError)) throw err;
