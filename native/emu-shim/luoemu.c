@@ -1322,6 +1322,9 @@ EXPORT int posix_fallocate64(int fd, off64_t offset, off64_t len)
  * issue's observation says "page by page"; the 7.2 source says the mapping's
  * maximum folio size) and, for sendfile/splice/copy_file_range, the 64 KiB
  * batches of the internal pipe (see splice_limit()).
+ * The same check refuses growth of an F_SEAL_GROW file, so a GROW-sealed
+ * memfd gets the same pieces (whatever the host kernel's own folio size):
+ * seen on 7.2.13 by the differential fuzzer.
  */
 #define FROZEN_PIECE ((int64_t)page_size() << 9)
 #define RW_MAX_COUNT ((int64_t)(INT_MAX & ~(page_size() - 1)))
@@ -1330,6 +1333,7 @@ struct frozen_target {
 	int64_t size; /* i_size */
 	int64_t pos;  /* where the write starts */
 	int append;   /* O_APPEND (or RWF_APPEND): pos is the size */
+	int grow_sealed; /* F_SEAL_GROW: shmem_write_begin refuses growth as for a frozen mapping */
 };
 
 /*
@@ -1353,6 +1357,9 @@ static int frozen_candidate(int fd, int64_t pos, int append_flags, struct frozen
 	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
 		goto out;
 	t->size = st.st_size;
+	fl = fcntl(fd, F_GET_SEALS);
+	t->grow_sealed = fl >= 0 && (fl & F_SEAL_GROW);
+	fl = fcntl(fd, F_GETFL);
 	t->append = append_flags < 0 ? (fl & O_APPEND) != 0 : append_flags;
 	if (t->append) {
 		t->pos = st.st_size;
@@ -1415,7 +1422,7 @@ static int64_t frozen_write_limit(int fd, int64_t pos, int append_flags, int64_t
 	if (t.pos >= limit)
 		return count; /* EFBIG and SIGXFSZ from the real call, nothing written */
 	end = limit - t.pos < count ? limit : t.pos + count;
-	if (end <= t.size || !frozen_file(fd))
+	if (end <= t.size || !(t.grow_sealed || frozen_file(fd)))
 		return count;
 	keep = t.size / FROZEN_PIECE * FROZEN_PIECE - t.pos;
 	return keep > 0 ? keep : 0;
@@ -1624,7 +1631,7 @@ static int64_t splice_limit(int out, int64_t pos, int64_t count, int64_t avail)
 	if (count <= 0)
 		return count;
 	end = t.pos + count;
-	if (end <= t.size || !frozen_file(out))
+	if (end <= t.size || !(t.grow_sealed || frozen_file(out)))
 		return count;
 	if (t.pos >= t.size)
 		return 0;
@@ -1686,6 +1693,21 @@ EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count)
 	return sendfile(out, in, (off_t *)offset, count);
 }
 
+/*
+ * shmem has neither copy_file_range nor remap_file_range: vfs_copy_file_range copies
+ * through splice only within one superblock and gives EXDEV across two (a memfd and a
+ * /dev/shm file), after its argument checks. Observed on 7.2.13 (the differential fuzzer).
+ */
+static int same_superblock(int a, int b)
+{
+	struct stat sa, sb;
+	int saved = errno;
+	int same = fstat(a, &sa) < 0 || fstat(b, &sb) < 0 || sa.st_dev == sb.st_dev;
+
+	errno = saved;
+	return same;
+}
+
 EXPORT ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out_off, size_t len, unsigned int flags)
 {
 	copy_file_range_fn real = real_copy_file_range();
@@ -1700,6 +1722,8 @@ EXPORT ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out_of
 		return real(in, in_off, out, out_off, len, flags); /* EFAULT */
 	if (out_off != NULL && out_pos < 0)
 		return real(in, in_off, out, out_off, len, flags); /* EINVAL */
+	if (!same_superblock(in, out))
+		return real(in, in_off, out, out_off, len, flags); /* EXDEV (or 0): nothing is written */
 	keep = splice_limit(out, out_pos, (int64_t)(len > SSIZE_MAX ? SSIZE_MAX : len),
 			    input_available(in, in_off != NULL ? &in_pos : NULL));
 	if (keep == 0 && len > 0) {

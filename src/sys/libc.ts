@@ -45,6 +45,7 @@ const fn = {
   fstatfs: libc.func('int fstatfs(int fd, void *buf)'),
   mmap: libc.func('intptr_t mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
   munmap: libc.func('int munmap(intptr_t addr, size_t length)'),
+  madvise: libc.func('int madvise(intptr_t addr, size_t length, int advice)'),
   copy_file_range: libc.func(
     'intptr_t copy_file_range(int in_fd, _Inout_ int64_t *in_off, int out_fd, _Inout_ int64_t *out_off, size_t len, unsigned int flags)',
   ),
@@ -188,6 +189,10 @@ export function mmapRaw(fd: number, length: number, prot: number, flags: number)
 
 export function munmapRaw(addr: number, length: number): void {
   check('munmap', fn.munmap(addr, length));
+}
+
+export function madviseRaw(addr: number, length: number, advice: number): void {
+  check('madvise', fn.madvise(addr, length, advice));
 }
 
 /** copy_file_range(2) between explicit offsets; returns bytes copied, or -errno. */

@@ -7,7 +7,9 @@
  *            EFBIG. Seals and size are captured now; writes inside the size
  *            stay visible (the kernel pins the pages, we keep a reference).
  *            A shared writable mapping stands in for the pin: like pinned
- *            pages, it makes a later F_SEAL_WRITE fail with EBUSY.
+ *            pages, it makes a later F_SEAL_WRITE fail with EBUSY. Every
+ *            page below the size gets an up-to-date folio (holes too), as
+ *            memfd_pin_folios does.
  * freeze:    the file position is captured (it may have moved since
  *            preserve). The kernel freezes the size at preserve; a process
  *            not using the preload shim could still have resized the file,
@@ -21,7 +23,7 @@ import { SysError } from '../../../sys/error.js';
 import type { OwnedFd } from '../../../sys/fd.js';
 import { fstat, ftruncate, lseek, SEEK_CUR } from '../../../sys/file.js';
 import { addSeals, getSeals, MFD_ALLOW_SEALING, memfdCreate } from '../../../sys/memfd.js';
-import { filesystemType, Mapping, TMPFS_MAGIC } from '../../../sys/mm.js';
+import { filesystemType, Mapping, populateFile, TMPFS_MAGIC } from '../../../sys/mm.js';
 import { KernelError } from './errors.js';
 
 export const MEMFD_COMPATIBLE = 'memfd-v2';
@@ -66,6 +68,9 @@ export function preserve(file: OwnedFd): PreservedMemfd {
   const size = fstat(file).size;
   if (Math.ceil(size / PAGE_SIZE) > UINT_MAX) throw new KernelError(Errno.EFBIG);
   const record = { pos: lseek(file, 0, SEEK_CUR), size, seals };
+  // The kernel pins a folio for every page below the size, allocating holes and marking
+  // fallocated pages up to date: from now on SEEK_HOLE/SEEK_DATA see no hole there.
+  populateFile(file, size);
   return { file, record, mapping: pinPages(file, size) };
 }
 
@@ -106,6 +111,8 @@ export function retrieve(record: MemfdRecord, fill: (file: OwnedFd) => void): Ow
   try {
     ftruncate(file, record.size);
     fill(file);
+    // Every preserved folio comes back (no hole below the size), as in the kernel.
+    populateFile(file, record.size);
     lseek(file, record.pos);
     if (record.seals) addSeals(file, record.seals);
     return file;
