@@ -691,7 +691,7 @@ async function main(): Promise<number> {
       }
       if (only.has('capture')) await capture(kernels, versions, image);
       if (only.has('difffuzz'))
-        await difffuzz(benchContext(), kernels, versions, kernelLabel(versions), runLabel(versions), image);
+        await difffuzz(benchContext(), kernels, kernelLabel(versions), runLabel(versions), image);
     }
   } catch (err) {
     if (!(err instanceof InfraError)) throw err;
