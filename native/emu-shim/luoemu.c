@@ -49,6 +49,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -148,6 +149,11 @@ typedef ssize_t (*copy_file_range_fn)(int, off64_t *, int, off64_t *, size_t, un
 typedef ssize_t (*splice_fn)(int, off64_t *, int, off64_t *, size_t, unsigned int);
 typedef int (*dup2_fn)(int, int);
 typedef int (*dup3_fn)(int, int, int);
+typedef int (*close_range_fn)(unsigned int, unsigned int, int);
+typedef void (*closefrom_fn)(int);
+typedef pid_t (*waitpid_fn)(pid_t, int *, int);
+typedef pid_t (*wait4_fn)(pid_t, int *, int, struct rusage *);
+typedef int (*waitid_fn)(idtype_t, id_t, siginfo_t *, int);
 
 /*
  * dlsym(RTLD_NEXT) once per symbol, on first use: another library's
@@ -199,6 +205,11 @@ DEFINE_REAL(copy_file_range_fn, copy_file_range)
 DEFINE_REAL(splice_fn, splice)
 DEFINE_REAL(dup2_fn, dup2)
 DEFINE_REAL(dup3_fn, dup3)
+DEFINE_REAL(close_range_fn, close_range)
+DEFINE_REAL(closefrom_fn, closefrom)
+DEFINE_REAL(waitpid_fn, waitpid)
+DEFINE_REAL(wait4_fn, wait4)
+DEFINE_REAL(waitid_fn, waitid)
 
 /* A symbol the next library does not have: fail like a missing system call. */
 #define MISSING(ret)              \
@@ -1840,6 +1851,134 @@ EXPORT int dup3(int oldfd, int newfd, int flags)
 	ret = real(oldfd, newfd, flags);
 	if (dir != NULL && ret >= 0)
 		sync_releases(dir);
+	return ret;
+}
+
+/* Does this process hold an emulator fd numbered in [first, last]? Preserves errno. */
+static int holds_emulator_fd(unsigned int first, unsigned int last)
+{
+	struct dirent *entry;
+	DIR *fds;
+	int saved = errno, found = 0;
+
+	fds = opendir("/proc/self/fd");
+	if (fds == NULL)
+		return 1; /* cannot tell: synchronise anyway */
+	while (!found && (entry = readdir(fds)) != NULL) {
+		char *end;
+		long fd = strtol(entry->d_name, &end, 10);
+
+		if (*end != '\0' || end == entry->d_name || fd == dirfd(fds) || fd > INT_MAX)
+			continue;
+		if ((unsigned long)fd >= first && (unsigned long)fd <= last && is_emulator_fd((int)fd))
+			found = 1;
+	}
+	closedir(fds);
+	errno = saved;
+	return found;
+}
+
+/*
+ * close_range() and closefrom() close as close() does: a release is seen when they
+ * return. (CLOSE_RANGE_CLOEXEC only marks the fds; exec closes them, and the shim of the
+ * new program sees those releases at its first request.)
+ */
+EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+	close_range_fn real = real_close_range();
+	const char *dir = state_dir();
+	int sync, ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	sync = dir != NULL && first <= last && !(flags & CLOSE_RANGE_CLOEXEC) && holds_emulator_fd(first, last);
+	ret = real(first, last, flags);
+	if (sync && ret == 0)
+		sync_releases(dir);
+	return ret;
+}
+
+EXPORT void closefrom(int lowfd)
+{
+	closefrom_fn real = real_closefrom();
+	const char *dir = state_dir();
+	int sync = dir != NULL && lowfd >= 0 && holds_emulator_fd((unsigned int)lowfd, UINT_MAX);
+
+	if (real != NULL)
+		real(lowfd);
+	if (sync)
+		sync_releases(dir);
+}
+
+/*
+ * A child that ended (exit or signal) had its files closed by the kernel before its
+ * parent could reap it. A child killed by a signal ran no destructor, so the emulator may
+ * not have seen its sessions go yet: after reaping a child that ended, the parent
+ * synchronises, and its wait() returns after the releases, as on the kernel. (Stopped and
+ * continued children, and WNOHANG with nothing to reap, do not synchronise.)
+ */
+static void reaped(pid_t pid, int status)
+{
+	const char *dir;
+
+	if (pid <= 0 || !(WIFEXITED(status) || WIFSIGNALED(status)))
+		return;
+	dir = state_dir();
+	if (dir != NULL && !we_are_the_emulator(dir))
+		sync_releases(dir);
+}
+
+EXPORT pid_t waitpid(pid_t pid, int *wstatus, int options)
+{
+	waitpid_fn real = real_waitpid();
+	int status = 0;
+	pid_t ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(pid, wstatus != NULL ? wstatus : &status, options);
+	reaped(ret, wstatus != NULL ? *wstatus : status);
+	return ret;
+}
+
+EXPORT pid_t wait(int *wstatus)
+{
+	return waitpid(-1, wstatus, 0);
+}
+
+EXPORT pid_t wait4(pid_t pid, int *wstatus, int options, struct rusage *usage)
+{
+	wait4_fn real = real_wait4();
+	int status = 0;
+	pid_t ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(pid, wstatus != NULL ? wstatus : &status, options, usage);
+	reaped(ret, wstatus != NULL ? *wstatus : status);
+	return ret;
+}
+
+EXPORT pid_t wait3(int *wstatus, int options, struct rusage *usage)
+{
+	return wait4(-1, wstatus, options, usage);
+}
+
+EXPORT int waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
+{
+	waitid_fn real = real_waitid();
+	int ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(idtype, id, info, options);
+	if (ret == 0 && info != NULL && (options & WEXITED) && info->si_pid > 0 &&
+	    (info->si_code == CLD_EXITED || info->si_code == CLD_KILLED || info->si_code == CLD_DUMPED)) {
+		const char *dir = state_dir();
+
+		if (dir != NULL && !we_are_the_emulator(dir))
+			sync_releases(dir);
+	}
 	return ret;
 }
 

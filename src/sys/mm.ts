@@ -7,9 +7,10 @@
 import { readSync } from 'node:fs';
 import { Errno } from './errno.js';
 import { SysError } from './error.js';
-import { type FdLike, rawFd } from './fd.js';
-import { pwriteAll } from './file.js';
+import { type FdLike, OwnedFd, rawFd } from './fd.js';
+import { O_CLOEXEC, pwriteAll } from './file.js';
 import {
+  closeRaw,
   copyFileRangeRaw,
   fstatfsTypeRaw,
   lseekRaw,
@@ -17,9 +18,11 @@ import {
   mmapRaw,
   munmapRaw,
   peekRaw,
+  pipe2Raw,
   pollManyRaw,
   pollOneRaw,
   sendfileRaw,
+  vmspliceRaw,
 } from './libc.js';
 
 export const TMPFS_MAGIC = 0x01021994;
@@ -58,6 +61,25 @@ export class Mapping {
   advise(advice: number): void {
     if (this.#address === 0) throw new SysError('madvise', Errno.EINVAL, 'madvise: the mapping is gone');
     madviseRaw(this.#address, this.length, advice);
+  }
+
+  /**
+   * Queue the mapping's first `length` bytes into a new pipe by reference (vmsplice without
+   * gift): the pipe holds the page cache pages, an extra reference on each, until its read
+   * end, which is returned, is closed.
+   */
+  pinIntoPipe(length: number): OwnedFd {
+    if (this.#address === 0) throw new SysError('vmsplice', Errno.EINVAL, 'vmsplice: the mapping is gone');
+    const [readEnd, writeEnd] = pipe2Raw(O_CLOEXEC);
+    try {
+      vmspliceRaw(writeEnd, this.#address, Math.min(length, this.length));
+    } catch (err) {
+      closeRaw(readEnd);
+      throw err;
+    } finally {
+      closeRaw(writeEnd);
+    }
+    return new OwnedFd(readEnd);
   }
 
   unmap(): void {
