@@ -47,24 +47,57 @@ export interface Traces {
   stage2: string;
 }
 
+/** test/emu-parity/parity.c: directed scenarios whose lines must be the real kernel's too. */
+export const PARITY_SOURCE = path.join(ROOT, 'test/emu-parity/parity.c');
+/** The parity scenarios the bench runs on both kernels (close-unpins takes ~30 s on a real one). */
+export const PARITY_SCENARIOS: readonly string[] = [
+  'writes',
+  'future-write',
+  'close-unpins',
+  'exit-unpins',
+  'close-range-unpins',
+  'kill-unpins',
+];
+
 /**
- * Compile luofuzz into build/difffuzz/ (static for the bench's guest, which has no C library
- * of its own; dynamic for the shim). Rebuilds when the source is newer.
+ * Compile a C program into build/difffuzz/ (static for the bench's guest, which has no C
+ * library of its own; dynamic for the shim). Rebuilds when the source is newer.
  */
-export function buildFuzzer(link: 'static' | 'dynamic'): string {
-  const out = path.join(ROOT, 'build/difffuzz', link === 'static' ? 'luofuzz-static' : 'luofuzz');
+export function buildProgram(source: string, name: string, link: 'static' | 'dynamic'): string {
+  const out = path.join(ROOT, 'build/difffuzz', link === 'static' ? `${name}-static` : name);
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  const fresh = fs.existsSync(out) && fs.statSync(out).mtimeMs >= fs.statSync(SOURCE).mtimeMs;
+  const fresh = fs.existsSync(out) && fs.statSync(out).mtimeMs >= fs.statSync(source).mtimeMs;
   if (!fresh) {
     const tmp = `${out}.tmp-${process.pid}`;
     execFileSync(
       process.env.CC ?? 'cc',
-      ['-O2', '-Wall', '-Wextra', '-Werror', ...(link === 'static' ? ['-static'] : []), '-o', tmp, SOURCE],
+      ['-O2', '-Wall', '-Wextra', '-Werror', ...(link === 'static' ? ['-static'] : []), '-o', tmp, source],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
     fs.renameSync(tmp, out);
   }
   return out;
+}
+
+/** luofuzz, built. */
+export function buildFuzzer(link: 'static' | 'dynamic'): string {
+  return buildProgram(SOURCE, 'luofuzz', link);
+}
+
+/** The parity scenarios' output on a fresh emulated kernel, one text per scenario. */
+export async function parityOnEmulator(scenarios: readonly string[]): Promise<Map<string, string>> {
+  const program = buildProgram(PARITY_SOURCE, 'emu-parity', 'dynamic');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-difffuzz-parity-'));
+  const emu = await startEmulator({ stateDir: dir });
+  const env = { ...process.env, LD_PRELOAD: SHIM, LUOKIT_EMU_STATE: dir };
+  const out = new Map<string, string>();
+  try {
+    for (const scenario of scenarios) out.set(scenario, await runProgram(program, [scenario], env, 300_000));
+    return out;
+  } finally {
+    await emu.stop().catch(() => {});
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Run `program args` and resolve with its stdout once it exits (status 0 required). */

@@ -13,12 +13,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   buildFuzzer,
+  buildProgram,
   coverage,
   DEFAULT_RUN,
   EXPECTED_FILE,
   firstDifference,
   joinTraces,
   OPS,
+  PARITY_SCENARIOS,
+  PARITY_SOURCE,
+  parityOnEmulator,
   runOnEmulator,
   SEEDS,
 } from '../differential/fuzz.js';
@@ -32,22 +36,29 @@ export async function difffuzz(
   image: string,
 ): Promise<void> {
   let binary: string;
+  let parity: string;
   try {
     binary = buildFuzzer('static');
+    parity = buildProgram(PARITY_SOURCE, 'emu-parity', 'static');
   } catch (err) {
-    throw ctx.infra(
-      `cc -static test/differential/luofuzz.c failed (Debian: libc6-dev): ${(err as Error).message}`,
-    );
+    throw ctx.infra(`cc -static failed (Debian: libc6-dev): ${(err as Error).message}`);
   }
   const seeds = SEEDS.join(' ');
   const g = await ctx.guest(
     `difffuzz-${runLabel}`,
     kernels,
     'exec sh vm/guest/difffuzz.sh',
-    { LUOFUZZ: binary, LUOFUZZ_ARGS: `--ops ${OPS}`, LUOFUZZ_SEEDS: seeds },
+    {
+      LUOFUZZ: binary,
+      LUOFUZZ_ARGS: `--ops ${OPS}`,
+      LUOFUZZ_SEEDS: seeds,
+      LUOKIT_PARITY: parity,
+      LUOKIT_PARITY_SCENARIOS: PARITY_SCENARIOS.join(' '),
+    },
     900_000 * ctx.timeoutScale,
     image,
   );
+  await compareParity(ctx, g.dir, label);
   const stageFile = (n: number): string => path.join(g.dir, `fuzz.stage${n}.txt`);
   const missing = [1, 2].filter((n) => !fs.existsSync(stageFile(n)));
   const status = (n: number): string | undefined =>
@@ -100,5 +111,39 @@ export async function difffuzz(
       d &&
         `line ${d.line}: real '${d.expected}' | committed '${d.actual}' (copy ${path.relative(ctx.root, path.join(out, 'real.txt'))} there)`,
     );
+  }
+}
+
+/**
+ * test/emu-parity/parity.c's directed scenarios: each one's lines on the real kernel and on the
+ * emulator must be the same; the `writes` lines must also be test/emu-parity/writes.expected
+ * (the file test/emu-parity.test.ts checks the emulator against).
+ */
+async function compareParity(ctx: BenchContext, dir: string, label: string): Promise<void> {
+  const emulated = await parityOnEmulator(PARITY_SCENARIOS);
+  for (const scenario of PARITY_SCENARIOS) {
+    const file = path.join(dir, `parity.${scenario}.txt`);
+    const real = fs.existsSync(file) ? fs.readFileSync(file, 'latin1') : '';
+    const emu = emulated.get(scenario) ?? '';
+    const diff = real.includes(`done ${scenario}`)
+      ? firstDifference(real, emu)
+      : { line: 0, expected: real.trim().split('\n').at(-1) ?? '(nothing)', actual: '' };
+    ctx.check(
+      `difffuzz: parity scenario ${scenario}, the emulator's lines are the real kernel's (${label})`,
+      diff === undefined ? 'pass' : 'fail',
+      diff &&
+        (diff.line === 0
+          ? `did not finish on the real kernel: ${diff.expected}`
+          : `line ${diff.line}: real '${diff.expected}' | emulator '${diff.actual}'`),
+    );
+    if (scenario === 'writes' && real !== '') {
+      const expected = fs.readFileSync(path.join(ctx.root, 'test/emu-parity/writes.expected'), 'latin1');
+      const d = firstDifference(real, expected);
+      ctx.check(
+        `difffuzz: test/emu-parity/writes.expected is the real kernel's output (${label})`,
+        d === undefined ? 'pass' : 'fail',
+        d && `line ${d.line}: real '${d.expected}' | writes.expected '${d.actual}'`,
+      );
+    }
   }
 }

@@ -2,8 +2,11 @@
 # The differential fuzzer on the real kernel (docs/vm.md, docs/emulator.md): the statically
 # linked test/differential/luofuzz.c, built on the host before the guest starts.
 #
-# boot 0: stage 1 of every seed on /dev/liveupdate (its holder process keeps the sessions
-#         each seed left open), then the kexec (vm/guest/kexec-next.sh);
+# boot 0: the directed scenarios of test/emu-parity/parity.c (LUOKIT_PARITY, one run per
+#         scenario of LUOKIT_PARITY_SCENARIOS, output in $LUOKIT_OUT/parity.<scenario>.txt,
+#         marker LUOKIT-RESULT kind=parity name=SCENARIO status=S); then stage 1 of every
+#         seed on /dev/liveupdate (its holder process keeps the sessions each seed left
+#         open), then the kexec (vm/guest/kexec-next.sh);
 # boot 1: stage 2 of every seed, in the kernel the kexec started.
 #
 # Traces go to $LUOKIT_OUT/fuzz.stage<N>.txt; one marker per stage:
@@ -26,6 +29,10 @@ stage() {
 
 case "$BOOT" in
   0)
+    for s in ${LUOKIT_PARITY_SCENARIOS:-}; do
+      "$LUOKIT_PARITY" "$s" >"$OUT/parity.$s.txt" 2>&1
+      echo "LUOKIT-RESULT kind=parity name=$s status=$?"
+    done
     stage 1
     exec sh "$DIR/kexec-next.sh"
     ;;
