@@ -1344,17 +1344,18 @@ struct frozen_target {
 	int64_t size; /* i_size */
 	int64_t pos;  /* where the write starts */
 	int append;   /* O_APPEND (or RWF_APPEND): pos is the size */
-	int grow_sealed; /* F_SEAL_GROW: shmem_write_begin refuses growth as for a frozen mapping */
 };
 
 /*
- * Could fd be a preserved memfd the write would reach: a writable, unlinked
- * tmpfs regular file? Fills t (pos: `pos` or the file position; the size if
- * appending). Preserves errno.
+ * Could fd be a preserved memfd the write would reach: a writable regular
+ * file with no links? Fills t (pos: `pos` or the file position; the size if
+ * appending). Two or three system calls (fstat, F_GETFL, lseek for the file
+ * position): every write of the process pays them, so the rest (filesystem,
+ * seals, the emulator) is asked only of a write that would grow the file
+ * (refuses_growth()). Preserves errno.
  */
 static int frozen_candidate(int fd, int64_t pos, int append_flags, struct frozen_target *t)
 {
-	struct statfs sfs;
 	struct stat st;
 	int saved = errno, fl, ok = 0;
 
@@ -1365,12 +1366,7 @@ static int frozen_candidate(int fd, int64_t pos, int append_flags, struct frozen
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_RDONLY)
 		goto out;
-	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
-		goto out;
 	t->size = st.st_size;
-	fl = fcntl(fd, F_GET_SEALS);
-	t->grow_sealed = fl >= 0 && (fl & F_SEAL_GROW);
-	fl = fcntl(fd, F_GETFL);
 	t->append = append_flags < 0 ? (fl & O_APPEND) != 0 : append_flags;
 	if (t->append) {
 		t->pos = st.st_size;
@@ -1405,6 +1401,25 @@ static int frozen_file(int fd)
 	return frozen;
 }
 
+/*
+ * Would shmem refuse to grow this candidate: a tmpfs file sealed F_SEAL_GROW
+ * (no need to ask), or a preserved one (the emulator says so)? Preserves errno.
+ */
+static int refuses_growth(int fd)
+{
+	struct statfs sfs;
+	int saved = errno, seals, refused;
+
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC) {
+		errno = saved;
+		return 0;
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	refused = (seals >= 0 && (seals & F_SEAL_GROW)) || frozen_file(fd);
+	errno = saved;
+	return refused;
+}
+
 /* RLIMIT_FSIZE cuts a write short (or refuses it, with SIGXFSZ) before the frozen check. */
 static int64_t fsize_limit(void)
 {
@@ -1433,7 +1448,7 @@ static int64_t frozen_write_limit(int fd, int64_t pos, int append_flags, int64_t
 	if (t.pos >= limit)
 		return count; /* EFBIG and SIGXFSZ from the real call, nothing written */
 	end = limit - t.pos < count ? limit : t.pos + count;
-	if (end <= t.size || !(t.grow_sealed || frozen_file(fd)))
+	if (end <= t.size || !refuses_growth(fd))
 		return count;
 	keep = t.size / FROZEN_PIECE * FROZEN_PIECE - t.pos;
 	return keep > 0 ? keep : 0;
@@ -1629,20 +1644,19 @@ EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int iovcnt, off64_t 
 static int64_t splice_limit(int out, int64_t pos, int64_t count, int64_t avail)
 {
 	struct frozen_target t;
-	int64_t end, whole, boundary;
+	int64_t want, end, whole, boundary;
 
 	if (count <= 0 || !frozen_candidate(out, pos, 0, &t))
 		return count;
 	if (t.append)
 		return count; /* EINVAL/EBADF from the real call */
-	if (count > RW_MAX_COUNT)
-		count = RW_MAX_COUNT;
-	if (avail >= 0 && avail < count)
-		count = avail;
-	if (count <= 0)
-		return count;
-	end = t.pos + count;
-	if (end <= t.size || !(t.grow_sealed || frozen_file(out)))
+	want = count > RW_MAX_COUNT ? RW_MAX_COUNT : count;
+	if (avail >= 0 && avail < want)
+		want = avail;
+	if (want <= 0)
+		return count; /* nothing to copy: the real call returns 0 (or its error) */
+	end = t.pos + want;
+	if (end <= t.size || !refuses_growth(out))
 		return count;
 	if (t.pos >= t.size)
 		return 0;

@@ -446,6 +446,13 @@ static void writes(void)
 	REPORT("splice.inside", splice(pipefd[0], NULL, file, &out_off, PAGE, SPLICE_F_NONBLOCK));
 	close(pipefd[0]);
 	close(pipefd[1]);
+	/* An input with nothing left: nothing to copy, 0 (not EPERM), even past the size. */
+	off = sizeof(data);
+	REPORT("lseek.for_sendfile_empty", lseek(file, size - 10, SEEK_SET));
+	REPORT("sendfile.empty_source", sendfile(file, src, &off, PAGE));
+	in_off = sizeof(data);
+	out_off = size - 10;
+	REPORT("copy_file_range.empty_source", copy_file_range(src, &in_off, file, &out_off, PAGE, 0));
 	close(src);
 
 	REPORT("ftruncate.grow", ftruncate(file, size + PAGE));
