@@ -15,7 +15,8 @@
  *      dumped through QMP and debugfs kho/in copied, then `luoctl inspect --json --check` on
  *      them must report exactly what was preserved (test/vm/capture.ts);
  *   6. the differential fuzzer: the same seeded LUO + memfd sequences on the real kernel (across
- *      a real kexec) and on the emulated kernel, traces compared line by line (test/vm/difffuzz.ts).
+ *      a real kexec) and on the emulated kernel, traces compared line by line (test/vm/difffuzz.ts);
+ *      on 7.2 and on 7.3 unless --kernels (or $LUOKIT_VM_KERNELS) says which.
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
@@ -64,6 +65,8 @@ const EXIT_USAGE = 2;
 const EXIT_INFRA = 3;
 /** The live update part proves both version pairs unless told otherwise. */
 const DEFAULT_UPDATE_KERNELS = '7.2,7.2;7.2,7.3';
+/** The difffuzz part proves both kernel series unless told otherwise. */
+const DIFFFUZZ_KERNELS = [['7.2'], ['7.3']];
 
 type CheckStatus = 'pass' | 'fail' | 'infra' | 'skip';
 
@@ -690,8 +693,12 @@ async function main(): Promise<number> {
         await liveUpdates(benchContext(), pairs, image);
       }
       if (only.has('capture')) await capture(kernels, versions, image);
-      if (only.has('difffuzz'))
-        await difffuzz(benchContext(), kernels, kernelLabel(versions), runLabel(versions), image);
+      // The fuzzer on both kernel series unless told which (each one boots once).
+      for (const set of only.has('difffuzz') ? (kernelsGiven ? [versions] : DIFFFUZZ_KERNELS) : []) {
+        const images: string[] = [];
+        for (const v of set) images.push(await kernel(v));
+        await difffuzz(benchContext(), images, kernelLabel(set), runLabel(set), image);
+      }
     }
   } catch (err) {
     if (!(err instanceof InfraError)) throw err;
