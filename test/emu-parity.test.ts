@@ -229,3 +229,17 @@ test('F_SEAL_FUTURE_WRITE on a preserved memfd: F_SEAL_WRITE is EBUSY while pinn
   };
   for (const [key, value] of Object.entries(expected)) assert.equal(out.get(key), value, key);
 });
+
+/**
+ * What the differential fuzzer found, one deterministic case each: a preserved memfd has no
+ * hole below its size (holes and fallocated pages), copy_file_range across superblocks is
+ * EXDEV first, an F_SEAL_GROW memfd refuses growth in 2 MiB pieces. The lines are
+ * test/emu-parity/fuzz-found.expected, the real 7.2.13 and 7.3 kernels' output (the bench checks it).
+ */
+test('what the differential fuzzer found stays fixed (fuzz-found.expected is the real kernel output)', async () => {
+  const emu = await emulator();
+  const expected = fs.readFileSync(path.join(ROOT, 'test/emu-parity/fuzz-found.expected'), 'utf8');
+  const out = await runC(emu, 'fuzz-found');
+  const text = [...out].map(([k, v]) => `${k} ${v}`).join('\n');
+  assert.equal(`${text}\n`, expected);
+});

@@ -52,6 +52,7 @@ export const PARITY_SOURCE = path.join(ROOT, 'test/emu-parity/parity.c');
 /** The parity scenarios the bench runs on both kernels (close-unpins takes ~30 s on a real one). */
 export const PARITY_SCENARIOS: readonly string[] = [
   'writes',
+  'fuzz-found',
   'future-write',
   'close-unpins',
   'exit-unpins',

@@ -400,16 +400,17 @@ static void op_close_device(void)
 	device = -1;
 }
 
-/* CREATE_SESSION or RETRIEVE_SESSION by a name of the pool. */
-static void op_session(unsigned request)
+/* CREATE_SESSION or RETRIEVE_SESSION by name k of the pool (-1: drawn). */
+static void op_session_named(unsigned request, long k)
 {
 	int slot = free_slot(sessions, NSESS);
-	long k = below(4) == 0 ? below(NNAME) : below(5);
 	struct session_arg arg = { .size = sizeof(arg), .fd = -1 };
 	int r, err;
 
 	if (slot < 0)
 		return;
+	if (k < 0)
+		k = below(4) == 0 ? below(NNAME) : below(5);
 	memcpy(arg.name, names[k], 64);
 	r = ioctl(device, request, &arg);
 	err = errno;
@@ -461,16 +462,11 @@ static void op_preserve(void)
 	end();
 }
 
-static void op_retrieve_fd(void)
+static void retrieve_fd_token(int s, long k, int slot)
 {
-	int s = pick(sessions, NSESS);
-	int slot = free_slot(files, NFILE);
-	long k = below(NTOKEN);
 	struct fd_arg arg = { .size = sizeof(arg), .fd = -1, .token = token_of(k) };
 	int r, err;
 
-	if (slot < 0)
-		return;
 	r = ioctl(sessions[s], RETRIEVE_FD, &arg);
 	err = errno;
 	begin("retrieve-fd");
@@ -482,6 +478,17 @@ static void op_retrieve_fd(void)
 		describe(arg.fd);
 	}
 	end();
+}
+
+static void op_retrieve_fd(void)
+{
+	int s = pick(sessions, NSESS);
+	int slot = free_slot(files, NFILE);
+	long k = below(NTOKEN);
+
+	if (slot < 0)
+		return;
+	retrieve_fd_token(s, k, slot);
 }
 
 static void op_finish(void)
@@ -580,6 +587,11 @@ static void op_raw_ioctl(void)
 			close(got);
 		}
 	}
+}
+
+static void op_session(unsigned request)
+{
+	op_session_named(request, -1);
 }
 
 /* A new file: a memfd (flags vary), an O_TMPFILE, an unlinked or a linked tmpfs file. */
@@ -999,6 +1011,28 @@ static void run_seed(unsigned long seed, int stage, int ops, int keep)
 	op_no = 0;
 	if (below(8) != 0)
 		op_open_device();
+	/* Stage 2 mostly starts by retrieving the seed's sessions (those stage 1 kept come back). */
+	if (stage == 2 && below(4) != 0) {
+		for (long k = 0; k < 5; k++)
+			op_session_named(RETRIEVE_SESSION, k);
+		/* And their files: every token of every session (content, size, seals, position). */
+		for (int sl = 0; sl < NSESS; sl++) {
+			for (long t = 0; t < NTOKEN && sessions[sl] >= 0; t++) {
+				int fslot = free_slot(files, NFILE);
+
+				if (fslot < 0)
+					break;
+				retrieve_fd_token(sl, t, fslot);
+				if (files[fslot] >= 0 && below(2) == 0) {
+					begin("close-file");
+					add(" F%d", fslot);
+					result(close(files[fslot]), errno);
+					end();
+					files[fslot] = -1;
+				}
+			}
+		}
+	}
 	for (op_no = 1; op_no <= ops; op_no++) {
 		long w = below(100);
 

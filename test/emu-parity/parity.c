@@ -466,6 +466,76 @@ static void writes(void)
 	close(dev);
 }
 
+/*
+ * What the differential fuzzer found (docs/emulator.md), one deterministic
+ * case each: holes of a preserved memfd, copy_file_range across
+ * superblocks, growth of an F_SEAL_GROW memfd.
+ */
+static void fuzz_found(void)
+{
+	int dev = open_device(), session = create_session(dev, "fuzz-found");
+	int sparse = memfd_create("sparse", 0), falloc = memfd_create("falloc", 0);
+	int shm = open("/dev/shm", O_TMPFILE | O_RDWR, 0600), src, grow;
+	static char data[700000];
+	off64_t in_off, out_off;
+	off_t off;
+
+	memset(data, 0x33, sizeof(data));
+	/* A page written, two holes; fallocated but never written pages. */
+	if (sparse < 0 || falloc < 0 || shm < 0 || ftruncate(sparse, 3 * PAGE) < 0 ||
+	    pwrite(sparse, data, PAGE, 0) != PAGE || fallocate(falloc, 0, 0, 2 * PAGE) < 0 ||
+	    ftruncate(falloc, 3 * PAGE) < 0)
+		die("files");
+	REPORT("sparse.hole_before", lseek(sparse, 0, SEEK_HOLE));
+	REPORT("falloc.data_before", lseek(falloc, 0, SEEK_DATA));
+	REPORT("sparse.preserve", preserve(session, sparse, 1));
+	REPORT("falloc.preserve", preserve(session, falloc, 2));
+	REPORT("sparse.hole_after", lseek(sparse, 0, SEEK_HOLE));
+	REPORT("sparse.data_after", lseek(sparse, 2 * PAGE, SEEK_DATA));
+	REPORT("falloc.data_after", lseek(falloc, 0, SEEK_DATA));
+	REPORT("falloc.hole_after", lseek(falloc, 0, SEEK_HOLE));
+	say_content("sparse.content", sparse);
+
+	/* A memfd into a /dev/shm file: two superblocks. */
+	src = memfd_of(3 * PAGE, 0);
+	if (pwrite(shm, data, PAGE, 0) != PAGE)
+		die("shm");
+	REPORT("shm.preserve", preserve(session, shm, 3));
+	in_off = 0;
+	out_off = 0;
+	REPORT("xdev.copy_file_range_inside", copy_file_range(src, &in_off, shm, &out_off, 100, 0));
+	in_off = 0;
+	out_off = PAGE - 10;
+	REPORT("xdev.copy_file_range_straddle", copy_file_range(src, &in_off, shm, &out_off, 100, 0));
+	in_off = 3 * PAGE;
+	REPORT("xdev.copy_file_range_empty", copy_file_range(src, &in_off, shm, &out_off, 100, 0));
+	close(src);
+
+	/* F_SEAL_GROW, not preserved: shmem refuses growth in 2 MiB pieces, as for a frozen file. */
+	grow = memfd_of(23875, MFD_ALLOW_SEALING);
+	src = memfd_create("source", 0);
+	if (src < 0 || pwrite(src, data, sizeof(data), 0) != (ssize_t)sizeof(data))
+		die("source");
+	REPORT("grow.seal", fcntl(grow, F_ADD_SEALS, F_SEAL_GROW));
+	in_off = 0;
+	out_off = 0;
+	REPORT("grow.copy_file_range", copy_file_range(src, &in_off, grow, &out_off, sizeof(data), 0));
+	off = 0;
+	REPORT("grow.lseek", lseek(grow, 0, SEEK_SET));
+	REPORT("grow.sendfile", sendfile(grow, src, &off, 70000));
+	REPORT("grow.pwrite", pwrite(grow, data, 30000, 0));
+	REPORT("grow.pwrite_inside", pwrite(grow, data, 20000, 0));
+	say_content("grow.content", grow);
+	close(src);
+	close(grow);
+
+	close(session);
+	close(sparse);
+	close(falloc);
+	close(shm);
+	close(dev);
+}
+
 int main(int argc, char **argv)
 {
 	const char *scenario = argc > 1 ? argv[1] : "";
@@ -482,6 +552,8 @@ int main(int argc, char **argv)
 		kill_unpins();
 	else if (strcmp(scenario, "future-write") == 0)
 		future_write();
+	else if (strcmp(scenario, "fuzz-found") == 0)
+		fuzz_found();
 	else {
 		fprintf(stderr, "unknown scenario %s\n", scenario);
 		return 2;

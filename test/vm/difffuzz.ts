@@ -116,8 +116,9 @@ export async function difffuzz(
 
 /**
  * test/emu-parity/parity.c's directed scenarios: each one's lines on the real kernel and on the
- * emulator must be the same; the `writes` lines must also be test/emu-parity/writes.expected
- * (the file test/emu-parity.test.ts checks the emulator against).
+ * emulator must be the same; where test/emu-parity/SCENARIO.expected exists (writes,
+ * fuzz-found: what test/emu-parity.test.ts checks the emulator against), the real lines must
+ * be that file.
  */
 async function compareParity(ctx: BenchContext, dir: string, label: string): Promise<void> {
   const emulated = await parityOnEmulator(PARITY_SCENARIOS);
@@ -136,13 +137,13 @@ async function compareParity(ctx: BenchContext, dir: string, label: string): Pro
           ? `did not finish on the real kernel: ${diff.expected}`
           : `line ${diff.line}: real '${diff.expected}' | emulator '${diff.actual}'`),
     );
-    if (scenario === 'writes' && real !== '') {
-      const expected = fs.readFileSync(path.join(ctx.root, 'test/emu-parity/writes.expected'), 'latin1');
-      const d = firstDifference(real, expected);
+    const expectedFile = path.join(ctx.root, 'test/emu-parity', `${scenario}.expected`);
+    if (fs.existsSync(expectedFile) && real !== '') {
+      const d = firstDifference(real, fs.readFileSync(expectedFile, 'latin1'));
       ctx.check(
-        `difffuzz: test/emu-parity/writes.expected is the real kernel's output (${label})`,
+        `difffuzz: test/emu-parity/${scenario}.expected is the real kernel's output (${label})`,
         d === undefined ? 'pass' : 'fail',
-        d && `line ${d.line}: real '${d.expected}' | writes.expected '${d.actual}'`,
+        d && `line ${d.line}: real '${d.expected}' | ${scenario}.expected '${d.actual}'`,
       );
     }
   }
