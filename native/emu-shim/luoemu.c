@@ -49,6 +49,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -148,6 +149,11 @@ typedef ssize_t (*copy_file_range_fn)(int, off64_t *, int, off64_t *, size_t, un
 typedef ssize_t (*splice_fn)(int, off64_t *, int, off64_t *, size_t, unsigned int);
 typedef int (*dup2_fn)(int, int);
 typedef int (*dup3_fn)(int, int, int);
+typedef int (*close_range_fn)(unsigned int, unsigned int, int);
+typedef void (*closefrom_fn)(int);
+typedef pid_t (*waitpid_fn)(pid_t, int *, int);
+typedef pid_t (*wait4_fn)(pid_t, int *, int, struct rusage *);
+typedef int (*waitid_fn)(idtype_t, id_t, siginfo_t *, int);
 
 /*
  * dlsym(RTLD_NEXT) once per symbol, on first use: another library's
@@ -199,6 +205,11 @@ DEFINE_REAL(copy_file_range_fn, copy_file_range)
 DEFINE_REAL(splice_fn, splice)
 DEFINE_REAL(dup2_fn, dup2)
 DEFINE_REAL(dup3_fn, dup3)
+DEFINE_REAL(close_range_fn, close_range)
+DEFINE_REAL(closefrom_fn, closefrom)
+DEFINE_REAL(waitpid_fn, waitpid)
+DEFINE_REAL(wait4_fn, wait4)
+DEFINE_REAL(waitid_fn, waitid)
 
 /* A symbol the next library does not have: fail like a missing system call. */
 #define MISSING(ret)              \
@@ -1322,6 +1333,9 @@ EXPORT int posix_fallocate64(int fd, off64_t offset, off64_t len)
  * issue's observation says "page by page"; the 7.2 source says the mapping's
  * maximum folio size) and, for sendfile/splice/copy_file_range, the 64 KiB
  * batches of the internal pipe (see splice_limit()).
+ * The same check refuses growth of an F_SEAL_GROW file, so a GROW-sealed
+ * memfd gets the same pieces (whatever the host kernel's own folio size):
+ * seen on 7.2.13 by the differential fuzzer.
  */
 #define FROZEN_PIECE ((int64_t)page_size() << 9)
 #define RW_MAX_COUNT ((int64_t)(INT_MAX & ~(page_size() - 1)))
@@ -1333,13 +1347,15 @@ struct frozen_target {
 };
 
 /*
- * Could fd be a preserved memfd the write would reach: a writable, unlinked
- * tmpfs regular file? Fills t (pos: `pos` or the file position; the size if
- * appending). Preserves errno.
+ * Could fd be a preserved memfd the write would reach: a writable regular
+ * file with no links? Fills t (pos: `pos` or the file position; the size if
+ * appending). Two or three system calls (fstat, F_GETFL, lseek for the file
+ * position): every write of the process pays them, so the rest (filesystem,
+ * seals, the emulator) is asked only of a write that would grow the file
+ * (refuses_growth()). Preserves errno.
  */
 static int frozen_candidate(int fd, int64_t pos, int append_flags, struct frozen_target *t)
 {
-	struct statfs sfs;
 	struct stat st;
 	int saved = errno, fl, ok = 0;
 
@@ -1349,8 +1365,6 @@ static int frozen_candidate(int fd, int64_t pos, int append_flags, struct frozen
 		goto out;
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_RDONLY)
-		goto out;
-	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
 		goto out;
 	t->size = st.st_size;
 	t->append = append_flags < 0 ? (fl & O_APPEND) != 0 : append_flags;
@@ -1387,6 +1401,25 @@ static int frozen_file(int fd)
 	return frozen;
 }
 
+/*
+ * Would shmem refuse to grow this candidate: a tmpfs file sealed F_SEAL_GROW
+ * (no need to ask), or a preserved one (the emulator says so)? Preserves errno.
+ */
+static int refuses_growth(int fd)
+{
+	struct statfs sfs;
+	int saved = errno, seals, refused;
+
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC) {
+		errno = saved;
+		return 0;
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	refused = (seals >= 0 && (seals & F_SEAL_GROW)) || frozen_file(fd);
+	errno = saved;
+	return refused;
+}
+
 /* RLIMIT_FSIZE cuts a write short (or refuses it, with SIGXFSZ) before the frozen check. */
 static int64_t fsize_limit(void)
 {
@@ -1415,7 +1448,7 @@ static int64_t frozen_write_limit(int fd, int64_t pos, int append_flags, int64_t
 	if (t.pos >= limit)
 		return count; /* EFBIG and SIGXFSZ from the real call, nothing written */
 	end = limit - t.pos < count ? limit : t.pos + count;
-	if (end <= t.size || !frozen_file(fd))
+	if (end <= t.size || !refuses_growth(fd))
 		return count;
 	keep = t.size / FROZEN_PIECE * FROZEN_PIECE - t.pos;
 	return keep > 0 ? keep : 0;
@@ -1611,20 +1644,19 @@ EXPORT ssize_t pwritev64v2(int fd, const struct iovec *iov, int iovcnt, off64_t 
 static int64_t splice_limit(int out, int64_t pos, int64_t count, int64_t avail)
 {
 	struct frozen_target t;
-	int64_t end, whole, boundary;
+	int64_t want, end, whole, boundary;
 
 	if (count <= 0 || !frozen_candidate(out, pos, 0, &t))
 		return count;
 	if (t.append)
 		return count; /* EINVAL/EBADF from the real call */
-	if (count > RW_MAX_COUNT)
-		count = RW_MAX_COUNT;
-	if (avail >= 0 && avail < count)
-		count = avail;
-	if (count <= 0)
-		return count;
-	end = t.pos + count;
-	if (end <= t.size || !frozen_file(out))
+	want = count > RW_MAX_COUNT ? RW_MAX_COUNT : count;
+	if (avail >= 0 && avail < want)
+		want = avail;
+	if (want <= 0)
+		return count; /* nothing to copy: the real call returns 0 (or its error) */
+	end = t.pos + want;
+	if (end <= t.size || !refuses_growth(out))
 		return count;
 	if (t.pos >= t.size)
 		return 0;
@@ -1686,6 +1718,21 @@ EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count)
 	return sendfile(out, in, (off_t *)offset, count);
 }
 
+/*
+ * shmem has neither copy_file_range nor remap_file_range: vfs_copy_file_range copies
+ * through splice only within one superblock and gives EXDEV across two (a memfd and a
+ * /dev/shm file), after its argument checks. Observed on 7.2.13 (the differential fuzzer).
+ */
+static int same_superblock(int a, int b)
+{
+	struct stat sa, sb;
+	int saved = errno;
+	int same = fstat(a, &sa) < 0 || fstat(b, &sb) < 0 || sa.st_dev == sb.st_dev;
+
+	errno = saved;
+	return same;
+}
+
 EXPORT ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out_off, size_t len, unsigned int flags)
 {
 	copy_file_range_fn real = real_copy_file_range();
@@ -1700,6 +1747,8 @@ EXPORT ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out_of
 		return real(in, in_off, out, out_off, len, flags); /* EFAULT */
 	if (out_off != NULL && out_pos < 0)
 		return real(in, in_off, out, out_off, len, flags); /* EINVAL */
+	if (!same_superblock(in, out))
+		return real(in, in_off, out, out_off, len, flags); /* EXDEV (or 0): nothing is written */
 	keep = splice_limit(out, out_pos, (int64_t)(len > SSIZE_MAX ? SSIZE_MAX : len),
 			    input_available(in, in_off != NULL ? &in_pos : NULL));
 	if (keep == 0 && len > 0) {
@@ -1816,6 +1865,134 @@ EXPORT int dup3(int oldfd, int newfd, int flags)
 	ret = real(oldfd, newfd, flags);
 	if (dir != NULL && ret >= 0)
 		sync_releases(dir);
+	return ret;
+}
+
+/* Does this process hold an emulator fd numbered in [first, last]? Preserves errno. */
+static int holds_emulator_fd(unsigned int first, unsigned int last)
+{
+	struct dirent *entry;
+	DIR *fds;
+	int saved = errno, found = 0;
+
+	fds = opendir("/proc/self/fd");
+	if (fds == NULL)
+		return 1; /* cannot tell: synchronise anyway */
+	while (!found && (entry = readdir(fds)) != NULL) {
+		char *end;
+		long fd = strtol(entry->d_name, &end, 10);
+
+		if (*end != '\0' || end == entry->d_name || fd == dirfd(fds) || fd > INT_MAX)
+			continue;
+		if ((unsigned long)fd >= first && (unsigned long)fd <= last && is_emulator_fd((int)fd))
+			found = 1;
+	}
+	closedir(fds);
+	errno = saved;
+	return found;
+}
+
+/*
+ * close_range() and closefrom() close as close() does: a release is seen when they
+ * return. (CLOSE_RANGE_CLOEXEC only marks the fds; exec closes them, and the shim of the
+ * new program sees those releases at its first request.)
+ */
+EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+	close_range_fn real = real_close_range();
+	const char *dir = state_dir();
+	int sync, ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	sync = dir != NULL && first <= last && !(flags & CLOSE_RANGE_CLOEXEC) && holds_emulator_fd(first, last);
+	ret = real(first, last, flags);
+	if (sync && ret == 0)
+		sync_releases(dir);
+	return ret;
+}
+
+EXPORT void closefrom(int lowfd)
+{
+	closefrom_fn real = real_closefrom();
+	const char *dir = state_dir();
+	int sync = dir != NULL && lowfd >= 0 && holds_emulator_fd((unsigned int)lowfd, UINT_MAX);
+
+	if (real != NULL)
+		real(lowfd);
+	if (sync)
+		sync_releases(dir);
+}
+
+/*
+ * A child that ended (exit or signal) had its files closed by the kernel before its
+ * parent could reap it. A child killed by a signal ran no destructor, so the emulator may
+ * not have seen its sessions go yet: after reaping a child that ended, the parent
+ * synchronises, and its wait() returns after the releases, as on the kernel. (Stopped and
+ * continued children, and WNOHANG with nothing to reap, do not synchronise.)
+ */
+static void reaped(pid_t pid, int status)
+{
+	const char *dir;
+
+	if (pid <= 0 || !(WIFEXITED(status) || WIFSIGNALED(status)))
+		return;
+	dir = state_dir();
+	if (dir != NULL && !we_are_the_emulator(dir))
+		sync_releases(dir);
+}
+
+EXPORT pid_t waitpid(pid_t pid, int *wstatus, int options)
+{
+	waitpid_fn real = real_waitpid();
+	int status = 0;
+	pid_t ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(pid, wstatus != NULL ? wstatus : &status, options);
+	reaped(ret, wstatus != NULL ? *wstatus : status);
+	return ret;
+}
+
+EXPORT pid_t wait(int *wstatus)
+{
+	return waitpid(-1, wstatus, 0);
+}
+
+EXPORT pid_t wait4(pid_t pid, int *wstatus, int options, struct rusage *usage)
+{
+	wait4_fn real = real_wait4();
+	int status = 0;
+	pid_t ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(pid, wstatus != NULL ? wstatus : &status, options, usage);
+	reaped(ret, wstatus != NULL ? *wstatus : status);
+	return ret;
+}
+
+EXPORT pid_t wait3(int *wstatus, int options, struct rusage *usage)
+{
+	return wait4(-1, wstatus, options, usage);
+}
+
+EXPORT int waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
+{
+	waitid_fn real = real_waitid();
+	int ret;
+
+	if (real == NULL)
+		MISSING(-1);
+	ret = real(idtype, id, info, options);
+	if (ret == 0 && info != NULL && (options & WEXITED) && info->si_pid > 0 &&
+	    (info->si_code == CLD_EXITED || info->si_code == CLD_KILLED || info->si_code == CLD_DUMPED)) {
+		const char *dir = state_dir();
+
+		if (dir != NULL && !we_are_the_emulator(dir))
+			sync_releases(dir);
+	}
 	return ret;
 }
 

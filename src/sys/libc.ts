@@ -45,6 +45,9 @@ const fn = {
   fstatfs: libc.func('int fstatfs(int fd, void *buf)'),
   mmap: libc.func('intptr_t mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
   munmap: libc.func('int munmap(intptr_t addr, size_t length)'),
+  madvise: libc.func('int madvise(intptr_t addr, size_t length, int advice)'),
+  pipe2: libc.func('int pipe2(_Out_ int *fds, int flags)'),
+  vmsplice: libc.func('intptr_t vmsplice(int fd, const void *iov, size_t nr_segs, unsigned int flags)'),
   copy_file_range: libc.func(
     'intptr_t copy_file_range(int in_fd, _Inout_ int64_t *in_off, int out_fd, _Inout_ int64_t *out_off, size_t len, unsigned int flags)',
   ),
@@ -188,6 +191,24 @@ export function mmapRaw(fd: number, length: number, prot: number, flags: number)
 
 export function munmapRaw(addr: number, length: number): void {
   check('munmap', fn.munmap(addr, length));
+}
+
+export function pipe2Raw(flags: number): [number, number] {
+  const fds = new Int32Array(2);
+  check('pipe2', fn.pipe2(fds, flags));
+  return [fds[0]!, fds[1]!];
+}
+
+/** vmsplice(2) of one user range [addr, addr + length) into a pipe; returns bytes queued. */
+export function vmspliceRaw(fd: number, addr: number, length: number): number {
+  const iov = Buffer.alloc(16);
+  iov.writeBigUInt64LE(BigInt(addr), 0);
+  iov.writeBigUInt64LE(BigInt(length), 8);
+  return check('vmsplice', fn.vmsplice(fd, iov, 1, 0));
+}
+
+export function madviseRaw(addr: number, length: number, advice: number): void {
+  check('madvise', fn.madvise(addr, length, advice));
 }
 
 /** copy_file_range(2) between explicit offsets; returns bytes copied, or -errno. */

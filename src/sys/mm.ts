@@ -7,18 +7,22 @@
 import { readSync } from 'node:fs';
 import { Errno } from './errno.js';
 import { SysError } from './error.js';
-import { type FdLike, rawFd } from './fd.js';
-import { pwriteAll } from './file.js';
+import { type FdLike, OwnedFd, rawFd } from './fd.js';
+import { O_CLOEXEC, pwriteAll } from './file.js';
 import {
+  closeRaw,
   copyFileRangeRaw,
   fstatfsTypeRaw,
   lseekRaw,
+  madviseRaw,
   mmapRaw,
   munmapRaw,
   peekRaw,
+  pipe2Raw,
   pollManyRaw,
   pollOneRaw,
   sendfileRaw,
+  vmspliceRaw,
 } from './libc.js';
 
 export const TMPFS_MAGIC = 0x01021994;
@@ -27,6 +31,8 @@ export const HUGETLBFS_MAGIC = 0x958458f6;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x1;
+/** madvise: fault every page in as a read would (Linux 5.14). */
+export const MADV_POPULATE_READ = 22;
 
 export const POLLIN = 0x1;
 export const POLLOUT = 0x4;
@@ -51,11 +57,52 @@ export class Mapping {
     this.#address = mmapRaw(rawFd(fd), length, prot, MAP_SHARED);
   }
 
+  /** madvise over the whole mapping. */
+  advise(advice: number): void {
+    if (this.#address === 0) throw new SysError('madvise', Errno.EINVAL, 'madvise: the mapping is gone');
+    madviseRaw(this.#address, this.length, advice);
+  }
+
+  /**
+   * Queue the mapping's first `length` bytes into a new pipe by reference (vmsplice without
+   * gift): the pipe holds the page cache pages, an extra reference on each, until its read
+   * end, which is returned, is closed.
+   */
+  pinIntoPipe(length: number): OwnedFd {
+    if (this.#address === 0) throw new SysError('vmsplice', Errno.EINVAL, 'vmsplice: the mapping is gone');
+    const [readEnd, writeEnd] = pipe2Raw(O_CLOEXEC);
+    try {
+      vmspliceRaw(writeEnd, this.#address, Math.min(length, this.length));
+    } catch (err) {
+      closeRaw(readEnd);
+      throw err;
+    } finally {
+      closeRaw(writeEnd);
+    }
+    return new OwnedFd(readEnd);
+  }
+
   unmap(): void {
     if (this.#address === 0) return;
     const address = this.#address;
     this.#address = 0;
     munmapRaw(address, this.length);
+  }
+}
+
+/**
+ * Give every page of a shmem file's first `size` bytes a folio, up to date (zeroed where it
+ * was a hole or fallocated but never written): a read fault of a shared mapping does that in
+ * shmem, and it is what pinning every page does (memfd_pin_folios) when LUO preserves a memfd.
+ * Afterwards SEEK_HOLE finds no hole below the size.
+ */
+export function populateFile(fd: FdLike, size: number): void {
+  if (size <= 0) return;
+  const mapping = new Mapping(fd, size, PROT_READ);
+  try {
+    mapping.advise(MADV_POPULATE_READ);
+  } finally {
+    mapping.unmap();
   }
 }
 

@@ -6,10 +6,14 @@
  * with "done SCENARIO". What each line must say is the real kernel's
  * behaviour (docs/emulator.md; the facts in issue 12).
  *
+ * The same program, statically linked, runs on the real kernel in the bench
+ * (test/vm/difffuzz.ts): every scenario's lines must be the same there.
+ *
  * Usage: emu-parity SCENARIO
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -201,6 +205,130 @@ static void exit_unpins(void)
 	say("busy_after_exit", "%d", late);
 }
 
+/*
+ * close_range() over a session fd releases it before it returns, as close()
+ * does: F_SEAL_WRITE right after must work.
+ */
+static void close_range_unpins(void)
+{
+	int dev = open_device(), late = 0, late_from = 0;
+
+	for (int round = 0; round < 50; round++) {
+		int session = create_session(dev, "close-range");
+		int file = memfd_of(2 * PAGE, MFD_ALLOW_SEALING);
+
+		if (preserve(session, file, 1) < 0)
+			die("PRESERVE_FD");
+		if (close_range((unsigned)session, (unsigned)session, 0) < 0)
+			die("close_range");
+		if (fcntl(file, F_ADD_SEALS, F_SEAL_WRITE) < 0)
+			late++;
+		close(file);
+	}
+	say("busy_after_close_range", "%d", late);
+	/* closefrom(): everything from the session's fd up (it is the highest fd). */
+	for (int round = 0; round < 20; round++) {
+		int file = memfd_of(2 * PAGE, MFD_ALLOW_SEALING);
+		int session = create_session(dev, "closefrom");
+
+		if (session < file)
+			die("session below file");
+		if (preserve(session, file, 1) < 0)
+			die("PRESERVE_FD");
+		closefrom(session);
+		if (fcntl(file, F_ADD_SEALS, F_SEAL_WRITE) < 0)
+			late_from++;
+		close(file);
+	}
+	say("busy_after_closefrom", "%d", late_from);
+	close(dev);
+}
+
+/*
+ * A child holding a session is killed by SIGKILL (no destructor runs): by
+ * the time waitpid() returns, its session is released.
+ */
+static void kill_unpins(void)
+{
+	int late = 0;
+
+	for (int round = 0; round < 30; round++) {
+		int file = memfd_of(2 * PAGE, MFD_ALLOW_SEALING), status, ready[2];
+		pid_t child;
+		char c;
+
+		if (pipe(ready) < 0)
+			die("pipe");
+		child = fork();
+		if (child < 0)
+			die("fork");
+		if (child == 0) {
+			int dev = open_device();
+			int session = create_session(dev, "kill-unpins");
+
+			close(dev);
+			if (preserve(session, file, 1) < 0)
+				_exit(3);
+			if (write(ready[1], "r", 1) != 1)
+				_exit(4);
+			for (;;)
+				pause();
+		}
+		close(ready[1]);
+		if (read(ready[0], &c, 1) != 1)
+			die("child not ready");
+		close(ready[0]);
+		kill(child, SIGKILL);
+		if (waitpid(child, &status, 0) < 0 || !WIFSIGNALED(status))
+			die("child");
+		if (fcntl(file, F_ADD_SEALS, F_SEAL_WRITE) < 0)
+			late++;
+		close(file);
+	}
+	say("busy_after_kill", "%d", late);
+}
+
+/*
+ * F_SEAL_FUTURE_WRITE and a preserved memfd: sealed before PRESERVE_FD (no
+ * writable mapping can exist any more, yet the pages are pinned) and added
+ * after it. Then F_SEAL_WRITE meets the pinned pages.
+ */
+static void future_write(void)
+{
+	int dev = open_device(), session = create_session(dev, "future-write");
+	int before = memfd_of(3 * PAGE, MFD_ALLOW_SEALING);
+	int after = memfd_of(3 * PAGE, MFD_ALLOW_SEALING);
+	int empty = memfd_of(0, MFD_ALLOW_SEALING);
+	char byte = 1;
+
+	REPORT("before.future_write", fcntl(before, F_ADD_SEALS, F_SEAL_FUTURE_WRITE));
+	REPORT("before.preserve", preserve(session, before, 1));
+	REPORT("before.write", pwrite(before, &byte, 1, 0));
+	REPORT("before.mmap_shared_write",
+	       mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, before, 0) == MAP_FAILED ? -1 : 0);
+	REPORT("before.seal_write", fcntl(before, F_ADD_SEALS, F_SEAL_WRITE));
+	REPORT("before.seals", fcntl(before, F_GET_SEALS));
+
+	REPORT("after.preserve", preserve(session, after, 2));
+	REPORT("after.future_write", fcntl(after, F_ADD_SEALS, F_SEAL_FUTURE_WRITE));
+	REPORT("after.write", pwrite(after, &byte, 1, 0));
+	REPORT("after.seal_write", fcntl(after, F_ADD_SEALS, F_SEAL_WRITE));
+	REPORT("after.seals", fcntl(after, F_GET_SEALS));
+
+	REPORT("empty.future_write", fcntl(empty, F_ADD_SEALS, F_SEAL_FUTURE_WRITE));
+	REPORT("empty.preserve", preserve(session, empty, 3));
+	REPORT("empty.seal_write", fcntl(empty, F_ADD_SEALS, F_SEAL_WRITE));
+
+	close(session);
+	REPORT("closed.before.seal_write", fcntl(before, F_ADD_SEALS, F_SEAL_WRITE));
+	REPORT("closed.after.seal_write", fcntl(after, F_ADD_SEALS, F_SEAL_WRITE));
+	REPORT("closed.before.seals", fcntl(before, F_GET_SEALS));
+	close(before);
+	close(after);
+	close(empty);
+	close(dev);
+}
+
 /* FNV-1a of the file's bytes, and its size: "size hash". */
 static void say_content(const char *key, int fd)
 {
@@ -318,6 +446,13 @@ static void writes(void)
 	REPORT("splice.inside", splice(pipefd[0], NULL, file, &out_off, PAGE, SPLICE_F_NONBLOCK));
 	close(pipefd[0]);
 	close(pipefd[1]);
+	/* An input with nothing left: nothing to copy, 0 (not EPERM), even past the size. */
+	off = sizeof(data);
+	REPORT("lseek.for_sendfile_empty", lseek(file, size - 10, SEEK_SET));
+	REPORT("sendfile.empty_source", sendfile(file, src, &off, PAGE));
+	in_off = sizeof(data);
+	out_off = size - 10;
+	REPORT("copy_file_range.empty_source", copy_file_range(src, &in_off, file, &out_off, PAGE, 0));
 	close(src);
 
 	REPORT("ftruncate.grow", ftruncate(file, size + PAGE));
@@ -331,6 +466,76 @@ static void writes(void)
 	close(dev);
 }
 
+/*
+ * What the differential fuzzer found (docs/emulator.md), one deterministic
+ * case each: holes of a preserved memfd, copy_file_range across
+ * superblocks, growth of an F_SEAL_GROW memfd.
+ */
+static void fuzz_found(void)
+{
+	int dev = open_device(), session = create_session(dev, "fuzz-found");
+	int sparse = memfd_create("sparse", 0), falloc = memfd_create("falloc", 0);
+	int shm = open("/dev/shm", O_TMPFILE | O_RDWR, 0600), src, grow;
+	static char data[700000];
+	off64_t in_off, out_off;
+	off_t off;
+
+	memset(data, 0x33, sizeof(data));
+	/* A page written, two holes; fallocated but never written pages. */
+	if (sparse < 0 || falloc < 0 || shm < 0 || ftruncate(sparse, 3 * PAGE) < 0 ||
+	    pwrite(sparse, data, PAGE, 0) != PAGE || fallocate(falloc, 0, 0, 2 * PAGE) < 0 ||
+	    ftruncate(falloc, 3 * PAGE) < 0)
+		die("files");
+	REPORT("sparse.hole_before", lseek(sparse, 0, SEEK_HOLE));
+	REPORT("falloc.data_before", lseek(falloc, 0, SEEK_DATA));
+	REPORT("sparse.preserve", preserve(session, sparse, 1));
+	REPORT("falloc.preserve", preserve(session, falloc, 2));
+	REPORT("sparse.hole_after", lseek(sparse, 0, SEEK_HOLE));
+	REPORT("sparse.data_after", lseek(sparse, 2 * PAGE, SEEK_DATA));
+	REPORT("falloc.data_after", lseek(falloc, 0, SEEK_DATA));
+	REPORT("falloc.hole_after", lseek(falloc, 0, SEEK_HOLE));
+	say_content("sparse.content", sparse);
+
+	/* A memfd into a /dev/shm file: two superblocks. */
+	src = memfd_of(3 * PAGE, 0);
+	if (pwrite(shm, data, PAGE, 0) != PAGE)
+		die("shm");
+	REPORT("shm.preserve", preserve(session, shm, 3));
+	in_off = 0;
+	out_off = 0;
+	REPORT("xdev.copy_file_range_inside", copy_file_range(src, &in_off, shm, &out_off, 100, 0));
+	in_off = 0;
+	out_off = PAGE - 10;
+	REPORT("xdev.copy_file_range_straddle", copy_file_range(src, &in_off, shm, &out_off, 100, 0));
+	in_off = 3 * PAGE;
+	REPORT("xdev.copy_file_range_empty", copy_file_range(src, &in_off, shm, &out_off, 100, 0));
+	close(src);
+
+	/* F_SEAL_GROW, not preserved: shmem refuses growth in 2 MiB pieces, as for a frozen file. */
+	grow = memfd_of(23875, MFD_ALLOW_SEALING);
+	src = memfd_create("source", 0);
+	if (src < 0 || pwrite(src, data, sizeof(data), 0) != (ssize_t)sizeof(data))
+		die("source");
+	REPORT("grow.seal", fcntl(grow, F_ADD_SEALS, F_SEAL_GROW));
+	in_off = 0;
+	out_off = 0;
+	REPORT("grow.copy_file_range", copy_file_range(src, &in_off, grow, &out_off, sizeof(data), 0));
+	off = 0;
+	REPORT("grow.lseek", lseek(grow, 0, SEEK_SET));
+	REPORT("grow.sendfile", sendfile(grow, src, &off, 70000));
+	REPORT("grow.pwrite", pwrite(grow, data, 30000, 0));
+	REPORT("grow.pwrite_inside", pwrite(grow, data, 20000, 0));
+	say_content("grow.content", grow);
+	close(src);
+	close(grow);
+
+	close(session);
+	close(sparse);
+	close(falloc);
+	close(shm);
+	close(dev);
+}
+
 int main(int argc, char **argv)
 {
 	const char *scenario = argc > 1 ? argv[1] : "";
@@ -341,6 +546,14 @@ int main(int argc, char **argv)
 		exit_unpins();
 	else if (strcmp(scenario, "writes") == 0)
 		writes();
+	else if (strcmp(scenario, "close-range-unpins") == 0)
+		close_range_unpins();
+	else if (strcmp(scenario, "kill-unpins") == 0)
+		kill_unpins();
+	else if (strcmp(scenario, "future-write") == 0)
+		future_write();
+	else if (strcmp(scenario, "fuzz-found") == 0)
+		fuzz_found();
 	else {
 		fprintf(stderr, "unknown scenario %s\n", scenario);
 		return 2;

@@ -19,13 +19,16 @@
  *   6. a real QEMU VM (the counter guest under nested TCG, luo-qemu) across a real kexec
  *      through luod, on the same kernel pairs as the live update part: the counter goes on,
  *      the guest measures its own pause (test/vm/qemu-update.ts; the QEMU section of
- *      build/vm/blackout.{json,txt}).
+ *      build/vm/blackout.{json,txt});
+ *   7. the differential fuzzer: the same seeded LUO + memfd sequences on the real kernel (across
+ *      a real kexec) and on the emulated kernel, traces compared line by line (test/vm/difffuzz.ts);
+ *      on 7.2 and on 7.3 unless --kernels (or $LUOKIT_VM_KERNELS) says which.
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
- *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only kernel-info,selftests,scenarios,parity,update,capture,qemu]
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only kernel-info,selftests,scenarios,parity,update,capture,qemu,difffuzz]
  *                                    [--update-kernels '7.2,7.2;7.2,7.3'] [--scenarios ID,...]
  *                                    [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
@@ -54,6 +57,7 @@ import {
   EXPECTED_FILE,
   KHO_IN_DIR,
 } from './capture.js';
+import { difffuzz } from './difffuzz.js';
 import type { BootResults } from './guest-scenarios.js';
 import { kernelInfoChecks } from './kernel-info.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
@@ -69,6 +73,10 @@ const EXIT_USAGE = 2;
 const EXIT_INFRA = 3;
 /** The live update part proves both version pairs unless told otherwise. */
 const DEFAULT_UPDATE_KERNELS = '7.2,7.2;7.2,7.3';
+/** The bench's parts, in the order they run; `--only` chooses among them (default all). */
+const PARTS = ['kernel-info', 'selftests', 'scenarios', 'parity', 'update', 'capture', 'qemu', 'difffuzz'];
+/** The difffuzz part proves both kernel series unless told otherwise. */
+const DIFFFUZZ_KERNELS = [['7.2'], ['7.3']];
 
 type CheckStatus = 'pass' | 'fail' | 'infra' | 'skip';
 
@@ -247,7 +255,7 @@ async function guest(
     ...(extra.memory !== undefined && { memory: extra.memory }),
     ...(extra.qmpSocket !== undefined && { qmpSocket: extra.qmpSocket }),
     onLine: (line, atMs) => {
-      if (/LUOKIT-(BOOT|KEXEC|EXIT|INFRA|SCENARIOS|CAPTURE)|Kernel panic/.test(line))
+      if (/LUOKIT-(BOOT|KEXEC|EXIT|INFRA|SCENARIOS|CAPTURE|RESULT kind=difffuzz)|Kernel panic/.test(line))
         log(`${name}: ${line.trim()}`);
       extra.onLine?.(line, atMs);
     },
@@ -643,7 +651,7 @@ async function main(): Promise<number> {
     options: {
       kernels: { type: 'string' },
       'update-kernels': { type: 'string' },
-      only: { type: 'string', default: 'kernel-info,selftests,scenarios,parity,update,capture,qemu' },
+      only: { type: 'string', default: PARTS.join(',') },
       scenarios: { type: 'string' },
       exec: { type: 'string' },
       'timeout-scale': { type: 'string', default: '1' },
@@ -664,7 +672,7 @@ async function main(): Promise<number> {
   }
   const only = new Set(values.only.split(','));
   for (const part of only) {
-    if (!['kernel-info', 'selftests', 'scenarios', 'parity', 'update', 'capture', 'qemu'].includes(part)) {
+    if (!PARTS.includes(part)) {
       console.error(`unknown --only part '${part}'`);
       return EXIT_USAGE;
     }
@@ -703,6 +711,12 @@ async function main(): Promise<number> {
       if (only.has('update')) await liveUpdates(benchContext(), pairs, image);
       if (only.has('capture')) await capture(kernels, versions, image);
       if (only.has('qemu')) await qemuUpdates(benchContext(), pairs, image);
+      // The fuzzer on both kernel series unless told which (each one boots once).
+      for (const set of only.has('difffuzz') ? (kernelsGiven ? [versions] : DIFFFUZZ_KERNELS) : []) {
+        const images: string[] = [];
+        for (const v of set) images.push(await kernel(v));
+        await difffuzz(benchContext(), images, kernelLabel(set), runLabel(set), image);
+      }
     }
   } catch (err) {
     if (!(err instanceof InfraError)) throw err;

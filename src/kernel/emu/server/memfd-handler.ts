@@ -7,7 +7,9 @@
  *            EFBIG. Seals and size are captured now; writes inside the size
  *            stay visible (the kernel pins the pages, we keep a reference).
  *            A shared writable mapping stands in for the pin: like pinned
- *            pages, it makes a later F_SEAL_WRITE fail with EBUSY.
+ *            pages, it makes a later F_SEAL_WRITE fail with EBUSY. Every
+ *            page below the size gets an up-to-date folio (holes too), as
+ *            memfd_pin_folios does.
  * freeze:    the file position is captured (it may have moved since
  *            preserve). The kernel freezes the size at preserve; a process
  *            not using the preload shim could still have resized the file,
@@ -21,7 +23,7 @@ import { SysError } from '../../../sys/error.js';
 import type { OwnedFd } from '../../../sys/fd.js';
 import { fstat, ftruncate, lseek, SEEK_CUR } from '../../../sys/file.js';
 import { addSeals, getSeals, MFD_ALLOW_SEALING, memfdCreate } from '../../../sys/memfd.js';
-import { filesystemType, Mapping, TMPFS_MAGIC } from '../../../sys/mm.js';
+import { filesystemType, Mapping, PROT_READ, populateFile, TMPFS_MAGIC } from '../../../sys/mm.js';
 import { KernelError } from './errors.js';
 
 export const MEMFD_COMPATIBLE = 'memfd-v2';
@@ -30,6 +32,7 @@ export const MEMFD_COMPATIBLE = 'memfd-v2';
 export const MEMFD_LUO_ALL_SEALS = 0x3f;
 
 const PAGE_SIZE = 4096;
+const F_SEAL_WRITE = 0x8;
 const UINT_MAX = 0xffffffff;
 
 /** What the handler records at preserve and updates at freeze: memfd_luo_ser's fields. */
@@ -44,6 +47,8 @@ export interface PreservedMemfd {
   readonly file: OwnedFd;
   readonly record: MemfdRecord;
   mapping: Mapping | null;
+  /** The pipe holding the first page (files sealed with F_SEAL_FUTURE_WRITE). */
+  pipe: OwnedFd | null;
 }
 
 /** Identity for "the same file is already preserved" (the kernel keys memfds by inode). */
@@ -66,18 +71,40 @@ export function preserve(file: OwnedFd): PreservedMemfd {
   const size = fstat(file).size;
   if (Math.ceil(size / PAGE_SIZE) > UINT_MAX) throw new KernelError(Errno.EFBIG);
   const record = { pos: lseek(file, 0, SEEK_CUR), size, seals };
-  return { file, record, mapping: pinPages(file, size) };
+  // The kernel pins a folio for every page below the size, allocating holes and marking
+  // fallocated pages up to date: from now on SEEK_HOLE/SEEK_DATA see no hole there.
+  populateFile(file, size);
+  const pin = pinPages(file, size, seals);
+  return { file, record, mapping: pin.mapping, pipe: pin.pipe };
 }
 
-/** Hold a shared writable mapping while preserved; files sealed against writing need no pin. */
-function pinPages(file: OwnedFd, size: number): Mapping | null {
-  if (size === 0) return null;
+/**
+ * Stand in for the kernel's pin of every page. A shared writable mapping makes a later
+ * F_SEAL_WRITE fail with EBUSY (mapping_deny_writable) wherever it can be made. A file
+ * sealed with F_SEAL_FUTURE_WRITE refuses writable mappings; there the first page is held
+ * by reference in a pipe instead, so F_SEAL_WRITE fails with EBUSY in memfd_wait_for_pins,
+ * as on the kernel (FUTURE_WRITE also refuses hole punching, so that page stays in the
+ * file). A file already sealed with F_SEAL_WRITE needs no pin.
+ */
+function pinPages(file: OwnedFd, size: number, seals: number): Pin {
+  if (size === 0) return { mapping: null, pipe: null };
   try {
-    return new Mapping(file, size);
+    return { mapping: new Mapping(file, size), pipe: null };
   } catch (err) {
-    if (err instanceof SysError && (err.code === 'EPERM' || err.code === 'EACCES')) return null;
-    throw err;
+    if (!(err instanceof SysError && (err.code === 'EPERM' || err.code === 'EACCES'))) throw err;
   }
+  if (seals & F_SEAL_WRITE) return { mapping: null, pipe: null };
+  const mapping = new Mapping(file, size, PROT_READ);
+  try {
+    return { mapping: null, pipe: mapping.pinIntoPipe(PAGE_SIZE) };
+  } finally {
+    mapping.unmap();
+  }
+}
+
+interface Pin {
+  mapping: Mapping | null;
+  pipe: OwnedFd | null;
 }
 
 export function freeze(memfd: PreservedMemfd): void {
@@ -88,6 +115,8 @@ export function freeze(memfd: PreservedMemfd): void {
 export function unpreserve(memfd: PreservedMemfd): void {
   memfd.mapping?.unmap();
   memfd.mapping = null;
+  memfd.pipe?.close();
+  memfd.pipe = null;
   memfd.file.close();
 }
 
@@ -106,6 +135,8 @@ export function retrieve(record: MemfdRecord, fill: (file: OwnedFd) => void): Ow
   try {
     ftruncate(file, record.size);
     fill(file);
+    // Every preserved folio comes back (no hole below the size), as in the kernel.
+    populateFile(file, record.size);
     lseek(file, record.pos);
     if (record.seals) addSeals(file, record.seals);
     return file;
