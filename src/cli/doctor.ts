@@ -3,6 +3,7 @@
  * and what to fix. Exit status 0 only when a live update can really run here.
  */
 import { gatherHostFacts } from '../host/probe.js';
+import { StatusReply } from '../protocol/replies.js';
 import { CodedError, errorCode } from '../sys/error.js';
 import { type CheckStatus, type DoctorReport, diagnose, type LuodFacts } from './doctor-report.js';
 import type { RegisterCommand } from './environment.js';
@@ -57,7 +58,13 @@ export async function askLuodFacts(): Promise<LuodFacts> {
     if (!reply.ok) return { running: false, reason: `${reply.error?.code}: ${reply.error?.message}` };
     const mode = reply.kexec_mode === 'systemd' ? 'systemd' : 'standalone';
     const holder = (reply.holder as { kind?: string } | null | undefined)?.kind ?? null;
-    return { running: true, kexecMode: mode, holder };
+    const capacity = StatusReply.shape.capacity.safeParse(reply.capacity);
+    return {
+      running: true,
+      kexecMode: mode,
+      holder,
+      ...(capacity.success && capacity.data && { capacity: capacity.data }),
+    };
   } catch (err) {
     return { running: false, reason: errorCode(err) };
   } finally {

@@ -1,0 +1,111 @@
+/**
+ * `npm run build`'s last step: one CommonJS file per command in dist/bundle/
+ * (luod, luoctl, the fd holder), each with the V8 code cache of its start
+ * (src/sys/bundle-runner.ts runs them). Made from dist/ after tsc, so the
+ * bundle runs exactly the compiled modules.
+ *
+ * import.meta.url is the one thing a bundle changes: each module's own use of
+ * it (files next to it: package.json, the emulator's entry, the native shim)
+ * is rewritten to the URL that module has in dist/, so paths stay right.
+ * koffi (a native addon) and prom-client (loaded only with --metrics-*) stay
+ * ordinary packages, loaded from node_modules when needed.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dist = path.join(root, 'dist');
+const out = path.join(dist, 'bundle');
+
+/** name -> [entry module in dist, its launcher in dist (run once to write the code cache), args]. */
+const BUNDLES = {
+  luod: ['daemon/main.js', 'daemon/luod-bin.cjs', ['--version']],
+  luoctl: ['cli/luoctl.js', 'cli/luoctl-bin.cjs', ['--version']],
+  holder: ['daemon/holder-main.js', 'daemon/holder-bin.cjs', []],
+};
+
+const metaUrl = {
+  name: 'luokit-import-meta-url',
+  setup(b) {
+    b.onLoad({ filter: /\.js$/ }, async (args) => {
+      if (!args.path.startsWith(`${dist}${path.sep}`)) return undefined;
+      // No shebang: the bundle's first line is its id, and vm.Script takes no '#!'.
+      const text = (await fs.promises.readFile(args.path, 'utf8')).replace(/^#!.*\n/, '');
+      if (!text.includes('import.meta.url')) return { contents: text, loader: 'js' };
+      const rel = path.relative(dist, args.path).split(path.sep).join('/');
+      return {
+        contents: text.replaceAll('import.meta.url', `__luokitUrl(${JSON.stringify(rel)})`),
+        loader: 'js',
+      };
+    });
+  },
+};
+
+/**
+ * zod's translations of its error messages into 50 languages are 40% of a
+ * bundle (265 kB of 670), read and parsed at every start. luokit's messages are
+ * English (zod's default, set from locales/en.js directly): `z.locales` keeps `en` only.
+ */
+const zodEnglishOnly = {
+  name: 'luokit-zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      args.importer.includes(`${path.sep}zod${path.sep}`)
+        ? { path: path.resolve(args.resolveDir, args.path), namespace: 'zod-locales' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      contents: `export { default as en } from ${JSON.stringify(path.join(path.dirname(args.path), 'en.js'))};`,
+      resolveDir: path.dirname(args.path),
+      loader: 'js',
+    }));
+  },
+};
+
+fs.rmSync(out, { recursive: true, force: true });
+fs.mkdirSync(out, { recursive: true });
+for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
+  const id = randomBytes(8).toString('hex');
+  await build({
+    entryPoints: [path.join(dist, entry)],
+    outfile: path.join(out, `${name}.cjs`),
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    minify: true,
+    legalComments: 'none',
+    external: ['koffi', 'prom-client'],
+    logLevel: 'warning',
+    plugins: [metaUrl, zodEnglishOnly],
+    banner: {
+      js: [
+        `// luokit-bundle ${id}`,
+        // The dist/ URL a module had before bundling (this file is dist/bundle/NAME.cjs).
+        'const __luokitUrl = (rel) => require("node:url").pathToFileURL(require("node:path").join(__dirname, "..", rel)).href;',
+      ].join('\n'),
+    },
+  });
+  // The holder needs a socket to start; the others print their version. Either way the
+  // top level of every bundled module has run by exit, and its compiled code is cached.
+  const holderDir = name === 'holder' ? fs.mkdtempSync(path.join(out, '.h-')) : null;
+  const run = spawnSync(
+    process.execPath,
+    [path.join(dist, launcher), ...args, ...(holderDir ? ['--socket', path.join(holderDir, 's')] : [])],
+    {
+      env: { ...process.env, LUOKIT_WRITE_CODE_CACHE: '1' },
+      encoding: 'utf8',
+      timeout: name === 'holder' ? 1500 : 60_000,
+      killSignal: 'SIGTERM',
+    },
+  );
+  if (holderDir) fs.rmSync(holderDir, { recursive: true, force: true });
+  if (!fs.existsSync(path.join(out, `${name}.cache`))) {
+    throw new Error(`bundle ${name}: no code cache written (${run.error?.message ?? run.stderr})`);
+  }
+}
+process.stdout.write(`bundle: ${Object.keys(BUNDLES).join(', ')} in ${path.relative(root, out)}\n`);
