@@ -21,9 +21,15 @@
  *
  * N runs over LUOKIT_BENCH_SCALE_VMS (default "100,300,1000"): the ratios
  * must not grow with N (nothing quadratic). Target: luod at most 2x the floor.
+ *
+ * Restart (the largest N only; goal 1): after the kexec, before any VMM
+ * reconnects, luod is killed and started again, as after a real reboot: it
+ * takes every session back from the fd holder before it listens. Timed from
+ * its exec: listening ("ready"), and every session handed back (the last
+ * CLAIM), against `node -e 1` in the same run. Target: at most 3x.
  * Ratios here are times (lower is better).
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -31,6 +37,8 @@ import { fileURLToPath } from 'node:url';
 import { LuoClient } from '../src/client/index.js';
 import { startEmulator } from '../src/kernel/emu/index.js';
 import type { Session } from '../src/kernel/index.js';
+import type { UpdateRecord } from '../src/record/format.js';
+import { readRecordFile } from '../src/record/store.js';
 import { ftruncate, memfdCreate, type OwnedFd } from '../src/sys/index.js';
 import {
   type BenchContext,
@@ -108,35 +116,85 @@ async function floor(dir: string, n: number): Promise<Side> {
   }
 }
 
-async function throughLuod(dir: string, n: number, ctx: BenchContext): Promise<Side> {
+interface Restart {
+  /** exec of the new luod to its socket listening. */
+  ready: number;
+  /** exec of the new luod to the last CLAIM served. */
+  handedBack: number;
+}
+
+function luodArgs(state: string, socket: string, dir: string, n: number): string[] {
+  return [
+    LUOD,
+    '--emulate',
+    '--state',
+    state,
+    '--socket',
+    socket,
+    '--max-clients',
+    String(n + 64),
+    '--claim-timeout',
+    '600',
+    '--records',
+    path.join(dir, 'records'),
+  ];
+}
+
+const LUOD_ENV = { ...process.env, LUOKIT_LOG_LEVEL: 'warn' };
+
+function startLuod(args: string[]): ChildProcess {
+  return spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: LUOD_ENV });
+}
+
+/** Resolves when `file` exists (inotify on its directory). */
+function appears(file: string): Promise<void> {
+  return new Promise((resolve) => {
+    const watcher = fs.watch(path.dirname(file), () => {
+      if (fs.existsSync(file)) {
+        watcher.close();
+        resolve();
+      }
+    });
+    if (fs.existsSync(file)) {
+      watcher.close();
+      resolve();
+    }
+  });
+}
+
+async function waitUntil<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  const deadline = Date.now() + 600_000;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function phaseSeconds(record: UpdateRecord, names: string[]): number {
+  const spans = record.phases.filter((p) => names.includes(p.phase));
+  if (spans.length !== names.length || spans.some((p) => p.end === null))
+    throw new Error(`the record lacks a finished ${names.join(' or ')} phase`);
+  return (Math.max(...spans.map((p) => p.end!)) - Math.min(...spans.map((p) => p.start))) / 1000;
+}
+
+async function throughLuod(
+  dir: string,
+  n: number,
+  ctx: BenchContext,
+  restart: boolean,
+): Promise<Side & { restart: Restart | null }> {
   const state = path.join(dir, 'luod-emu');
   const socket = path.join(dir, 'luod.sock');
-  const timeline = path.join(dir, 'timeline.jsonl');
+  const gate = path.join(dir, 'claim-now');
+  const args = luodArgs(state, socket, dir, n);
   const emulator = await startEmulator({ stateDir: state });
-  const luod = spawn(
-    process.execPath,
-    [
-      LUOD,
-      '--emulate',
-      '--state',
-      state,
-      '--socket',
-      socket,
-      '--max-clients',
-      String(n + 64),
-      '--claim-timeout',
-      '600',
-      '--timeline',
-      timeline,
-      '--records',
-      path.join(dir, 'records'),
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, LUOKIT_LOG_LEVEL: 'warn' } },
-  );
-  const clients: ReturnType<typeof spawn>[] = [];
+  let luod = startLuod(args);
+  const clients: ChildProcess[] = [];
   try {
     (await LuoClient.connectWithRetry(socket, { timeoutMs: 30_000 })).close();
-    const lines = (child: ReturnType<typeof spawn>, word: string) =>
+    const line = (child: ChildProcess, word: string) =>
       new Promise<void>((resolve, reject) => {
         let text = '';
         child.stdout!.on('data', (chunk) => {
@@ -159,44 +217,108 @@ async function throughLuod(dir: string, n: number, ctx: BenchContext): Promise<S
           `vm${first}-`,
           String(count),
           String(MEMFDS),
+          gate,
         ],
         { stdio: ['ignore', 'pipe', 'inherit'] },
       );
       clients.push(child);
-      subscribed.push(lines(child, 'subscribed'));
-      claimed.push(lines(child, 'claimed'));
+      subscribed.push(line(child, 'subscribed'));
+      claimed.push(line(child, 'claimed'));
     }
     await Promise.all(subscribed);
     ctx.log(`${n} VMMs subscribed`);
+    if (!restart) fs.writeFileSync(gate, '');
     const cpu0 = cpuSeconds(luod.pid!);
     const admin = await LuoClient.connect(socket);
-    await admin.update({ timeoutMs: 600_000 }).catch(() => {}); // the connection drops at the kexec
+    const update = await admin
+      .update({ timeoutMs: 600_000 })
+      .then((r) => r.update)
+      .catch(() => undefined); // the connection drops at the kexec
     admin.close();
-    await Promise.all(claimed);
-    const marks = () =>
-      fs
-        .readFileSync(timeline, 'utf8')
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l) as { luod_phase: string; at: number });
-    const at = (phase: string) => {
-      const m = marks().findLast((x) => x.luod_phase === phase);
-      if (!m) throw new Error(`no ${phase} mark in luod's timeline`);
-      return m.at;
-    };
-    for (let i = 0; i < 100 && !marks().some((m) => m.luod_phase === 'all-claimed'); i++)
-      await new Promise((r) => setTimeout(r, 50));
-    const cpu = cpuSeconds(luod.pid!) - cpu0;
+    let restarted: Restart | null = null;
+    if (restart) {
+      // Every session retrieved and held: luod dies, a new one starts with them all.
+      await waitUntil('luod to restore every session', async () => {
+        const probe = await LuoClient.connect(socket).catch(() => undefined);
+        if (!probe) return undefined;
+        try {
+          const st = await probe.status();
+          return st.phase === 'claiming' && st.pending_claims.length === n && st.holder?.held === n
+            ? true
+            : undefined;
+        } finally {
+          probe.close();
+        }
+      });
+      const exited = new Promise((r) => luod.once('exit', r));
+      luod.kill('SIGKILL');
+      await exited;
+      fs.rmSync(socket, { force: true }); // what the next luod does with a dead one's socket
+      const listening = appears(socket);
+      const t0 = performance.now();
+      const started = Date.now();
+      luod = startLuod(args);
+      await listening;
+      const ready = (performance.now() - t0) / 1000;
+      fs.writeFileSync(gate, '');
+      await Promise.all(claimed);
+      const last = await waitUntil('the record of every claim', () => {
+        const record = newestRecord(path.join(dir, 'records'));
+        const ends = record?.clients.map((c) => c.claim?.end).filter((t): t is number => t !== undefined);
+        return ends && ends.length === n ? Math.max(...ends) : undefined;
+      });
+      restarted = { ready, handedBack: (last - started) / 1000 };
+    } else {
+      await Promise.all(claimed);
+    }
+    const cpu = cpuSeconds(luod.pid!) - (restart ? 0 : cpu0);
+    const record = await waitUntil('the closed update record', () => {
+      const r = newestRecord(path.join(dir, 'records'));
+      return r && r.outcome !== 'in-progress' && (update === undefined || r.update === update)
+        ? r
+        : undefined;
+    });
     return {
-      barrier: (at('barrier-done') - at('update-start')) / 1000,
-      claim: (at('all-claimed') - at('luod-ready')) / 1000,
-      cpuPerSession: cpu / n,
+      barrier: phaseSeconds(record, ['preserve', 'barrier']),
+      claim: phaseSeconds(record, ['restore', 'claims']),
+      cpuPerSession: restart ? Number.NaN : cpu / n,
+      restart: restarted,
     };
   } finally {
     for (const c of clients) c.kill('SIGKILL');
     luod.kill('SIGTERM');
     await emulator.stop().catch(() => {});
   }
+}
+
+function newestRecord(dir: string): UpdateRecord | undefined {
+  let files: string[];
+  try {
+    files = fs.readdirSync(dir).filter((f) => f.endsWith('.json'));
+  } catch {
+    return undefined;
+  }
+  const newest = files
+    .map((f) => path.join(dir, f))
+    .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
+  if (!newest) return undefined;
+  try {
+    return readRecordFile(newest);
+  } catch {
+    return undefined;
+  }
+}
+
+async function nodeFloor(runs: number): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await new Promise((resolve) =>
+      spawn(process.execPath, ['-e', '1'], { stdio: 'ignore' }).once('exit', resolve),
+    );
+    times.push((performance.now() - t0) / 1000);
+  }
+  return times;
 }
 
 export const scale: Benchmark = {
@@ -209,9 +331,10 @@ export const scale: Benchmark = {
     const notes: string[] = [];
     for (const n of sizes) {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), `luokit-bench-scale-${n}-`));
+      fs.mkdirSync(path.join(dir, 'r'));
       try {
         const base = await ctx.phase(`floor, ${n} sessions`, () => floor(dir, n));
-        const luod = await ctx.phase(`luod, ${n} VMMs`, () => throughLuod(dir, n, ctx));
+        const luod = await ctx.phase(`luod, ${n} VMMs`, () => throughLuod(dir, n, ctx, false));
         const pair = (what: string, key: keyof Side) => {
           const b = measurement(`${n} VMMs: ${what}, floor`, 'baseline', [base.value[key]], null);
           const s = measurement(`${n} VMMs: ${what}, luod`, 'subject', [luod.value[key]], null);
@@ -221,6 +344,25 @@ export const scale: Benchmark = {
         pair('barrier', 'barrier');
         pair('claim', 'claim');
         pair('CPU s per session', 'cpuPerSession');
+        if (n === Math.max(...sizes)) {
+          const node = measurement('node -e 1', 'baseline', await nodeFloor(5), null);
+          const again = await ctx.phase(`luod restarted with ${n} sessions to hand back`, () =>
+            throughLuod(path.join(dir, 'r'), n, ctx, true),
+          );
+          const r = again.value.restart!;
+          const ready = measurement(`${n} sessions: restarted luod ready`, 'subject', [r.ready], null);
+          const back = measurement(
+            `${n} sessions: ... and every session handed back`,
+            'subject',
+            [r.handedBack],
+            null,
+          );
+          measurements.push(node, ready, back);
+          ratios.push(timeRatio(ready, node), timeRatio(back, node));
+          notes.push(
+            `restart with ${n} sessions: ready ${ms(r.ready)}, every session handed back ${ms(r.handedBack)} (node -e 1: ${ms(node.seconds)})`,
+          );
+        }
         notes.push(
           `${n} VMMs: barrier ${ms(luod.value.barrier)} vs ${ms(base.value.barrier)}, claim ${ms(luod.value.claim)} vs ${ms(base.value.claim)}, ` +
             `CPU per session ${(luod.value.cpuPerSession * 1e3).toFixed(2)} vs ${(base.value.cpuPerSession * 1e3).toFixed(2)} ms`,

@@ -13,6 +13,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -66,6 +67,46 @@ const zodEnglishOnly = {
   },
 };
 
+/**
+ * Node's own modules that a start rarely uses but that cost to load (some
+ * 25 ms together at luod's start, in a ~100 ms Node start): node:child_process
+ * (and the net and stream modules under it: commander requires it at its top,
+ * for executable subcommands luokit has none of; luod spawns only the holder
+ * and the emulator, after it listens), node:crypto (the state file's hash,
+ * an update's id), node:net (the emulator's control socket). In a bundle each
+ * becomes a module of wrappers that requires the real one on first call. Only
+ * functions are wrapped: importing anything else from these is a build error
+ * (esbuild: no matching export), never a silent undefined.
+ */
+const LAZY_BUILTINS = ['child_process', 'crypto', 'net'];
+const require = createRequire(import.meta.url);
+const lazyBuiltins = {
+  name: 'luokit-lazy-builtins',
+  setup(b) {
+    const filter = new RegExp(`^(node:)?(${LAZY_BUILTINS.join('|')})$`);
+    b.onResolve({ filter }, (args) =>
+      args.namespace === 'lazy-builtin'
+        ? { path: args.path, external: true } // the wrappers' own require: the real module
+        : { path: args.path.replace(/^node:/, ''), namespace: 'lazy-builtin' },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => {
+      const real = require(`node:${args.path}`);
+      const names = Object.keys(real).filter(
+        (k) => typeof real[k] === 'function' && /^[A-Za-z_$][\w$]*$/.test(k),
+      );
+      const lines = [
+        `let real; const load = () => (real ??= require(${JSON.stringify(`node:${args.path}`)}));`,
+        ...names.map(
+          (k) =>
+            `export function ${k}(...args) { return new.target ? Reflect.construct(load().${k}, args) : load().${k}(...args); }`,
+        ),
+        'export default new Proxy({}, { get: (_, key) => load()[key] });',
+      ];
+      return { contents: lines.join('\n'), loader: 'js' };
+    });
+  },
+};
+
 fs.rmSync(out, { recursive: true, force: true });
 fs.mkdirSync(out, { recursive: true });
 for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
@@ -79,9 +120,11 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
     target: 'node20',
     minify: true,
     legalComments: 'none',
+    charset: 'ascii', // bundle-runner.cts reads it as latin1
+
     external: ['koffi', 'prom-client'],
     logLevel: 'warning',
-    plugins: [metaUrl, zodEnglishOnly],
+    plugins: [metaUrl, zodEnglishOnly, lazyBuiltins],
     banner: {
       js: [
         `// luokit-bundle ${id}`,

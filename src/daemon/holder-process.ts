@@ -56,16 +56,11 @@ export class HolderProcess implements FdHolder {
   /**
    * No holder listening means nothing is held (a holder holding fds never
    * exits): there is nothing to take back, and luod need not wait for a
-   * second Node process to start before it listens. One is started in the
-   * background; the first hold() waits for it (#connected shares the start).
+   * second Node process to start before it listens. warm() starts one once
+   * luod listens; the first hold() waits for it (#connected shares the start).
    */
   async takeBack(): Promise<HeldFd[]> {
-    if (!this.#channel && !this.#connecting && this.#absent()) {
-      this.#connected().catch((err) =>
-        this.#log.warn({ err }, 'the fd holder did not start; the first hold starts another'),
-      );
-      return [];
-    }
+    if (!this.#channel && !this.#connecting && this.#absent()) return [];
     let reply: Record<string, unknown>;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -95,6 +90,13 @@ export class HolderProcess implements FdHolder {
   async release(name: string): Promise<void> {
     this.#held.delete(name);
     await this.#request('release', { name });
+  }
+
+  warm(): void {
+    if (this.#closing) return;
+    this.#connected().catch((err) =>
+      this.#log.warn({ err }, 'the fd holder did not start; the first hold starts another'),
+    );
   }
 
   close(): void {

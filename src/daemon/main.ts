@@ -273,6 +273,7 @@ async function main(): Promise<void> {
       backlog: sized.listen_backlog,
       ...(opts.group ? { gid: groupId(opts.group) } : {}),
     });
+    holder.warm?.(); // after listen: a holder process started now is not in luod's start-up
     const service = notify ? new ServiceNotifier(notify, luod, log) : null;
     service?.ready();
     (luod.updateId ? log.child({ update: luod.updateId }) : log).info(

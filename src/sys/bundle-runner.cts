@@ -38,7 +38,8 @@ function runBundle(name: string): boolean {
   const file = `${__dirname}/../bundle/${name}.cjs`;
   let source: string;
   try {
-    source = fs.readFileSync(file, 'utf8');
+    // ASCII (scripts/bundle.mjs: charset ascii), so latin1: no UTF-8 decoding.
+    source = fs.readFileSync(file, 'latin1');
   } catch {
     return false;
   }
