@@ -10,7 +10,7 @@
  * koffi (a native addon) and prom-client (loaded only with --metrics-*) stay
  * ordinary packages, loaded from node_modules when needed.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -121,7 +121,6 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
     minify: true,
     legalComments: 'none',
     charset: 'ascii', // bundle-runner.cts reads it as latin1
-
     external: ['koffi', 'prom-client'],
     logLevel: 'warning',
     plugins: [metaUrl, zodEnglishOnly, lazyBuiltins],
@@ -133,20 +132,38 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
       ].join('\n'),
     },
   });
-  // The holder needs a socket to start; the others print their version. Either way the
-  // top level of every bundled module has run by exit, and its compiled code is cached.
-  const holderDir = name === 'holder' ? fs.mkdtempSync(path.join(out, '.h-')) : null;
-  const run = spawnSync(
-    process.execPath,
-    [path.join(dist, launcher), ...args, ...(holderDir ? ['--socket', path.join(holderDir, 's')] : [])],
-    {
-      env: { ...process.env, LUOKIT_WRITE_CODE_CACHE: '1' },
+  // The holder runs until stopped: once it listens (its top level has run), SIGTERM makes it
+  // exit, which writes the cache. The others print their version and exit.
+  const env = { ...process.env, LUOKIT_WRITE_CODE_CACHE: '1' };
+  let run;
+  if (name === 'holder') {
+    const holderDir = fs.mkdtempSync(path.join(out, '.h-'));
+    const socket = path.join(holderDir, 's');
+    const child = spawn(process.execPath, [path.join(dist, launcher), '--socket', socket], {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const deadline = Date.now() + 120_000;
+    while (!fs.existsSync(socket) && child.exitCode === null && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    // Its SIGTERM handler is set in the same turn as the bind; leave it that turn.
+    await new Promise((r) => setTimeout(r, 500));
+    child.kill('SIGTERM');
+    await exited;
+    fs.rmSync(holderDir, { recursive: true, force: true });
+    run = { stderr };
+  } else {
+    run = spawnSync(process.execPath, [path.join(dist, launcher), ...args], {
+      env,
       encoding: 'utf8',
-      timeout: name === 'holder' ? 1500 : 60_000,
-      killSignal: 'SIGTERM',
-    },
-  );
-  if (holderDir) fs.rmSync(holderDir, { recursive: true, force: true });
+      timeout: 120_000,
+    });
+  }
   if (!fs.existsSync(path.join(out, `${name}.cache`))) {
     throw new Error(`bundle ${name}: no code cache written (${run.error?.message ?? run.stderr})`);
   }
