@@ -23,7 +23,10 @@ export interface Measurement {
 export interface Ratio {
   subject: string;
   baseline: string;
-  /** subject throughput / baseline throughput (> 1: the subject is faster), from the medians. */
+  /**
+   * subject throughput / baseline throughput (> 1: the subject is faster), from the medians;
+   * for measurements of time alone (timeRatio), subject time / baseline time (> 1: slower).
+   */
   ratio: number;
   /** The same ratio for each run, the subject and the baseline of run i paired. */
   perRun: number[];
@@ -113,6 +116,16 @@ export function ratio(subject: Measurement, baseline: Measurement): Ratio {
     perRun: subject.runs.map(
       (s, i) => rate(subject.bytes, s) / rate(baseline.bytes, baseline.runs[i] ?? Number.NaN),
     ),
+  };
+}
+
+/** Time ratio of `subject` to `baseline` (> 1: the subject takes longer), for measurements without bytes. */
+export function timeRatio(subject: Measurement, baseline: Measurement): Ratio {
+  return {
+    subject: subject.name,
+    baseline: baseline.name,
+    ratio: subject.seconds / baseline.seconds,
+    perRun: subject.runs.map((s, i) => s / (baseline.runs[i] ?? Number.NaN)),
   };
 }
 

@@ -16,8 +16,17 @@ import { type Benchmark, type BenchmarkResult, context, gbPerSecond, now } from 
 import { memfdHandover } from './memfd-handover.js';
 import { qemuBlackout } from './qemu-blackout.js';
 import { radixDecode } from './radix.js';
+import { scale } from './scale.js';
+import { startup } from './startup.js';
 
-const BENCHMARKS: readonly Benchmark[] = [memfdHandover, radixDecode, qemuBlackout, kernelInfo];
+const BENCHMARKS: readonly Benchmark[] = [
+  memfdHandover,
+  radixDecode,
+  qemuBlackout,
+  kernelInfo,
+  startup,
+  scale,
+];
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outFile = path.resolve(
@@ -49,12 +58,16 @@ function report(results: BenchmarkResult[]): string {
     const baseline = result.measurements.find((m) => m.role === 'baseline');
     for (const m of result.measurements) {
       const rate = m.bytes === null ? Number.NaN : gbPerSecond(m.bytes, m.seconds);
+      // A time ratio (timeRatio) has no bytes: its own line in result.ratios says it.
+      const timed = m.bytes === null ? result.ratios.find((r) => r.subject === m.name) : undefined;
       const versus =
         m.role === 'baseline'
           ? 'baseline'
           : m.role === 'subject' && baseline?.bytes && m.bytes
             ? `${(rate / gbPerSecond(baseline.bytes, baseline.seconds)).toFixed(2)}x`
-            : '';
+            : timed
+              ? `${timed.ratio.toFixed(2)}x time`
+              : '';
       rows.push([
         result.name,
         m.name,

@@ -1,5 +1,6 @@
 /**
- * luoctl's daemon commands as an operator runs them (compiled CLI, LUOD_SOCKET),
+ * luoctl's daemon commands as an operator runs them (the package's bins, so
+ * the bundles of scripts/bundle.mjs; LUOD_SOCKET),
  * against luod on the emulated kernel: clean errors for bad kernel images and
  * versions, --json everywhere, and exit codes scripts can rely on.
  */
@@ -19,7 +20,7 @@ const state = path.join(dir, 'emu');
 let luod: ChildProcess;
 
 before(async () => {
-  luod = spawn(process.execPath, ['dist/daemon/main.js', '--emulate', '--state', state], {
+  luod = spawn(process.execPath, ['dist/daemon/luod-bin.cjs', '--emulate', '--state', state], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, LUOD_SOCKET: socket },
   });
@@ -33,7 +34,7 @@ after(async () => {
 });
 
 function luoctl(...args: string[]) {
-  const run = spawnSync(process.execPath, ['dist/cli/luoctl.js', ...args], {
+  const run = spawnSync(process.execPath, ['dist/cli/luoctl-bin.cjs', ...args], {
     encoding: 'utf8',
     env: { ...process.env, LUOD_SOCKET: socket },
   });
@@ -97,7 +98,7 @@ test('update --dry-run changes nothing; abort with no update is EBUSY; bad durat
 /** luoctl without blocking this process: a client here must answer luod meanwhile. */
 function luoctlAsync(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['dist/cli/luoctl.js', ...args], {
+    const child = spawn(process.execPath, ['dist/cli/luoctl-bin.cjs', ...args], {
       env: { ...process.env, LUOD_SOCKET: socket },
     });
     let stdout = '';
@@ -135,7 +136,7 @@ test('update exits 1 when the update is aborted: a script must not take it for s
 });
 
 test('without luod, commands say where they looked', () => {
-  const run = spawnSync(process.execPath, ['dist/cli/luoctl.js', 'status'], {
+  const run = spawnSync(process.execPath, ['dist/cli/luoctl-bin.cjs', 'status'], {
     encoding: 'utf8',
     env: { ...process.env, LUOD_SOCKET: path.join(dir, 'nobody-here.sock') },
   });

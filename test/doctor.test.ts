@@ -12,6 +12,7 @@ import { Command } from 'commander';
 import { register, renderDoctorReport } from '../src/cli/doctor.js';
 import { type DoctorReport, diagnose, type LoadedFacts } from '../src/cli/doctor-report.js';
 import { gatherHostFacts, type HostProbes } from '../src/host/probe.js';
+import { capacityNeeds } from '../src/protocol/capacity.js';
 import type { KexecFileLoadAvailability } from '../src/sys/kexec.js';
 
 const RELEASE = '7.2.13-amd64';
@@ -551,6 +552,43 @@ describe('next kernel (the gate)', () => {
   });
 });
 
+describe('client capacity (luod --max-clients)', () => {
+  const facts = (files: FakeFiles = {}) =>
+    gatherHostFacts(capableProbes(), makeRoot({ ...capableFiles(), ...files }));
+  const running = (maxClients: number, openFiles: number) =>
+    ({
+      running: true,
+      kexecMode: 'standalone',
+      holder: 'holder-process',
+      capacity: { ...capacityNeeds(maxClients), open_files: openFiles },
+    }) as const;
+
+  it('without luod: what the default limit needs, somaxconn read from the host', () => {
+    const c = check(diagnose(facts({ '/proc/sys/net/core/somaxconn': '4096\n' })), 'client-capacity');
+    assert.equal(c.status, 'info');
+    assert.match(c.finding, /--max-clients 1024\) serves 1024 clients: 9280 open files/);
+    assert.match(c.finding, /listen queue of 2048 \(somaxconn 4096\)/);
+    assert.match(c.finding, /FileDescriptorStoreMax=8193/);
+  });
+
+  it("the running luod's figures: ok when they fit, a warning naming each shortfall", () => {
+    const fits = check(
+      diagnose(facts({ '/proc/sys/net/core/somaxconn': '4096\n' }), running(1024, 65536)),
+      'client-capacity',
+    );
+    assert.equal(fits.status, 'ok', fits.finding);
+    const short = check(
+      diagnose(facts({ '/proc/sys/net/core/somaxconn': '128\n' }), running(1024, 1024)),
+      'client-capacity',
+    );
+    assert.equal(short.status, 'warn');
+    assert.match(short.finding, /may open 1024 files, 9280 needed/);
+    assert.match(short.finding, /somaxconn is 128/);
+    assert.match(short.fix ?? '', /LimitNOFILE=9280/);
+    assert.match(short.fix ?? '', /net\.core\.somaxconn=2048/);
+  });
+});
+
 describe('report output', () => {
   it('JSON has one stable shape', () => {
     const report = JSON.parse(JSON.stringify(doctor({}, deviceError('EBUSY'))));
@@ -576,6 +614,7 @@ describe('report output', () => {
       'kexec-mode',
       'shmem-thp',
       'next-kernel',
+      'client-capacity',
     ]);
     for (const c of report.checks) {
       assert.ok(['ok', 'warn', 'fail', 'info'].includes(c.status));

@@ -314,7 +314,9 @@ describe('the holder process', () => {
       },
     };
     try {
-      assert.deepEqual(await luod.takeBack(), [], 'a new holder holds nothing');
+      assert.deepEqual(await luod.takeBack(), [], 'no holder yet: nothing held');
+      assert.equal(luod.lastStartedPid, undefined, 'none started before luod listens');
+      luod.warm();
       const first = luod.lastStartedPid!;
       assert.notEqual(
         sessionOf(first),

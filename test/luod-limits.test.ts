@@ -11,13 +11,13 @@
  *    before anything is at risk, and every VM resumes.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
 import { MAX_ANONYMOUS_PER_UID, RESERVED_SLOTS } from '../src/daemon/luod.js';
-import { MAX_CLIENTS } from '../src/protocol/messages.js';
+import { DEFAULT_MAX_CLIENTS } from '../src/protocol/messages.js';
 import { HolderHost } from './crash/hosts.js';
 import { closeAllVms, fullUpdate, startVm, status, waitSubscribed, withHost } from './crash/vms.js';
 import { RawPeer, sleep } from './hostile/peer.js';
@@ -187,7 +187,9 @@ describe('luod limits for other uids', { concurrency: false }, () => {
   });
 
   test("one uid's connections that have not subscribed are capped; the last slots are root's", async () => {
-    await withHost(sharedHost(), async (host) => {
+    // --max-clients sets the limit (the default, DEFAULT_MAX_CLIENTS, is for 1000 VMs).
+    const MAX_CLIENTS = 80;
+    await withHost(sharedHost(['--max-clients', String(MAX_CLIENTS)]), async (host) => {
       await host.start();
       // 32 idle connections are fine, the 33rd is refused; subscribed ones count only
       // against the total, whose last 16 slots only root (or a claimant) may take.
@@ -224,7 +226,12 @@ describe('luod limits for other uids', { concurrency: false }, () => {
         assert.match(got.refusal!.error!.message, /kept for root/);
         // Root still gets in, and is served.
         const root = await LuoClient.connect(host.socket);
-        assert.equal((await root.status()).phase, 'idle');
+        const status = await root.status();
+        assert.equal(status.phase, 'idle');
+        assert.equal(status.capacity?.max_clients, MAX_CLIENTS);
+        assert.equal(status.capacity?.listen_backlog, 2 * MAX_CLIENTS);
+        assert.equal(status.capacity?.open_files_needed, MAX_CLIENTS * 9 + 64);
+        assert.ok((status.capacity?.open_files ?? 0) > 0, 'luod reads its RLIMIT_NOFILE');
         root.close();
       } finally {
         await nobody.finish();
@@ -268,4 +275,20 @@ describe('luod limits for other uids', { concurrency: false }, () => {
       }
     });
   });
+});
+
+test('--max-clients: at least 1024 by default; a value that leaves no slot to VMMs is refused', () => {
+  assert.ok(DEFAULT_MAX_CLIENTS >= 1024);
+  for (const bad of ['16', '-1', 'many', '1.5']) {
+    const run = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'src/daemon/main.ts', '--emulate', '--max-clients', bad],
+      {
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
+    assert.equal(run.status, 1, run.stderr);
+    assert.match(run.stderr, /^luod: EINVAL: --max-clients must be an integer above 16$/m);
+  }
 });

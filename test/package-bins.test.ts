@@ -39,3 +39,43 @@ test('luo-qemu runs as a program by its path, and says what it needs', () => {
   assert.equal(run.status, 1, run.stderr);
   assert.match(run.stderr, /^luo-qemu: EINVAL: no QEMU command: put it after --$/m);
 });
+
+test('the luod, luoctl and holder bins run their bundles, with the code cache V8 accepts', () => {
+  for (const [bin, args] of [
+    [bins.luoctl!, ['--version']],
+    [bins.luod!, ['--version']],
+  ] as const) {
+    const run = spawnSync(path.join(ROOT, bin), args, {
+      encoding: 'utf8',
+      env: { ...process.env, LUOKIT_BUNDLE_DEBUG: '1' },
+    });
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stderr, /^luokit: bundle \w+, code cache accepted$/m, bin);
+    assert.match(run.stdout.trim(), /^\d+\.\d+\.\d+$/);
+  }
+  assert.ok(fs.existsSync(path.join(ROOT, 'dist/bundle/holder.cjs')), 'the holder has its bundle');
+  // Without the bundles (a plain tsc build), the same bins import the modules.
+  const plain = spawnSync(path.join(ROOT, bins.luoctl!), ['--version'], {
+    encoding: 'utf8',
+    env: { ...process.env, LUOKIT_NO_BUNDLE: '1', LUOKIT_BUNDLE_DEBUG: '1' },
+  });
+  assert.equal(plain.status, 0, plain.stderr);
+  assert.equal(plain.stderr, '');
+});
+
+test('luoctl loads the modules of the command asked for: help still lists every command', () => {
+  const help = spawnSync(path.join(ROOT, bins.luoctl!), ['--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0, help.stderr);
+  for (const command of ['doctor', 'emu', 'status', 'update', 'demo', 'inspect', 'report'])
+    assert.match(help.stdout, new RegExp(`^  ${command}\\b`, 'm'), command);
+  const typo = spawnSync(path.join(ROOT, bins.luoctl!), ['statuss'], { encoding: 'utf8' });
+  assert.equal(typo.status, 2);
+  assert.match(typo.stderr, /unknown command 'statuss'/);
+  const socketFirst = spawnSync(
+    path.join(ROOT, bins.luoctl!),
+    ['--socket', path.join(ROOT, 'no-such.sock'), '--json', 'status'],
+    { encoding: 'utf8' },
+  );
+  assert.equal(socketFirst.status, 1);
+  assert.equal(JSON.parse(socketFirst.stdout).error.code, 'ENOENT');
+});

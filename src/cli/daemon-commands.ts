@@ -41,8 +41,7 @@ function timelineText(timeline: { phase: string; at: number; client?: string }[]
 }
 
 export const register: RegisterCommand = (program) => {
-  program.option('--socket <path>', "luod's socket (default $LUOD_SOCKET or /run/luod/liveupdate.sock)");
-
+  // --socket is luoctl's own option (luoctl.ts): the doctor and report use it too.
   program
     .command('status')
     .description("luod's phase, clients, loaded kernel and last update")

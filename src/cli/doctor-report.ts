@@ -19,6 +19,8 @@ import { type HostFacts, LIVEUPDATE_DEVICE } from '../host/probe.js';
 import { HUGE_SHMEM_POLICIES, SHMEM_THP_CONTROL } from '../host/shmem-thp.js';
 import { FD_STORE_PRESERVE_SYSTEMD } from '../host/systemd.js';
 import type { Backend } from '../kernel/device.js';
+import { type CapacityNeeds, capacityNeeds } from '../protocol/capacity.js';
+import { DEFAULT_MAX_CLIENTS } from '../protocol/messages.js';
 import type { KexecFileLoadAvailability } from '../sys/kexec.js';
 
 /** 'fail' blocks a live update; 'warn' works but needs a look; 'info' is context. */
@@ -74,6 +76,8 @@ export type LuodFacts =
       readonly holder: string | null;
       /** undefined when luod did not say (an older luod); null when nothing is loaded. */
       readonly loaded?: LoadedFacts | null;
+      /** Its client limit and open files (STATUS `capacity`; absent from an older luod). */
+      readonly capacity?: CapacityNeeds & { readonly open_files: number | null };
     }
   | { readonly running: false; readonly reason: string };
 export interface DoctorReport {
@@ -543,6 +547,40 @@ function checkNextKernel(host: Host): Outcome {
   );
 }
 
+/**
+ * Can luod serve every VMM at once? Its client limit (--max-clients) needs
+ * open files, a listen queue (capped by net.core.somaxconn) and, under
+ * systemd, fd store entries (protocol/capacity.ts). Checked against the
+ * running luod's own figures, or the default limit when none runs.
+ */
+function checkClientCapacity(host: Host): Outcome {
+  const luod = host.luod?.running ? host.luod : undefined;
+  const limits = luod?.capacity ?? { ...capacityNeeds(DEFAULT_MAX_CLIENTS), open_files: null };
+  const who = luod?.capacity ? 'the running luod' : `luod's default (--max-clients ${DEFAULT_MAX_CLIENTS})`;
+  const somaxconn = host.facts.somaxconn;
+  const queue = somaxconn === undefined ? limits.listen_backlog : Math.min(somaxconn, limits.listen_backlog);
+  const problems: string[] = [];
+  const fixes: string[] = [];
+  if (limits.open_files !== null && limits.open_files < limits.open_files_needed) {
+    problems.push(`it may open ${limits.open_files} files, ${limits.open_files_needed} needed`);
+    fixes.push(`LimitNOFILE=${limits.open_files_needed} or more in luod.service (or ulimit -n)`);
+  }
+  if (somaxconn !== undefined && somaxconn < limits.max_clients) {
+    problems.push(
+      `net.core.somaxconn is ${somaxconn}: VMMs reconnecting at once after a kexec beyond that are refused (EAGAIN) and retry`,
+    );
+    fixes.push(`sysctl -w net.core.somaxconn=${limits.listen_backlog}`);
+  }
+  const store = `the systemd fd store needs FileDescriptorStoreMax=${limits.fd_store_needed} or more`;
+  const summary = `${who} serves ${limits.max_clients} clients: ${limits.open_files_needed} open files${
+    limits.open_files === null ? '' : ` (has ${limits.open_files})`
+  }, a listen queue of ${queue}${somaxconn === undefined ? '' : ` (somaxconn ${somaxconn})`}; ${store}.`;
+  if (problems.length > 0) {
+    return warn(`${summary} But ${problems.join('; ')}.`, `${fixes.join('; ')}; or lower --max-clients.`);
+  }
+  return luod?.capacity ? ok(summary) : info(summary);
+}
+
 const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Outcome }> = [
   { id: 'device', title: LIVEUPDATE_DEVICE, run: checkDevice },
   { id: 'backend', title: 'backend', run: checkBackend },
@@ -564,6 +602,7 @@ const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Ou
   { id: 'kexec-mode', title: 'kexec mode', run: checkKexecMode },
   { id: 'shmem-thp', title: 'guest RAM folios', run: checkShmemThp },
   { id: 'next-kernel', title: 'next kernel', run: checkNextKernel },
+  { id: 'client-capacity', title: 'clients and open files', run: checkClientCapacity },
 ];
 
 export function diagnose(facts: HostFacts, luod?: LuodFacts): DoctorReport {

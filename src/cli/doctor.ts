@@ -3,6 +3,7 @@
  * and what to fix. Exit status 0 only when a live update can really run here.
  */
 import { gatherHostFacts } from '../host/probe.js';
+import { StatusReply } from '../protocol/replies.js';
 import { CodedError, errorCode } from '../sys/error.js';
 import {
   type CheckStatus,
@@ -64,11 +65,13 @@ export async function askLuodFacts(): Promise<LuodFacts> {
     const mode = reply.kexec_mode === 'systemd' ? 'systemd' : 'standalone';
     const holder = (reply.holder as { kind?: string } | null | undefined)?.kind ?? null;
     const loaded = reply.loaded as { kernel: string; gate?: LoadedFacts['gate'] } | null | undefined;
+    const capacity = StatusReply.shape.capacity.safeParse(reply.capacity);
     return {
       running: true,
       kexecMode: mode,
       holder,
       loaded: loaded ? { kernel: loaded.kernel, ...(loaded.gate && { gate: loaded.gate }) } : null,
+      ...(capacity.success && capacity.data && { capacity: capacity.data }),
     };
   } catch (err) {
     return { running: false, reason: errorCode(err) };

@@ -40,6 +40,12 @@ export interface FdHolder {
   release(name: string): Promise<void>;
   /** luod stops: its link to the holder goes, the holder's copies stay. */
   close(): void;
+  /**
+   * luod listens: get the holder ready for the first hold, in the background
+   * (the holder process starts one when takeBack found none; the first hold
+   * waits for it either way).
+   */
+  warm?(): void;
 }
 
 /** systemd's fd store, through sd_notify. */

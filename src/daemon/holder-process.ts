@@ -53,7 +53,14 @@ export class HolderProcess implements FdHolder {
   /** The pid of a holder started by this luod (for tests and logs). */
   lastStartedPid: number | undefined;
 
+  /**
+   * No holder listening means nothing is held (a holder holding fds never
+   * exits): there is nothing to take back, and luod need not wait for a
+   * second Node process to start before it listens. warm() starts one once
+   * luod listens; the first hold() waits for it (#connected shares the start).
+   */
   async takeBack(): Promise<HeldFd[]> {
+    if (!this.#channel && !this.#connecting && this.#absent()) return [];
     let reply: Record<string, unknown>;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -83,6 +90,13 @@ export class HolderProcess implements FdHolder {
   async release(name: string): Promise<void> {
     this.#held.delete(name);
     await this.#request('release', { name });
+  }
+
+  warm(): void {
+    if (this.#closing) return;
+    this.#connected().catch((err) =>
+      this.#log.warn({ err }, 'the fd holder did not start; the first hold starts another'),
+    );
   }
 
   close(): void {
@@ -135,6 +149,20 @@ export class HolderProcess implements FdHolder {
     return channel;
   }
 
+  /**
+   * Nobody listens at the holder's path: no socket file, or a stale one
+   * (ECONNREFUSED). A holder that answers keeps this connection.
+   */
+  #absent(): boolean {
+    try {
+      this.#attach(LineChannel.connect(this.socketPath));
+      return false;
+    } catch (err) {
+      const code = errorCode(err);
+      return code === 'ENOENT' || code === 'ECONNREFUSED';
+    }
+  }
+
   #tryConnect(): LineChannel | null {
     try {
       return LineChannel.connect(this.socketPath);
@@ -146,7 +174,8 @@ export class HolderProcess implements FdHolder {
   /** Start a holder in its own session, so that it outlives luod and luod's process group. */
   #start(): { exit: string | null } {
     const here = import.meta.url;
-    const entry = new URL(`./holder-main${here.endsWith('.ts') ? '.ts' : '.js'}`, here);
+    // Built: holder-bin.cjs, which runs the holder's bundle (a faster start). Under tsx: the source.
+    const entry = new URL(here.endsWith('.ts') ? './holder-main.ts' : './holder-bin.cjs', here);
     const child = spawn(
       process.execPath,
       [...process.execArgv, entry.pathname, '--socket', this.socketPath],

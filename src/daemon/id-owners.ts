@@ -110,8 +110,24 @@ export class IdOwners {
     }
   }
 
-  /** A failed write keeps the table in memory and says so: refusing a VMM for it would be worse. */
+  #saving = false;
+
+  /**
+   * Written once per turn of the event loop, with every binding made in it:
+   * a write per SUBSCRIBE, each of the whole table, made a thousand VMMs
+   * subscribing quadratic (bench/scale.ts).
+   */
   #save(): void {
+    if (!this.file || this.#saving) return;
+    this.#saving = true;
+    setImmediate(() => {
+      this.#saving = false;
+      this.#write();
+    });
+  }
+
+  /** A failed write keeps the table in memory and says so: refusing a VMM for it would be worse. */
+  #write(): void {
     if (!this.file) return;
     try {
       writeFileAtomic(

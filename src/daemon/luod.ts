@@ -41,8 +41,8 @@ import { type LineChannel, MAX_FDS_PER_LINE, MAX_LINE_BYTES } from '../protocol/
 import {
   ADMIN_COMMANDS,
   Command,
+  DEFAULT_MAX_CLIENTS,
   describeInvalid,
-  MAX_CLIENTS,
   MAX_ID_LENGTH,
   PROTOCOL_VERSION,
   sessionNames,
@@ -60,6 +60,7 @@ import type {
 import type { RecordStore } from '../record/store.js';
 import { errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
+import { capacity } from './capacity.js';
 import { Claims } from './claims.js';
 import {
   type Client,
@@ -125,6 +126,8 @@ export interface LuodOptions {
   keeper?: SessionKeeper;
   /** Which uid owns which client id (id-owners.ts); default: kept in memory only. */
   owners?: IdOwners;
+  /** Connections served at once (luod --max-clients); default DEFAULT_MAX_CLIENTS. */
+  maxClients?: number;
 }
 
 export class Luod {
@@ -132,6 +135,7 @@ export class Luod {
   readonly #ctx: LuodContext;
   readonly #claims: Claims;
   readonly #version: string;
+  readonly #maxClients: number;
   readonly #onPhase: ((mark: PhaseEvent) => void) | undefined;
   /** A LOAD is running (kexec_file_load takes a while): no UPDATE or second LOAD meanwhile. */
   #loading = false;
@@ -140,6 +144,7 @@ export class Luod {
     const log = options.log;
     const metrics = options.metrics ?? null;
     this.#version = options.version ?? '0.1.0';
+    this.#maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
     this.#onPhase = options.onPhase;
     this.#ctx = {
       kernel: options.kernel,
@@ -269,10 +274,11 @@ export class Luod {
   /** Why a connection from `uid` is not admitted, or null. */
   #refusal(uid: number): string | null {
     const open = this.#clients.size;
-    if (open >= MAX_CLIENTS) return `luod serves at most ${MAX_CLIENTS} clients`;
+    const max = this.#maxClients;
+    if (open >= max) return `luod serves at most ${max} clients (luod --max-clients)`;
     if (this.#isAdmin(uid)) return null;
     if (this.#claims.hasPendingFor(uid)) return null;
-    if (open >= MAX_CLIENTS - RESERVED_SLOTS)
+    if (open >= max - RESERVED_SLOTS)
       return `luod's last ${RESERVED_SLOTS} connection slots are kept for root and for VMMs with sessions to claim`;
     let anonymous = 0;
     for (const c of this.#clients) if (c.uid === uid && c.id === null) anonymous++;
@@ -382,7 +388,7 @@ export class Luod {
             limits: {
               max_line: MAX_LINE_BYTES,
               max_fds: MAX_FDS_PER_LINE,
-              max_clients: MAX_CLIENTS,
+              max_clients: this.#maxClients,
               max_id: MAX_ID_LENGTH,
             },
           } satisfies HelloReply,
@@ -638,6 +644,7 @@ export class Luod {
       last_update: ctx.lastUpdate,
       records_dir: ctx.records.dir,
       last_record: ctx.records.lastPath,
+      capacity: capacity(this.#maxClients),
     } satisfies StatusReply;
   }
 

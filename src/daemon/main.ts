@@ -4,7 +4,7 @@
  * [--group NAME|GID] [--claim-timeout SECONDS] [--records DIR] [--keep-records N]
  * [--metrics-port PORT] [--metrics-textfile FILE] [--timeline FILE]
  * [--kexec-mode auto|standalone|systemd] [--systemctl PATH] [--state-file PATH]
- * [--ids-file PATH] [--line-timeout SECONDS]`.
+ * [--ids-file PATH] [--line-timeout SECONDS] [--max-clients N]`.
  *
  * --timeline appends every phase mark (load, update-start, barrier-done,
  * kexec, luod-ready, claim, ...) to FILE as one JSON line the moment it
@@ -26,7 +26,7 @@ import { Command, CommanderError } from 'commander';
 import pino from 'pino';
 import { defaultStateDir } from '../kernel/emu/paths.js';
 import { DEVICE_PATH } from '../kernel/real/index.js';
-import { socketPath } from '../protocol/messages.js';
+import { DEFAULT_MAX_CLIENTS, socketPath } from '../protocol/messages.js';
 import {
   DEFAULT_KEEP_RECORDS,
   DEFAULT_RECORDS_DIR,
@@ -35,13 +35,14 @@ import {
 } from '../record/store.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
+import { capacity } from './capacity.js';
 import { type FdHolder, SystemdFdStore } from './fd-holder.js';
 import { HolderProcess, holderSocketPath } from './holder-process.js';
 import { IdOwners } from './id-owners.js';
 import { SessionKeeper } from './keeper.js';
 import { emulatedKernel, realKernel } from './kernel.js';
 import { chooseKexecMode, KEXEC_MODES, systemdKexec } from './kexec-mode.js';
-import { Luod, type PhaseEvent } from './luod.js';
+import { Luod, type PhaseEvent, RESERVED_SLOTS } from './luod.js';
 import type { LuodMetrics } from './metrics.js';
 import { SdNotify, takeListenFds } from './sd-notify.js';
 import { LINE_TIMEOUT_MS, listen, prepareSocketDir } from './server.js';
@@ -129,160 +130,184 @@ const program = new Command('luod')
     String(LINE_TIMEOUT_MS / 1000),
   )
   .option('--ids-file <path>', 'which uid owns which client id (default: the socket path + .ids.json)')
+  .option(
+    '--max-clients <n>',
+    'connections served at once: VMMs and operators (sizes the listen queue; needs open files, see luoctl doctor)',
+    String(DEFAULT_MAX_CLIENTS),
+  )
   .exitOverride();
 
 /** fds systemd passed (the fd store): taken before anything else can open an fd at 3+. */
 const listenFds = takeListenFds();
 
-try {
-  program.parse(process.argv);
-  const opts = program.opts<{
-    socket?: string;
-    emulate?: boolean;
-    state?: string;
-    group?: string;
-    claimTimeout: string;
-    records?: string;
-    keepRecords: string;
-    metricsPort?: string;
-    metricsTextfile?: string;
-    timeline?: string;
-    kexecMode: string;
-    systemctl: string;
-    stateFile?: string;
-    idsFile?: string;
-    lineTimeout: string;
-  }>();
-  const lineTimeout = Number(opts.lineTimeout);
-  if (!Number.isFinite(lineTimeout) || lineTimeout <= 0)
-    throw new SysError('luod', Errno.EINVAL, '--line-timeout must be a positive number of seconds');
-  if (!(KEXEC_MODES as readonly string[]).includes(opts.kexecMode))
-    throw new SysError('luod', Errno.EINVAL, `--kexec-mode must be one of ${KEXEC_MODES.join(', ')}`);
-  if (opts.state && !opts.emulate)
-    throw new SysError('luod', Errno.EINVAL, '--state applies only with --emulate');
-  const claimTimeout = Number(opts.claimTimeout);
-  if (!Number.isFinite(claimTimeout) || claimTimeout <= 0)
-    throw new SysError('luod', Errno.EINVAL, '--claim-timeout must be a positive number of seconds');
-  if (!opts.emulate && !fs.existsSync(DEVICE_PATH)) {
-    throw new SysError(
-      'luod',
-      Errno.ENOENT,
-      `${DEVICE_PATH} does not exist: this kernel cannot live update (see luoctl doctor); use --emulate to run against the emulated kernel`,
-    );
-  }
-  const keepRecords = Number(opts.keepRecords);
-  if (!Number.isInteger(keepRecords) || keepRecords < 1)
-    throw new SysError('luod', Errno.EINVAL, '--keep-records must be a positive integer');
-  const metricsPort = opts.metricsPort === undefined ? undefined : Number(opts.metricsPort);
-  if (
-    metricsPort !== undefined &&
-    !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)
-  )
-    throw new SysError('luod', Errno.EINVAL, '--metrics-port must be a port number (0 to 65535)');
-  const log = pino({ base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });
-  lastResort(log);
-  const stateDir = opts.state ?? defaultStateDir();
-  const notify = SdNotify.fromEnv();
-  const mode = chooseKexecMode(opts.kexecMode as (typeof KEXEC_MODES)[number], {
-    underSystemd: notify !== null,
-    systemctlVersion: () => {
-      const result = spawnSync(opts.systemctl, ['--version'], { encoding: 'utf8', timeout: 5000 });
-      return result.error || result.status !== 0 ? undefined : result.stdout;
-    },
-  });
-  const baseKernel = opts.emulate ? emulatedKernel(stateDir) : realKernel();
-  const kernel = mode.mode === 'systemd' ? systemdKexec(baseKernel, opts.systemctl) : baseKernel;
-  const path = socketPath(opts.socket);
-  // Before the holder process binds next to the socket.
-  prepareSocketDir(path);
-  let holder: FdHolder;
-  if (notify) {
-    holder = new SystemdFdStore(notify, listenFds);
-  } else {
-    for (const { name, fd } of listenFds) {
-      log.warn({ name }, 'an fd was passed with LISTEN_FDS without NOTIFY_SOCKET; closing it');
-      fd.close();
+/** Everything after the fds are taken, in a function: the bundle (scripts/bundle.mjs) is a script, with no top-level await. */
+async function main(): Promise<void> {
+  try {
+    program.parse(process.argv);
+    const opts = program.opts<{
+      socket?: string;
+      emulate?: boolean;
+      state?: string;
+      group?: string;
+      claimTimeout: string;
+      records?: string;
+      keepRecords: string;
+      metricsPort?: string;
+      metricsTextfile?: string;
+      timeline?: string;
+      kexecMode: string;
+      systemctl: string;
+      stateFile?: string;
+      idsFile?: string;
+      lineTimeout: string;
+      maxClients: string;
+    }>();
+    const lineTimeout = Number(opts.lineTimeout);
+    if (!Number.isFinite(lineTimeout) || lineTimeout <= 0)
+      throw new SysError('luod', Errno.EINVAL, '--line-timeout must be a positive number of seconds');
+    if (!(KEXEC_MODES as readonly string[]).includes(opts.kexecMode))
+      throw new SysError('luod', Errno.EINVAL, `--kexec-mode must be one of ${KEXEC_MODES.join(', ')}`);
+    if (opts.state && !opts.emulate)
+      throw new SysError('luod', Errno.EINVAL, '--state applies only with --emulate');
+    const claimTimeout = Number(opts.claimTimeout);
+    if (!Number.isFinite(claimTimeout) || claimTimeout <= 0)
+      throw new SysError('luod', Errno.EINVAL, '--claim-timeout must be a positive number of seconds');
+    if (!opts.emulate && !fs.existsSync(DEVICE_PATH)) {
+      throw new SysError(
+        'luod',
+        Errno.ENOENT,
+        `${DEVICE_PATH} does not exist: this kernel cannot live update (see luoctl doctor); use --emulate to run against the emulated kernel`,
+      );
     }
-    holder = new HolderProcess(holderSocketPath(path), log);
-  }
-  const keeper = new SessionKeeper({
-    holder,
-    stateFile: opts.stateFile ?? `${path}.state.json`,
-    bootId: () => kernel.bootId?.() ?? Promise.resolve('unknown'),
-    log,
-  });
-  const records = new RecordStore(
-    opts.records ?? (opts.emulate ? emulatedRecordsDir(stateDir) : DEFAULT_RECORDS_DIR),
-    keepRecords,
-  );
-  // prom-client only when metrics are asked for: luod's start after a kexec is part of the
-  // VMs' blackout, and a module not loaded is one not compiled (docs/vm.md).
-  const metrics: LuodMetrics | undefined =
-    metricsPort !== undefined || opts.metricsTextfile !== undefined
-      ? new (await import('./metrics.js')).LuodMetrics()
-      : undefined;
-  const onPhase = opts.timeline ? timelineWriter(opts.timeline) : undefined;
-  const luod = new Luod({
-    kernel,
-    log,
-    claimTimeoutMs: claimTimeout * 1000,
-    version: version(),
-    records,
-    owners: new IdOwners(opts.idsFile ?? `${path}.ids.json`, log),
-    ...(metrics && { metrics }),
-    ...(onPhase && { onPhase }),
-    keeper,
-  });
-  if (metrics && metricsPort !== undefined) {
-    const { port } = await metrics.serve(metricsPort);
-    log.info({ metrics: `http://127.0.0.1:${port}/metrics`, port }, 'metrics served');
-  }
-  const stopTextfile =
-    metrics && opts.metricsTextfile
-      ? metrics.startTextfile(opts.metricsTextfile, {
-          onError: (err) =>
-            log.error({ err, file: opts.metricsTextfile }, 'the metrics textfile could not be written'),
-        })
-      : () => {};
-  const recovered = await keeper.start();
-  luod.adoptRecovered(recovered);
-  if (!recovered.incoming) await luod.recover();
-  const server = listen(luod, {
-    socketPath: path,
-    lineTimeoutMs: lineTimeout * 1000,
-    ...(opts.group ? { gid: groupId(opts.group) } : {}),
-  });
-  const service = notify ? new ServiceNotifier(notify, luod, log) : null;
-  service?.ready();
-  (luod.updateId ? log.child({ update: luod.updateId }) : log).info(
-    {
-      socket: path,
-      backend: kernel.backend,
-      records: records.dir,
-      kexecMode: mode.mode,
-      why: mode.why,
-      holder: holder.kind,
-    },
-    'luod ready',
-  );
-  const stop = (signal: string) => {
-    log.info({ signal }, 'luod stopping');
-    service?.stopping(`stopping (${signal}); held sessions stay with the ${holder.kind}`);
-    stopTextfile();
-    luod.close();
-    holder.close();
-    server.close();
-    fs.rmSync(path, { force: true });
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-} catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode === 0 ? 0 : 2;
-  } else {
-    process.stderr.write(`luod: ${errorCode(err)}: ${(err as Error).message}\n`);
-    if (process.env.LUOKIT_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
-    process.exitCode = 1;
+    const maxClients = Number(opts.maxClients);
+    if (!Number.isInteger(maxClients) || maxClients <= RESERVED_SLOTS)
+      throw new SysError('luod', Errno.EINVAL, `--max-clients must be an integer above ${RESERVED_SLOTS}`);
+    const keepRecords = Number(opts.keepRecords);
+    if (!Number.isInteger(keepRecords) || keepRecords < 1)
+      throw new SysError('luod', Errno.EINVAL, '--keep-records must be a positive integer');
+    const metricsPort = opts.metricsPort === undefined ? undefined : Number(opts.metricsPort);
+    if (
+      metricsPort !== undefined &&
+      !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)
+    )
+      throw new SysError('luod', Errno.EINVAL, '--metrics-port must be a port number (0 to 65535)');
+    const log = pino({ base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });
+    lastResort(log);
+    const sized = capacity(maxClients);
+    if (sized.open_files !== null && sized.open_files < sized.open_files_needed) {
+      log.warn(
+        { ...sized },
+        `--max-clients ${maxClients} needs ${sized.open_files_needed} open files, luod may open ${sized.open_files}: raise LimitNOFILE= (or ulimit -n), or lower --max-clients`,
+      );
+    }
+    const stateDir = opts.state ?? defaultStateDir();
+    const notify = SdNotify.fromEnv();
+    const mode = chooseKexecMode(opts.kexecMode as (typeof KEXEC_MODES)[number], {
+      underSystemd: notify !== null,
+      systemctlVersion: () => {
+        const result = spawnSync(opts.systemctl, ['--version'], { encoding: 'utf8', timeout: 5000 });
+        return result.error || result.status !== 0 ? undefined : result.stdout;
+      },
+    });
+    const baseKernel = opts.emulate ? emulatedKernel(stateDir) : realKernel();
+    const kernel = mode.mode === 'systemd' ? systemdKexec(baseKernel, opts.systemctl) : baseKernel;
+    const path = socketPath(opts.socket);
+    // Before the holder process binds next to the socket.
+    prepareSocketDir(path);
+    let holder: FdHolder;
+    if (notify) {
+      holder = new SystemdFdStore(notify, listenFds);
+    } else {
+      for (const { name, fd } of listenFds) {
+        log.warn({ name }, 'an fd was passed with LISTEN_FDS without NOTIFY_SOCKET; closing it');
+        fd.close();
+      }
+      holder = new HolderProcess(holderSocketPath(path), log);
+    }
+    const keeper = new SessionKeeper({
+      holder,
+      stateFile: opts.stateFile ?? `${path}.state.json`,
+      bootId: () => kernel.bootId?.() ?? Promise.resolve('unknown'),
+      log,
+    });
+    const records = new RecordStore(
+      opts.records ?? (opts.emulate ? emulatedRecordsDir(stateDir) : DEFAULT_RECORDS_DIR),
+      keepRecords,
+    );
+    // prom-client only when metrics are asked for: luod's start after a kexec is part of the
+    // VMs' blackout, and a module not loaded is one not compiled (docs/vm.md).
+    const metrics: LuodMetrics | undefined =
+      metricsPort !== undefined || opts.metricsTextfile !== undefined
+        ? new (await import('./metrics.js')).LuodMetrics()
+        : undefined;
+    const onPhase = opts.timeline ? timelineWriter(opts.timeline) : undefined;
+    const luod = new Luod({
+      kernel,
+      log,
+      claimTimeoutMs: claimTimeout * 1000,
+      version: version(),
+      records,
+      owners: new IdOwners(opts.idsFile ?? `${path}.ids.json`, log),
+      maxClients,
+      ...(metrics && { metrics }),
+      ...(onPhase && { onPhase }),
+      keeper,
+    });
+    if (metrics && metricsPort !== undefined) {
+      const { port } = await metrics.serve(metricsPort);
+      log.info({ metrics: `http://127.0.0.1:${port}/metrics`, port }, 'metrics served');
+    }
+    const stopTextfile =
+      metrics && opts.metricsTextfile
+        ? metrics.startTextfile(opts.metricsTextfile, {
+            onError: (err) =>
+              log.error({ err, file: opts.metricsTextfile }, 'the metrics textfile could not be written'),
+          })
+        : () => {};
+    const recovered = await keeper.start();
+    luod.adoptRecovered(recovered);
+    if (!recovered.incoming) await luod.recover();
+    const server = listen(luod, {
+      socketPath: path,
+      lineTimeoutMs: lineTimeout * 1000,
+      backlog: sized.listen_backlog,
+      ...(opts.group ? { gid: groupId(opts.group) } : {}),
+    });
+    holder.warm?.(); // after listen: a holder process started now is not in luod's start-up
+    const service = notify ? new ServiceNotifier(notify, luod, log) : null;
+    service?.ready();
+    (luod.updateId ? log.child({ update: luod.updateId }) : log).info(
+      {
+        socket: path,
+        backend: kernel.backend,
+        records: records.dir,
+        kexecMode: mode.mode,
+        why: mode.why,
+        holder: holder.kind,
+      },
+      'luod ready',
+    );
+    const stop = (signal: string) => {
+      log.info({ signal }, 'luod stopping');
+      service?.stopping(`stopping (${signal}); held sessions stay with the ${holder.kind}`);
+      stopTextfile();
+      luod.close();
+      holder.close();
+      server.close();
+      fs.rmSync(path, { force: true });
+      process.exit(0);
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+    } else {
+      process.stderr.write(`luod: ${errorCode(err)}: ${(err as Error).message}\n`);
+      if (process.env.LUOKIT_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
+      process.exitCode = 1;
+    }
   }
 }
+
+void main();

@@ -4,8 +4,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { capacityNeeds } from '../protocol/capacity.js';
 import { LineChannel } from '../protocol/lines.js';
-import { MAX_CLIENTS } from '../protocol/messages.js';
+import { DEFAULT_MAX_CLIENTS } from '../protocol/messages.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
 import { UnixServer, UnixSocket } from '../sys/unix-socket.js';
@@ -17,15 +18,9 @@ export interface ListenOptions {
   gid?: number;
   /** See LINE_TIMEOUT_MS (the default). */
   lineTimeoutMs?: number;
+  /** The listen queue (protocol/capacity.ts); default: that of DEFAULT_MAX_CLIENTS. */
+  backlog?: number;
 }
-
-/**
- * Connections the kernel queues before luod accepts them. After a kexec every
- * VMM on the host reconnects at once; with a queue shorter than the client
- * limit, a non-blocking connect() beyond it fails with EAGAIN (AF_UNIX does not
- * wait). The kernel caps it at net.core.somaxconn.
- */
-const LISTEN_BACKLOG = 2 * MAX_CLIENTS;
 
 /**
  * A line left unfinished this long closes the connection: a client that
@@ -73,7 +68,9 @@ export function listen(luod: Luod, options: ListenOptions): UnixServer {
     if (live)
       throw new SysError('listen', Errno.EEXIST, `another luod is already listening on ${socketPath}`);
   }
-  const server = UnixServer.listen(socketPath, { backlog: LISTEN_BACKLOG });
+  const server = UnixServer.listen(socketPath, {
+    backlog: options.backlog ?? capacityNeeds(DEFAULT_MAX_CLIENTS).listen_backlog,
+  });
   fs.chmodSync(socketPath, 0o660);
   if (options.gid !== undefined) fs.chownSync(socketPath, 0, options.gid);
   server.on('connection', (socket) =>

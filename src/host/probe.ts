@@ -49,6 +49,8 @@ export interface HostFacts {
   readonly khoDebugfs: KhoDebugfsState;
   readonly systemd: SystemdFacts;
   readonly shmemThp: ShmemThpFacts;
+  /** net.core.somaxconn, the cap on luod's listen queue (undefined: unreadable). */
+  readonly somaxconn?: number;
 }
 
 /** Open and close the device at once: the device is exclusive, so holding it would block a real agent. */
@@ -79,5 +81,11 @@ export function gatherHostFacts(probes: HostProbes, root = '/'): HostFacts {
     khoDebugfs: readKhoDebugfsState(root),
     systemd: readSystemdFacts(root, probes.systemctlVersion),
     shmemThp: readShmemThpFacts(root),
+    somaxconn: readSomaxconn(root),
   };
+}
+
+function readSomaxconn(root: string): number | undefined {
+  const text = readHostText(root, '/proc/sys/net/core/somaxconn')?.trim();
+  return text && /^\d+$/.test(text) ? Number(text) : undefined;
 }

@@ -7,7 +7,13 @@ import { z } from 'zod';
 
 export const PROTOCOL_VERSION = 1;
 export const DEFAULT_SOCKET = '/run/luod/liveupdate.sock';
-export const MAX_CLIENTS = 256;
+/**
+ * How many connections luod serves at once unless told otherwise (luod
+ * --max-clients): a host's VMMs plus operators. Sized for 1000 VMs per host;
+ * what follows from it (listen queue, open files, the systemd fd store) is in
+ * docs/operations.md and in `luoctl doctor`.
+ */
+export const DEFAULT_MAX_CLIENTS = 1024;
 export const MAX_ID_LENGTH = 48;
 export const MAX_SESSIONS_PER_CLIENT = 8;
 /** Session name luod keeps its own state in, as the upstream design does. */

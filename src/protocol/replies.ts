@@ -99,6 +99,16 @@ export const StatusReply = z.object({
   last_update: UpdateReply.nullable(),
   records_dir: z.string().nullable(),
   last_record: z.string().nullable(),
+  /** The client limit and what it needs of the host (daemon/capacity.ts); admins only. */
+  capacity: z
+    .object({
+      max_clients: z.number().int(),
+      open_files: z.number().int().nullable(),
+      open_files_needed: z.number().int(),
+      fd_store_needed: z.number().int(),
+      listen_backlog: z.number().int(),
+    })
+    .optional(),
 });
 export type StatusReply = z.infer<typeof StatusReply>;
 

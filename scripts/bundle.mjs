@@ -1,0 +1,171 @@
+/**
+ * `npm run build`'s last step: one CommonJS file per command in dist/bundle/
+ * (luod, luoctl, the fd holder), each with the V8 code cache of its start
+ * (src/sys/bundle-runner.ts runs them). Made from dist/ after tsc, so the
+ * bundle runs exactly the compiled modules.
+ *
+ * import.meta.url is the one thing a bundle changes: each module's own use of
+ * it (files next to it: package.json, the emulator's entry, the native shim)
+ * is rewritten to the URL that module has in dist/, so paths stay right.
+ * koffi (a native addon) and prom-client (loaded only with --metrics-*) stay
+ * ordinary packages, loaded from node_modules when needed.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dist = path.join(root, 'dist');
+const out = path.join(dist, 'bundle');
+
+/** name -> [entry module in dist, its launcher in dist (run once to write the code cache), args]. */
+const BUNDLES = {
+  luod: ['daemon/main.js', 'daemon/luod-bin.cjs', ['--version']],
+  luoctl: ['cli/luoctl.js', 'cli/luoctl-bin.cjs', ['--version']],
+  holder: ['daemon/holder-main.js', 'daemon/holder-bin.cjs', []],
+};
+
+const metaUrl = {
+  name: 'luokit-import-meta-url',
+  setup(b) {
+    b.onLoad({ filter: /\.js$/ }, async (args) => {
+      if (!args.path.startsWith(`${dist}${path.sep}`)) return undefined;
+      // No shebang: the bundle's first line is its id, and vm.Script takes no '#!'.
+      const text = (await fs.promises.readFile(args.path, 'utf8')).replace(/^#!.*\n/, '');
+      if (!text.includes('import.meta.url')) return { contents: text, loader: 'js' };
+      const rel = path.relative(dist, args.path).split(path.sep).join('/');
+      return {
+        contents: text.replaceAll('import.meta.url', `__luokitUrl(${JSON.stringify(rel)})`),
+        loader: 'js',
+      };
+    });
+  },
+};
+
+/**
+ * zod's translations of its error messages into 50 languages are 40% of a
+ * bundle (265 kB of 670), read and parsed at every start. luokit's messages are
+ * English (zod's default, set from locales/en.js directly): `z.locales` keeps `en` only.
+ */
+const zodEnglishOnly = {
+  name: 'luokit-zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      args.importer.includes(`${path.sep}zod${path.sep}`)
+        ? { path: path.resolve(args.resolveDir, args.path), namespace: 'zod-locales' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      contents: `export { default as en } from ${JSON.stringify(path.join(path.dirname(args.path), 'en.js'))};`,
+      resolveDir: path.dirname(args.path),
+      loader: 'js',
+    }));
+  },
+};
+
+/**
+ * Node's own modules that a start rarely uses but that cost to load (some
+ * 25 ms together at luod's start, in a ~100 ms Node start): node:child_process
+ * (and the net and stream modules under it: commander requires it at its top,
+ * for executable subcommands luokit has none of; luod spawns only the holder
+ * and the emulator, after it listens), node:crypto (the state file's hash,
+ * an update's id), node:net (the emulator's control socket). In a bundle each
+ * becomes a module of wrappers that requires the real one on first call. Only
+ * functions are wrapped: importing anything else from these is a build error
+ * (esbuild: no matching export), never a silent undefined.
+ */
+const LAZY_BUILTINS = ['child_process', 'crypto', 'net'];
+const require = createRequire(import.meta.url);
+const lazyBuiltins = {
+  name: 'luokit-lazy-builtins',
+  setup(b) {
+    const filter = new RegExp(`^(node:)?(${LAZY_BUILTINS.join('|')})$`);
+    b.onResolve({ filter }, (args) =>
+      args.namespace === 'lazy-builtin'
+        ? { path: args.path, external: true } // the wrappers' own require: the real module
+        : { path: args.path.replace(/^node:/, ''), namespace: 'lazy-builtin' },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => {
+      const real = require(`node:${args.path}`);
+      const names = Object.keys(real).filter(
+        (k) => typeof real[k] === 'function' && /^[A-Za-z_$][\w$]*$/.test(k),
+      );
+      const lines = [
+        `let real; const load = () => (real ??= require(${JSON.stringify(`node:${args.path}`)}));`,
+        ...names.map(
+          (k) =>
+            `export function ${k}(...args) { return new.target ? Reflect.construct(load().${k}, args) : load().${k}(...args); }`,
+        ),
+        'export default new Proxy({}, { get: (_, key) => load()[key] });',
+      ];
+      return { contents: lines.join('\n'), loader: 'js' };
+    });
+  },
+};
+
+fs.rmSync(out, { recursive: true, force: true });
+fs.mkdirSync(out, { recursive: true });
+for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
+  const id = randomBytes(8).toString('hex');
+  await build({
+    entryPoints: [path.join(dist, entry)],
+    outfile: path.join(out, `${name}.cjs`),
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    minify: true,
+    legalComments: 'none',
+    charset: 'ascii', // bundle-runner.cts reads it as latin1
+    external: ['koffi', 'prom-client'],
+    logLevel: 'warning',
+    plugins: [metaUrl, zodEnglishOnly, lazyBuiltins],
+    banner: {
+      js: [
+        `// luokit-bundle ${id}`,
+        // The dist/ URL a module had before bundling (this file is dist/bundle/NAME.cjs).
+        'const __luokitUrl = (rel) => require("node:url").pathToFileURL(require("node:path").join(__dirname, "..", rel)).href;',
+      ].join('\n'),
+    },
+  });
+  // The holder runs until stopped: once it listens (its top level has run), SIGTERM makes it
+  // exit, which writes the cache. The others print their version and exit.
+  const env = { ...process.env, LUOKIT_WRITE_CODE_CACHE: '1' };
+  let run;
+  if (name === 'holder') {
+    const holderDir = fs.mkdtempSync(path.join(out, '.h-'));
+    const socket = path.join(holderDir, 's');
+    const child = spawn(process.execPath, [path.join(dist, launcher), '--socket', socket], {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const deadline = Date.now() + 120_000;
+    while (!fs.existsSync(socket) && child.exitCode === null && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    // Its SIGTERM handler is set in the same turn as the bind; leave it that turn.
+    await new Promise((r) => setTimeout(r, 500));
+    child.kill('SIGTERM');
+    await exited;
+    fs.rmSync(holderDir, { recursive: true, force: true });
+    run = { stderr };
+  } else {
+    run = spawnSync(process.execPath, [path.join(dist, launcher), ...args], {
+      env,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+  }
+  if (!fs.existsSync(path.join(out, `${name}.cache`))) {
+    throw new Error(`bundle ${name}: no code cache written (${run.error?.message ?? run.stderr})`);
+  }
+}
+process.stdout.write(`bundle: ${Object.keys(BUNDLES).join(', ')} in ${path.relative(root, out)}\n`);
