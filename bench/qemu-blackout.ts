@@ -156,7 +156,7 @@ async function luodCycle(dir: string, socket: string, image: string, id: string)
     const child = spawn(
       process.execPath,
       [
-        ...program('dist/cli/luo-qemu.js', 'src/cli/luo-qemu.ts'),
+        ...program('dist/cli/luo-qemu-bin.cjs', 'src/cli/luo-qemu.ts'),
         '--id',
         id,
         '--ram',
@@ -221,7 +221,7 @@ export const qemuBlackout: Benchmark = {
     const luod = spawn(
       process.execPath,
       [
-        ...program('dist/daemon/main.js', 'src/daemon/main.ts'),
+        ...program('dist/daemon/luod-bin.cjs', 'src/daemon/main.ts'),
         '--socket',
         socket,
         '--emulate',

@@ -97,6 +97,20 @@ test('the client reaches the kernel through kernel/index.ts only, and the exampl
   );
 });
 
+test('outside the emulator, its internals are reached through kernel/emu/index.ts only', () => {
+  const emu = path.join('kernel', 'emu');
+  const wrong = local.filter(
+    (i) =>
+      !i.from.startsWith(`${emu}${path.sep}`) &&
+      i.to.startsWith(`${emu}${path.sep}`) &&
+      i.to !== path.join(emu, 'index.js'),
+  );
+  assert.deepEqual(
+    wrong.map((i) => `${i.from} -> ${i.to}`),
+    [],
+  );
+});
+
 test('koffi is used by src/sys/libc.ts alone', () => {
   const users = packages.filter((p) => p.name === 'koffi').map((p) => p.from);
   assert.deepEqual(users, [path.join('sys', 'libc.ts')]);

@@ -40,7 +40,7 @@ test('luo-qemu runs as a program by its path, and says what it needs', () => {
   assert.match(run.stderr, /^luo-qemu: EINVAL: no QEMU command: put it after --$/m);
 });
 
-test('the luod, luoctl and holder bins run their bundles, with the code cache V8 accepts', () => {
+test('the luod, luoctl, holder and luo-qemu bins run their bundles, with the code cache V8 accepts', () => {
   for (const [bin, args] of [
     [bins.luoctl!, ['--version']],
     [bins.luod!, ['--version']],
@@ -54,6 +54,14 @@ test('the luod, luoctl and holder bins run their bundles, with the code cache V8
     assert.match(run.stdout.trim(), /^\d+\.\d+\.\d+$/);
   }
   assert.ok(fs.existsSync(path.join(ROOT, 'dist/bundle/holder.cjs')), 'the holder has its bundle');
+  // luo-qemu too: after a live update its start is on the VM's blackout.
+  const qemu = spawnSync(path.join(ROOT, bins['luo-qemu']!), ['--help'], {
+    encoding: 'utf8',
+    env: { ...process.env, LUOKIT_BUNDLE_DEBUG: '1' },
+  });
+  assert.equal(qemu.status, 0, qemu.stderr);
+  assert.match(qemu.stderr, /^luokit: bundle luo-qemu, code cache accepted$/m);
+  assert.match(qemu.stdout, /--id <id>/);
   // Without the bundles (a plain tsc build), the same bins import the modules.
   const plain = spawnSync(path.join(ROOT, bins.luoctl!), ['--version'], {
     encoding: 'utf8',

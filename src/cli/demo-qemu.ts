@@ -11,8 +11,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { stopEmulator } from '../kernel/emu/index.js';
-import { statePaths } from '../kernel/emu/paths.js';
+import { statePaths, stopEmulator } from '../kernel/emu/index.js';
 import { counterGuest, counterGuestArgs } from '../qemu/counter-guest.js';
 import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../qemu/counter-serial.js';
 import { Errno } from '../sys/errno.js';
@@ -20,8 +19,8 @@ import { SysError } from '../sys/error.js';
 import {
   cleanupOnSignal,
   closedRecord,
+  command,
   demoPlaces,
-  entry,
   startDemoLuod,
   terminate,
   waitFor,
@@ -61,7 +60,7 @@ class DemoVm {
     const child = spawn(
       process.execPath,
       [
-        ...entry('./luo-qemu.js'),
+        ...command('./luo-qemu.js', './luo-qemu-bin.cjs'),
         '--id',
         this.id,
         '--ram',

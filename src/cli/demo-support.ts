@@ -21,6 +21,15 @@ export function entry(relative: string): string[] {
   return self.endsWith('.ts') ? ['--import', 'tsx', file] : [file];
 }
 
+/**
+ * A command of this package: its bin when built (which runs the command's bundle, the way
+ * users run it), its TypeScript source under tsx.
+ */
+export function command(relativeModule: string, bin: string): string[] {
+  if (fileURLToPath(import.meta.url).endsWith('.ts')) return entry(relativeModule);
+  return [fileURLToPath(new URL(bin, import.meta.url))];
+}
+
 export async function waitFor<T>(
   what: string,
   timeoutMs: number,
@@ -50,7 +59,7 @@ export async function startDemoLuod(options: {
   const luod = spawn(
     process.execPath,
     [
-      ...entry('../daemon/main.js'),
+      ...command('../daemon/main.js', '../daemon/luod-bin.cjs'),
       '--socket',
       options.socket,
       '--emulate',

@@ -13,8 +13,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { stopEmulator } from '../kernel/emu/index.js';
-import { statePaths } from '../kernel/emu/paths.js';
+import { statePaths, stopEmulator } from '../kernel/emu/index.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { parseSize } from '../sys/size.js';

@@ -200,7 +200,7 @@ function checkBackend(host: Host): Outcome {
   );
 }
 
-function checkKernelVersion(host: Host): Outcome {
+function checkHostKernelVersion(host: Host): Outcome {
   const release = host.facts.release;
   const version = host.version;
   if (!version) {
@@ -584,7 +584,7 @@ function checkClientCapacity(host: Host): Outcome {
 const CHECKS: ReadonlyArray<{ id: string; title: string; run: (host: Host) => Outcome }> = [
   { id: 'device', title: LIVEUPDATE_DEVICE, run: checkDevice },
   { id: 'backend', title: 'backend', run: checkBackend },
-  { id: 'kernel-version', title: 'kernel version', run: checkKernelVersion },
+  { id: 'kernel-version', title: 'kernel version', run: checkHostKernelVersion },
   { id: 'kernel-config', title: 'kernel config', run: checkKernelConfig },
   ...REQUIRED_OPTIONS.map((option) => ({
     id: `config-${option.name

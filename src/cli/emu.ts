@@ -12,10 +12,15 @@ import * as fs from 'node:fs';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { ensureEmulator } from '../kernel/emu/client.js';
-import { emulatorKexec, emulatorStatus, stopEmulator } from '../kernel/emu/index.js';
-import { defaultStateDir, statePaths } from '../kernel/emu/paths.js';
-import { checkKernelVersion } from '../kernel/emu/server/versions.js';
+import {
+  checkEmulatedVersion,
+  defaultStateDir,
+  emulatorKexec,
+  emulatorStatus,
+  ensureEmulator,
+  statePaths,
+  stopEmulator,
+} from '../kernel/emu/index.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import type { RegisterCommand } from './environment.js';
@@ -45,7 +50,7 @@ export const register: RegisterCommand = (program) => {
     .action(
       commandAction((command, out) => {
         const paths = pathsOf(command);
-        const kernel = checkKernelVersion(command.opts<{ kernel: string }>().kernel);
+        const kernel = checkEmulatedVersion(command.opts<{ kernel: string }>().kernel);
         ensureEmulator(paths, { kernel });
         const pid = Number.parseInt(fs.readFileSync(paths.pidFile, 'utf8'), 10);
         out.result(
@@ -89,7 +94,7 @@ export const register: RegisterCommand = (program) => {
     .action(
       commandAction(async (command, out) => {
         const { to } = command.opts<{ to?: string }>();
-        if (to) checkKernelVersion(to);
+        if (to) checkEmulatedVersion(to);
         const result = await emulatorKexec(pathsOf(command), to);
         out.result(result, () =>
           [

@@ -11,7 +11,7 @@ import pino from 'pino';
 import { clientId } from '../protocol/messages.js';
 import { defaultStateDir, LuoQemu } from '../qemu/launcher.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import { parseSize } from '../sys/size.js';
 
 const dash = process.argv.indexOf('--');
@@ -30,42 +30,47 @@ const program = new Command('luo-qemu')
 
 const log = pino({ base: { service: 'luo-qemu' } }, pino.destination(2));
 
-try {
-  program.parse(own);
-  const opts = program.opts<{
-    id: string;
-    ram: string;
-    socket?: string;
-    stateDir?: string;
-    luodTimeout: string;
-  }>();
-  const id = clientId.safeParse(opts.id);
-  if (!id.success)
-    throw new SysError('luo-qemu', Errno.EINVAL, `--id ${opts.id}: ${id.error.issues[0]?.message}`);
-  const timeout = Number(opts.luodTimeout);
-  if (!Number.isFinite(timeout) || timeout <= 0)
-    throw new SysError('luo-qemu', Errno.EINVAL, '--luod-timeout must be a positive number of seconds');
-  const [binary, ...args] = qemu;
-  if (!binary) throw new SysError('luo-qemu', Errno.EINVAL, 'no QEMU command: put it after --');
-  const vm = new LuoQemu({
-    id: opts.id,
-    ramBytes: parseSize(opts.ram),
-    ...(opts.socket !== undefined && { socket: opts.socket }),
-    ...(opts.stateDir !== undefined && { stateDir: opts.stateDir }),
-    qemu: binary,
-    qemuArgs: args,
-    log,
-    luodTimeoutMs: timeout * 1000,
-  });
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void vm.stop());
-  process.exitCode = await vm.run();
-} catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode === 0 ? 0 : 2;
-  } else {
-    const code = (err as { code?: string }).code ?? 'EIO';
-    process.stderr.write(`luo-qemu: ${code}: ${(err as Error).message}\n`);
-    if (process.env.LUOKIT_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
-    process.exitCode = 1;
+/** In a function: the bundle (scripts/bundle.mjs) is a script, with no top-level await. */
+async function main(): Promise<void> {
+  try {
+    program.parse(own);
+    const opts = program.opts<{
+      id: string;
+      ram: string;
+      socket?: string;
+      stateDir?: string;
+      luodTimeout: string;
+    }>();
+    const id = clientId.safeParse(opts.id);
+    if (!id.success)
+      throw new SysError('luo-qemu', Errno.EINVAL, `--id ${opts.id}: ${id.error.issues[0]?.message}`);
+    const timeout = Number(opts.luodTimeout);
+    if (!Number.isFinite(timeout) || timeout <= 0)
+      throw new SysError('luo-qemu', Errno.EINVAL, '--luod-timeout must be a positive number of seconds');
+    const [binary, ...args] = qemu;
+    if (!binary) throw new SysError('luo-qemu', Errno.EINVAL, 'no QEMU command: put it after --');
+    const vm = new LuoQemu({
+      id: opts.id,
+      ramBytes: parseSize(opts.ram),
+      ...(opts.socket !== undefined && { socket: opts.socket }),
+      ...(opts.stateDir !== undefined && { stateDir: opts.stateDir }),
+      qemu: binary,
+      qemuArgs: args,
+      log,
+      luodTimeoutMs: timeout * 1000,
+    });
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void vm.stop());
+    process.exitCode = await vm.run();
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+    } else {
+      const code = errorCode(err);
+      process.stderr.write(`luo-qemu: ${code}: ${(err as Error).message}\n`);
+      if (process.env.LUOKIT_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
+      process.exitCode = 1;
+    }
   }
 }
+
+void main();

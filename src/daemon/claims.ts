@@ -27,9 +27,9 @@ import type { Session } from '../kernel/device.js';
 import type { ClaimReply, SessionsReply } from '../protocol/replies.js';
 import { errorCode } from '../sys/error.js';
 import { type CommandResult, fail, type LuodContext, type UpdateOutcome } from './context.js';
+import { retrieveState } from './handover-state.js';
 import type { Recovered } from './keeper.js';
 import type { LuodKernel } from './kernel.js';
-import { retrieveState } from './state.js';
 
 interface Incoming {
   readonly id: string;

@@ -12,11 +12,11 @@ import type { Logger } from 'pino';
 import type { Session } from '../kernel/device.js';
 import type { LineChannel } from '../protocol/lines.js';
 import { CodedError } from '../sys/error.js';
+import type { PhaseMark } from './handover-state.js';
 import type { IdOwners } from './id-owners.js';
 import type { SessionKeeper } from './keeper.js';
 import type { LoadedKernel, LuodKernel } from './kernel.js';
 import type { LuodMetrics } from './metrics.js';
-import type { PhaseMark } from './state.js';
 import type { UpdateRecords } from './update-records.js';
 import type { UpdateRun } from './update-run.js';
 

@@ -28,15 +28,20 @@ import { INTERNAL_SESSION } from '../protocol/messages.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
 import type { FdHolder, HeldFd } from './fd-holder.js';
+import {
+  type CarriedState,
+  type CarriedStateV1,
+  type PhaseMark,
+  readCarriedState,
+} from './handover-state.js';
 import { bootPart, type HeldName, type HeldRole, heldName, parseHeldName } from './held-names.js';
-import { type CarriedState, type CarriedStateV1, type PhaseMark, readCarriedState } from './state.js';
 import {
   clearStateFile,
   readStateFile,
   type StateBody,
   type StateFileError,
   writeStateFile,
-} from './state-file.js';
+} from './restart-state.js';
 
 /** One client's incoming sessions, as a restarted luod rebuilds them. */
 export interface RecoveredClient {

@@ -6,12 +6,18 @@
 import * as fs from 'node:fs';
 import type { SpokenFormats } from '../image/gate.js';
 import type { Backend, LiveUpdateDevice } from '../kernel/device.js';
-import { ensureEmulator } from '../kernel/emu/client.js';
-import { emulatorKexec, emulatorStatus, openEmulatedDevice, statePaths } from '../kernel/emu/index.js';
-import { checkKernelVersion, emulatedFormats } from '../kernel/emu/server/versions.js';
 
 export { emulatedFormats };
 
+import {
+  checkEmulatedVersion,
+  emulatedFormats,
+  emulatorKexec,
+  emulatorStatus,
+  ensureEmulator,
+  openEmulatedDevice,
+  statePaths,
+} from '../kernel/emu/index.js';
 import { openRealDevice } from '../kernel/real/index.js';
 import type { GateReport } from '../protocol/replies.js';
 import { Errno } from '../sys/errno.js';
@@ -167,7 +173,7 @@ export function emulatedKernel(stateDir: string): LuodKernel {
     startedAt: () => startedAt,
     async load(request) {
       if (request.kernel) checkKernelImage(request.kernel);
-      const version = checkKernelVersion(request.emuVersion ?? (await current()));
+      const version = checkEmulatedVersion(request.emuVersion ?? (await current()));
       return {
         kernel: request.kernel ?? `emulated ${version}`,
         cmdline: withLiveupdate(request.cmdline ?? ''),
@@ -179,7 +185,7 @@ export function emulatedKernel(stateDir: string): LuodKernel {
       return emulatedFormats(await current());
     },
     async nextFormats(request) {
-      return emulatedFormats(checkKernelVersion(request.emuVersion ?? (await current())));
+      return emulatedFormats(checkEmulatedVersion(request.emuVersion ?? (await current())));
     },
     async kexec(loaded) {
       const result = await emulatorKexec(paths, loaded.version);

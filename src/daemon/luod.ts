@@ -71,11 +71,11 @@ import {
   type PhaseEvent,
   type UpdateOutcome,
 } from './context.js';
+import type { PhaseMark } from './handover-state.js';
 import { IdOwners } from './id-owners.js';
 import type { Recovered, SessionKeeper } from './keeper.js';
 import type { LoadRequest, LuodKernel } from './kernel.js';
 import type { LuodGauges, LuodMetrics } from './metrics.js';
-import type { PhaseMark } from './state.js';
 import { UpdateRecords } from './update-records.js';
 import { newUpdateId, UpdateRun } from './update-run.js';
 

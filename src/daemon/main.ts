@@ -24,7 +24,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
-import { defaultStateDir } from '../kernel/emu/paths.js';
+import { defaultStateDir } from '../kernel/emu/index.js';
 import { DEVICE_PATH } from '../kernel/real/index.js';
 import { DEFAULT_MAX_CLIENTS, socketPath } from '../protocol/messages.js';
 import {

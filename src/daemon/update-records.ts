@@ -21,11 +21,11 @@
 import type { Logger } from 'pino';
 import type { UpdateRecord } from '../record/format.js';
 import type { RecordStore } from '../record/store.js';
+import type { CarriedState, CarriedStateV1 } from './handover-state.js';
 import type { Recovered } from './keeper.js';
 import type { LuodKernel } from './kernel.js';
 import type { LuodMetrics } from './metrics.js';
 import { draftFromTimeline, RecordBuilder, type RecordStart } from './record-builder.js';
-import type { CarriedState, CarriedStateV1 } from './state.js';
 
 export class UpdateRecords {
   readonly #store: RecordStore | null;

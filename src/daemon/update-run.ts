@@ -31,9 +31,9 @@ import type { SessionsReply } from '../protocol/replies.js';
 import { errorCode } from '../sys/error.js';
 import type { Claims } from './claims.js';
 import type { Client, LuodContext, UpdateOutcome } from './context.js';
+import { type CarriedState, type PhaseMark, preserveState } from './handover-state.js';
 import type { LoadedKernel } from './kernel.js';
 import type { RecordBuilder } from './record-builder.js';
-import { type CarriedState, type PhaseMark, preserveState } from './state.js';
 
 export function newUpdateId(): string {
   return `u-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}-${randomBytes(2).toString('hex')}`;

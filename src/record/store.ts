@@ -7,7 +7,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { statePaths } from '../kernel/emu/paths.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
@@ -21,7 +20,7 @@ const MAX_RECORD_BYTES = 4 << 20;
 
 /** The records directory luod uses with --emulate: inside the emulator's state directory. */
 export function emulatedRecordsDir(stateDir: string): string {
-  return path.join(statePaths(stateDir).dir, 'updates');
+  return path.join(path.resolve(stateDir), 'updates');
 }
 
 export function recordPath(dir: string, update: string): string {

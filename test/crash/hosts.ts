@@ -19,7 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LuoClient } from '../../src/client/index.js';
 import type { Session } from '../../src/kernel/device.js';
-import { emulatorPid } from '../../src/kernel/emu/client.js';
+import { emulatorPid } from '../../src/kernel/emu/emulator-process.js';
 import {
   emulatorKexec,
   emulatorStatus,

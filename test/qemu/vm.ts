@@ -10,7 +10,8 @@ import { counterGuest, counterGuestArgs } from '../../src/qemu/counter-guest.js'
 import { type GuestLine, parseSerial } from '../../src/qemu/counter-serial.js';
 import { ROOT } from '../support/luod.js';
 
-export const LUO_QEMU = path.join(ROOT, 'dist/cli/luo-qemu.js');
+/** The bin, as users run it (its bundle). */
+export const LUO_QEMU = path.join(ROOT, 'dist/cli/luo-qemu-bin.cjs');
 export const QEMU = 'qemu-system-x86_64';
 
 export interface Run {

@@ -7,12 +7,24 @@ import { Errno, errnoNumber } from '../../sys/errno.js';
 import { CodedError, errorCode, SysError } from '../../sys/error.js';
 import type { LiveUpdateDevice } from '../device.js';
 import type { IoctlTransport } from '../transport.js';
-import { controlRequest, emulatorPid, ensureEmulator, openEmulatedDevice } from './client.js';
+import { controlRequest, emulatorPid, ensureEmulator, openEmulatedDevice } from './emulator-process.js';
 import { defaultStateDir, type StatePaths, statePaths } from './paths.js';
 import { emulatedTransport } from './transport.js';
 
-export { adoptEmulatedSession, isEmulatedSessionFd, openEmulatedDevice } from './client.js';
-export { defaultStateDir, statePaths } from './paths.js';
+export {
+  adoptEmulatedSession,
+  ensureEmulator,
+  isEmulatedSessionFd,
+  openEmulatedDevice,
+} from './emulator-process.js';
+export { defaultStateDir, type StatePaths, statePaths } from './paths.js';
+export {
+  checkEmulatedVersion,
+  emulatedFormats,
+  KERNEL_FORMATS,
+  type KernelFormats,
+  WRITABLE_VERSIONS,
+} from './server/versions.js';
 
 export interface KexecResult {
   kernel: { version: string; bootId: number; liveupdateNum: number };

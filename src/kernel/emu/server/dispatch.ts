@@ -6,17 +6,14 @@
  * the size field (EFAULT for a NULL pointer), exact command match (ENOTTY,
  * the VFS's translation of ENOIOCTLCMD), session direction (EINVAL), the
  * size field against the struct (EINVAL when too small, E2BIG when bytes the
- * kernel does not know are non-zero), then the operation itself.
+ * kernel does not know are non-zero), then the operation itself. Numbers,
+ * struct sizes and directions come from uapi/ioctl.ts's LUO_IOCTLS, the one
+ * table of the uAPI; this file only says what each command does.
  */
 import { Errno } from '../../../sys/errno.js';
 import type { OwnedFd } from '../../../sys/fd.js';
-import {
-  FD_ARG_SIZE,
-  FINISH_ARG_SIZE,
-  GET_NAME_ARG_SIZE,
-  SESSION_ARG_SIZE,
-  SESSION_NAME_FIELD_BYTES,
-} from '../../../uapi/structs.js';
+import { LUO_IOCTLS, type LuoFdKind, type LuoIoctl, type LuoIoctlName } from '../../../uapi/ioctl.js';
+import { SESSION_NAME_FIELD_BYTES } from '../../../uapi/structs.js';
 import { FLAG_ARG_FAULT, FLAG_ARG_NULL, FLAG_FD_INVALID, FLAG_TAIL_NONZERO } from '../protocol.js';
 import { KernelError } from './errors.js';
 import type { EmuSession, IncomingSession, Luo, OutgoingSession } from './luo.js';
@@ -38,11 +35,16 @@ export interface RawIoctl {
   file: OwnedFd | null;
 }
 
-interface Op<T> {
-  size: number;
-  direction: 'incoming' | 'outgoing' | 'any';
-  execute: (target: T, arg: Buffer) => IoctlOutcome;
+/** What a command does to its target, once every check of `run` has passed. */
+type Execute<T> = (target: T, arg: Buffer) => IoctlOutcome;
+
+/** The commands of one kind of fd, in number order: luo_ioctl()'s table. */
+function commandsOf(fd: LuoFdKind): LuoIoctl[] {
+  return LUO_IOCTLS.filter((c) => c.fd === fd).sort((a, b) => a.nr - b.nr);
 }
+
+const DEVICE_COMMANDS = commandsOf('device');
+const SESSION_COMMANDS = commandsOf('session');
 
 /** The union ucmd_buffer is never smaller than any struct; sizes equal min sizes for every LUO struct. */
 function readStruct(ioctl: RawIoctl, size: number): { arg: Buffer; userSize: number } {
@@ -88,53 +90,43 @@ function nameBytes(name: string): Buffer {
 }
 
 function run<T>(
-  ops: ReadonlyMap<number, Op<T>>,
-  base: number,
-  count: number,
+  commands: readonly LuoIoctl[],
+  execute: Readonly<Partial<Record<LuoIoctlName, Execute<T>>>>,
   target: T,
   ioctl: RawIoctl,
   direction: 'incoming' | 'outgoing' | null,
 ): IoctlOutcome {
   const nr = ioctl.request & 0xff;
-  if (nr < base || nr - base >= count) throw new KernelError(Errno.EINVAL);
-  const op = ops.get(nr)!;
-  const { arg, userSize } = readStruct(ioctl, op.size);
-  const expected = 0xba00 | nr;
-  if (ioctl.request >>> 0 !== expected) throw new KernelError(Errno.ENOTTY);
-  if (direction !== null && op.direction !== 'any' && op.direction !== direction)
-    throw new KernelError(Errno.EINVAL);
-  if (userSize < op.size) throw new KernelError(Errno.EINVAL);
+  const base = commands[0]!.nr;
+  if (nr < base || nr - base >= commands.length) throw new KernelError(Errno.EINVAL);
+  const command = commands[nr - base]!;
+  const { arg, userSize } = readStruct(ioctl, command.structSize);
+  if (ioctl.request >>> 0 !== command.number) throw new KernelError(Errno.ENOTTY);
+  const accepts = command.direction ?? 'both';
+  if (direction !== null && accepts !== 'both' && accepts !== direction) throw new KernelError(Errno.EINVAL);
+  if (userSize < command.structSize) throw new KernelError(Errno.EINVAL);
   copyStruct(ioctl, arg, userSize);
-  const outcome = op.execute(target, arg);
+  const outcome = execute[command.name]!(target, arg);
   return { ...outcome, arg: respond(outcome.arg, userSize) };
 }
 
 export function deviceIoctl(luo: Luo, ioctl: RawIoctl): IoctlOutcome {
   ioctl.file?.close();
-  const ops = new Map<number, Op<Luo>>([
-    [
-      0x00,
-      {
-        size: SESSION_ARG_SIZE,
-        direction: 'any',
-        execute: (l, arg) => {
-          const name = arg.subarray(8, 8 + SESSION_NAME_FIELD_BYTES);
-          const nul = name.indexOf(0);
-          if (nul <= 0) throw new KernelError(Errno.EINVAL);
-          return { arg, session: l.createSession(nameOf(arg, 8)) };
-        },
+  return run<Luo>(
+    DEVICE_COMMANDS,
+    {
+      CREATE_SESSION: (l, arg) => {
+        const name = arg.subarray(8, 8 + SESSION_NAME_FIELD_BYTES);
+        const nul = name.indexOf(0);
+        if (nul <= 0) throw new KernelError(Errno.EINVAL);
+        return { arg, session: l.createSession(nameOf(arg, 8)) };
       },
-    ],
-    [
-      0x01,
-      {
-        size: SESSION_ARG_SIZE,
-        direction: 'any',
-        execute: (l, arg) => ({ arg, session: l.retrieveSession(nameOf(arg, 8)) }),
-      },
-    ],
-  ]);
-  return run(ops, 0x00, 2, luo, ioctl, null);
+      RETRIEVE_SESSION: (l, arg) => ({ arg, session: l.retrieveSession(nameOf(arg, 8)) }),
+    },
+    luo,
+    ioctl,
+    null,
+  );
 }
 
 export function sessionIoctl(luo: Luo, session: EmuSession, ioctl: RawIoctl): IoctlOutcome {
@@ -142,61 +134,33 @@ export function sessionIoctl(luo: Luo, session: EmuSession, ioctl: RawIoctl): Io
   const file = ioctl.file;
   ioctl.file = null;
   let consumed = false;
-  const ops = new Map<number, Op<EmuSession>>([
-    [
-      0x40,
-      {
-        size: FD_ARG_SIZE,
-        direction: 'outgoing',
-        execute: (s, arg) => {
-          const token = arg.readBigUInt64LE(8);
-          const received = ioctl.flags & FLAG_FD_INVALID ? null : file;
-          if (received === null) file?.close();
-          consumed = true;
-          luo.preserveFd(s as OutgoingSession, token, received);
-          return { arg };
-        },
-      },
-    ],
-    [
-      0x41,
-      {
-        size: FD_ARG_SIZE,
-        direction: 'incoming',
-        execute: (s, arg) => {
-          const retrieved = luo.retrieveFd(s as IncomingSession, arg.readBigUInt64LE(8));
-          return { arg, fd: { file: retrieved, closeAfterSend: false } };
-        },
-      },
-    ],
-    [
-      0x42,
-      {
-        size: FINISH_ARG_SIZE,
-        direction: 'incoming',
-        execute: (s, arg) => {
-          if (arg.readUInt32LE(4) !== 0) throw new KernelError(Errno.EINVAL);
-          luo.finish(s as IncomingSession);
-          return { arg };
-        },
-      },
-    ],
-    [
-      0x43,
-      {
-        size: GET_NAME_ARG_SIZE,
-        direction: 'any',
-        execute: (s, arg) => {
-          if (arg.readUInt32LE(4) !== 0) throw new KernelError(Errno.EINVAL);
-          arg.fill(0, 8);
-          nameBytes(s.name).copy(arg, 8, 0, SESSION_NAME_FIELD_BYTES - 1);
-          return { arg };
-        },
-      },
-    ],
-  ]);
+  const execute: Partial<Record<LuoIoctlName, Execute<EmuSession>>> = {
+    PRESERVE_FD: (s, arg) => {
+      const token = arg.readBigUInt64LE(8);
+      const received = ioctl.flags & FLAG_FD_INVALID ? null : file;
+      if (received === null) file?.close();
+      consumed = true;
+      luo.preserveFd(s as OutgoingSession, token, received);
+      return { arg };
+    },
+    RETRIEVE_FD: (s, arg) => {
+      const retrieved = luo.retrieveFd(s as IncomingSession, arg.readBigUInt64LE(8));
+      return { arg, fd: { file: retrieved, closeAfterSend: false } };
+    },
+    FINISH: (s, arg) => {
+      if (arg.readUInt32LE(4) !== 0) throw new KernelError(Errno.EINVAL);
+      luo.finish(s as IncomingSession);
+      return { arg };
+    },
+    GET_NAME: (s, arg) => {
+      if (arg.readUInt32LE(4) !== 0) throw new KernelError(Errno.EINVAL);
+      arg.fill(0, 8);
+      nameBytes(s.name).copy(arg, 8, 0, SESSION_NAME_FIELD_BYTES - 1);
+      return { arg };
+    },
+  };
   try {
-    return run(ops, 0x40, 4, session, ioctl, direction);
+    return run(SESSION_COMMANDS, execute, session, ioctl, direction);
   } finally {
     // The fd that came with the request is LUO's now (preserveFd keeps it or
     // closes it) or must not leak.

@@ -5,11 +5,11 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { emulatorRunning } from '../client.js';
+import { emulatorRunning } from '../emulator-process.js';
 import { statePaths } from '../paths.js';
 import { handoverHooks } from './kexec.js';
 import { EmulatorServer } from './server.js';
-import { checkKernelVersion } from './versions.js';
+import { checkEmulatedVersion } from './versions.js';
 
 const { values } = parseArgs({
   options: { state: { type: 'string' }, kernel: { type: 'string', default: '7.2' } },
@@ -19,7 +19,7 @@ if (!values.state) {
   process.stderr.write('luokit-emu: --state DIR is required\n');
   process.exit(2);
 }
-const version = checkKernelVersion(values.kernel!);
+const version = checkEmulatedVersion(values.kernel!);
 const paths = statePaths(values.state);
 fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
 const log = pino({ base: { emu: paths.dir }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });

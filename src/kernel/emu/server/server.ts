@@ -30,7 +30,7 @@ import {
 import { deviceIoctl, type IoctlOutcome, sessionIoctl } from './dispatch.js';
 import { KernelError } from './errors.js';
 import type { EmuSession, Luo } from './luo.js';
-import { checkKernelVersion } from './versions.js';
+import { checkEmulatedVersion } from './versions.js';
 
 const EPROTO = 71;
 
@@ -310,7 +310,7 @@ export class EmulatorServer {
     try {
       // Before anything is serialized: past this point the old kernel is gone, so a next
       // kernel that cannot boot would leave no kernel at all.
-      checkKernelVersion(nextVersion);
+      checkEmulatedVersion(nextVersion);
       this.#hooks.serialize(this.#luo, this.#identity, nextVersion);
     } catch (err) {
       const errno = err instanceof KernelError ? err.errno : err instanceof SysError ? err.errno : Errno.EIO;

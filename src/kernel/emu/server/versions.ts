@@ -1,8 +1,10 @@
 /**
- * The kernels the emulator can be, and the handover formats each speaks
- * (kernel-liveupdate-facts.md, "Versioning"). Matching is exact, as in the
- * kernel: there is no backward compatibility between format versions.
+ * The kernels the emulator can be, and the handover formats each speaks: the
+ * ones abi/versions.ts knows (kernel-liveupdate-facts.md, "Versioning"), in the
+ * shape the emulator uses. Matching is exact, as in the kernel: there is no
+ * backward compatibility between format versions.
  */
+import { KERNEL_ABIS } from '../../../abi/versions.js';
 import { Errno } from '../../../sys/errno.js';
 import { SysError } from '../../../sys/error.js';
 
@@ -12,13 +14,12 @@ export interface KernelFormats {
   memfd: string;
 }
 
-export const KERNEL_FORMATS: Readonly<Record<string, KernelFormats>> = {
-  '6.19': { kho: 'kho-v1', luo: 'luo-v1', memfd: 'memfd-v1' },
-  '7.0': { kho: 'kho-v1', luo: 'luo-v1', memfd: 'memfd-v1' },
-  '7.1': { kho: 'kho-v3', luo: 'luo-v1', memfd: 'memfd-v2' },
-  '7.2': { kho: 'kho-v4', luo: 'luo-v5', memfd: 'memfd-v2' },
-  '7.3': { kho: 'kho-v4', luo: 'luo-v5', memfd: 'memfd-v2' },
-};
+export const KERNEL_FORMATS: Readonly<Record<string, KernelFormats>> = Object.fromEntries(
+  KERNEL_ABIS.map((abi) => [
+    abi.kernel,
+    { kho: abi.kho, luo: abi.luo, memfd: abi.fileHandlers.find((h) => h.startsWith('memfd-'))! },
+  ]),
+);
 
 /**
  * What an emulated kernel writes and reads, in the shape of image/gate.ts's SpokenFormats
@@ -39,7 +40,8 @@ export function emulatedFormats(version: string): {
 /** The versions whose handover layout the emulator writes byte for byte (the others are outcomes only). */
 export const WRITABLE_VERSIONS = new Set(['7.2', '7.3']);
 
-export function checkKernelVersion(version: string): string {
+/** `version` if the emulator can be that kernel, else EINVAL naming the ones it can be. */
+export function checkEmulatedVersion(version: string): string {
   if (!(version in KERNEL_FORMATS)) {
     throw new SysError(
       'emulator',

@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
-import { PhaseMark } from './state.js';
+import { PhaseMark } from './handover-state.js';
 
 export const STATE_FILE_FORMAT = 'luod-state-file-v1';
 const MAX_STATE_FILE_BYTES = 4 << 20;
