@@ -379,7 +379,8 @@ describe('LuoClient against luod on the emulated kernel', () => {
   let luod: LuodInstance;
   let admin: LuoClient;
   before(async () => {
-    luod = await startLuod({ group: NOBODY });
+    // --max-clients 256: the test below fills luod up to its limit (the default is 1024).
+    luod = await startLuod({ group: NOBODY, args: ['--max-clients', '256'] });
     admin = await LuoClient.connect(luod.socket);
   });
   after(async () => {

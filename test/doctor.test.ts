@@ -627,7 +627,7 @@ describe('report output', () => {
     const text = renderDoctorReport(doctor({ '/proc/cmdline': 'kho=on' }, deviceError('ENOENT')));
     const lines = text.split('\n');
     const checkLines = lines.filter((line) => /^(ok|warn|FAIL|info) /.test(line));
-    assert.equal(checkLines.length, 16);
+    assert.equal(checkLines.length, 17);
     const column = checkLines[0]!.indexOf('/dev/liveupdate does not exist');
     for (const line of checkLines) assert.match(line.slice(column - 2, column), /^ {2}$/);
     const fixLines = lines.filter((line) => line.trimStart().startsWith('fix: '));
