@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LuoClient } from '../../src/client/index.js';
 import { statePaths, stopEmulator } from '../../src/kernel/emu/index.js';
+import { reapOnExit } from './reaper.js';
 import { waitUntil } from './wait.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -35,6 +36,7 @@ export interface StartLuodOptions {
 
 export async function startLuod(options: StartLuodOptions = {}): Promise<LuodInstance> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-client-'));
+  reapOnExit(dir); // a file killed by --test-timeout leaves no luod, holder or emulator behind
   fs.chmodSync(dir, 0o755); // a client running as another uid must reach the socket
   const socket = path.join(dir, 'luod.sock');
   const stateDir = path.join(dir, 'emu');
