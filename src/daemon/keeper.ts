@@ -43,6 +43,9 @@ import {
   writeStateFile,
 } from './restart-state.js';
 
+/** Up to this many clients, each claim is written to the state file at once (see #recordClaims). */
+const CLAIMS_WRITTEN_AT_ONCE = 64;
+
 /** One client's incoming sessions, as a restarted luod rebuilds them. */
 export interface RecoveredClient {
   readonly id: string;
@@ -206,8 +209,18 @@ export class SessionKeeper {
    * once for all of them: each write holds every client, so one per claim
    * made a thousand VMMs' claims quadratic (bench/scale.ts). A claim's
    * copies are released only after a write that has it.
+   *
+   * Up to CLAIMS_WRITTEN_AT_ONCE clients the write is made at once, in the
+   * turn the CLAIM reply went out, as before: a luod killed right after a
+   * claim then never offers those sessions again. Beyond, a luod killed
+   * within the turn offers the just-claimed sessions again until the claim
+   * deadline (nothing is lost: the client has its copies, the holder its own).
    */
   #recordClaims(): Promise<void> {
+    if (this.#claimsWrite === null && (this.#body?.clients.length ?? 0) <= CLAIMS_WRITTEN_AT_ONCE) {
+      if (this.#body) this.#record(this.#body);
+      return Promise.resolve();
+    }
     this.#claimsWrite ??= new Promise((resolve) =>
       setImmediate(() => {
         this.#claimsWrite = null;
