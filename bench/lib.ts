@@ -7,6 +7,22 @@
  * ratio to it.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The project's root (bench/ is one level below it). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** A command of package.json's `bin`, as users run it: its path under ROOT. */
+export function packageBin(name: string): string {
+  const bins = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).bin as Record<
+    string,
+    string
+  >;
+  const bin = bins[name];
+  if (!bin) throw new Error(`package.json has no bin ${name}`);
+  return path.join(ROOT, bin);
+}
 
 /** One timed thing. `bytes` makes it a throughput (GB/s = 1e9 bytes per second). */
 export interface Measurement {

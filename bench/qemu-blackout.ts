@@ -21,16 +21,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { LuoClient } from '../src/client/index.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
 import { counterGuest, counterGuestArgs } from '../src/qemu/counter-guest.js';
 import { guestPauseMs, parseSerial, secondEdges } from '../src/qemu/counter-serial.js';
 import { QmpClient } from '../src/qemu/qmp.js';
 import { fstat, ftruncate, lseek, memfdCreate, type OwnedFd } from '../src/sys/index.js';
-import { type BenchContext, type Benchmark, envNumber, measurement, type Ratio } from './lib.js';
+import { type BenchContext, type Benchmark, envNumber, measurement, ROOT, timeRatio } from './lib.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const QEMU = 'qemu-system-x86_64';
 const RAM = '64M';
 const RAM_BYTES = 64 << 20;
@@ -197,15 +195,6 @@ async function luodCycle(dir: string, socket: string, image: string, id: string)
   second.child.kill('SIGTERM');
   await second.exited;
   return { seconds: Number(continued.blackout_ms) / 1000, guestMs: guestPause(out1, out2) };
-}
-
-function timeRatio(subject: ReturnType<typeof measurement>, baseline: ReturnType<typeof measurement>): Ratio {
-  return {
-    subject: subject.name,
-    baseline: baseline.name,
-    ratio: subject.seconds / baseline.seconds,
-    perRun: subject.runs.map((s, i) => s / (baseline.runs[i] ?? Number.NaN)),
-  };
 }
 
 export const qemuBlackout: Benchmark = {

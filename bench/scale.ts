@@ -33,7 +33,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { LuoClient } from '../src/client/index.js';
 import { startEmulator } from '../src/kernel/emu/index.js';
 import type { Session } from '../src/kernel/index.js';
@@ -46,16 +45,13 @@ import {
   type BenchmarkResult,
   type Measurement,
   measurement,
+  packageBin,
   type Ratio,
+  ROOT,
   timeRatio,
 } from './lib.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const bins = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).bin as Record<
-  string,
-  string
->;
-const LUOD = path.join(ROOT, bins.luod!);
+const LUOD = packageBin('luod');
 const MEMFDS = 4;
 /** Connections per client process. */
 const PER_PROCESS = 250;

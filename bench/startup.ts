@@ -19,7 +19,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startEmulator } from '../src/kernel/emu/index.js';
 import {
   type BenchContext,
@@ -28,16 +27,12 @@ import {
   envNumber,
   type Measurement,
   measurement,
+  packageBin,
   timeRatio,
 } from './lib.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const bins = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).bin as Record<
-  string,
-  string
->;
-const LUOD = path.join(ROOT, bins.luod!);
-const LUOCTL = path.join(ROOT, bins.luoctl!);
+const LUOD = packageBin('luod');
+const LUOCTL = packageBin('luoctl');
 
 /** Seconds from spawn to exit (status 0 or `allowed`). */
 function timeExit(args: string[], env: NodeJS.ProcessEnv, allowed: number[] = [0]): Promise<number> {
