@@ -5,42 +5,15 @@
  * versions, --json everywhere, and exit codes scripts can rely on.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
-import { stopEmulator } from '../src/kernel/emu/index.js';
-import { statePaths } from '../src/kernel/emu/paths.js';
+import { cliHost } from './support/cli-host.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-cli-luod-'));
-const socket = path.join(dir, 'luod.sock');
-const state = path.join(dir, 'emu');
-let luod: ChildProcess;
-
-before(async () => {
-  luod = spawn(process.execPath, ['dist/daemon/luod-bin.cjs', '--emulate', '--state', state], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, LUOD_SOCKET: socket },
-  });
-  (await LuoClient.connectWithRetry(socket, { timeoutMs: 20_000 })).close();
-});
-
-after(async () => {
-  luod.kill('SIGTERM');
-  await stopEmulator(statePaths(state)).catch(() => {});
-  fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function luoctl(...args: string[]) {
-  const run = spawnSync(process.execPath, ['dist/cli/luoctl-bin.cjs', ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, LUOD_SOCKET: socket },
-  });
-  assert.equal(run.stderr.includes('    at '), false, `no stack trace:\n${run.stderr}`);
-  return run;
-}
+const host = cliHost('luokit-cli-luod-');
+const { luoctl, dir, socket } = host;
 
 test('status --json reaches luod through LUOD_SOCKET', () => {
   const run = luoctl('status', '--json');

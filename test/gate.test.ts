@@ -4,18 +4,14 @@
  * emulator follows), and luod on the emulated kernel refusing, forcing and recording it.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { bootOutcome, KERNEL_ABIS } from '../src/abi/versions.js';
-import { LuoClient } from '../src/client/index.js';
 import { emulatedFormats } from '../src/daemon/kernel.js';
 import { type GateOutcome, gateVerdict, type SpokenFormats } from '../src/image/gate.js';
-import { stopEmulator } from '../src/kernel/emu/index.js';
-import { statePaths } from '../src/kernel/emu/paths.js';
 import { KERNEL_FORMATS } from '../src/kernel/emu/server/versions.js';
+import { cliHost } from './support/cli-host.js';
 
 const v72: SpokenFormats = {
   release: '7.2.13',
@@ -80,38 +76,9 @@ test('every pair of emulated kernels: the gate agrees with the model the emulato
   assert.ok(mismatches > 0, 'the table has mismatched pairs to judge');
 });
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-gate-'));
-const socket = path.join(dir, 'luod.sock');
-const state = path.join(dir, 'emu');
-const records = path.join(dir, 'records');
-let luod: ChildProcess;
-
-before(async () => {
-  luod = spawn(
-    process.execPath,
-    ['dist/daemon/main.js', '--emulate', '--state', state, '--records', records],
-    {
-      stdio: ['ignore', 'ignore', 'inherit'],
-      env: { ...process.env, LUOD_SOCKET: socket },
-    },
-  );
-  (await LuoClient.connectWithRetry(socket, { timeoutMs: 20_000 })).close();
-});
-
-after(async () => {
-  luod.kill('SIGTERM');
-  await stopEmulator(statePaths(state)).catch(() => {});
-  fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function luoctl(...args: string[]) {
-  const run = spawnSync(process.execPath, ['dist/cli/luoctl.js', ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, LUOD_SOCKET: socket },
-  });
-  assert.equal(run.stderr.includes('    at '), false, `no stack trace:\n${run.stderr}`);
-  return run;
-}
+const host = cliHost('luokit-gate-', (dir) => ['--records', path.join(dir, 'records')]);
+const { luoctl } = host;
+const records = path.join(host.dir, 'records');
 
 test('luod on the emulated kernel: a mismatch is refused before anything is loaded, --force loads it and the record says so', () => {
   const current = JSON.parse(luoctl('status', '--json').stdout);
