@@ -57,6 +57,8 @@
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 
+#include "../include/luokit/liveupdate.h"
+
 #define EXPORT __attribute__((visibility("default")))
 
 /* ---------------------------------------------------------------------- */
@@ -92,10 +94,8 @@
 #define REQ_HEADER 20u
 #define REPLY_HEADER 16u
 
-/* LIVEUPDATE_SESSION_PRESERVE_FD: _IO(0xBA, 0x40); its struct has the s32 fd at offset 4. */
-#define LUO_PRESERVE_FD 0xba40u
 /* Every LUO struct that carries an fd (in or out) has it at offset 4. */
-#define LUO_FD_OFFSET 4u
+#define LUO_FD_OFFSET offsetof(struct luo_fd_arg, fd)
 
 #define DEVICE_PATH "/dev/liveupdate"
 #define DEVICE_SOCKET "device.sock"

@@ -33,21 +33,8 @@
 #define MAX_LINE (64 * 1024)
 #define MAX_FDS 16
 
-/* docs/protocol.md: ioctl numbers and argument structs. */
-#define LIVEUPDATE_SESSION_PRESERVE_FD 0xba40
-#define LIVEUPDATE_SESSION_RETRIEVE_FD 0xba41
-#define LIVEUPDATE_SESSION_FINISH 0xba42
-
-struct luo_fd_arg {
-	uint32_t size; /* 16 */
-	int32_t fd;
-	uint64_t token;
-};
-
-struct luo_finish_arg {
-	uint32_t size; /* 8 */
-	uint32_t reserved;
-};
+/* The LUO uAPI: ioctl numbers and argument structs (docs/protocol.md). */
+#include "../../native/include/luokit/liveupdate.h"
 
 static const char *client_id = "c-vm";
 
@@ -453,7 +440,7 @@ int main(int argc, char **argv)
 		die("ftruncate: %s", strerror(errno));
 	fill(memfd, size);
 	struct luo_fd_arg preserve = { .size = sizeof(preserve), .fd = memfd, .token = 1 };
-	if (ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &preserve) < 0) {
+	if (ioctl(session, LUO_PRESERVE_FD, &preserve) < 0) {
 		snprintf(cmd, sizeof(cmd), "{\"cmd\":\"FAILED\",\"update\":\"%s\",\"reason\":\"PRESERVE_FD: %s\",\"seq\":3}\n",
 			 ev.update, strerror(errno));
 		conn_send(&c, cmd);
@@ -510,14 +497,14 @@ int main(int argc, char **argv)
 	int incoming = claimed[0];
 
 	struct luo_fd_arg retrieve = { .size = sizeof(retrieve), .fd = -1, .token = 1 };
-	if (ioctl(incoming, LIVEUPDATE_SESSION_RETRIEVE_FD, &retrieve) < 0)
+	if (ioctl(incoming, LUO_RETRIEVE_FD, &retrieve) < 0)
 		die("RETRIEVE_FD: %s", strerror(errno));
 	struct stat st;
 	if (fstat(retrieve.fd, &st) < 0)
 		die("fstat: %s", strerror(errno));
 	size_t bad = (size_t)st.st_size == size ? check(retrieve.fd, size) : size;
 	struct luo_finish_arg finish = { .size = sizeof(finish), .reserved = 0 };
-	if (ioctl(incoming, LIVEUPDATE_SESSION_FINISH, &finish) < 0)
+	if (ioctl(incoming, LUO_FINISH, &finish) < 0)
 		die("FINISH: %s", strerror(errno));
 	close(incoming);
 	close(retrieve.fd);

@@ -57,13 +57,7 @@
 #define RWF_APPEND 0x00000010
 #endif
 
-/* The LUO uAPI (include/uapi/linux/liveupdate.h in Linux 7.2), restated. */
-#define CREATE_SESSION 0xba00u
-#define RETRIEVE_SESSION 0xba01u
-#define PRESERVE_FD 0xba40u
-#define RETRIEVE_FD 0xba41u
-#define FINISH 0xba42u
-#define GET_NAME 0xba43u
+#include "../../native/include/luokit/liveupdate.h"
 
 #define PAGE 4096L
 #define MIB (1024L * 1024L)
@@ -168,28 +162,6 @@ static void hex(const unsigned char *p, size_t n)
 
 /* ---- the objects of one seed ---- */
 
-struct session_arg {
-	uint32_t size;
-	int32_t fd;
-	unsigned char name[64];
-};
-
-struct fd_arg {
-	uint32_t size;
-	int32_t fd;
-	uint64_t token;
-};
-
-struct name_arg {
-	uint32_t size;
-	uint32_t reserved;
-	unsigned char name[64];
-};
-
-struct finish_arg {
-	uint32_t size;
-	uint32_t reserved;
-};
 
 static int device = -1;
 static int sessions[NSESS];
@@ -404,7 +376,7 @@ static void op_close_device(void)
 static void op_session_named(unsigned request, long k)
 {
 	int slot = free_slot(sessions, NSESS);
-	struct session_arg arg = { .size = sizeof(arg), .fd = -1 };
+	struct luo_session_arg arg = { .size = sizeof(arg), .fd = -1 };
 	int r, err;
 
 	if (slot < 0)
@@ -414,7 +386,7 @@ static void op_session_named(unsigned request, long k)
 	memcpy(arg.name, names[k], 64);
 	r = ioctl(device, request, &arg);
 	err = errno;
-	begin(request == CREATE_SESSION ? "create" : "retrieve");
+	begin(request == LUO_CREATE_SESSION ? "create" : "retrieve");
 	add(" S%d name%ld", slot, k);
 	result(r, err);
 	end();
@@ -425,11 +397,11 @@ static void op_session_named(unsigned request, long k)
 static void op_get_name(void)
 {
 	int s = pick(sessions, NSESS);
-	struct name_arg arg = { .size = sizeof(arg) };
+	struct luo_get_name_arg arg = { .size = sizeof(arg) };
 	int r, err;
 
 	memset(arg.name, 0xaa, sizeof(arg.name));
-	r = ioctl(sessions[s], GET_NAME, &arg);
+	r = ioctl(sessions[s], LUO_GET_NAME, &arg);
 	err = errno;
 	begin("get-name");
 	add(" S%d", s);
@@ -438,7 +410,7 @@ static void op_get_name(void)
 		size_t n = strnlen((const char *)arg.name, 64);
 
 		add(" ");
-		hex(arg.name, n);
+		hex((const unsigned char *)arg.name, n);
 		for (int k = 0; k < NNAME; k++)
 			if (n == name_len[k] && memcmp(arg.name, names[k], n) == 0)
 				add(" (name%d)", k);
@@ -451,10 +423,10 @@ static void op_preserve(void)
 	int s = pick(sessions, NSESS);
 	int f = pick(files, NFILE);
 	long k = below(NTOKEN);
-	struct fd_arg arg = { .size = sizeof(arg), .fd = files[f], .token = token_of(k) };
+	struct luo_fd_arg arg = { .size = sizeof(arg), .fd = files[f], .token = token_of(k) };
 	int r, err;
 
-	r = ioctl(sessions[s], PRESERVE_FD, &arg);
+	r = ioctl(sessions[s], LUO_PRESERVE_FD, &arg);
 	err = errno;
 	begin("preserve");
 	add(" S%d F%d token%ld", s, f, k);
@@ -464,10 +436,10 @@ static void op_preserve(void)
 
 static void retrieve_fd_token(int s, long k, int slot)
 {
-	struct fd_arg arg = { .size = sizeof(arg), .fd = -1, .token = token_of(k) };
+	struct luo_fd_arg arg = { .size = sizeof(arg), .fd = -1, .token = token_of(k) };
 	int r, err;
 
-	r = ioctl(sessions[s], RETRIEVE_FD, &arg);
+	r = ioctl(sessions[s], LUO_RETRIEVE_FD, &arg);
 	err = errno;
 	begin("retrieve-fd");
 	add(" S%d token%ld F%d", s, k, slot);
@@ -494,8 +466,8 @@ static void op_retrieve_fd(void)
 static void op_finish(void)
 {
 	int s = pick(sessions, NSESS);
-	struct finish_arg arg = { .size = sizeof(arg) };
-	int r = ioctl(sessions[s], FINISH, &arg);
+	struct luo_finish_arg arg = { .size = sizeof(arg) };
+	int r = ioctl(sessions[s], LUO_FINISH, &arg);
 	int err = errno;
 
 	begin("finish");
@@ -524,8 +496,8 @@ static void op_close_session(void)
  */
 static void op_raw_ioctl(void)
 {
-	static const unsigned cmds[] = { CREATE_SESSION, RETRIEVE_SESSION, 0xba02, 0xba3f, PRESERVE_FD,
-					 RETRIEVE_FD, FINISH, GET_NAME, 0xba44, 0xbb00, 0xc048ba00, 0x4048ba43,
+	static const unsigned cmds[] = { LUO_CREATE_SESSION, LUO_RETRIEVE_SESSION, 0xba02, 0xba3f, LUO_PRESERVE_FD,
+					 LUO_RETRIEVE_FD, LUO_FINISH, LUO_GET_NAME, 0xba44, 0xbb00, 0xc048ba00, 0x4048ba43,
 					 0x8010ba41, 0x5401 };
 	static const uint32_t sizes[] = { 0, 4, 8, 15, 16, 24, 72, 80, 4096, 5000, 0xffffffffu };
 	static unsigned char arg[8192] __attribute__((aligned(8)));
@@ -544,7 +516,7 @@ static void op_raw_ioctl(void)
 	memset(arg, 0, sizeof(arg));
 	memcpy(arg, &size, 4);
 	/* As for a session or fd struct: the fd, then a name or a token. */
-	if (cmd == PRESERVE_FD || cmd == RETRIEVE_FD) {
+	if (cmd == LUO_PRESERVE_FD || cmd == LUO_RETRIEVE_FD) {
 		uint64_t t = token_of(below(NTOKEN));
 		int32_t fd = files[f];
 
@@ -569,15 +541,15 @@ static void op_raw_ioctl(void)
 	result(r, err);
 	end();
 	memcpy(&got, arg + 4, 4);
-	if (r >= 0 && !null_arg && (cmd & 0xffff) <= RETRIEVE_SESSION + 0u && got >= 0 &&
-	    (cmd & 0xffff) >= CREATE_SESSION) {
+	if (r >= 0 && !null_arg && (cmd & 0xffff) <= LUO_RETRIEVE_SESSION + 0u && got >= 0 &&
+	    (cmd & 0xffff) >= LUO_CREATE_SESSION) {
 		int slot = free_slot(sessions, NSESS);
 
 		if (slot >= 0)
 			sessions[slot] = got;
 		else
 			close(got);
-	} else if (r >= 0 && !null_arg && (cmd & 0xffff) == RETRIEVE_FD && got >= 0) {
+	} else if (r >= 0 && !null_arg && (cmd & 0xffff) == LUO_RETRIEVE_FD && got >= 0) {
 		int slot = free_slot(files, NFILE);
 
 		if (slot >= 0) {
@@ -1014,7 +986,7 @@ static void run_seed(unsigned long seed, int stage, int ops, int keep)
 	/* Stage 2 mostly starts by retrieving the seed's sessions (those stage 1 kept come back). */
 	if (stage == 2 && below(4) != 0) {
 		for (long k = 0; k < 5; k++)
-			op_session_named(RETRIEVE_SESSION, k);
+			op_session_named(LUO_RETRIEVE_SESSION, k);
 		/* And their files: every token of every session (content, size, seals, position). */
 		for (int sl = 0; sl < NSESS; sl++) {
 			for (long t = 0; t < NTOKEN && sessions[sl] >= 0; t++) {
@@ -1047,7 +1019,7 @@ static void run_seed(unsigned long seed, int stage, int ops, int keep)
 		else if (w < 6)
 			op_close_device();
 		else if (w < 13)
-			op_session(stage == 2 && below(3) != 0 ? RETRIEVE_SESSION : CREATE_SESSION);
+			op_session(stage == 2 && below(3) != 0 ? LUO_RETRIEVE_SESSION : LUO_CREATE_SESSION);
 		else if (w < 16)
 			op_get_name();
 		else if (w < 26)

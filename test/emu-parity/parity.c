@@ -30,25 +30,7 @@
 
 #include <linux/falloc.h>
 
-/* The LUO uAPI (include/uapi/linux/liveupdate.h in Linux 7.2), restated. */
-#define CREATE_SESSION 0xba00u
-#define RETRIEVE_SESSION 0xba01u
-#define PRESERVE_FD 0xba40u
-#define RETRIEVE_FD 0xba41u
-#define FINISH 0xba42u
-#define GET_NAME 0xba43u
-
-struct session_arg {
-	uint32_t size;
-	int32_t fd;
-	char name[64];
-};
-
-struct fd_arg {
-	uint32_t size;
-	int32_t fd;
-	uint64_t token;
-};
+#include "../../native/include/luokit/liveupdate.h"
 
 #define PAGE 4096
 
@@ -102,19 +84,19 @@ static int open_device(void)
 
 static int create_session(int dev, const char *name)
 {
-	struct session_arg arg = { .size = sizeof(arg), .fd = -1 };
+	struct luo_session_arg arg = { .size = sizeof(arg), .fd = -1 };
 
 	strncpy(arg.name, name, sizeof(arg.name) - 1);
-	if (ioctl(dev, CREATE_SESSION, &arg) < 0)
+	if (ioctl(dev, LUO_CREATE_SESSION, &arg) < 0)
 		die("CREATE_SESSION");
 	return arg.fd;
 }
 
 static int preserve(int session, int fd, uint64_t token)
 {
-	struct fd_arg arg = { .size = sizeof(arg), .fd = fd, .token = token };
+	struct luo_fd_arg arg = { .size = sizeof(arg), .fd = fd, .token = token };
 
-	return ioctl(session, PRESERVE_FD, &arg);
+	return ioctl(session, LUO_PRESERVE_FD, &arg);
 }
 
 /* A memfd of `size` bytes, each byte (offset % 251). */

@@ -26,25 +26,7 @@
 
 #include <linux/falloc.h>
 
-/* The LUO uAPI (include/uapi/linux/liveupdate.h in Linux 7.2), restated. */
-#define CREATE_SESSION 0xba00u
-#define RETRIEVE_SESSION 0xba01u
-#define PRESERVE_FD 0xba40u
-#define RETRIEVE_FD 0xba41u
-#define FINISH 0xba42u
-#define GET_NAME 0xba43u
-
-struct session_arg { /* create_session, retrieve_session, get_name */
-	uint32_t size;
-	int32_t fd;
-	char name[64];
-};
-
-struct fd_arg { /* preserve_fd, retrieve_fd */
-	uint32_t size;
-	int32_t fd;
-	uint64_t token;
-};
+#include "../../include/luokit/liveupdate.h"
 
 #define DEV "/dev/liveupdate"
 
@@ -94,10 +76,10 @@ static int open_device(void)
 
 static int create_session(int dev, const char *name)
 {
-	struct session_arg a = { .size = sizeof(a), .fd = -1 };
+	struct luo_session_arg a = { .size = sizeof(a), .fd = -1 };
 
 	snprintf(a.name, sizeof(a.name), "%s", name);
-	if (ioctl(dev, CREATE_SESSION, &a) < 0) {
+	if (ioctl(dev, LUO_CREATE_SESSION, &a) < 0) {
 		say("fatal", "create %d", errno);
 		exit(1);
 	}
@@ -179,18 +161,18 @@ static void scenario_open_flags(void)
 static void scenario_create(void)
 {
 	int dev = open_device();
-	struct session_arg a = { .size = sizeof(a), .fd = -1 };
-	struct session_arg n = { .size = sizeof(n) };
+	struct luo_session_arg a = { .size = sizeof(a), .fd = -1 };
+	struct luo_session_arg n = { .size = sizeof(n) };
 	struct stat st;
 	int ret;
 
 	snprintf(a.name, sizeof(a.name), "probe-session");
-	ret = ioctl(dev, CREATE_SESSION, &a);
+	ret = ioctl(dev, LUO_CREATE_SESSION, &a);
 	result("create", ret);
 	say("create.fd", "%d", a.fd);
 	say("create.fd.cloexec", "%d", cloexec(a.fd));
 	say("create.fd.socket", "%d", fstat(a.fd, &st) == 0 && S_ISSOCK(st.st_mode));
-	ret = ioctl(a.fd, GET_NAME, &n);
+	ret = ioctl(a.fd, LUO_GET_NAME, &n);
 	result("get_name", ret);
 	say("get_name.name", "%s", n.name);
 	say("get_name.size", "%u", n.size);
@@ -207,35 +189,35 @@ static void scenario_args(void)
 	uint32_t size;
 
 	/* NULL and unmapped arguments: the size cannot be read. */
-	result("null", ioctl(dev, CREATE_SESSION, NULL));
-	result("unmapped", ioctl(dev, CREATE_SESSION, (void *)8));
+	result("null", ioctl(dev, LUO_CREATE_SESSION, NULL));
+	result("unmapped", ioctl(dev, LUO_CREATE_SESSION, (void *)8));
 
 	/* A 72-byte struct of which only the first 8 bytes are mapped. */
 	size = 72;
 	memcpy(g + ps - 8, &size, 4);
 	memset(g + ps - 4, 0xab, 4);
-	result("partial", ioctl(dev, CREATE_SESSION, g + ps - 8));
+	result("partial", ioctl(dev, LUO_CREATE_SESSION, g + ps - 8));
 
 	/* A size beyond 4096: the first 4096 bytes travel, the rest is summarised. */
 	big = calloc(1, 8192);
 	size = 8192;
 	memcpy(big, &size, 4);
 	big[100] = 0x5a;
-	result("big.zero", ioctl(dev, CREATE_SESSION, big));
+	result("big.zero", ioctl(dev, LUO_CREATE_SESSION, big));
 	big[6000] = 1;
-	result("big.nonzero", ioctl(dev, CREATE_SESSION, big));
+	result("big.nonzero", ioctl(dev, LUO_CREATE_SESSION, big));
 	free(big);
 
 	/* A size beyond 4096 whose tail runs into an inaccessible page. */
 	memset(g, 0, ps);
 	size = (uint32_t)ps + 4096;
 	memcpy(g, &size, 4);
-	result("big.fault", ioctl(dev, CREATE_SESSION, g));
+	result("big.fault", ioctl(dev, LUO_CREATE_SESSION, g));
 
 	/* A size below 4: the 4 bytes of the size itself still travel. */
 	size = 2;
 	memcpy(g, &size, 4);
-	result("tiny", ioctl(dev, CREATE_SESSION, g));
+	result("tiny", ioctl(dev, LUO_CREATE_SESSION, g));
 
 	/* ioctl(2) takes an unsigned int: the upper bits of the long are dropped. */
 	result("upper", ioctl(dev, 0xffffffff0000ba01ul, NULL));
@@ -250,23 +232,23 @@ static void scenario_preserve(void)
 	int dev = open_device();
 	int s = create_session(dev, "preserve");
 	int mfd = new_memfd("probe", 4096), opath;
-	struct fd_arg p = { .size = sizeof(p), .fd = mfd, .token = 0x1122334455667788ull };
+	struct luo_fd_arg p = { .size = sizeof(p), .fd = mfd, .token = 0x1122334455667788ull };
 	struct stat st;
 
 	fstat(mfd, &st);
 	say("memfd.ino", "%lu", (unsigned long)st.st_ino);
-	result("preserve", ioctl(s, PRESERVE_FD, &p));
+	result("preserve", ioctl(s, LUO_PRESERVE_FD, &p));
 	p.fd = 987;
-	result("preserve.closed", ioctl(s, PRESERVE_FD, &p));
+	result("preserve.closed", ioctl(s, LUO_PRESERVE_FD, &p));
 	p.fd = -1;
-	result("preserve.negative", ioctl(s, PRESERVE_FD, &p));
+	result("preserve.negative", ioctl(s, LUO_PRESERVE_FD, &p));
 	opath = open("/tmp", O_PATH | O_CLOEXEC);
 	p.fd = opath;
-	result("preserve.opath", ioctl(s, PRESERVE_FD, &p));
+	result("preserve.opath", ioctl(s, LUO_PRESERVE_FD, &p));
 	/* A size of 4: the fd field is not part of the argument, so nothing is attached. */
 	p.size = 4;
 	p.fd = mfd;
-	result("preserve.short", ioctl(s, PRESERVE_FD, &p));
+	result("preserve.short", ioctl(s, LUO_PRESERVE_FD, &p));
 	close(opath);
 	close(mfd);
 	close(s);
@@ -280,14 +262,14 @@ static void scenario_copyback(void)
 	long ps = sysconf(_SC_PAGESIZE);
 	unsigned char buf[80];
 	unsigned char *ro;
-	struct session_arg a = { .size = sizeof(a), .fd = -1 };
+	struct luo_session_arg a = { .size = sizeof(a), .fd = -1 };
 	int before, ret;
 
 	/* The caller's size (40) is less than the reply's 72 bytes: only 40 come back. */
 	memset(buf, 0xee, sizeof(buf));
 	memset(buf, 0, 40);
 	buf[0] = 40;
-	result("short", ioctl(s, GET_NAME, buf));
+	result("short", ioctl(s, LUO_GET_NAME, buf));
 	say("short.name", "%.32s", (char *)buf + 8);
 	say("short.canary", "%02x%02x", buf[40], buf[71]);
 
@@ -297,7 +279,7 @@ static void scenario_copyback(void)
 	memcpy(ro, &a, sizeof(a));
 	mprotect(ro, ps, PROT_READ);
 	before = lowest_free_fd();
-	ret = ioctl(dev, CREATE_SESSION, ro);
+	ret = ioctl(dev, LUO_CREATE_SESSION, ro);
 	result("readonly", ret);
 	say("readonly.leak", "%d", lowest_free_fd() != before);
 	munmap(ro, ps);
@@ -308,13 +290,13 @@ static void scenario_copyback(void)
 static void scenario_retrieve(void)
 {
 	int dev = open_device();
-	struct session_arg r = { .size = sizeof(r), .fd = -1 };
-	struct fd_arg f = { .size = sizeof(f), .fd = -1, .token = 7 };
+	struct luo_session_arg r = { .size = sizeof(r), .fd = -1 };
+	struct luo_fd_arg f = { .size = sizeof(f), .fd = -1, .token = 7 };
 	char text[32] = { 0 };
 
 	snprintf(r.name, sizeof(r.name), "incoming");
-	result("retrieve_session", ioctl(dev, RETRIEVE_SESSION, &r));
-	result("retrieve_fd", ioctl(r.fd, RETRIEVE_FD, &f));
+	result("retrieve_session", ioctl(dev, LUO_RETRIEVE_SESSION, &r));
+	result("retrieve_fd", ioctl(r.fd, LUO_RETRIEVE_FD, &f));
 	say("retrieve_fd.cloexec", "%d", cloexec(f.fd));
 	say("retrieve_fd.read", "%zd", pread(f.fd, text, sizeof(text) - 1, 0));
 	say("retrieve_fd.text", "%s", text);
@@ -322,7 +304,7 @@ static void scenario_retrieve(void)
 	{
 		uint32_t fin[2] = { 8, 0 };
 
-		result("finish", ioctl(r.fd, FINISH, fin));
+		result("finish", ioctl(r.fd, LUO_FINISH, fin));
 	}
 	close(f.fd);
 	close(r.fd);
@@ -333,14 +315,14 @@ static void scenario_nonblock(void)
 {
 	int dev = open(DEV, O_RDWR | O_NONBLOCK);
 	int s, on = 1;
-	struct session_arg n = { .size = sizeof(n) };
+	struct luo_session_arg n = { .size = sizeof(n) };
 
 	/* The emulator answers late; a non-blocking fd still gets its reply. */
 	s = create_session(dev, "slow");
 	say("create.fd", "%d", s >= 0);
 	result("fionbio", ioctl(s, FIONBIO, &on));
 	say("session.nonblock", "%d", (fcntl(s, F_GETFL) & O_NONBLOCK) != 0);
-	result("get_name", ioctl(s, GET_NAME, &n));
+	result("get_name", ioctl(s, LUO_GET_NAME, &n));
 	say("get_name.name", "%s", n.name);
 	close(s);
 	close(dev);
@@ -365,13 +347,13 @@ static void scenario_generic(void)
 static void scenario_gone(void)
 {
 	int dev = open_device();
-	struct session_arg a = { .size = sizeof(a) };
+	struct luo_session_arg a = { .size = sizeof(a) };
 
 	snprintf(a.name, sizeof(a.name), "x");
 	/* The emulator reads the request and hangs up without a reply. */
-	result("eof", ioctl(dev, CREATE_SESSION, &a));
+	result("eof", ioctl(dev, LUO_CREATE_SESSION, &a));
 	/* Now the peer is gone: the send itself fails, without SIGPIPE. */
-	result("epipe", ioctl(dev, CREATE_SESSION, &a));
+	result("epipe", ioctl(dev, LUO_CREATE_SESSION, &a));
 	close(dev);
 }
 
@@ -399,11 +381,11 @@ static void scenario_passthrough(void)
 static void scenario_errno(void)
 {
 	int dev = open_device(), s;
-	struct session_arg n = { .size = sizeof(n) };
+	struct luo_session_arg n = { .size = sizeof(n) };
 
 	s = create_session(dev, "errno");
 	errno = 1234;
-	result("get_name", ioctl(s, GET_NAME, &n));
+	result("get_name", ioctl(s, LUO_GET_NAME, &n));
 	say("errno.kept", "%d", errno);
 	close(s);
 	close(dev);
@@ -414,7 +396,7 @@ static void scenario_frozen(void)
 	int dev = open_device();
 	int s = create_session(dev, "frozen");
 	int mfd = new_memfd("frozen", 8192), ro, linked;
-	struct fd_arg p = { .size = sizeof(p), .fd = mfd, .token = 1 };
+	struct luo_fd_arg p = { .size = sizeof(p), .fd = mfd, .token = 1 };
 	char path[64];
 	struct stat st;
 
@@ -422,7 +404,7 @@ static void scenario_frozen(void)
 	say("memfd.ino", "%lu", (unsigned long)st.st_ino);
 	/* Not preserved yet: the emulator says "not frozen". */
 	result("before", ftruncate(mfd, 4096));
-	result("preserve", ioctl(s, PRESERVE_FD, &p));
+	result("preserve", ioctl(s, LUO_PRESERVE_FD, &p));
 	result("ftruncate", ftruncate(mfd, 100));
 	result("ftruncate64", ftruncate64(mfd, 100));
 	result("ftruncate.same", ftruncate(mfd, 4096)); /* no size change: allowed, no query */
@@ -471,9 +453,9 @@ static void *thread_main(void *opaque)
 	s = create_session(job->dev, name);
 	job->ok = 1;
 	for (int i = 0; i < 100; i++) {
-		struct session_arg n = { .size = sizeof(n) };
+		struct luo_session_arg n = { .size = sizeof(n) };
 
-		if (ioctl(s, GET_NAME, &n) < 0 || strcmp(n.name, name) != 0)
+		if (ioctl(s, LUO_GET_NAME, &n) < 0 || strcmp(n.name, name) != 0)
 			job->ok = 0;
 	}
 	close(s);
@@ -506,8 +488,8 @@ static void scenario_fork(void)
 	pid_t child = fork();
 
 	if (child == 0) {
-		struct session_arg n = { .size = sizeof(n) };
-		int ret = ioctl(s, GET_NAME, &n);
+		struct luo_session_arg n = { .size = sizeof(n) };
+		int ret = ioctl(s, LUO_GET_NAME, &n);
 
 		_exit(ret == 0 && strcmp(n.name, "forked") == 0 ? 0 : 1);
 	}

@@ -52,38 +52,7 @@
 
 /* ---- /dev/liveupdate (include/uapi/linux/liveupdate.h) ---------------- */
 
-#define LUO_TYPE 0xBA
-#define LUO_NAME_LEN 64
-/* On the device. */
-#define LUO_CREATE_SESSION _IO(LUO_TYPE, 0x00)
-#define LUO_RETRIEVE_SESSION _IO(LUO_TYPE, 0x01)
-/* On a session fd. */
-#define LUO_PRESERVE_FD _IO(LUO_TYPE, 0x40)
-#define LUO_RETRIEVE_FD _IO(LUO_TYPE, 0x41)
-#define LUO_FINISH _IO(LUO_TYPE, 0x42)
-
-/* CREATE_SESSION and RETRIEVE_SESSION: the name in, the session fd out. */
-struct luo_session_arg {
-	uint32_t size;
-	int32_t fd;
-	uint8_t name[LUO_NAME_LEN];
-};
-
-/* PRESERVE_FD (fd in) and RETRIEVE_FD (fd out): a file and its token. */
-struct luo_fd_arg {
-	uint32_t size;
-	int32_t fd;
-	uint64_t token __attribute__((aligned(8)));
-};
-
-struct luo_finish_arg {
-	uint32_t size;
-	uint32_t reserved;
-};
-
-_Static_assert(sizeof(struct luo_session_arg) == 72, "session arg layout");
-_Static_assert(sizeof(struct luo_fd_arg) == 16, "fd arg layout");
-_Static_assert(sizeof(struct luo_finish_arg) == 8, "finish arg layout");
+#include "../../../native/include/luokit/liveupdate.h"
 
 #define TOKEN 1
 #define MAX_FILES 16
