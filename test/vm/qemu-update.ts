@@ -36,7 +36,13 @@ import {
   type QemuBlackout,
   qemuBlackout,
 } from './qemu-blackout.js';
-import { type BenchContext, bundleGuestPrograms, luodErrors, type UpdatePair } from './update.js';
+import {
+  type BenchContext,
+  bundleGuestPrograms,
+  luodErrors,
+  restoredProblems,
+  type UpdatePair,
+} from './update.js';
 
 /** The nested guest's RAM: tiny (the counter guest uses under 1 MiB; SeaBIOS wants a few). */
 export const QEMU_RAM = '32M';
@@ -119,20 +125,7 @@ async function qemuUpdate(
     const exit = g.result.markers.find((m) => m.kind === 'QEMU-EXIT');
     if (exit?.fields.status !== '0')
       problems.push(`luo-qemu in boot 1 exited ${exit?.fields.status ?? '(never)'} on SIGTERM, not 0`);
-    try {
-      const s = JSON.parse(readIf(path.join(g.dir, 'luod-status.boot1.json'))) as {
-        pending_claims?: string[];
-        last_update?: { outcome?: string } | null;
-      };
-      if (s.last_update?.outcome !== 'rebooted')
-        problems.push(
-          `luod in boot 1 reports no update restored (last_update ${JSON.stringify(s.last_update)})`,
-        );
-      if ((s.pending_claims ?? []).length > 0)
-        problems.push(`sessions never claimed: ${s.pending_claims!.join(', ')}`);
-    } catch {
-      problems.push('luoctl status --json in boot 1 gave no JSON (luod-status.boot1.json)');
-    }
+    problems.push(...restoredProblems(g.dir));
   }
   ctx.check(
     `QEMU VM through luod: luod, luo-qemu, kexec, recovery, claimed (${label})`,

@@ -164,6 +164,29 @@ export function luodErrors(log: string): string[] {
   return errors;
 }
 
+/**
+ * What is wrong with luod's status in boot 1 (`luod-status.boot1.json`, written by the
+ * guest job): no update restored, or sessions nobody claimed. Empty when all is well.
+ */
+export function restoredProblems(dir: string): string[] {
+  try {
+    const s = JSON.parse(readIf(path.join(dir, 'luod-status.boot1.json'))) as {
+      pending_claims?: string[];
+      last_update?: { outcome?: string } | null;
+    };
+    const problems: string[] = [];
+    if (s.last_update?.outcome !== 'rebooted')
+      problems.push(
+        `luod in boot 1 reports no update restored (last_update ${JSON.stringify(s.last_update)})`,
+      );
+    if ((s.pending_claims ?? []).length > 0)
+      problems.push(`sessions never claimed: ${s.pending_claims!.join(', ')}`);
+    return problems;
+  } catch {
+    return ['luoctl status --json in boot 1 gave no JSON (luod-status.boot1.json)'];
+  }
+}
+
 function readIf(file: string): string {
   return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
 }
@@ -231,23 +254,7 @@ async function luodPath(
     const errors = luodErrors(readIf(path.join(g.dir, `luod.boot${boot}.log`)));
     for (const e of errors) problems.push(`luod error in boot ${boot}: ${e}`);
   }
-  const status = readIf(path.join(g.dir, 'luod-status.boot1.json'));
-  if (g.result.boots.length >= 2) {
-    try {
-      const s = JSON.parse(status) as {
-        pending_claims?: string[];
-        last_update?: { outcome?: string } | null;
-      };
-      if (s.last_update?.outcome !== 'rebooted')
-        problems.push(
-          `luod in boot 1 reports no update restored (last_update ${JSON.stringify(s.last_update)})`,
-        );
-      if ((s.pending_claims ?? []).length > 0)
-        problems.push(`sessions never claimed: ${s.pending_claims!.join(', ')}`);
-    } catch {
-      problems.push('luoctl status --json in boot 1 gave no JSON (luod-status.boot1.json)');
-    }
-  }
+  if (g.result.boots.length >= 2) problems.push(...restoredProblems(g.dir));
   UPDATE_SIZES.forEach((size, i) => {
     const id = `vm-${i + 1}`;
     const v = run.vmms.find((x) => x.id === id);

@@ -35,17 +35,8 @@ failed() {
   exit 1
 }
 
-luoctl() {
-  node "$BIN/luoctl.mjs" --socket "$SOCK" "$@"
-}
-
-start_luod() {
-  mkdir -p /run/luod
-  # The guest's / is the host's, read-only: the update records go to the output share.
-  node "$BIN/luod.mjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 --records "$OUT/records" \
-    >"$OUT/luod.boot$BOOT.log" 2>&1 &
-  LUOD_PID=$!
-}
+# luoctl and start_luod.
+. "$DIR/luod-lib.sh"
 
 # wait_for SECONDS DESCRIPTION COMMAND...: poll every 0.1 s.
 wait_for() {

@@ -53,17 +53,8 @@ failed() {
   exit 1
 }
 
-luoctl() {
-  node "$BIN/luoctl.mjs" --socket "$SOCK" "$@"
-}
-
-start_luod() {
-  mkdir -p /run/luod
-  # The guest's / is the host's, read-only: the update records go to the output share.
-  node "$BIN/luod.mjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 --records "$OUT/records" \
-    >"$OUT/luod.boot$BOOT.log" 2>&1 &
-  LUOD_PID=$!
-}
+# luoctl and start_luod.
+. "$DIR/luod-lib.sh"
 
 # The same command in both boots but for the serial file. Its log goes through a FIFO to a
 # reader that keeps it on the share and puts its events on the console as phase marks.
