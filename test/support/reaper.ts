@@ -6,7 +6,7 @@
  * holder, the emulator, the QEMU that luo-qemu detaches so that it can be adopted), so they
  * would run on for hours and load the machine for every later test. Each host registers
  * its directory here; on SIGTERM or exit, every process whose command line names a
- * registered directory is killed.
+ * registered directory, or that has a file open in one, is killed.
  */
 import * as fs from 'node:fs';
 
@@ -37,8 +37,11 @@ function reap(): void {
     } catch {
       continue; // gone
     }
+    // The emulated kernel renames itself (its command line reads `luokit-emu`): its open
+    // files (its log, its memory image) still name the directory.
+    const files = openFiles(entry);
     for (const dir of directories) {
-      if (!cmdline.includes(dir)) continue;
+      if (!cmdline.includes(dir) && !files.some((file) => file.startsWith(`${dir}/`))) continue;
       try {
         process.kill(Number(entry), 'SIGKILL');
       } catch {
@@ -46,5 +49,20 @@ function reap(): void {
       }
       break;
     }
+  }
+}
+
+/** Where a process's fds point; empty when they cannot be read (gone, or not ours). */
+function openFiles(pid: string): string[] {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+  } catch {
+    return [];
   }
 }
