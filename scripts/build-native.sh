@@ -27,7 +27,7 @@ flags="$CC $CFLAGS $LDFLAGS $LIBS"
 up_to_date() {
   [ -f "$lib" ] && [ -f "$stamp" ] || return 1
   [ "$(cat "$stamp")" = "$flags" ] || return 1
-  for f in "$SRC"/*.c "$SRC"/*.h "$0"; do
+  for f in "$SRC"/*.c "$SRC"/*.h "$ROOT"/native/include/luokit/*.h "$0"; do
     [ -e "$f" ] || continue
     [ "$f" -nt "$lib" ] && return 1
   done

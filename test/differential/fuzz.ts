@@ -62,12 +62,15 @@ export const PARITY_SCENARIOS: readonly string[] = [
 
 /**
  * Compile a C program into build/difffuzz/ (static for the bench's guest, which has no C
- * library of its own; dynamic for the shim). Rebuilds when the source is newer.
+ * library of its own; dynamic for the shim). Rebuilds when the source, or the uAPI header it
+ * includes, is newer.
  */
 export function buildProgram(source: string, name: string, link: 'static' | 'dynamic'): string {
   const out = path.join(ROOT, 'build/difffuzz', link === 'static' ? `${name}-static` : name);
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  const fresh = fs.existsSync(out) && fs.statSync(out).mtimeMs >= fs.statSync(source).mtimeMs;
+  const inputs = [source, path.join(ROOT, 'native/include/luokit/liveupdate.h')];
+  const newest = Math.max(...inputs.map((file) => fs.statSync(file).mtimeMs));
+  const fresh = fs.existsSync(out) && fs.statSync(out).mtimeMs >= newest;
   if (!fresh) {
     const tmp = `${out}.tmp-${process.pid}`;
     execFileSync(
