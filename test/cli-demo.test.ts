@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { processesUsing } from './support/reaper.js';
 import { waitUntil } from './support/wait.js';
 
 const CLI = 'dist/cli/luoctl.js';
@@ -98,25 +99,7 @@ test('an interrupted luoctl demo (SIGTERM, Ctrl-C) stops its luod, VMMs and emul
   }
 });
 
-/** Processes whose command line, open files or working directory name `dir`. */
+/** The demo's processes still alive: their pids and command lines. */
 function processesNaming(dir: string): string[] {
-  const found: string[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      const fds = fs.readdirSync(`/proc/${entry}/fd`).map((fd) => {
-        try {
-          return fs.readlinkSync(`/proc/${entry}/fd/${fd}`);
-        } catch {
-          return '';
-        }
-      });
-      if (cmdline.includes(dir) || fds.some((target) => target.startsWith(dir)))
-        found.push(`${entry}: ${cmdline.slice(0, 120)}`);
-    } catch {
-      // gone
-    }
-  }
-  return found;
+  return processesUsing([dir]).map(({ pid, cmdline }) => `${pid}: ${cmdline.slice(0, 120)}`);
 }

@@ -28,28 +28,35 @@ export function reapOnExit(dir: string): void {
 /** Synchronous: it runs in an 'exit' handler. */
 function reap(): void {
   if (directories.size === 0) return;
-  const own = String(process.pid);
+  for (const { pid } of processesUsing([...directories])) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone, or not ours
+    }
+  }
+}
+
+/**
+ * The processes (this one aside) whose command line names one of `dirs`, or that have a
+ * file open in one: the emulated kernel renames itself (its command line reads
+ * `luokit-emu`), but its log and memory image still name its directory. Synchronous.
+ */
+export function processesUsing(dirs: readonly string[]): { pid: number; cmdline: string }[] {
+  const found: { pid: number; cmdline: string }[] = [];
   for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || entry === own) continue;
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     let cmdline: string;
     try {
-      cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' ');
     } catch {
       continue; // gone
     }
-    // The emulated kernel renames itself (its command line reads `luokit-emu`): its open
-    // files (its log, its memory image) still name the directory.
     const files = openFiles(entry);
-    for (const dir of directories) {
-      if (!cmdline.includes(dir) && !files.some((file) => file.startsWith(`${dir}/`))) continue;
-      try {
-        process.kill(Number(entry), 'SIGKILL');
-      } catch {
-        // gone, or not ours
-      }
-      break;
-    }
+    if (dirs.some((dir) => cmdline.includes(dir) || files.some((file) => file.startsWith(`${dir}/`))))
+      found.push({ pid: Number(entry), cmdline });
   }
+  return found;
 }
 
 /** Where a process's fds point; empty when they cannot be read (gone, or not ours). */
