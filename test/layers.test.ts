@@ -15,8 +15,8 @@ const SRC = path.resolve(import.meta.dirname, '../src');
 const FLOORS: readonly (readonly string[])[] = [
   ['sys'],
   ['uapi', 'abi', 'host'],
-  ['kernel', 'image'],
-  ['protocol', 'record'],
+  ['kernel', 'image', 'vm'],
+  ['protocol', 'record', 'qualify'],
   ['client', 'report', 'inspect'],
   ['daemon', 'example-vmm', 'qemu'],
   ['cli'],

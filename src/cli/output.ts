@@ -15,6 +15,8 @@ export const ExitCode = {
   failure: 1,
   /** Unknown command or bad options. */
   usage: 2,
+  /** Could not test (`luoctl qualify`: the guest could not run); neither a yes nor a no. */
+  notRun: 3,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 

@@ -1,5 +1,9 @@
 /**
- * `luoctl qualify --emulated` (#16 part 3, the emulated half): every pair of the emulated
+ * `luoctl qualify` (#16 part 3; docs/qualify.md). `--from A --to B`: one pair of real
+ * kernel images qualified under QEMU (src/qualify/real.ts), its record written into
+ * `--dir` (and as a page with `--html`); exit 0 pass, 1 fail, 3 the guest could not test.
+ *
+ * `--emulated`: every pair of the emulated
  * kernel's versions through the same small live update workload (a session holding a 1 MiB
  * memfd of a known pattern, an emulated kexec, then retrieve and compare every byte), its
  * outcome as a matrix (works, cold boot, panic, files lost), and each outcome checked
@@ -11,11 +15,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { gateVerdict } from '../image/gate.js';
 import { emulatedFormats, KERNEL_FORMATS, startEmulator, WRITABLE_VERSIONS } from '../kernel/emu/index.js';
+import type { QualificationRecord } from '../qualify/record.js';
 import { CodedError, errorCode } from '../sys/error.js';
 import { pwriteAll, read } from '../sys/file.js';
 import { memfdCreate } from '../sys/memfd.js';
 import type { RegisterCommand } from './environment.js';
-import { commandAction, ExitCode } from './output.js';
+import { commandAction, ExitCode, type Output } from './output.js';
 
 const BYTES = 1 << 20;
 const TOKEN = 1n;
@@ -116,32 +121,102 @@ function matrix(pairs: QualifiedPair[]): string {
     .join('\n');
 }
 
+/** Where records go, and where `luod --require-qualified` is pointed, unless told otherwise. */
+export const DEFAULT_QUALIFIED_DIR = '/var/lib/luokit/qualified';
+function packageVersion(): string {
+  return String(JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
+}
+
+export function renderQualification(record: QualificationRecord, file: string): string {
+  const lines = [
+    `${record.from.release} -> ${record.to.release}: ${record.result.toUpperCase()} (${record.outcome}; the gate predicted ${record.gate.outcome}${record.agrees_with_gate === false ? ': DISAGREES' : ''})`,
+  ];
+  if (record.reason) lines.push(`  ${record.reason}`);
+  for (const c of record.checks)
+    lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail && !c.ok ? ` (${c.detail})` : ''}`);
+  const b = record.blackout;
+  if (b.total_ms !== undefined)
+    lines.push(
+      `  blackout ${b.total_ms} ms (update start -> every byte verified; kexec -> /init ${b.kexec_to_init_ms ?? '?'} ms), host clock under QEMU TCG`,
+    );
+  lines.push(`record: ${file}`);
+  if (record.run_dir) lines.push(`console and outputs: ${record.run_dir}`);
+  return lines.join('\n');
+}
+
 export const register: RegisterCommand = (program) => {
   program
     .command('qualify')
-    .description('qualify kernel pairs for live update (now: --emulated, every pair of emulated versions)')
+    .description(
+      'qualify a kernel pair for live update on the real kernels under QEMU (--from, --to), or every emulated pair (--emulated)',
+    )
+    .option('--from <image>', 'the kernel updated from (bzImage)')
+    .option('--to <image>', 'the kernel updated into (bzImage)')
+    .option(
+      '--dir <dir>',
+      'where the qualification record goes (luod --require-qualified reads it)',
+      DEFAULT_QUALIFIED_DIR,
+    )
+    .option('--html <file>', 'also write the record as an HTML page')
+    .option('--timeout-scale <n>', 'multiply the guest timeout (10 minutes) on slow machines', '1')
     .option('--emulated', "every pair of the emulated kernel's versions, checked against the gate")
     .action(
       commandAction(async (command, out) => {
-        if (!command.opts<{ emulated?: boolean }>().emulated) {
+        const opts = command.opts<{
+          emulated?: boolean;
+          from?: string;
+          to?: string;
+          dir: string;
+          html?: string;
+          timeoutScale: string;
+        }>();
+        if (opts.emulated) return emulatedCommand(out);
+        if (!opts.from || !opts.to) {
           throw new CodedError(
-            'ENOTSUP',
-            'only --emulated is implemented; qualifying real images under QEMU is not yet',
+            'EINVAL',
+            'give --from IMAGE and --to IMAGE (real kernels, under QEMU), or --emulated',
           );
         }
-        const pairs = await qualifyEmulated();
-        const disagree = pairs.filter((p) => p.agrees === false);
-        out.result({ pairs, agrees: disagree.length === 0 }, () =>
-          [
-            matrix(pairs),
-            '',
-            '-: not run (the emulator writes 7.2/7.3 handovers only)',
-            disagree.length === 0
-              ? 'every pair run agrees with the gate'
-              : `DISAGREE with the gate: ${disagree.map((p) => `${p.from} -> ${p.to}`).join(', ')}`,
-          ].join('\n'),
+        const scale = Number(opts.timeoutScale);
+        if (!(scale > 0))
+          throw new CodedError('EINVAL', `--timeout-scale ${opts.timeoutScale}: a positive number`);
+        const { qualifyPair } = await import('../qualify/real.js');
+        const { record, file } = await qualifyPair({
+          from: opts.from,
+          to: opts.to,
+          dir: path.resolve(opts.dir),
+          luokitVersion: packageVersion(),
+          timeoutScale: scale,
+          log: (text) => process.stderr.write(`luoctl qualify: ${text}\n`),
+        });
+        if (opts.html) {
+          const { qualificationHtml } = await import('../report/qualification.js');
+          fs.writeFileSync(opts.html, qualificationHtml(record));
+        }
+        out.result({ ...record, file, ...(opts.html && { html: path.resolve(opts.html) }) }, () =>
+          renderQualification(record, file),
         );
-        return disagree.length === 0 ? ExitCode.ok : ExitCode.failure;
+        return record.result === 'pass'
+          ? ExitCode.ok
+          : record.result === 'fail'
+            ? ExitCode.failure
+            : ExitCode.notRun;
       }),
     );
 };
+
+async function emulatedCommand(out: Output): Promise<ExitCode> {
+  const pairs = await qualifyEmulated();
+  const disagree = pairs.filter((p) => p.agrees === false);
+  out.result({ pairs, agrees: disagree.length === 0 }, () =>
+    [
+      matrix(pairs),
+      '',
+      '-: not run (the emulator writes 7.2/7.3 handovers only)',
+      disagree.length === 0
+        ? 'every pair run agrees with the gate'
+        : `DISAGREE with the gate: ${disagree.map((p) => `${p.from} -> ${p.to}`).join(', ')}`,
+    ].join('\n'),
+  );
+  return disagree.length === 0 ? ExitCode.ok : ExitCode.failure;
+}

@@ -21,7 +21,7 @@ import {
 import { openRealDevice } from '../kernel/real/index.js';
 import type { GateReport } from '../protocol/replies.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import { O_RDONLY, open, pread } from '../sys/file.js';
 import { kexecFileLoad, rebootKexec } from '../sys/kexec.js';
 
@@ -201,10 +201,25 @@ export function emulatedKernel(stateDir: string): LuodKernel {
   };
 }
 
-/** The formats a kernel image reads, from the image itself. */
-async function imageFormats(image: string): Promise<SpokenFormats> {
+/**
+ * The formats a kernel image reads, from the image itself. An image that has a kernel's
+ * header (checkKernelImage passed) but whose contents cannot be read (a damaged payload, a
+ * compression or layout the reader does not know) is not an error here: the gate says it
+ * cannot judge it (`unknown`), and `--force` can still load it, as for any other verdict.
+ */
+export async function imageFormats(image: string): Promise<SpokenFormats> {
   const { readKernelInfo } = await import('../image/kernel-info.js');
-  const info = await readKernelInfo(image);
+  let info: Awaited<ReturnType<typeof readKernelInfo>>;
+  try {
+    info = await readKernelInfo(image);
+  } catch (err) {
+    return {
+      release: 'unknown',
+      files: [],
+      source: `image ${image}`,
+      unreadable: `${errorCode(err)}: ${(err as Error).message}`,
+    };
+  }
   return {
     release: info.release,
     ...(info.formats.kho && { kho: info.formats.kho }),

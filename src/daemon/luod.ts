@@ -128,6 +128,11 @@ export interface LuodOptions {
   owners?: IdOwners;
   /** Connections served at once (luod --max-clients); default DEFAULT_MAX_CLIENTS. */
   maxClients?: number;
+  /**
+   * luod --require-qualified DIR: LOAD (and so UPDATE) also refuses a pair with no passing
+   * qualification record in DIR (qualify/policy.ts; docs/qualify.md).
+   */
+  requireQualified?: string;
 }
 
 export class Luod {
@@ -137,6 +142,7 @@ export class Luod {
   readonly #version: string;
   readonly #maxClients: number;
   readonly #onPhase: ((mark: PhaseEvent) => void) | undefined;
+  readonly #requireQualified: string | undefined;
   /** A LOAD is running (kexec_file_load takes a while): no UPDATE or second LOAD meanwhile. */
   #loading = false;
 
@@ -146,6 +152,7 @@ export class Luod {
     this.#version = options.version ?? '0.1.0';
     this.#maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
     this.#onPhase = options.onPhase;
+    this.#requireQualified = options.requireQualified;
     this.#ctx = {
       kernel: options.kernel,
       log,
@@ -517,10 +524,23 @@ export class Luod {
     const ctx = this.#ctx;
     const [current, next] = await Promise.all([ctx.kernel.currentFormats(), ctx.kernel.nextFormats(request)]);
     const verdict = gateVerdict(current, next);
-    const report: GateReport = { ...verdict, forced: !verdict.ok && force };
+    let report: GateReport = { ...verdict, forced: !verdict.ok && force };
     if (!verdict.ok && !force) {
       ctx.log.warn({ gate: report }, 'next kernel refused by the gate');
       throw fail('EPROTO', `refused: ${verdict.sentence} (luoctl load --force loads it anyway)`);
+    }
+    // The policy, once the formats agree: has this pair passed a qualification?
+    if (verdict.ok && this.#requireQualified !== undefined) {
+      // Imported when used: luod's start after a kexec compiles only what it needs.
+      const { qualificationVerdict } = await import('../qualify/policy.js');
+      const qualification = qualificationVerdict(this.#requireQualified, current, next, request.kernel);
+      report = qualification.qualified
+        ? { ...report, qualification }
+        : { ...report, qualification, ok: false, forced: force, sentence: qualification.sentence };
+      if (!qualification.qualified && !force) {
+        ctx.log.warn({ gate: report }, 'next kernel refused: the pair is not qualified');
+        throw fail('EPERM', `refused: ${qualification.sentence} (luoctl load --force loads it anyway)`);
+      }
     }
     if (report.forced) ctx.log.warn({ gate: report }, 'next kernel loaded despite the gate (--force)');
     else ctx.log.info({ gate: report }, 'gate: the next kernel reads what this kernel writes');

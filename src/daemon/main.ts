@@ -4,7 +4,10 @@
  * [--group NAME|GID] [--claim-timeout SECONDS] [--records DIR] [--keep-records N]
  * [--metrics-port PORT] [--metrics-textfile FILE] [--timeline FILE]
  * [--kexec-mode auto|standalone|systemd] [--systemctl PATH] [--state-file PATH]
- * [--ids-file PATH] [--line-timeout SECONDS] [--max-clients N]`.
+ * [--ids-file PATH] [--line-timeout SECONDS] [--max-clients N] [--require-qualified DIR]`.
+ *
+ * --require-qualified DIR: the gate also refuses (EPERM) a next kernel whose pair with
+ * this kernel has no passing qualification record in DIR (`luoctl qualify`; docs/qualify.md).
  *
  * --timeline appends every phase mark (load, update-start, barrier-done,
  * kexec, luod-ready, claim, ...) to FILE as one JSON line the moment it
@@ -129,6 +132,10 @@ const program = new Command('luod')
     'close a connection whose line stays unfinished this long',
     String(LINE_TIMEOUT_MS / 1000),
   )
+  .option(
+    '--require-qualified <dir>',
+    'refuse to load a kernel whose (running, next) pair has no passing qualification record in DIR (luoctl qualify)',
+  )
   .option('--ids-file <path>', 'which uid owns which client id (default: the socket path + .ids.json)')
   .option(
     '--max-clients <n>',
@@ -161,6 +168,7 @@ async function main(): Promise<void> {
       idsFile?: string;
       lineTimeout: string;
       maxClients: string;
+      requireQualified?: string;
     }>();
     const lineTimeout = Number(opts.lineTimeout);
     if (!Number.isFinite(lineTimeout) || lineTimeout <= 0)
@@ -179,6 +187,16 @@ async function main(): Promise<void> {
         `${DEVICE_PATH} does not exist: this kernel cannot live update (see luoctl doctor); use --emulate to run against the emulated kernel`,
       );
     }
+    // A policy on a directory that is not there would refuse every kernel: say so at start.
+    if (
+      opts.requireQualified !== undefined &&
+      !fs.statSync(opts.requireQualified, { throwIfNoEntry: false })?.isDirectory()
+    )
+      throw new SysError(
+        'luod',
+        Errno.ENOENT,
+        `--require-qualified ${opts.requireQualified}: no such directory (luoctl qualify --dir writes the records there)`,
+      );
     const maxClients = Number(opts.maxClients);
     if (!Number.isInteger(maxClients) || maxClients <= RESERVED_SLOTS)
       throw new SysError('luod', Errno.EINVAL, `--max-clients must be an integer above ${RESERVED_SLOTS}`);
@@ -249,6 +267,7 @@ async function main(): Promise<void> {
       records,
       owners: new IdOwners(opts.idsFile ?? `${path}.ids.json`, log),
       maxClients,
+      ...(opts.requireQualified !== undefined && { requireQualified: opts.requireQualified }),
       ...(metrics && { metrics }),
       ...(onPhase && { onPhase }),
       keeper,

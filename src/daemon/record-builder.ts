@@ -42,7 +42,13 @@ export interface RecordStart {
   clients: { id: string; uid: number; sessions: string[] }[];
   load: { start: number; end: number } | null;
   /** The gate's verdict on the loaded kernel, `forced` when --force overrode a refusal. */
-  gate?: { outcome: string; ok: boolean; sentence: string; forced: boolean };
+  gate?: {
+    outcome: string;
+    ok: boolean;
+    sentence: string;
+    forced: boolean;
+    qualification?: { required: string; qualified: boolean; record?: string };
+  };
   at?: number;
 }
 

@@ -129,6 +129,15 @@ export class UpdateRun {
           ok: this.#loaded.gate.ok,
           sentence: this.#loaded.gate.sentence,
           forced: this.#loaded.gate.forced,
+          ...(this.#loaded.gate.qualification && {
+            qualification: {
+              required: this.#loaded.gate.qualification.required,
+              qualified: this.#loaded.gate.qualification.qualified,
+              ...(this.#loaded.gate.qualification.record && {
+                record: this.#loaded.gate.qualification.record,
+              }),
+            },
+          }),
         },
       }),
       at: this.timeline[0]!.at,

@@ -14,11 +14,17 @@ export interface SpokenFormats {
   kho?: string;
   luo?: string;
   files: string[];
-  /** Where they were read: 'image' (the kernel's own image), 'debugfs', 'emulator', 'table'. */
+  /** Where they were read: 'image' (the kernel's own image), 'debugfs', 'emulator', 'table', 'unknown'. */
   source: string;
+  /**
+   * Set when the image could not be read (`CODE: why`): then nothing above is known, and
+   * the gate cannot judge the pair.
+   */
+  unreadable?: string;
 }
 
-export type GateOutcome = 'works' | 'no-handover' | 'cold-boot' | 'panic' | 'files-lost';
+/** `unknown`: the gate cannot tell (an image it cannot read, a running kernel it knows nothing of). */
+export type GateOutcome = 'works' | 'no-handover' | 'cold-boot' | 'panic' | 'files-lost' | 'unknown';
 
 export interface GateVerdict {
   outcome: GateOutcome;
@@ -39,6 +45,19 @@ export function gateVerdict(current: SpokenFormats, next: SpokenFormats): GateVe
   });
   const nextName = `the next kernel (${next.release})`;
   const thisName = `this kernel (${current.release})`;
+  // What cannot be read cannot be judged: never a guess in either direction.
+  if (next.unreadable !== undefined) {
+    return verdict(
+      'unknown',
+      `the gate cannot read the next kernel's image (${next.unreadable}): it cannot tell whether that kernel reads what this kernel writes`,
+    );
+  }
+  if (current.unreadable !== undefined || current.source === 'unknown') {
+    return verdict(
+      'unknown',
+      `the gate does not know what ${thisName} writes (${current.unreadable ?? "no image, no KHO state in debugfs, not in luokit's table"}): it cannot judge the next kernel`,
+    );
+  }
   if (!current.kho || !current.luo) {
     return verdict(
       'no-handover',

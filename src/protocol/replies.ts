@@ -44,17 +44,27 @@ const SpokenFormats = z.object({
   luo: z.string().optional(),
   files: z.array(z.string()),
   source: z.string(),
+  unreadable: z.string().optional(),
 });
 
 /** The gate's verdict on the loaded kernel: what it reads against what this kernel writes. */
 export const GateReport = z.object({
-  outcome: z.enum(['works', 'no-handover', 'cold-boot', 'panic', 'files-lost']),
+  outcome: z.enum(['works', 'no-handover', 'cold-boot', 'panic', 'files-lost', 'unknown']),
   ok: z.boolean(),
   sentence: z.string(),
   /** Loaded with --force despite the verdict. */
   forced: z.boolean(),
   current: SpokenFormats,
   next: SpokenFormats,
+  /** luod --require-qualified: the pair's qualification (qualify/policy.ts). */
+  qualification: z
+    .object({
+      required: z.string(),
+      qualified: z.boolean(),
+      sentence: z.string(),
+      record: z.string().optional(),
+    })
+    .optional(),
 });
 export type GateReport = z.infer<typeof GateReport>;
 

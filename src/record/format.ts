@@ -93,7 +93,16 @@ export const UpdateRecord = z
     phases: z.array(PhaseSpan),
     /** The gate's verdict on the pair (absent in records older than the gate). */
     gate: z
-      .object({ outcome: z.string(), ok: z.boolean(), sentence: z.string(), forced: z.boolean() })
+      .object({
+        outcome: z.string(),
+        ok: z.boolean(),
+        sentence: z.string(),
+        forced: z.boolean(),
+        /** luod --require-qualified: was the pair qualified, by which record. */
+        qualification: z
+          .object({ required: z.string(), qualified: z.boolean(), record: z.string().optional() })
+          .optional(),
+      })
       .optional(),
     clients: z.array(ClientLane),
     failures: z.array(z.object({ id: z.string(), reason: z.string() })),

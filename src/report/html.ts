@@ -117,7 +117,7 @@ function barOf(bar: Bar, lane: string, top: number, x: (at: number) => number, t
   return out.join('');
 }
 
-const STYLE = `
+export const STYLE = `
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2329; }
 h1 { font-size: 20px; margin: 0 0 4px; }
 .outcome { font-weight: 600; padding: 1px 8px; border-radius: 4px; color: #fff; }

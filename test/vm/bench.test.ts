@@ -8,9 +8,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { BASE_CMDLINE, parseMarker, type QemuOptions, qemuCommand, runQemu } from '../../src/vm/qemu.js';
 import type { ScenarioResult } from '../scenarios/types.js';
 import { compareResults, formatParity } from './parity.js';
-import { BASE_CMDLINE, parseMarker, type QemuOptions, qemuCommand, runQemu } from './qemu.js';
 import { tapResults } from './selftests.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-vm-test-'));

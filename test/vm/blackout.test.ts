@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { Pattern } from '../../src/example-vmm/pattern.js';
 import { memfdCreate, pread } from '../../src/sys/index.js';
+import { luodErrors } from '../../src/vm/luod-job.js';
 import {
   blackoutFile,
   blackoutReport,
@@ -30,7 +31,7 @@ import {
   luoQemuFigures,
   qemuBlackout,
 } from './qemu-blackout.js';
-import { luodErrors, parseUpdatePairs } from './update.js';
+import { parseUpdatePairs } from './update.js';
 import { z as lean } from './zod-lean.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');

@@ -25,6 +25,7 @@ import {
   guestPause,
   parseSerial,
 } from '../../src/qemu/counter-serial.js';
+import { luodErrors, restoredProblems } from '../../src/vm/luod-job.js';
 import { CLOCK, collectMarks, parseConsoleLog } from './blackout.js';
 import { writeBlackoutFiles } from './blackout-file.js';
 import {
@@ -36,13 +37,7 @@ import {
   type QemuBlackout,
   qemuBlackout,
 } from './qemu-blackout.js';
-import {
-  type BenchContext,
-  bundleGuestPrograms,
-  luodErrors,
-  restoredProblems,
-  type UpdatePair,
-} from './update.js';
+import { type BenchContext, bundleGuestPrograms, type UpdatePair } from './update.js';
 
 /** The nested guest's RAM: tiny (the counter guest uses under 1 MiB; SeaBIOS wants a few). */
 export const QEMU_RAM = '32M';

@@ -22,13 +22,15 @@
  *      build/vm/blackout.{json,txt});
  *   7. the differential fuzzer: the same seeded LUO + memfd sequences on the real kernel (across
  *      a real kexec) and on the emulated kernel, traces compared line by line (test/vm/difffuzz.ts);
- *      on 7.2 and on 7.3 unless --kernels (or $LUOKIT_VM_KERNELS) says which.
+ *      on 7.2 and on 7.3 unless --kernels (or $LUOKIT_VM_KERNELS) says which;
+ *   8. qualification: the real `luoctl qualify --from A --to B` on 7.2 -> 7.2, 7.2 -> 7.3 and
+ *      7.3 -> 7.2 (or the --update-kernels pairs), its records and pages checked (test/vm/qualify.ts).
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
  * broken, a guest that did not boot) and nothing failed; 2 bad usage.
  *
- *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only kernel-info,selftests,scenarios,parity,update,capture,qemu,difffuzz]
+ *   node --import tsx test/vm/run.ts [--kernels 7.2[,7.3]] [--only kernel-info,selftests,scenarios,parity,update,capture,qemu,difffuzz,qualify]
  *                                    [--update-kernels '7.2,7.2;7.2,7.3'] [--scenarios ID,...]
  *                                    [--exec 'SHELL COMMAND'] [--timeout-scale N]
  *
@@ -47,6 +49,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { HandoverReport } from '../../src/inspect/report.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
+import { runGuestJob, shellQuote } from '../../src/vm/guest.js';
+import type { QemuOptions, QemuResult } from '../../src/vm/qemu.js';
 import type { ScenarioResult } from '../scenarios/types.js';
 import {
   type CaptureExpectation,
@@ -61,8 +65,8 @@ import { difffuzz } from './difffuzz.js';
 import type { BootResults } from './guest-scenarios.js';
 import { kernelInfoChecks } from './kernel-info.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
-import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
 import { qemuUpdates } from './qemu-update.js';
+import { QUALIFY_PAIRS, qualifications } from './qualify.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
 import { type BenchContext, liveUpdates, parseUpdatePairs, type UpdatePair } from './update.js';
 
@@ -74,7 +78,17 @@ const EXIT_INFRA = 3;
 /** The live update part proves both version pairs unless told otherwise. */
 const DEFAULT_UPDATE_KERNELS = '7.2,7.2;7.2,7.3';
 /** The bench's parts, in the order they run; `--only` chooses among them (default all). */
-const PARTS = ['kernel-info', 'selftests', 'scenarios', 'parity', 'update', 'capture', 'qemu', 'difffuzz'];
+const PARTS = [
+  'kernel-info',
+  'selftests',
+  'scenarios',
+  'parity',
+  'update',
+  'capture',
+  'qemu',
+  'difffuzz',
+  'qualify',
+];
 /** The difffuzz part proves both kernel series unless told otherwise. */
 const DIFFFUZZ_KERNELS = [['7.2'], ['7.3']];
 
@@ -208,10 +222,6 @@ async function selftestBinaries(version: string): Promise<string> {
   return dir;
 }
 
-function shellQuote(text: string): string {
-  return `'${text.replaceAll("'", `'\\''`)}'`;
-}
-
 interface GuestRun {
   name: string;
   dir: string;
@@ -229,29 +239,18 @@ async function guest(
   extra: Pick<QemuOptions, 'memory' | 'qmpSocket' | 'onLine'> & { append?: string } = {},
 ): Promise<GuestRun> {
   const dir = path.join(OUT, 'runs', name);
-  fs.rmSync(dir, { recursive: true, force: true });
-  fs.mkdirSync(dir, { recursive: true });
-  const job = path.join(dir, 'job.sh');
-  const exports = Object.entries({ ...env, LUOKIT_KERNELS: kernels.join(' ') })
-    .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
-    .join('\n');
-  fs.writeFileSync(
-    job,
-    `#!/bin/sh\n# Written by test/vm/run.ts; run in the guest by /init.\n${exports}\ncd ${shellQuote(ROOT)}\n${command}\n`,
-  );
   log(
     `${name}: booting ${path.basename(path.dirname(kernels[0]!))} (console: ${path.relative(ROOT, dir)}/console.log)`,
   );
-  const result = await runQemu({
-    kernel: kernels[0]!,
+  const result = await runGuestJob({
+    dir,
+    kernels,
+    command,
+    env,
+    cwd: ROOT,
     initramfs: image,
-    append: `${extra.append ?? ''} luokit.boot=0 luokit.job=${job} luokit.out=${dir}`.trim(),
-    shares: [
-      { tag: 'host', path: '/', readonly: true },
-      { tag: 'out', path: dir, readonly: false },
-    ],
     timeoutMs,
-    consoleLog: path.join(dir, 'console.log'),
+    ...(extra.append !== undefined && { append: extra.append }),
     ...(extra.memory !== undefined && { memory: extra.memory }),
     ...(extra.qmpSocket !== undefined && { qmpSocket: extra.qmpSocket }),
     onLine: (line, atMs) => {
@@ -716,6 +715,16 @@ async function main(): Promise<number> {
         const images: string[] = [];
         for (const v of set) images.push(await kernel(v));
         await difffuzz(benchContext(), images, kernelLabel(set), runLabel(set), image);
+      }
+      // luoctl qualify on the upgrade, the same version and the downgrade, unless told which pairs.
+      if (only.has('qualify')) {
+        const qualifyPairs: UpdatePair[] = [];
+        for (const pair of parseUpdatePairs(values['update-kernels'] ?? kernelsGiven ?? QUALIFY_PAIRS)) {
+          const images: string[] = [];
+          for (const v of pair) images.push(await kernel(v));
+          qualifyPairs.push({ kernels: images, label: kernelLabel(pair), runLabel: runLabel(pair) });
+        }
+        await qualifications(benchContext(), qualifyPairs);
       }
     }
   } catch (err) {

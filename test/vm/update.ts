@@ -17,6 +17,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { luodErrors, readIf, restoredProblems } from '../../src/vm/luod-job.js';
+import type { QemuResult } from '../../src/vm/qemu.js';
 import {
   type BlackoutReport,
   blackoutReport,
@@ -25,7 +27,6 @@ import {
   type RunMarks,
 } from './blackout.js';
 import { writeBlackoutFiles } from './blackout-file.js';
-import type { QemuResult } from './qemu.js';
 
 /** The memfds of both paths: one example VMM per size (64-256 MiB, as a small VM's RAM). */
 export const UPDATE_SIZES = ['64M', '128M', '256M'];
@@ -146,49 +147,6 @@ async function bundle(ctx: BenchContext): Promise<string> {
     ctx.timings[`guest bundle ${name}.mjs, bytes`] = size;
   }
   return dir;
-}
-
-/** Lines of luod's pino logs at level error (50) or fatal (60): any is a failure of the run. */
-export function luodErrors(log: string): string[] {
-  const errors: string[] = [];
-  for (const line of log.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      const entry = JSON.parse(line) as { level?: number; msg?: string; err?: { message?: string } };
-      if ((entry.level ?? 0) >= 50)
-        errors.push(`${entry.msg}${entry.err?.message ? `: ${entry.err.message}` : ''}`);
-    } catch {
-      // not a log line
-    }
-  }
-  return errors;
-}
-
-/**
- * What is wrong with luod's status in boot 1 (`luod-status.boot1.json`, written by the
- * guest job): no update restored, or sessions nobody claimed. Empty when all is well.
- */
-export function restoredProblems(dir: string): string[] {
-  try {
-    const s = JSON.parse(readIf(path.join(dir, 'luod-status.boot1.json'))) as {
-      pending_claims?: string[];
-      last_update?: { outcome?: string } | null;
-    };
-    const problems: string[] = [];
-    if (s.last_update?.outcome !== 'rebooted')
-      problems.push(
-        `luod in boot 1 reports no update restored (last_update ${JSON.stringify(s.last_update)})`,
-      );
-    if ((s.pending_claims ?? []).length > 0)
-      problems.push(`sessions never claimed: ${s.pending_claims!.join(', ')}`);
-    return problems;
-  } catch {
-    return ['luoctl status --json in boot 1 gave no JSON (luod-status.boot1.json)'];
-  }
-}
-
-function readIf(file: string): string {
-  return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
 }
 
 function marksOf(dir: string): RunMarks {

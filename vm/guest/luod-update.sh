@@ -20,6 +20,11 @@
 # carries only markers (it is a 115200-baud serial line).
 # Environment: LUOKIT_GUEST_BIN (luod.mjs, luoctl.mjs, vmm.mjs), LUOKIT_SIZES (64M,128M,...),
 # LUOKIT_SHMEM_THP (optional), LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
+# `luoctl qualify` (src/qualify/real.ts) runs this job too, on the installed luokit:
+# LUOD_JS, LUOCTL_JS (luod-lib.sh) and LUOKIT_VMM_JS name its programs, and
+# LUOKIT_LOAD_FORCE=1 loads the next kernel whatever the gate says (a qualification
+# observes what the kernels do; the gate's verdict is in load.json).
+# Boot 1 also keeps the kernel's log (dmesg.boot1.txt): what KHO and LUO said of the handover.
 set -u
 DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 BIN=${LUOKIT_GUEST_BIN:?}
@@ -29,6 +34,9 @@ BOOT=${LUOKIT_BOOT:-0}
 SOCK=/run/luod/luod.sock
 # Light vCPUs: three VMMs on two emulated CPUs must leave luod room to work.
 VCPU="--tick-ms 10 --pages-per-tick 4"
+VMM_JS=${LUOKIT_VMM_JS:-$BIN/vmm.mjs}
+FORCE=""
+[ -z "${LUOKIT_LOAD_FORCE:-}" ] || FORCE=--force
 
 failed() {
   echo "LUOKIT-UPDATE-FAILED boot=$BOOT reason=$*"
@@ -59,6 +67,11 @@ subscribed() {
 case "$BOOT" in
   0)
     . "$DIR/next-boot.sh" || failed "$NEXT_ERROR"
+    # A kernel without LUO cannot be qualified or tested here: say what is missing.
+    if [ ! -e /dev/liveupdate ]; then
+      echo "LUOKIT-INFRA boot=0 reason=no /dev/liveupdate: this kernel has no LUO (CONFIG_LIVEUPDATE) or ignored liveupdate=on"
+      exit 125
+    fi
     . "$DIR/shmem-thp.sh" || failed "$THP_ERROR"
     start_luod
     wait_for 120 "luod's socket" test -S "$SOCK"
@@ -78,17 +91,18 @@ case "$BOOT" in
     i=0
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
-      node "$BIN/vmm.mjs" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU --socket "$SOCK" \
+      node "$VMM_JS" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU --socket "$SOCK" \
         >"$OUT/vm-$i.boot0.out" 2>"$OUT/vm-$i.boot0.log" &
       wait_for 300 "vm-$i to subscribe" subscribed "vm-$i"
     done
     echo "LUOKIT-PHASE path=luod boot=0 phase=subscribed"
-    luoctl load "$KERNEL" --initrd /sys/firmware/initrd --cmdline "$CMDLINE" --json >"$OUT/load.json" ||
+    luoctl load "$KERNEL" --initrd /sys/firmware/initrd --cmdline "$CMDLINE" $FORCE --json >"$OUT/load.json" ||
       failed "luoctl load exited $? ($(cat "$OUT/load.json"))"
     luoctl update --timeout 120s --json >"$OUT/update.json"
     failed "luoctl update exited $? without a reboot: $(cat "$OUT/update.json")"
     ;;
   1)
+    dmesg >"$OUT/dmesg.boot1.txt" 2>&1
     start_luod
     wait_for 120 "luod's socket" test -S "$SOCK"
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-start"
@@ -97,7 +111,7 @@ case "$BOOT" in
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
       (
-        node "$BIN/vmm.mjs" --id "vm-$i" --mem "$size" --claim $VCPU --socket "$SOCK" \
+        node "$VMM_JS" --id "vm-$i" --mem "$size" --claim $VCPU --socket "$SOCK" \
           2>"$OUT/vm-$i.boot1.log" | while IFS= read -r line; do
           echo "LUOKIT-VMM boot=1 id=vm-$i result=$line"
         done

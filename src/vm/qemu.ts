@@ -1,6 +1,6 @@
 /**
- * One QEMU guest run for the real-kernel bench (docs/vm.md): boot a kernel with
- * the bench's initramfs, stream the serial console (each line stamped with the
+ * One QEMU guest run (the real-kernel bench, docs/vm.md, and `luoctl qualify`,
+ * docs/qualify.md): boot a kernel with the guest initramfs (vm/guest/init), stream the serial console (each line stamped with the
  * host's elapsed time, written to a log), follow the guest's LUOKIT-* markers
  * through any number of kexecs (one QEMU process spans them all), and return a
  * structured result. Every run is bounded by a timeout and QEMU is always

@@ -1,0 +1,423 @@
+/**
+ * Qualification records and the policy on them, without QEMU (#16 part 3; docs/qualify.md):
+ * records written here by the test, read back and looked up (the newest decides, another
+ * image of the same release is not the pair), the HTML page, how a guest run is judged
+ * (works, cold boot, panic, files lost), and luod --require-qualified on the emulated
+ * kernel: refused with EPERM and a sentence naming the pair, let through by a passing
+ * record, refused again by a later failed one, loaded with --force and so recorded. Also
+ * the gate on an image it cannot read (`unknown`, EPROTO unless forced).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, test } from 'node:test';
+import { imageFormats } from '../src/daemon/kernel.js';
+import { gateVerdict, type SpokenFormats } from '../src/image/gate.js';
+import { qualificationVerdict } from '../src/qualify/policy.js';
+import { judgeRun } from '../src/qualify/real.js';
+import {
+  lookupQualification,
+  QUALIFICATION_SCHEMA,
+  type QualificationRecord,
+  type QualifiedKernel,
+  readQualifications,
+  recordId,
+  writeQualification,
+} from '../src/qualify/record.js';
+import { qualificationHtml } from '../src/report/qualification.js';
+import type { QemuResult } from '../src/vm/qemu.js';
+import { cliHost } from './support/cli-host.js';
+import { ROOT } from './support/luod.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-qualify-records-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const SHA_A = 'a'.repeat(64);
+const SHA_B = 'b'.repeat(64);
+
+function kernel(release: string, sha256: string): QualifiedKernel {
+  return {
+    image: `/images/${release}`,
+    sha256,
+    release,
+    liveupdate: true,
+    formats: { kho: 'kho-v4', luo: 'luo-v5', files: ['memfd-v2'] },
+  };
+}
+
+/** A record as luoctl qualify writes it; `at` orders them. */
+function record(
+  from: string,
+  to: string,
+  result: QualificationRecord['result'],
+  at: string,
+  toSha = SHA_B,
+): QualificationRecord {
+  return {
+    schema: QUALIFICATION_SCHEMA,
+    id: recordId(from, to, new Date(at)),
+    result,
+    outcome: result === 'pass' ? 'works' : result === 'fail' ? 'cold-boot' : 'cannot-boot',
+    ...(result !== 'pass' && { reason: 'written by the test' }),
+    from: kernel(from, SHA_A),
+    to: kernel(to, toSha),
+    gate: { outcome: 'works', sentence: 'the next kernel reads what this kernel writes' },
+    agrees_with_gate: result === 'not-run' ? null : result === 'pass',
+    checks: [
+      { name: 'boot 0 runs it', ok: true },
+      {
+        name: 'memfd vm-1 (16M) verified',
+        ok: result === 'pass',
+        ...(result !== 'pass' && { detail: 'lost' }),
+      },
+    ],
+    workload: { description: 'test', memfds: ['16M'] },
+    guest: { qemu: ['qemu-system-x86_64', '-m', '2G'], memory: '2G', cpus: 2 },
+    blackout: result === 'pass' ? { total_ms: 1234 } : {},
+    started: at,
+    finished: at,
+    luokit: '0.1.0',
+  };
+}
+
+test('records: written, read back with their schema, and the newest of a pair decides', () => {
+  const dir = path.join(tmp, 'lookup');
+  const file = writeQualification(dir, record('7.2.13', '7.3.0-rc7', 'pass', '2026-12-01T10:00:00.000Z'));
+  assert.equal(path.basename(file), '7.2.13--7.3.0-rc7--20261201T100000Z.json');
+  fs.writeFileSync(path.join(dir, 'notes.json'), '{"not": "a record"}');
+  fs.writeFileSync(path.join(dir, 'broken.json'), '{');
+  const read = readQualifications(dir);
+  assert.equal(read.records.length, 1);
+  assert.equal(read.unreadable.length, 2, 'a file that is not a record is listed, never a pass');
+
+  const found = lookupQualification(dir, { release: '7.2.13' }, { release: '7.3.0-rc7', sha256: SHA_B });
+  assert.equal(found.qualified, true, found.sentence);
+  assert.equal(found.file, file);
+  assert.match(found.sentence, /^7\.2\.13 -> 7\.3\.0-rc7 qualified/);
+
+  // Another image of the same release is another kernel.
+  const rebuilt = lookupQualification(
+    dir,
+    { release: '7.2.13' },
+    { release: '7.3.0-rc7', sha256: 'c'.repeat(64) },
+  );
+  assert.equal(rebuilt.qualified, false);
+  assert.match(
+    rebuilt.sentence,
+    /qualifies other images of these releases: a rebuilt kernel must be qualified again/,
+  );
+
+  // The reverse pair is not the pair.
+  assert.equal(lookupQualification(dir, { release: '7.3.0-rc7' }, { release: '7.2.13' }).qualified, false);
+
+  // A run that could not test decides nothing; a later failure withdraws the pass.
+  writeQualification(dir, record('7.2.13', '7.3.0-rc7', 'not-run', '2026-12-02T10:00:00.000Z'));
+  assert.equal(lookupQualification(dir, { release: '7.2.13' }, { release: '7.3.0-rc7' }).qualified, true);
+  writeQualification(dir, record('7.2.13', '7.3.0-rc7', 'fail', '2026-12-03T10:00:00.000Z'));
+  const withdrawn = lookupQualification(dir, { release: '7.2.13' }, { release: '7.3.0-rc7' });
+  assert.equal(withdrawn.qualified, false);
+  assert.match(withdrawn.sentence, /failed its qualification .*cold-boot: written by the test/);
+});
+
+test('a records directory that is not there is an error with the errno name, not an empty policy', () => {
+  assert.throws(
+    () => lookupQualification(path.join(tmp, 'missing'), { release: 'a' }, { release: 'b' }),
+    (err: Error & { code?: string }) =>
+      err.code === 'ENOENT' && /cannot read the qualification records/.test(err.message),
+  );
+  const verdict = qualificationVerdict(path.join(tmp, 'missing'), { release: 'a' }, { release: 'b' });
+  assert.equal(verdict.qualified, false);
+  assert.match(verdict.sentence, /cannot be checked: ENOENT/);
+});
+
+test('the policy hashes the next image: the record qualifies that image, not its release', () => {
+  const dir = path.join(tmp, 'policy');
+  const image = path.join(tmp, 'bzImage-7.3');
+  fs.writeFileSync(image, 'not really a kernel, only bytes to hash');
+  const actual = spawnSync('sha256sum', [image], { encoding: 'utf8' }).stdout.split(' ')[0]!;
+  assert.match(actual, /^[0-9a-f]{64}$/);
+  writeQualification(dir, record('7.2.13', '7.3.0-rc7', 'pass', '2026-12-01T10:00:00.000Z', actual));
+  assert.equal(
+    qualificationVerdict(dir, { release: '7.2.13' }, { release: '7.3.0-rc7' }, image).qualified,
+    true,
+  );
+  fs.appendFileSync(image, 'rebuilt');
+  const other = qualificationVerdict(dir, { release: '7.2.13' }, { release: '7.3.0-rc7' }, image);
+  assert.equal(other.qualified, false);
+  assert.match(
+    other.sentence,
+    new RegExp(`luoctl qualify --from IMAGE-OF-7\\.2\\.13 --to ${image} --dir ${dir} qualifies it`),
+  );
+});
+
+test('the HTML page: the verdict, both kernels, every check as a row', () => {
+  const pass = qualificationHtml(record('7.2.13', '7.3.0-rc7', 'pass', '2026-12-01T10:00:00.000Z'));
+  assert.match(pass, /data-result="pass"/);
+  assert.equal((pass.match(/data-check=/g) ?? []).length, 2);
+  assert.match(pass, /data-kernel="from"/);
+  assert.match(pass, /kho-v4, luo-v5, memfd-v2/);
+  const fail = qualificationHtml({
+    ...record('7.2.13', '7.3.0-rc7', 'fail', '2026-12-01T10:00:00.000Z'),
+    reason: '<b>',
+  });
+  assert.match(fail, /data-result="fail"/);
+  assert.match(fail, /data-ok="false"/);
+  assert.match(fail, /&lt;b&gt;/, 'escaped');
+});
+
+/** A guest run's result as runQemu returns it, for judgeRun. */
+function guestRun(boots: [number, string][], extra: Partial<QemuResult> = {}): QemuResult {
+  const markers = [
+    { kind: 'PHASE', fields: { path: 'luod', boot: '0', phase: 'subscribed' }, atMs: 1, line: '' },
+  ];
+  return {
+    outcome: 'ok',
+    exitStatus: 0,
+    boots: boots.map(([boot, release]) => ({
+      boot,
+      release,
+      kernelAtMs: 0,
+      initAtMs: 1000 * boot,
+      guestUptimeS: 1,
+    })),
+    kexecs: [],
+    markers,
+    timedOut: false,
+    qemuExit: { code: 0, signal: null },
+    durationMs: 1,
+    consoleLog: '',
+    command: [],
+    ...extra,
+  };
+}
+
+test('judging a guest run: works, cold boot, panic and files lost, each from what happened', () => {
+  const from = kernel('7.2.13', SHA_A);
+  const to = kernel('7.3.0-rc7', SHA_B);
+  const dir = path.join(tmp, 'judge');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(
+    path.join(dir, 'load.json'),
+    JSON.stringify({ loaded: { gate: { outcome: 'works', sentence: 's' } } }),
+  );
+  const kexeced = { luod: { 'kexec@0': 10 }, vmms: [] as never[] };
+  const verified = {
+    luod: { 'kexec@0': 10 },
+    vmms: [{ id: 'vm-1', verified: true, bytes: 16 << 20, verify: 'pattern', atMs: 20 }],
+  };
+  const status = (outcome: string | null) =>
+    fs.writeFileSync(
+      path.join(dir, 'luod-status.boot1.json'),
+      JSON.stringify({ pending_claims: [], last_update: outcome ? { outcome } : null }),
+    );
+
+  status('rebooted');
+  fs.writeFileSync(path.join(dir, 'luod.boot1.log'), '');
+  const works = judgeRun(
+    guestRun([
+      [0, '7.2.13'],
+      [1, '7.3.0-rc7'],
+    ]),
+    dir,
+    verified,
+    from,
+    to,
+    'works',
+    ['16M'],
+  );
+  assert.equal(works.outcome, 'works', JSON.stringify(works.checks));
+  assert.ok(works.checks.every((c) => c.ok));
+
+  // A memfd that came back short: files lost, and the check says which.
+  const short = { ...verified, vmms: [{ ...verified.vmms[0]!, bytes: 4096 }] };
+  const lost = judgeRun(
+    guestRun([
+      [0, '7.2.13'],
+      [1, '7.3.0-rc7'],
+    ]),
+    dir,
+    short,
+    from,
+    to,
+    'works',
+    ['16M'],
+  );
+  assert.equal(lost.outcome, 'files-lost');
+  assert.match(lost.reason ?? '', /memfd vm-1 \(16M\)/);
+
+  // The next kernel ignored the handover: luod found no luod-internal session.
+  status(null);
+  fs.writeFileSync(
+    path.join(dir, 'luod.boot1.log'),
+    '{"level":30,"msg":"no live update in progress (no luod-internal session)"}\n',
+  );
+  const cold = judgeRun(
+    guestRun([
+      [0, '7.2.13'],
+      [1, '7.3.0-rc7'],
+    ]),
+    dir,
+    kexeced,
+    from,
+    to,
+    'works',
+    ['16M'],
+  );
+  assert.equal(cold.outcome, 'cold-boot');
+  assert.match(cold.reason ?? '', /no update restored/);
+
+  // A panic after luod's kexec, before the next /init.
+  const panicked = guestRun([[0, '7.2.13']], {
+    outcome: 'failed',
+    reason: 'after kexec: the next kernel started but did not reach /init',
+    panic: 'Kernel panic - not syncing: luo: bad data',
+  });
+  const panic = judgeRun(panicked, dir, kexeced, from, to, 'works', ['16M']);
+  assert.equal(panic.outcome, 'panic');
+  assert.match(panic.reason ?? '', /reaches \/init/);
+
+  // The same panic before any kexec is a failed run, not the next kernel's panic.
+  assert.equal(judgeRun(panicked, dir, { luod: {}, vmms: [] }, from, to, 'works', ['16M']).outcome, 'failed');
+});
+
+test('the gate on an image it cannot read: unknown, with the reason, never a guess', async () => {
+  const damaged = path.join(tmp, 'damaged-bzImage');
+  // A bzImage's header (HdrS at 0x202, boot protocol 2.15) whose payload is garbage.
+  const image = Buffer.alloc(0x4000);
+  image.write('HdrS', 0x202, 'latin1');
+  image.writeUInt16LE(0x020f, 0x206);
+  image[0x1f1] = 1;
+  image.writeUInt32LE(0x100, 0x248);
+  image.writeUInt32LE(0x800, 0x24c);
+  image.fill(0x5a, 0x300);
+  fs.writeFileSync(damaged, image);
+  const next = await imageFormats(damaged);
+  assert.ok(next.unreadable, JSON.stringify(next));
+  assert.match(next.unreadable!, /^E[A-Z]+: /);
+  const current: SpokenFormats = {
+    release: '7.2.13',
+    kho: 'kho-v4',
+    luo: 'luo-v5',
+    files: ['memfd-v2'],
+    source: 'table',
+  };
+  const verdict = gateVerdict(current, next);
+  assert.equal(verdict.outcome, 'unknown');
+  assert.equal(verdict.ok, false);
+  assert.match(
+    verdict.sentence,
+    /^the gate cannot read the next kernel's image \(E[A-Z]+: .*\): it cannot tell/,
+  );
+  const unknownHere = gateVerdict({ release: '9.9.9', files: [], source: 'unknown' }, current);
+  assert.equal(unknownHere.outcome, 'unknown');
+  assert.match(unknownHere.sentence, /does not know what this kernel \(9\.9\.9\) writes/);
+});
+
+const policyDir = path.join(tmp, 'qualified');
+fs.mkdirSync(policyDir, { recursive: true });
+const host = cliHost('luokit-require-qualified-', (dir) => [
+  '--records',
+  path.join(dir, 'records'),
+  '--require-qualified',
+  policyDir,
+]);
+const { luoctl } = host;
+
+test('luod --require-qualified: no record, EPERM naming the pair and how to qualify it', () => {
+  const refused = luoctl('load', '--emu-version', '7.3');
+  assert.equal(refused.status, 1);
+  assert.match(
+    refused.stderr,
+    new RegExp(
+      `^luoctl: load: EPERM: refused: no qualification of 7\\.2 -> 7\\.3 in ${policyDir}; this luod requires a passing qualification \\(--require-qualified\\): luoctl qualify --from IMAGE-OF-7\\.2 --to IMAGE-OF-7\\.3 --dir ${policyDir} qualifies it \\(luoctl load --force loads it anyway\\)`,
+    ),
+  );
+  const json = JSON.parse(luoctl('load', '--emu-version', '7.3', '--json').stdout);
+  assert.equal(json.ok, false);
+  assert.equal(json.error.code, 'EPERM');
+  assert.equal(JSON.parse(luoctl('status', '--json').stdout).loaded, null, 'nothing was loaded');
+  // A format mismatch is still the gate's first answer.
+  assert.match(
+    luoctl('load', '--emu-version', '7.1').stderr,
+    /EPROTO: refused: the next kernel \(7\.1\) reads kho-v3/,
+  );
+});
+
+test('luod --require-qualified: a passing record lets the pair through, a later failure withdraws it', () => {
+  const file = writeQualification(policyDir, record('7.2', '7.3', 'pass', '2026-12-04T10:00:00.000Z'));
+  const loaded = luoctl('load', '--emu-version', '7.3', '--json');
+  assert.equal(loaded.status, 0, loaded.stdout + loaded.stderr);
+  const gate = JSON.parse(loaded.stdout).loaded.gate;
+  assert.equal(gate.ok, true);
+  assert.equal(gate.forced, false);
+  assert.deepEqual(gate.qualification, {
+    required: policyDir,
+    qualified: true,
+    sentence: `7.2 -> 7.3 qualified (${file}, 2026-12-04T10:00:00.000Z)`,
+    record: file,
+  });
+  writeQualification(policyDir, record('7.2', '7.3', 'fail', '2026-12-05T10:00:00.000Z'));
+  const again = luoctl('load', '--emu-version', '7.3');
+  assert.equal(again.status, 1);
+  assert.match(again.stderr, /EPERM: refused: 7\.2 -> 7\.3 failed its qualification/);
+});
+
+test('luod --require-qualified: --force loads an unqualified pair, and the update record says so', () => {
+  const forced = luoctl('load', '--emu-version', '7.3', '--force', '--json');
+  assert.equal(forced.status, 0, forced.stdout + forced.stderr);
+  const gate = JSON.parse(forced.stdout).loaded.gate;
+  assert.deepEqual(
+    [gate.outcome, gate.ok, gate.forced, gate.qualification.qualified],
+    ['works', false, true, false],
+  );
+  const doctor = JSON.parse(luoctl('doctor', '--json').stdout);
+  const check = doctor.checks.find((c: { id: string }) => c.id === 'next-kernel');
+  assert.equal(check.status, 'fail');
+  assert.match(check.finding, /loaded with --force: 7\.2 -> 7\.3 failed its qualification/);
+  const update = JSON.parse(luoctl('update', '--json', '--timeout', '5s').stdout);
+  assert.ok(update.update, JSON.stringify(update));
+  const saved = JSON.parse(fs.readFileSync(path.join(host.dir, 'records', `${update.update}.json`), 'utf8'));
+  assert.equal(saved.gate.forced, true);
+  assert.equal(saved.gate.qualification.qualified, false);
+  assert.equal(saved.gate.qualification.required, policyDir);
+});
+
+test('luod --require-qualified on a directory that is not there refuses to start (ENOENT)', () => {
+  const r = spawnSync(
+    process.execPath,
+    [
+      path.join(ROOT, 'dist/daemon/luod-bin.cjs'),
+      '--emulate',
+      '--state',
+      path.join(tmp, 'never'),
+      '--socket',
+      path.join(tmp, 'never.sock'),
+      '--require-qualified',
+      path.join(tmp, 'no-such-dir'),
+    ],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /ENOENT.*--require-qualified .*no-such-dir: no such directory/);
+  assert.equal(r.stderr.includes('    at '), false);
+});
+
+test('luoctl qualify without --from and --to (nor --emulated): EINVAL, in JSON too', () => {
+  const r = luoctl('qualify', '--from', '/x', '--json');
+  assert.equal(r.status, 1);
+  assert.deepEqual(JSON.parse(r.stdout).error.code, 'EINVAL');
+  const missing = luoctl(
+    'qualify',
+    '--from',
+    path.join(tmp, 'nope'),
+    '--to',
+    path.join(tmp, 'nope'),
+    '--dir',
+    tmp,
+    '--json',
+  );
+  assert.equal(missing.status, 1);
+  assert.equal(JSON.parse(missing.stdout).error.code, 'ENOENT');
+});
