@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { imageFormats } from '../src/daemon/kernel.js';
 import { gateVerdict, type SpokenFormats } from '../src/image/gate.js';
+import { readKernelInfoCached } from '../src/image/kernel-info.js';
 import { qualificationVerdict } from '../src/qualify/policy.js';
 import { judgeRun } from '../src/qualify/real.js';
 import {
@@ -313,6 +314,32 @@ test('the gate on an image it cannot read: unknown, with the reason, never a gue
   const unknownHere = gateVerdict({ release: '9.9.9', files: [], source: 'unknown' }, current);
   assert.equal(unknownHere.outcome, 'unknown');
   assert.match(unknownHere.sentence, /does not know what this kernel \(9\.9\.9\) writes/);
+});
+
+test("luod's image reading is remembered while the file is unchanged, and read again once it changes", async () => {
+  // A minimal ELF "kernel": its banner and LUO's compatibles as strings of their own.
+  const elf = (release: string) => {
+    const head = Buffer.alloc(64);
+    head.writeUInt32BE(0x7f454c46, 0);
+    return Buffer.concat([
+      head,
+      Buffer.from(`\0Linux version ${release} (test@luokit) #1\0kho-v4\0luo-v5\0`, 'latin1'),
+      Buffer.alloc(1024),
+    ]);
+  };
+  const file = path.join(tmp, 'vmlinux');
+  fs.writeFileSync(file, elf('9.9.1'));
+  const first = readKernelInfoCached(file);
+  assert.equal(readKernelInfoCached(file), first, 'the same reading, not a second one');
+  assert.equal((await first).release, '9.9.1');
+  assert.deepEqual([(await first).formats.kho, (await first).formats.luo], ['kho-v4', 'luo-v5']);
+  fs.writeFileSync(file, elf('9.9.2'));
+  assert.equal((await readKernelInfoCached(file)).release, '9.9.2', 'a rewritten image is read again');
+  fs.writeFileSync(file, 'not a kernel at all, but long enough to be looked at: '.repeat(20));
+  await assert.rejects(
+    readKernelInfoCached(file),
+    (err: Error & { code?: string }) => err.code === 'ENOEXEC',
+  );
 });
 
 const policyDir = path.join(tmp, 'qualified');

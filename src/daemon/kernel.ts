@@ -208,10 +208,10 @@ export function emulatedKernel(stateDir: string): LuodKernel {
  * cannot judge it (`unknown`), and `--force` can still load it, as for any other verdict.
  */
 export async function imageFormats(image: string): Promise<SpokenFormats> {
-  const { readKernelInfo } = await import('../image/kernel-info.js');
-  let info: Awaited<ReturnType<typeof readKernelInfo>>;
+  const { readKernelInfoCached } = await import('../image/kernel-info.js');
+  let info: Awaited<ReturnType<typeof readKernelInfoCached>>;
   try {
-    info = await readKernelInfo(image);
+    info = await readKernelInfoCached(image);
   } catch (err) {
     return {
       release: 'unknown',

@@ -3,6 +3,7 @@
  * handover formats it writes and reads, read from the image (scan.ts) and cross-checked
  * against what luokit knows of that release (abi/versions.ts).
  */
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { KNOWN_COMPATIBLES, kernelAbi } from '../abi/versions.js';
 import { CodedError, fromNodeError } from '../sys/error.js';
@@ -110,4 +111,35 @@ export async function readKernelInfo(image: string): Promise<KernelInfo> {
 
 function versionOf(compatible: string): number {
   return Number(/-v(\d+)$/.exec(compatible)?.[1] ?? 0);
+}
+
+/** Memo of readKernelInfo by file identity: ino, size and times, so a rewritten image is read again. */
+const memo = new Map<string, { key: string; info: Promise<KernelInfo> }>();
+const MEMO_ENTRIES = 8;
+
+/**
+ * readKernelInfo, remembered per image file while it is unchanged (same inode, size, mtime
+ * and ctime). luod judges the same image more than once (a LOAD refused, then forced; a
+ * LOAD again after an aborted update), and under QEMU TCG one reading costs seconds
+ * (docs/kernel-info.md, "What the gate costs"); a changed file is read again.
+ */
+export function readKernelInfoCached(image: string): Promise<KernelInfo> {
+  let key: string;
+  try {
+    const st = statSync(image, { bigint: true });
+    key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  } catch (err) {
+    return Promise.reject(fromNodeError('open', err));
+  }
+  const hit = memo.get(image);
+  if (hit?.key === key) return hit.info;
+  const info = readKernelInfo(image);
+  memo.delete(image);
+  memo.set(image, { key, info });
+  if (memo.size > MEMO_ENTRIES) memo.delete(memo.keys().next().value!);
+  // A failed reading is not remembered: the next LOAD tries again.
+  info.catch(() => {
+    if (memo.get(image)?.info === info) memo.delete(image);
+  });
+  return info;
 }

@@ -10,7 +10,7 @@ import { decodeFdt } from '../abi/fdt.js';
 import { kernelAbi } from '../abi/versions.js';
 import { KHO_DEBUGFS_OUT } from '../host/kho-debugfs.js';
 import type { SpokenFormats } from './gate.js';
-import { readKernelInfo } from './kernel-info.js';
+import { readKernelInfoCached } from './kernel-info.js';
 
 export function runningImageCandidates(release: string, root = '/'): string[] {
   return [
@@ -24,7 +24,7 @@ export async function runningKernelFormats(release: string, root = '/'): Promise
   for (const image of runningImageCandidates(release, root)) {
     if (!fs.existsSync(image)) continue;
     try {
-      const info = await readKernelInfo(image);
+      const info = await readKernelInfoCached(image);
       if (info.release === release) {
         return {
           release,

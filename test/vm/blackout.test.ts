@@ -116,6 +116,22 @@ test('a repeated mark keeps its first moment', () => {
   assert.equal(run.marks['all-claimed@0'], 1000);
 });
 
+test('the load phase is the LOAD that loaded: a refused one before it (the gate test) is not counted', () => {
+  const run = collectMarks(
+    parseConsoleLog(
+      [
+        '[+   8.210s] {"luod_phase":"load","at":1}',
+        '[+  12.713s] LUOKIT-PHASE path=luod boot=0 phase=gate-refused',
+        '[+  23.580s] {"luod_phase":"load","at":2}',
+        '[+  24.311s] {"luod_phase":"loaded","at":3}',
+        '[+  30.000s] {"luod_phase":"load","at":4}',
+      ].join('\n'),
+    ),
+  );
+  assert.equal(run.marks['load@0'], 23580);
+  assert.equal(run.marks['loaded@0'], 24311);
+});
+
 test('blackout: phases between marks, totals from preservation to verification, the ratio', () => {
   const report = blackoutReport({
     kernels: '7.2->7.3',

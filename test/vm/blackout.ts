@@ -85,7 +85,8 @@ function fields(text: string, kind: string): Record<string, string> | undefined 
 
 /**
  * Every mark of one QEMU run, first occurrence wins (a mark is a moment; a
- * repeat is a later, different event). `all-verified@N` is the last VMM
+ * repeat is a later, different event), but for `load`: the last before
+ * `loaded` (a refused LOAD comes first). `all-verified@N` is the last VMM
  * verdict of boot N.
  */
 export function collectMarks(lines: readonly ConsoleLine[]): RunMarks {
@@ -145,7 +146,10 @@ export function collectMarks(lines: readonly ConsoleLine[]): RunMarks {
     if (json >= 0) {
       try {
         const m = JSON.parse(text.slice(json)) as { luod_phase: string };
-        mark(m.luod_phase, boot, atMs);
+        // A LOAD the gate refused (the job's first, of a kernel without KHO) never reaches
+        // `loaded`: the load phase is the last `load` before `loaded`, not the first.
+        if (m.luod_phase === 'load' && marks[`loaded@${boot}`] === undefined) marks[`load@${boot}`] = atMs;
+        else mark(m.luod_phase, boot, atMs);
       } catch {
         unreadable.push(text);
       }
