@@ -38,7 +38,7 @@ import {
 } from './qemu-blackout.js';
 import {
   type BenchContext,
-  bundleGuestPrograms,
+  guestPrograms,
   luodErrors,
   restoredProblems,
   type UpdatePair,
@@ -189,7 +189,7 @@ export async function qemuUpdates(
   image: string,
 ): Promise<QemuBlackout[]> {
   const counter = counterImage(ctx);
-  const bin = await bundleGuestPrograms(ctx);
+  const bin = await guestPrograms(ctx);
   const reports: QemuBlackout[] = [];
   for (const pair of pairs) reports.push(await qemuUpdate(ctx, pair, image, bin, counter));
   const text = writeBlackoutFiles(ctx.out, { qemu: reports });

@@ -17,6 +17,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
+import { QmpClient } from '../../src/qemu/qmp.js';
 
 export interface Share {
   /** The 9p mount tag the guest's /init knows ('host', 'out'). */
@@ -42,6 +43,13 @@ export interface QemuOptions {
   qmpSocket?: string;
   /** Every console line, as it arrives (with its host time in ms since QEMU started). */
   onLine?: (line: string, atMs: number) => void;
+  /**
+   * Sample QEMU's translation-block statistics (HMP `info jit`, over `qmpSocket`) every
+   * this many ms, each sample a `[qemu jit]` line in the console log on the console's own
+   * clock: the evidence for or against the TCG explanation of the 7.3 early-boot stall
+   * (docs/vm.md). Each sample walks QEMU's TB table, so it perturbs what it measures a little.
+   */
+  jitSampleMs?: number;
 }
 
 export interface Marker {
@@ -152,6 +160,37 @@ export function qemuCommand(options: QemuOptions): string[] {
   return args;
 }
 
+/** The counters of HMP `info jit` that say what TCG spent its time on. */
+const JIT_FIELDS: [string, RegExp][] = [
+  ['tbs', /^TB count\s+(\d+)/m],
+  ['flushes', /^TB flush count\s+(\d+)/m],
+  ['invalidations', /^TB invalidate count\s+(\d+)/m],
+  ['tlb_full_flushes', /^TLB full flushes\s+(\d+)/m],
+  ['code_bytes', /^gen code size\s+(\d+)/m],
+];
+
+/** Poll `info jit` until told to stop; one `[qemu jit] name=value ...` line per sample. */
+async function sampleJit(
+  socket: string,
+  everyMs: number,
+  going: () => boolean,
+  write: (text: string) => void,
+): Promise<void> {
+  let qmp: QmpClient | undefined;
+  try {
+    qmp = await QmpClient.connect(socket, { timeoutMs: 20_000 });
+    while (going()) {
+      const text = String(await qmp.execute('human-monitor-command', { 'command-line': 'info jit' }));
+      write(`[qemu jit] ${JIT_FIELDS.map(([name, re]) => `${name}=${re.exec(text)?.[1] ?? '?'}`).join(' ')}`);
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  } catch (err) {
+    if (going()) write(`[qemu jit] sampling stopped: ${(err as Error).message}`);
+  } finally {
+    qmp?.close();
+  }
+}
+
 function stamp(ms: number): string {
   return `[+${(ms / 1000).toFixed(3).padStart(8)}s]`;
 }
@@ -258,6 +297,16 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
   };
 
   readline.createInterface({ input: child.stdout! }).on('line', onLine);
+  let sampling = true;
+  const sampler =
+    options.jitSampleMs !== undefined && options.qmpSocket !== undefined
+      ? sampleJit(
+          options.qmpSocket,
+          options.jitSampleMs,
+          () => sampling,
+          (text) => write(`${stamp(now())} ${text}\n`),
+        )
+      : Promise.resolve();
   child.stderr!.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
     write(`${stamp(now())} [qemu stderr] ${chunk.toString().trimEnd()}\n`);
@@ -278,6 +327,8 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
     }, 5_000).unref();
   }, options.timeoutMs);
   const result = await exited;
+  sampling = false;
+  await sampler;
   clearTimeout(timer);
   process.removeListener('exit', killer);
   // Let readline deliver the last lines.

@@ -242,7 +242,14 @@ async function guest(
   log(
     `${name}: booting ${path.basename(path.dirname(kernels[0]!))} (console: ${path.relative(ROOT, dir)}/console.log)`,
   );
+  // LUOKIT_VM_JIT_STATS=MS: QEMU's TB statistics every MS ms in the console log (docs/vm.md).
+  const jitSampleMs = Number(process.env.LUOKIT_VM_JIT_STATS ?? 0);
+  const jit =
+    jitSampleMs > 0 && extra.qmpSocket === undefined
+      ? { qmpSocket: path.join(dir, 'jit-qmp.sock'), jitSampleMs }
+      : {};
   const result = await runQemu({
+    ...jit,
     kernel: kernels[0]!,
     initramfs: image,
     append: `${extra.append ?? ''} luokit.boot=0 luokit.job=${job} luokit.out=${dir}`.trim(),

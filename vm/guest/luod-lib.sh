@@ -3,13 +3,13 @@
 # started on the real /dev/liveupdate the same way in every job.
 
 luoctl() {
-  node "$BIN/luoctl.mjs" --socket "$SOCK" "$@"
+  node "$BIN/cli/luoctl-bin.cjs" --socket "$SOCK" "$@"
 }
 
 start_luod() {
   mkdir -p /run/luod
   # The guest's / is the host's, read-only: the update records go to the output share.
-  node "$BIN/luod.mjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 --records "$OUT/records" \
+  node "$BIN/daemon/luod-bin.cjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 --records "$OUT/records" \
     >"$OUT/luod.boot$BOOT.log" 2>&1 &
   LUOD_PID=$!
 }
