@@ -50,6 +50,8 @@ export interface QemuOptions {
    * (docs/vm.md). Each sample walks QEMU's TB table, so it perturbs what it measures a little.
    */
   jitSampleMs?: number;
+  /** A read-only raw disk image on virtio-blk (/dev/vda in the guest: test/vm/guest-disk.ts). */
+  disk?: string;
 }
 
 export interface Marker {
@@ -151,6 +153,8 @@ export function qemuCommand(options: QemuOptions): string[] {
       .trim(),
   ];
   if (options.qmpSocket !== undefined) args.push('-qmp', `unix:${options.qmpSocket},server=on,wait=off`);
+  if (options.disk !== undefined)
+    args.push('-drive', `file=${options.disk},format=raw,if=virtio,readonly=on`);
   for (const share of options.shares) {
     args.push(
       '-virtfs',

@@ -58,13 +58,20 @@ import {
   KHO_IN_DIR,
 } from './capture.js';
 import { difffuzz } from './difffuzz.js';
+import { buildGuestDisk, guestDiskContent, MKE2FS } from './guest-disk.js';
 import type { BootResults } from './guest-scenarios.js';
 import { kernelInfoChecks } from './kernel-info.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { type QemuOptions, type QemuResult, runQemu } from './qemu.js';
 import { qemuUpdates } from './qemu-update.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
-import { type BenchContext, liveUpdates, parseUpdatePairs, type UpdatePair } from './update.js';
+import {
+  type BenchContext,
+  guestPrograms,
+  liveUpdates,
+  parseUpdatePairs,
+  type UpdatePair,
+} from './update.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, 'build/vm');
@@ -250,9 +257,11 @@ async function guest(
       : {};
   const result = await runQemu({
     ...jit,
+    ...(guestDisk !== undefined && { disk: guestDisk }),
     kernel: kernels[0]!,
     initramfs: image,
-    append: `${extra.append ?? ''} luokit.boot=0 luokit.job=${job} luokit.out=${dir}`.trim(),
+    append:
+      `${extra.append ?? ''} luokit.boot=0 luokit.job=${job} luokit.out=${dir}${guestDisk !== undefined ? ' luokit.disk=1' : ''}`.trim(),
     shares: [
       { tag: 'host', path: '/', readonly: true },
       { tag: 'out', path: dir, readonly: false },
@@ -638,6 +647,28 @@ let timeoutScale = 1;
 /** The capture guest's memory: small, as the dump is all of it (Node in the guest needs about 300 MiB). */
 const CAPTURE_MEMORY = '512M';
 
+/**
+ * Every guest gets the same local disk: node, luokit's current build and koffi
+ * (test/vm/guest-disk.ts), unless LUOKIT_VM_DISK=0 (then all of it comes over 9p, as
+ * before: for comparing the two).
+ */
+let guestDisk: string | undefined;
+
+async function makeGuestDisk(): Promise<string | undefined> {
+  if (process.env.LUOKIT_VM_DISK === '0') {
+    log('guest disk: off (LUOKIT_VM_DISK=0): node and the bundles come over 9p');
+    return undefined;
+  }
+  if (!fs.existsSync(MKE2FS)) throw new InfraError(`${MKE2FS} is missing (apt-get install e2fsprogs)`);
+  await guestPrograms(benchContext());
+  const file = path.join(OUT, 'guest-disk.img');
+  const bytes = await buildGuestDisk(file, guestDiskContent(ROOT), (command, args, options) =>
+    run(command, args, options),
+  );
+  timings['guest disk (node, dist, koffi), bytes'] = bytes;
+  return file;
+}
+
 /** What the live update part (update.ts) borrows from this runner. */
 function benchContext(): BenchContext {
   return {
@@ -691,6 +722,7 @@ async function main(): Promise<number> {
     const kernels: string[] = [];
     for (const v of versions) kernels.push(await kernel(v));
     const image = await initramfs();
+    guestDisk = await makeGuestDisk();
     if (values.exec !== undefined) {
       const g = await guest('exec', kernels, values.exec, {}, 300_000 * timeoutScale, image);
       check('exec', g.result.exitStatus === 0 ? 'pass' : 'fail', `exit status ${g.result.exitStatus}`);
