@@ -1,6 +1,6 @@
 /**
  * `npm run build`'s last step: one CommonJS file per command in dist/bundle/
- * (luod, luoctl, the fd holder, luo-qemu), each with the V8 code cache of its start
+ * (luod, luoctl, the fd holder, luo-qemu, the example VMM), each with the V8 code cache of its start
  * (src/sys/bundle-runner.ts runs them). Made from dist/ after tsc, so the
  * bundle runs exactly the compiled modules.
  *
@@ -28,6 +28,7 @@ const BUNDLES = {
   luoctl: ['cli/luoctl.js', 'cli/luoctl-bin.cjs', ['--version']],
   holder: ['daemon/holder-main.js', 'daemon/holder-bin.cjs', []],
   'luo-qemu': ['cli/luo-qemu.js', 'cli/luo-qemu-bin.cjs', ['--help']],
+  vmm: ['example-vmm/main.js', 'example-vmm/vmm-bin.cjs', ['--help']],
 };
 
 const metaUrl = {

@@ -16,7 +16,8 @@
 #   zstd, lz4 and lzop make kernel images with every compression the kernel offers, from a
 #   real vmlinux, for `luoctl kernel-info` (test/kernel-image.test.ts).
 # vm: the real-kernel tier (docs/vm.md), on top of test: a static busybox and
-#   kexec-tools for the guest; flex, bison, libelf-dev, cpio and bc build the LUO kernels.
+#   kexec-tools for the guest; flex, bison, libelf-dev, cpio and bc build the LUO kernels;
+#   e2fsprogs (mke2fs) makes the guest's local disk (test/vm/guest-disk.ts).
 #
 # Each entry is PROBE:PACKAGE, PROBE a command on PATH, an absolute file, or `-` to ask dpkg.
 set -eu
@@ -25,7 +26,7 @@ TEST="dtc:device-tree-compiler cc:gcc /usr/include/stdio.h:libc6-dev make:make x
   chromium:chromium /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
   qemu-system-x86_64:qemu-system-x86 as:binutils bzip2:bzip2 zstd:zstd lz4:lz4 lzop:lzop"
 VM="$TEST kexec:kexec-tools flex:flex bison:bison cpio:cpio bc:bc
-  /usr/include/gelf.h:libelf-dev -:busybox-static"
+  /usr/include/gelf.h:libelf-dev -:busybox-static /usr/sbin/mke2fs:e2fsprogs"
 
 usage() {
   echo "usage: scripts/deps.sh [--list] test|vm" >&2

@@ -23,6 +23,8 @@
  * by claim() belong to the caller.
  */
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
 import type { z } from 'zod';
 import { adoptSession, type Session, sessionBackend } from '../kernel/index.js';
 import {
@@ -194,21 +196,47 @@ function errorOf(err: unknown, fallbackCode = 'EIO'): LuoClientError {
   return new LuoClientError(errorCode(err, fallbackCode), (err as Error)?.message ?? String(err));
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/**
+ * Wait `ms`, or less: with `appears`, until a file of that path is created (inotify on
+ * its directory). A VMM waiting for luod after a reboot then connects as soon as luod
+ * binds its socket, not up to a retry interval later: that wait is the VM's blackout.
+ * A directory that cannot be watched (missing yet, no inotify) leaves the plain wait.
+ */
+function sleep(ms: number, signal?: AbortSignal, appears?: string): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(new LuoClientError('ECANCELED', 'cancelled'));
       return;
     }
-    const timer = setTimeout(() => {
+    let watcher: fs.FSWatcher | undefined;
+    const done = (): void => {
+      clearTimeout(timer);
+      watcher?.close();
       signal?.removeEventListener('abort', onAbort);
+    };
+    const timer = setTimeout(() => {
+      done();
       resolve();
     }, ms);
     const onAbort = () => {
-      clearTimeout(timer);
+      done();
       reject(new LuoClientError('ECANCELED', 'cancelled'));
     };
     signal?.addEventListener('abort', onAbort, { once: true });
+    if (appears !== undefined) {
+      try {
+        const name = nodePath.basename(appears);
+        watcher = fs.watch(nodePath.dirname(appears), { persistent: false }, (_event, file) => {
+          if (file === name) {
+            done();
+            resolve();
+          }
+        });
+        watcher.on('error', () => watcher?.close());
+      } catch {
+        watcher = undefined;
+      }
+    }
   });
 }
 
@@ -291,7 +319,12 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
         if (!['ENOENT', 'ECONNREFUSED', 'EAGAIN', 'ECONNRESET', 'EPIPE', 'EMFILE'].includes(last.code))
           throw last;
       }
-      await sleep(Math.min(interval, Math.max(0, deadline - Date.now())), options.signal);
+      // Not there yet (ENOENT): woken as soon as luod creates its socket.
+      await sleep(
+        Math.min(interval, Math.max(0, deadline - Date.now())),
+        options.signal,
+        last?.code === 'ENOENT' ? path : undefined,
+      );
     }
     throw new LuoClientError(
       'ETIMEDOUT',

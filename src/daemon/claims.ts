@@ -158,6 +158,10 @@ export class Claims {
         ctx.log.info('no live update in progress (no luod-internal session)');
         return;
       }
+      // Its sessions need their second holder before any CLAIM is answered: start the
+      // holder process now, beside the rest of the restore, not after it. Without systemd
+      // that is a second Node start, on every VM's blackout (docs/vm.md, "luod-ready").
+      ctx.keeper?.holder.warm?.();
       // The record is the operator's account; the sessions are the VMs' memory.
       // Nothing about the first may keep luod from restoring the second.
       const record = ctx.records.resumeCarried(state, readyAt);

@@ -287,9 +287,6 @@ export async function qualifyPair(options: QualifyOptions): Promise<QualifyResul
     cwd: PACKAGE_ROOT,
     env: {
       LUOKIT_GUEST_BIN: path.join(PACKAGE_ROOT, 'dist'),
-      LUOD_JS: path.join(PACKAGE_ROOT, 'dist/daemon/luod-bin.cjs'),
-      LUOCTL_JS: path.join(PACKAGE_ROOT, 'dist/cli/luoctl-bin.cjs'),
-      LUOKIT_VMM_JS: path.join(PACKAGE_ROOT, 'dist/example-vmm/main.js'),
       LUOKIT_SIZES: memfds.join(','),
       LUOKIT_LOAD_FORCE: '1',
     },

@@ -35,6 +35,10 @@ export interface GuestJob {
   memory?: QemuOptions['memory'];
   qmpSocket?: QemuOptions['qmpSocket'];
   onLine?: QemuOptions['onLine'];
+  /** Watches QEMU while it runs, writing into the console log (QemuOptions.sampler). */
+  sampler?: QemuOptions['sampler'];
+  /** A local disk for the guest (luokit.disk=1: /init binds its entries; test/vm/guest-disk.ts). */
+  disk?: QemuOptions['disk'];
 }
 
 /** Write the job, boot the first kernel on it, follow it to the end (runQemu). */
@@ -52,7 +56,8 @@ export async function runGuestJob(job: GuestJob): Promise<QemuResult> {
   return runQemu({
     kernel: job.kernels[0]!,
     initramfs: job.initramfs,
-    append: `${job.append ?? ''} luokit.boot=0 luokit.job=${script} luokit.out=${job.dir}`.trim(),
+    append:
+      `${job.append ?? ''} luokit.boot=0 luokit.job=${script} luokit.out=${job.dir}${job.disk !== undefined ? ' luokit.disk=1' : ''}`.trim(),
     shares: [
       { tag: 'host', path: '/', readonly: true },
       { tag: 'out', path: job.dir, readonly: false },
@@ -62,6 +67,8 @@ export async function runGuestJob(job: GuestJob): Promise<QemuResult> {
     ...(job.memory !== undefined && { memory: job.memory }),
     ...(job.qmpSocket !== undefined && { qmpSocket: job.qmpSocket }),
     ...(job.onLine !== undefined && { onLine: job.onLine }),
+    ...(job.sampler !== undefined && { sampler: job.sampler }),
+    ...(job.disk !== undefined && { disk: job.disk }),
   });
 }
 

@@ -42,6 +42,13 @@ export interface QemuOptions {
   qmpSocket?: string;
   /** Every console line, as it arrives (with its host time in ms since QEMU started). */
   onLine?: (line: string, atMs: number) => void;
+  /**
+   * Runs beside QEMU until it exits (`going()` turns false), writing lines into the console
+   * log on the console's own clock: the bench's QEMU statistics sampler (test/vm/jit-stats.ts).
+   */
+  sampler?: ConsoleSampler;
+  /** A read-only raw disk image on virtio-blk (/dev/vda in the guest: test/vm/guest-disk.ts). */
+  disk?: string;
 }
 
 export interface Marker {
@@ -143,6 +150,8 @@ export function qemuCommand(options: QemuOptions): string[] {
       .trim(),
   ];
   if (options.qmpSocket !== undefined) args.push('-qmp', `unix:${options.qmpSocket},server=on,wait=off`);
+  if (options.disk !== undefined)
+    args.push('-drive', `file=${options.disk},format=raw,if=virtio,readonly=on`);
   for (const share of options.shares) {
     args.push(
       '-virtfs',
@@ -151,6 +160,9 @@ export function qemuCommand(options: QemuOptions): string[] {
   }
   return args;
 }
+
+/** Something that watches a running QEMU and writes its findings into the console log. */
+export type ConsoleSampler = (write: (text: string) => void, going: () => boolean) => Promise<void>;
 
 function stamp(ms: number): string {
   return `[+${(ms / 1000).toFixed(3).padStart(8)}s]`;
@@ -258,6 +270,15 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
   };
 
   readline.createInterface({ input: child.stdout! }).on('line', onLine);
+  let sampling = true;
+  const sampler = options.sampler
+    ? options.sampler(
+        (text) =>
+          write(`${stamp(now())} ${text}
+`),
+        () => sampling,
+      )
+    : Promise.resolve();
   child.stderr!.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
     write(`${stamp(now())} [qemu stderr] ${chunk.toString().trimEnd()}\n`);
@@ -278,6 +299,8 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
     }, 5_000).unref();
   }, options.timeoutMs);
   const result = await exited;
+  sampling = false;
+  await sampler;
   clearTimeout(timer);
   process.removeListener('exit', killer);
   // Let readline deliver the last lines.

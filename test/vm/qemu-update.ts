@@ -37,7 +37,7 @@ import {
   type QemuBlackout,
   qemuBlackout,
 } from './qemu-blackout.js';
-import { type BenchContext, bundleGuestPrograms, type UpdatePair } from './update.js';
+import { type BenchContext, guestPrograms, type UpdatePair } from './update.js';
 
 /** The nested guest's RAM: tiny (the counter guest uses under 1 MiB; SeaBIOS wants a few). */
 export const QEMU_RAM = '32M';
@@ -184,7 +184,7 @@ export async function qemuUpdates(
   image: string,
 ): Promise<QemuBlackout[]> {
   const counter = counterImage(ctx);
-  const bin = await bundleGuestPrograms(ctx);
+  const bin = await guestPrograms(ctx);
   const reports: QemuBlackout[] = [];
   for (const pair of pairs) reports.push(await qemuUpdate(ctx, pair, image, bin, counter));
   const text = writeBlackoutFiles(ctx.out, { qemu: reports });

@@ -62,13 +62,21 @@ import {
   KHO_IN_DIR,
 } from './capture.js';
 import { difffuzz } from './difffuzz.js';
+import { buildGuestDisk, guestDiskContent, MKE2FS } from './guest-disk.js';
 import type { BootResults } from './guest-scenarios.js';
+import { jitSampler } from './jit-stats.js';
 import { kernelInfoChecks } from './kernel-info.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { qemuUpdates } from './qemu-update.js';
 import { QUALIFY_PAIRS, qualifications } from './qualify.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
-import { type BenchContext, liveUpdates, parseUpdatePairs, type UpdatePair } from './update.js';
+import {
+  type BenchContext,
+  guestPrograms,
+  liveUpdates,
+  parseUpdatePairs,
+  type UpdatePair,
+} from './update.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, 'build/vm');
@@ -242,7 +250,18 @@ async function guest(
   log(
     `${name}: booting ${path.basename(path.dirname(kernels[0]!))} (console: ${path.relative(ROOT, dir)}/console.log)`,
   );
+  // LUOKIT_VM_JIT_STATS=MS: QEMU's TB statistics every MS ms in the console log (docs/vm.md).
+  const jitSampleMs = Number(process.env.LUOKIT_VM_JIT_STATS ?? 0);
+  const jit =
+    jitSampleMs > 0 && extra.qmpSocket === undefined
+      ? {
+          qmpSocket: path.join(dir, 'jit-qmp.sock'),
+          sampler: jitSampler(path.join(dir, 'jit-qmp.sock'), jitSampleMs),
+        }
+      : {};
   const result = await runGuestJob({
+    ...jit,
+    ...(guestDisk !== undefined && { disk: guestDisk }),
     dir,
     kernels,
     command,
@@ -630,6 +649,28 @@ let timeoutScale = 1;
 /** The capture guest's memory: small, as the dump is all of it (Node in the guest needs about 300 MiB). */
 const CAPTURE_MEMORY = '512M';
 
+/**
+ * Every guest gets the same local disk: node, luokit's current build and koffi
+ * (test/vm/guest-disk.ts), unless LUOKIT_VM_DISK=0 (then all of it comes over 9p, as
+ * before: for comparing the two).
+ */
+let guestDisk: string | undefined;
+
+async function makeGuestDisk(): Promise<string | undefined> {
+  if (process.env.LUOKIT_VM_DISK === '0') {
+    log('guest disk: off (LUOKIT_VM_DISK=0): node and the bundles come over 9p');
+    return undefined;
+  }
+  if (!fs.existsSync(MKE2FS)) throw new InfraError(`${MKE2FS} is missing (apt-get install e2fsprogs)`);
+  await guestPrograms(benchContext());
+  const file = path.join(OUT, 'guest-disk.img');
+  const bytes = await buildGuestDisk(file, guestDiskContent(ROOT), (command, args, options) =>
+    run(command, args, options),
+  );
+  timings['guest disk (node, dist, koffi), bytes'] = bytes;
+  return file;
+}
+
 /** What the live update part (update.ts) borrows from this runner. */
 function benchContext(): BenchContext {
   return {
@@ -683,6 +724,7 @@ async function main(): Promise<number> {
     const kernels: string[] = [];
     for (const v of versions) kernels.push(await kernel(v));
     const image = await initramfs();
+    guestDisk = await makeGuestDisk();
     if (values.exec !== undefined) {
       const g = await guest('exec', kernels, values.exec, {}, 300_000 * timeoutScale, image);
       check('exec', g.result.exitStatus === 0 ? 'pass' : 'fail', `exit status ${g.result.exitStatus}`);

@@ -84,69 +84,73 @@ async function buildFloor(ctx: BenchContext): Promise<string> {
 }
 
 /**
- * luod, luoctl, the example VMM and luo-qemu as bundles (koffi stays external, found in the project's
- * node_modules): under TCG and over 9p, plain Node starts them in a fraction of the time a
- * tree of modules takes, and they are built from src/ at every run, so they are never stale.
- * `import.meta.url` is each entry's place in dist/, so what they read relative to themselves
- * (package.json) resolves as in the installed package.
- *
- * Kept small, because Node compiles all of a module before running it, and in the next
- * kernel that is blackout (docs/vm.md, "luod-ready"): zod narrowed to what luokit calls
- * (zod-lean.ts), whitespace and dead code stripped (names kept, for readable errors), and
- * code split, so what a program imports only on demand (prom-client, for luod's metrics)
- * stays in its own file, not loaded unless used. Each program: `NAME.mjs` plus
- * `chunks/NAME/*.mjs`.
+ * luod, luoctl, the example VMM and luo-qemu as the guest runs them: the project's own
+ * bins in dist/ (`npm run build`), which run one bundle each with its V8 code cache
+ * (scripts/bundle.mjs, src/sys/bundle-runner.cts). In the next kernel their start is
+ * blackout (docs/vm.md, "luod-ready"), and the guest runs exactly what a host installs.
+ * Built again when any source is newer than the bundles, so a run never tests stale code.
+ * Returns dist/.
  */
-export function bundleGuestPrograms(ctx: BenchContext): Promise<string> {
-  bundling ??= bundle(ctx);
-  return bundling;
+export function guestPrograms(ctx: BenchContext): Promise<string> {
+  building ??= buildIfStale(ctx);
+  return building;
 }
 
-/** Built once per bench run: the update and qemu parts share the bundles. */
-let bundling: Promise<string> | undefined;
+/** Checked once per bench run: the update and qemu parts share the build. */
+let building: Promise<string> | undefined;
 
-async function bundle(ctx: BenchContext): Promise<string> {
-  const esbuild = path.join(ctx.root, 'node_modules/.bin/esbuild');
-  if (!fs.existsSync(esbuild)) throw ctx.infra(`${esbuild} is missing (npm ci)`);
-  const dir = path.join(ctx.out, 'guest');
-  fs.rmSync(path.join(dir, 'chunks'), { recursive: true, force: true });
-  const entries: [string, string, string][] = [
-    ['src/daemon/main.ts', 'dist/daemon/main.js', 'luod'],
-    ['src/cli/luoctl.ts', 'dist/cli/luoctl.js', 'luoctl'],
-    ['src/example-vmm/main.ts', 'dist/example-vmm/main.js', 'vmm'],
-    ['src/cli/luo-qemu.ts', 'dist/cli/luo-qemu.js', 'luo-qemu'],
-  ];
-  for (const [source, installed, name] of entries) {
-    const url = `file://${path.join(ctx.root, installed)}`;
-    const r = await ctx.run(
-      esbuild,
-      [
-        source,
-        '--bundle',
-        '--splitting',
-        '--platform=node',
-        '--format=esm',
-        '--target=node20',
-        '--external:koffi',
-        `--alias:zod=./${path.relative(ctx.root, path.join(ctx.root, 'test/vm/zod-lean.ts'))}`,
-        '--minify-whitespace',
-        '--minify-syntax',
-        '--log-level=warning',
-        `--define:import.meta.url=${JSON.stringify(url)}`,
-        `--outdir=${dir}`,
-        `--entry-names=${name}`,
-        `--chunk-names=chunks/${name}/[name]-[hash]`,
-        '--out-extension:.js=.mjs',
-        // Bundled ESM has no require(); some dependencies (pino) still call it.
-        "--banner:js=import { createRequire as __luokitRequire } from 'node:module'; const require = __luokitRequire(import.meta.url);",
-      ],
-      { prefix: '[esbuild] ' },
-    );
-    if (r.status !== 0) throw new Error(`esbuild ${source} failed (exit ${r.status}): ${r.stderr.trim()}`);
-    const size = fs.statSync(path.join(dir, `${name}.mjs`)).size;
-    ctx.timings[`guest bundle ${name}.mjs, bytes`] = size;
+/** What `npm run build` reads: a change to any of these makes dist/bundle stale. */
+const BUILD_INPUTS = [
+  'src',
+  'scripts/bundle.mjs',
+  'scripts/build-native.sh',
+  'native',
+  'package.json',
+  'tsconfig.json',
+];
+/** The bundles the guest jobs run (their code caches are written last, by scripts/bundle.mjs). */
+const GUEST_BUNDLES = ['luod', 'luoctl', 'holder', 'vmm', 'luo-qemu'];
+
+async function buildIfStale(ctx: BenchContext): Promise<string> {
+  const dist = path.join(ctx.root, 'dist');
+  const built = Math.min(
+    ...GUEST_BUNDLES.map((name) => mtimeOr(path.join(dist, 'bundle', `${name}.cache`), 0)),
+  );
+  const newest = Math.max(...BUILD_INPUTS.map((input) => newestMtime(path.join(ctx.root, input))));
+  if (built === 0 || newest > built) {
+    const r = await ctx.run('npm', ['--prefix', ctx.root, 'run', '--silent', 'build'], {
+      prefix: '[build] ',
+    });
+    if (r.status !== 0) throw new Error(`npm run build failed (exit ${r.status}): ${r.stderr.trim()}`);
   }
-  return dir;
+  for (const name of GUEST_BUNDLES) {
+    ctx.timings[`guest bundle ${name}.cjs, bytes`] = fs.statSync(
+      path.join(dist, 'bundle', `${name}.cjs`),
+    ).size;
+  }
+  return dist;
+}
+
+function mtimeOr(file: string, fallback: number): number {
+  try {
+    return fs.statSync(file).mtimeMs;
+  } catch {
+    return fallback;
+  }
+}
+
+/** The newest modification time of a file, or of anything under a directory. */
+function newestMtime(file: string): number {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return 0;
+  }
+  if (!st.isDirectory()) return st.mtimeMs;
+  let newest = st.mtimeMs;
+  for (const entry of fs.readdirSync(file)) newest = Math.max(newest, newestMtime(path.join(file, entry)));
+  return newest;
 }
 
 function marksOf(dir: string): RunMarks {
@@ -179,6 +183,9 @@ async function luodPath(
       LUOKIT_GUEST_BIN: bin,
       LUOKIT_SIZES: UPDATE_SIZES.join(','),
       LUOKIT_SHMEM_THP: UPDATE_SHMEM_THP,
+      ...(process.env.LUOKIT_VM_VMM_NICE !== undefined && {
+        LUOKIT_VMM_NICE: process.env.LUOKIT_VM_VMM_NICE,
+      }),
       ...(refuse && { LUOKIT_GATE_REFUSE: refuse }),
     },
     600_000 * ctx.timeoutScale,
@@ -307,7 +314,7 @@ export async function liveUpdates(
   pairs: readonly UpdatePair[],
   image: string,
 ): Promise<BlackoutReport[]> {
-  const [floor, bin] = [await buildFloor(ctx), await bundleGuestPrograms(ctx)];
+  const [floor, bin] = [await buildFloor(ctx), await guestPrograms(ctx)];
   const reports: BlackoutReport[] = [];
   for (const pair of pairs) reports.push(await liveUpdate(ctx, pair, image, floor, bin));
   console.log(writeBlackoutFiles(ctx.out, { pairs: reports }));

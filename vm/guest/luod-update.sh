@@ -8,21 +8,18 @@
 #         next kernel (this initramfs again, luokit.boot+1), then `luoctl update`: luod's
 #         barrier, its state in luod-internal, kexec_file_load'ed kernel, reboot. Nothing
 #         after the update returns unless the update failed.
-# boot 1: luod alone first (it recovers from luod-internal, then listens: its socket is the
-#         sign), then the VMMs again with the same ids and --claim: each claims its session,
+# boot 1: luod (it recovers from luod-internal, then listens) and, at the same time, the VMMs
+#         again with the same ids and --claim: each claims its session once luod listens,
 #         compares every byte with the pattern, and prints one JSON line, echoed as
 #         LUOKIT-VMM boot=1 id=ID result=JSON (the host's time of the last one is "all
 #         memory verified"). Then luod's status (its whole timeline) to the output share.
 #
-# Starting luod alone: under TCG, four Node processes starting at once on two CPUs each take
-# twice as long, and luod restores nothing until its own start is done (docs/vm.md).
 # Logs go to the output share ($LUOKIT_OUT): luod.bootN.log, ID.bootN.log; the console
 # carries only markers (it is a 115200-baud serial line).
-# Environment: LUOKIT_GUEST_BIN (luod.mjs, luoctl.mjs, vmm.mjs), LUOKIT_SIZES (64M,128M,...),
+# Environment: LUOKIT_GUEST_BIN (dist/: the bins of luod, luoctl, the example VMM), LUOKIT_SIZES (64M,128M,...),
 # LUOKIT_SHMEM_THP (optional), LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
-# `luoctl qualify` (src/qualify/real.ts) runs this job too, on the installed luokit:
-# LUOD_JS, LUOCTL_JS (luod-lib.sh) and LUOKIT_VMM_JS name its programs, and
-# LUOKIT_LOAD_FORCE=1 loads the next kernel whatever the gate says (a qualification
+# `luoctl qualify` (src/qualify/real.ts) runs this job too, on the installed luokit
+# (LUOKIT_GUEST_BIN its dist/), and LUOKIT_LOAD_FORCE=1 loads the next kernel whatever the gate says (a qualification
 # observes what the kernels do; the gate's verdict is in load.json).
 # Boot 1 also keeps the kernel's log (dmesg.boot1.txt): what KHO and LUO said of the handover.
 set -u
@@ -34,7 +31,6 @@ BOOT=${LUOKIT_BOOT:-0}
 SOCK=/run/luod/luod.sock
 # Light vCPUs: three VMMs on two emulated CPUs must leave luod room to work.
 VCPU="--tick-ms 10 --pages-per-tick 4"
-VMM_JS=${LUOKIT_VMM_JS:-$BIN/vmm.mjs}
 FORCE=""
 [ -z "${LUOKIT_LOAD_FORCE:-}" ] || FORCE=--force
 
@@ -91,7 +87,7 @@ case "$BOOT" in
     i=0
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
-      node "$VMM_JS" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU --socket "$SOCK" \
+      node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU --socket "$SOCK" \
         >"$OUT/vm-$i.boot0.out" 2>"$OUT/vm-$i.boot0.log" &
       wait_for 300 "vm-$i to subscribe" subscribed "vm-$i"
     done
@@ -102,24 +98,29 @@ case "$BOOT" in
     failed "luoctl update exited $? without a reboot: $(cat "$OUT/update.json")"
     ;;
   1)
-    dmesg >"$OUT/dmesg.boot1.txt" 2>&1
+    # luod and the VMMs start at once: a VMM's own start (Node, its bundle) overlaps luod's,
+    # and it CLAIMs as soon as luod listens (the client library retries the connect).
+    # ${LUOKIT_VMM_NICE} (default 0) lowers the VMMs' priority, so that luod, on which
+    # every VMM waits, gets the CPUs first.
     start_luod
-    wait_for 120 "luod's socket" test -S "$SOCK"
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-start"
     PIDS=""
     i=0
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
       (
-        node "$VMM_JS" --id "vm-$i" --mem "$size" --claim $VCPU --socket "$SOCK" \
+        nice -n "${LUOKIT_VMM_NICE:-0}" node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --claim $VCPU --socket "$SOCK" \
           2>"$OUT/vm-$i.boot1.log" | while IFS= read -r line; do
           echo "LUOKIT-VMM boot=1 id=vm-$i result=$line"
         done
       ) &
       PIDS="$PIDS $!"
     done
+    wait_for 120 "luod's socket" test -S "$SOCK"
     for pid in $PIDS; do wait "$pid"; done
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-done"
+    # After the VMs are back, not before: the kernel's log is evidence, not blackout.
+    dmesg >"$OUT/dmesg.boot1.txt" 2>&1
     luoctl status --json >"$OUT/luod-status.boot1.json" || echo "LUOKIT-UPDATE-FAILED boot=1 reason=luoctl status exited $?"
     kill "$LUOD_PID"
     wait "$LUOD_PID"

@@ -28,7 +28,7 @@
 #   LUOKIT-QEMU-EXIT boot=1 status=S                 luo-qemu's exit status after SIGTERM
 #   LUOKIT-QEMU-FAILED boot=N reason=...             the job gave up
 # Logs go to the output share: luod.bootN.log, luo-qemu.bootN.log, serial.bootN.txt.
-# Environment: LUOKIT_GUEST_BIN (luod.mjs, luoctl.mjs, luo-qemu.mjs), LUOKIT_COUNTER_IMAGE,
+# Environment: LUOKIT_GUEST_BIN (dist/: the bins of luod, luoctl, luo-qemu), LUOKIT_COUNTER_IMAGE,
 # LUOKIT_QEMU_RAM, LUOKIT_QEMU_EDGES (CMOS second changes to see on each side),
 # LUOKIT_QEMU_WAIT (seconds, per wait), LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
 set -u
@@ -78,7 +78,7 @@ start_luo_qemu() {
       esac
     done <"$fifo"
   ) &
-  node "$BIN/luo-qemu.mjs" --id "$ID" --ram "$RAM" --socket "$SOCK" --state-dir /run/luo-qemu --luod-timeout 300 -- \
+  node "$BIN/cli/luo-qemu-bin.cjs" --id "$ID" --ram "$RAM" --socket "$SOCK" --state-dir /run/luo-qemu --luod-timeout 300 -- \
     qemu-system-x86_64 -accel tcg,tb-size=32 -nodefaults -nographic -display none \
     -drive "file=$IMG,format=raw,if=floppy" -serial "file:$SERIAL" \
     >"$OUT/luo-qemu.boot$BOOT.out" 2>"$fifo" &
