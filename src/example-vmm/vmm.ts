@@ -43,6 +43,7 @@
  * `examples/vmm.ts`, and by `luoctl demo` as child processes).
  */
 import { createHash, randomFillSync } from 'node:crypto';
+import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { type DisconnectInfo, LuoClient, LuoClientError, type PreservationRequest } from '../client/index.js';
 import type { Session } from '../kernel/index.js';
@@ -98,6 +99,13 @@ export interface VmmOptions {
   output?: (line: string) => void;
   /** Progress messages (default: stderr, as JSON lines). */
   log?: (message: string, fields?: Record<string, unknown>) => void;
+  /**
+   * The moments the blackout is made of, as they happen: `paused` (vCPU stopped, before
+   * READY) and `resumed` (vCPU running again after the reboot or the abort). --timeline
+   * FILE writes each as a JSON line, as luod --timeline does (the real-kernel bench puts
+   * both on the serial console, where the host stamps them with its own clock).
+   */
+  timeline?: (phase: 'paused' | 'resumed', fields: { update: string }) => void;
   /** Stop early (the VMM then returns what it has). */
   signal?: AbortSignal;
 }
@@ -459,6 +467,9 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
     options.signal?.addEventListener('abort', () => resolve(), { once: true });
   });
 
+  /** The update that paused the guest, and when; null while it runs. */
+  let paused: { update: string; at: number } | null = null;
+
   const preserve = async (sessions: Session[], request: PreservationRequest): Promise<void> => {
     const session = sessions[0];
     if (!session) throw new Error('luod gave no session');
@@ -468,6 +479,8 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
     // pages; what the vCPU writes until it is paused goes with them).
     session.preserveFd(guest.ram, RAM_TOKEN);
     guest.pause();
+    paused = { update: request.update, at: Date.now() };
+    options.timeline?.('paused', { update: request.update });
     const state: DeviceState = {
       format: STATE_FORMAT,
       id,
@@ -477,7 +490,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       generation: guest.generation,
       verify: guest.mode,
       ...(guest.mode === 'sha256' && { digest: guest.digest() }),
-      paused_at: Date.now(),
+      paused_at: paused.at,
     };
     const device = memfdCreate(`device-state:${id}`);
     try {
@@ -503,9 +516,20 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       log('warning', { code: (err as LuoClientError).code, error: err.message }),
     );
     connection.onPreserve(preserve);
-    connection.onAborted((event) => {
+    connection.onAborted(async (event) => {
       log('update aborted: resuming the guest', { update: event.update, reason: event.reason });
+      const was = paused;
+      paused = null;
       guest.resume();
+      if (!was) return;
+      const resumedAt = Date.now();
+      options.timeline?.('resumed', { update: was.update });
+      // The aborted update paused the VM too: its blackout goes into that update's record.
+      await connection
+        .resumed({ id, update: was.update, pausedAt: was.at, resumedAt })
+        .catch((err: unknown) =>
+          log('warning', { code: errorCode(err), error: `RESUMED: ${(err as Error).message}` }),
+        );
     });
     connection.onKexec((event) => log('kexec: the host reboots', { update: event.update }));
     const subscribed = await connection.subscribe(id);
@@ -586,7 +610,9 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
     if (mode === 'pattern') guest.usePattern(null);
     guest.generation = state.generation;
     guest.resume();
+    paused = null;
     const resumedAt = Date.now();
+    options.timeline?.('resumed', { update: state.update });
     const blackout_ms = resumedAt - state.paused_at;
     log('resumed', { update: state.update, blackout_ms });
     const reported = client
@@ -688,7 +714,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
 
 export const VMM_USAGE = `usage: vmm --id ID [--mem 64M] [--socket PATH] [--updates N] [--tick-ms MS]
            [--pages-per-tick N] [--reconnect-timeout S] [--misbehave none|never-ready|fail] [--quiet]
-           [--fill [--verify sha256|pattern]] [--claim]`;
+           [--fill [--verify sha256|pattern]] [--claim] [--timeline FILE]`;
 
 const VMM_ARGS = {
   id: { type: 'string' },
@@ -700,6 +726,7 @@ const VMM_ARGS = {
   'reconnect-timeout': { type: 'string', default: '120' },
   misbehave: { type: 'string', default: 'none' },
   quiet: { type: 'boolean', default: false },
+  timeline: { type: 'string' },
   fill: { type: 'boolean', default: false },
   verify: { type: 'string', default: 'sha256' },
   claim: { type: 'boolean', default: false },
@@ -744,6 +771,23 @@ export function parseVmmArgs(argv: string[]): VmmOptions | 'help' {
     ...(values.fill && { fill: true }),
     ...(values.verify === 'pattern' && { verify: 'pattern' as const }),
     ...(values.claim && { claim: true }),
+    ...(values.timeline !== undefined && { timeline: timelineWriter(values.id, values.timeline) }),
+  };
+}
+
+/**
+ * --timeline FILE: one synchronous write per moment (`{"vmm_phase":...,"id":...,"update":...,"at":...}`),
+ * out of the process before the VMM takes its next step, as luod's --timeline.
+ */
+function timelineWriter(id: string, file: string): NonNullable<VmmOptions['timeline']> {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'a');
+  } catch (err) {
+    throw new LuoClientError(errorCode(err, 'EIO'), `cannot open --timeline ${file}: ${errorCode(err)}`);
+  }
+  return (phase, { update }) => {
+    fs.writeSync(fd, `${JSON.stringify({ vmm_phase: phase, id, update, at: Date.now() })}\n`);
   };
 }
 

@@ -10,9 +10,11 @@
 #         after the update returns unless the update failed.
 # boot 1: luod alone first (it recovers from luod-internal, then listens: its socket is the
 #         sign), then the VMMs again with the same ids and --claim: each claims its session,
-#         compares every byte with the pattern, and prints one JSON line, echoed as
-#         LUOKIT-VMM boot=1 id=ID result=JSON (the host's time of the last one is "all
-#         memory verified"). Then luod's status (its whole timeline) to the output share.
+#         resumes its guest, then compares every byte with the pattern, and prints one JSON
+#         line, echoed as LUOKIT-VMM boot=1 id=ID result=JSON (the host's time of the last one
+#         is "all memory verified"). Then luod's status (its whole timeline) to the output share.
+# Every VMM puts its own pause (boot 0) and resume (boot 1) on the console (--timeline): the
+# blackout runs from the first pause to the last resume (test/vm/blackout.ts).
 #
 # Starting luod alone: under TCG, four Node processes starting at once on two CPUs each take
 # twice as long, and luod restores nothing until its own start is done (docs/vm.md).
@@ -29,6 +31,8 @@ BOOT=${LUOKIT_BOOT:-0}
 SOCK=/run/luod/luod.sock
 # Light vCPUs: three VMMs on two emulated CPUs must leave luod room to work.
 VCPU="--tick-ms 10 --pages-per-tick 4"
+# Each VMM's pause and resume, as they happen, for the host to stamp.
+MARKS="--timeline /dev/console"
 
 failed() {
   echo "LUOKIT-UPDATE-FAILED boot=$BOOT reason=$*"
@@ -78,7 +82,7 @@ case "$BOOT" in
     i=0
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
-      node "$BIN/vmm.mjs" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU --socket "$SOCK" \
+      node "$BIN/vmm.mjs" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU $MARKS --socket "$SOCK" \
         >"$OUT/vm-$i.boot0.out" 2>"$OUT/vm-$i.boot0.log" &
       wait_for 300 "vm-$i to subscribe" subscribed "vm-$i"
     done
@@ -97,7 +101,7 @@ case "$BOOT" in
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
       (
-        node "$BIN/vmm.mjs" --id "vm-$i" --mem "$size" --claim $VCPU --socket "$SOCK" \
+        node "$BIN/vmm.mjs" --id "vm-$i" --mem "$size" --claim $VCPU $MARKS --socket "$SOCK" \
           2>"$OUT/vm-$i.boot1.log" | while IFS= read -r line; do
           echo "LUOKIT-VMM boot=1 id=vm-$i result=$line"
         done
