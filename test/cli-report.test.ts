@@ -11,7 +11,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
+import type { LuodKernel } from '../src/daemon/kernel.js';
 import { draftFromTimeline, RecordBuilder } from '../src/daemon/record-builder.js';
+import { UpdateRecords } from '../src/daemon/update-records.js';
 import { blackoutOf, readyToClaimOf } from '../src/record/format.js';
 import { latestRecord, RecordStore, readRecordFile, recordPath } from '../src/record/store.js';
 import { reportHtml } from '../src/report/html.js';
@@ -90,6 +92,37 @@ describe('records', () => {
     assert.deepEqual(builder.snapshot().clients[0]!.blackout, { paused_at: 100, resumed_at: 200 });
     // A record without any blackout (older than RESUMED) is still valid.
     assert.equal(builder.snapshot().clients[1]!.blackout, undefined);
+  });
+
+  test('a luod restarted after the update closed takes RESUMED from the record on disk, and writes it again', async () => {
+    const store = new RecordStore(path.join(dir, 'restarted'));
+    const file = store.write(completedRecord('u-restarted', 1_800_000_000_000, { resumed: false }));
+    // A new UpdateRecords: nothing of this update in memory.
+    const records = new UpdateRecords({
+      store,
+      metrics: null,
+      log: silentLog,
+      kernel: { backend: 'emulated' } as unknown as LuodKernel,
+    });
+    const report = {
+      id: 'vm-b',
+      update: 'u-restarted',
+      pausedAt: 1_800_000_000_190,
+      resumedAt: 1_800_000_003_650,
+    };
+    assert.equal(await records.resumed(report, { uid: 0, admin: false }), 3460);
+    assert.deepEqual(readRecordFile(file).clients[1]!.blackout, {
+      paused_at: 1_800_000_000_190,
+      resumed_at: 1_800_000_003_650,
+    });
+    assert.equal(readRecordFile(file).outcome, 'completed', 'still the closed record');
+    // Another uid than the one that subscribed vm-b (uid 0 in this record) is refused.
+    await assert.rejects(records.resumed({ ...report, id: 'vm-a' }, { uid: 1000, admin: false }), {
+      code: 'EPERM',
+    });
+    await assert.rejects(records.resumed({ ...report, update: 'u-unknown' }, { uid: 0, admin: false }), {
+      code: 'ENOENT',
+    });
   });
 
   test('the store keeps a bounded number, and a damaged record is named, never trusted', () => {
