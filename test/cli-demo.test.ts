@@ -40,7 +40,31 @@ test('luoctl demo --json: every VMM claims and verifies its memory after the liv
     assert.equal(record.update, report.update);
     assert.equal(record.outcome, 'completed');
     assert.deepEqual(record.clients.map((c: { id: string }) => c.id).sort(), ['vm-1', 'vm-2', 'vm-3']);
+    // One blackout: each VM's in the demo's JSON is the record's (pause to resume, RESUMED),
+    // and verification is reported beside it, not in it.
+    type Lane = {
+      id: string;
+      ready: number;
+      claim: { end: number };
+      blackout?: { paused_at: number; resumed_at: number };
+    };
+    const figures: number[] = [];
+    for (const vmm of report.vmms) {
+      const lane = (record.clients as Lane[]).find((c) => c.id === vmm.id)!;
+      assert.ok(lane.blackout, `the record has ${vmm.id}'s blackout`);
+      const ms = lane.blackout.resumed_at - lane.blackout.paused_at;
+      assert.equal(vmm.blackout_ms, ms, `${vmm.id}: the demo's blackout is the record's`);
+      // Paused before READY, resumed after its CLAIM was answered.
+      assert.ok(lane.blackout.paused_at <= lane.ready, `${vmm.id} paused before READY`);
+      assert.ok(lane.blackout.resumed_at >= lane.claim.end, `${vmm.id} resumed after its CLAIM`);
+      assert.equal(typeof vmm.verify_ms, 'number', `${vmm.id}: verification is reported on its own`);
+      figures.push(ms);
+    }
+    assert.equal(report.blackout_ms, Math.max(...figures), "the update's blackout is its longest VM's");
+    assert.match(report.blackout, /^pause to resume/);
     const html = fs.readFileSync(report.html, 'utf8');
+    for (const vmm of report.vmms)
+      assert.match(html, new RegExp(`data-vm-blackout="${vmm.id}" data-blackout-ms="${vmm.blackout_ms}"`));
     assert.match(html, /<svg /);
     assert.match(html, new RegExp(`data-update="${report.update}"`));
   } finally {
@@ -59,6 +83,11 @@ test('luoctl demo says where its record and HTML report are', () => {
     const record = /^record: (\S+) \(completed\)$/m.exec(run.stdout)?.[1];
     const html = /^html report: (\S+)$/m.exec(run.stdout)?.[1];
     assert.ok(record && html, run.stdout);
+    // The lines say what blackout means and give vm-1's, the record's figure.
+    const lane = JSON.parse(fs.readFileSync(record, 'utf8')).clients[0];
+    const ms = lane.blackout.resumed_at - lane.blackout.paused_at;
+    assert.match(run.stdout, /blackout: pause to resume/);
+    assert.match(run.stdout, new RegExp(`vm-1 +verified .* blackout ${ms} ms +then verified in \\d+ ms`));
     assert.equal(path.dirname(path.dirname(record)), dir);
     assert.equal(path.dirname(html), dir);
     assert.ok(fs.existsSync(record) && fs.existsSync(html));

@@ -10,13 +10,17 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { draftFromTimeline } from '../src/daemon/record-builder.js';
-import { blackoutOf } from '../src/record/format.js';
+import pino from 'pino';
+import type { LuodKernel } from '../src/daemon/kernel.js';
+import { draftFromTimeline, RecordBuilder } from '../src/daemon/record-builder.js';
+import { UpdateRecords } from '../src/daemon/update-records.js';
+import { blackoutOf, readyToClaimOf } from '../src/record/format.js';
 import { latestRecord, RecordStore, readRecordFile, recordPath } from '../src/record/store.js';
 import { reportHtml } from '../src/report/html.js';
 import { abortedRecord, completedRecord } from './support/records.js';
 
 const CLI = 'dist/cli/luoctl.js';
+const silentLog = pino({ level: 'silent' });
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-report-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -31,7 +35,7 @@ function luoctl(...args: string[]) {
 }
 
 describe('records', () => {
-  test('the builder closes phases in order and the blackout runs from the first READY to the last CLAIM', () => {
+  test("the builder closes phases in order; the blackout is each VM's pause to resume, as its VMM reported", () => {
     const record = completedRecord('u-built');
     assert.equal(record.outcome, 'completed');
     assert.deepEqual(
@@ -51,10 +55,74 @@ describe('records', () => {
     );
     const b = record.clients.find((c) => c.id === 'vm-b')!;
     assert.deepEqual(b.preserve, { start: record.started + 10, end: record.started + 200 });
-    assert.deepEqual(blackoutOf(record), { start: record.started + 50, end: record.started + 3605 });
+    const t0 = record.started;
+    assert.deepEqual(blackoutOf(record), {
+      vms: [
+        { id: 'vm-a', ms: 3465, paused_at: t0 + 45, resumed_at: t0 + 3510 },
+        { id: 'vm-b', ms: 3460, paused_at: t0 + 190, resumed_at: t0 + 3650 },
+      ],
+      maxMs: 3465,
+      window: { start: t0 + 45, end: t0 + 3650 },
+      unreported: [],
+    });
+    // luod's own view, kept apart: first READY to last CLAIM.
+    assert.deepEqual(readyToClaimOf(record), { start: t0 + 50, end: t0 + 3605 });
+    const silent = completedRecord('u-silent', t0, { resumed: false });
+    assert.deepEqual(blackoutOf(silent), {
+      vms: [],
+      maxMs: null,
+      window: null,
+      unreported: ['vm-a', 'vm-b'],
+    });
     const aborted = abortedRecord('u-aborted');
-    assert.deepEqual(blackoutOf(aborted), { start: aborted.started + 40, end: aborted.started + 95 });
+    assert.equal(blackoutOf(aborted).maxMs, 59, 'a VM resumed on ABORTED has a blackout too');
+    assert.deepEqual(readyToClaimOf(aborted), { start: aborted.started + 40, end: aborted.started + 95 });
     assert.equal(aborted.clients.find((c) => c.id === 'vm-bad')!.preserve!.end, aborted.started + 90);
+  });
+
+  test('a blackout is reported once: a repeat is the same, another one a conflict, an unknown id refused', () => {
+    const builder = RecordBuilder.resume(
+      completedRecord('u-once', 1_800_000_000_000, { resumed: false }),
+      silentLog,
+    );
+    assert.equal(builder.blackout('vm-a', 100, 200), 'recorded');
+    assert.equal(builder.blackout('vm-a', 100, 200), 'same');
+    assert.equal(builder.blackout('vm-a', 100, 300), 'conflict');
+    assert.equal(builder.blackout('vm-z', 100, 200), 'unknown');
+    assert.deepEqual(builder.snapshot().clients[0]!.blackout, { paused_at: 100, resumed_at: 200 });
+    // A record without any blackout (older than RESUMED) is still valid.
+    assert.equal(builder.snapshot().clients[1]!.blackout, undefined);
+  });
+
+  test('a luod restarted after the update closed takes RESUMED from the record on disk, and writes it again', async () => {
+    const store = new RecordStore(path.join(dir, 'restarted'));
+    const file = store.write(completedRecord('u-restarted', 1_800_000_000_000, { resumed: false }));
+    // A new UpdateRecords: nothing of this update in memory.
+    const records = new UpdateRecords({
+      store,
+      metrics: null,
+      log: silentLog,
+      kernel: { backend: 'emulated' } as unknown as LuodKernel,
+    });
+    const report = {
+      id: 'vm-b',
+      update: 'u-restarted',
+      pausedAt: 1_800_000_000_190,
+      resumedAt: 1_800_000_003_650,
+    };
+    assert.equal(await records.resumed(report, { uid: 0, admin: false }), 3460);
+    assert.deepEqual(readRecordFile(file).clients[1]!.blackout, {
+      paused_at: 1_800_000_000_190,
+      resumed_at: 1_800_000_003_650,
+    });
+    assert.equal(readRecordFile(file).outcome, 'completed', 'still the closed record');
+    // Another uid than the one that subscribed vm-b (uid 0 in this record) is refused.
+    await assert.rejects(records.resumed({ ...report, id: 'vm-a' }, { uid: 1000, admin: false }), {
+      code: 'EPERM',
+    });
+    await assert.rejects(records.resumed({ ...report, update: 'u-unknown' }, { uid: 0, admin: false }), {
+      code: 'ENOENT',
+    });
   });
 
   test('the store keeps a bounded number, and a damaged record is named, never trusted', () => {
@@ -125,7 +193,10 @@ describe('luoctl report', () => {
     assert.match(run.stdout, /barrier +85 ms +at \+5 ms +FAILED: vm-bad failed/);
     assert.match(run.stdout, /vm-bad +uid 1000 +no preservation started|vm-bad +uid 1000/);
     assert.match(run.stdout, /FAILED: vm-bad failed: no space for the device state/);
-    assert.match(run.stdout, /blackout 55 ms/);
+    assert.match(
+      run.stdout,
+      /^blackout 59 ms \(the longest of 1 VM: pause to resume, as each VMM reported\)$/m,
+    );
     assert.match(run.stdout, new RegExp(`record: ${aborted.replace(/[.]/g, '\\.')}`));
   });
 
@@ -135,8 +206,9 @@ describe('luoctl report', () => {
     assert.match(run.stdout, /COMPLETED/);
     assert.match(
       run.stdout,
-      /blackout 3\.5\d s \(first READY to last CLAIM\), spent in:\n +boot +2\.00 s +56%/,
+      /^blackout 3\.4\d s \(the longest of 2 VMs: pause to resume, as each VMM reported\)\n +vm-a +3\.4\d s\n +vm-b +3\.46 s\n3\.6\d s from the first VM paused to the last VM resumed, as their VMMs reported \(RESUMED\), spent in:\n +boot +2\.00 s +55%/m,
     );
+    assert.match(run.stdout, /^ +vmms +44 ms +1%$/m, "the VMMs' own work after the last CLAIM");
     for (const phase of [
       'preserve',
       'barrier',
@@ -152,7 +224,7 @@ describe('luoctl report', () => {
     assert.match(run.stdout, /load +1\.00 s +at 5\.00 s before the update/);
     assert.match(
       run.stdout,
-      /vm-b +uid 0 +preserved in 190 ms, READY at \+200 ms, paused 3\.40 s, claimed at \+3\.6\d s/,
+      /vm-b +uid 0 +preserved in 190 ms, READY at \+200 ms, blackout 3\.46 s \(pause to resume\), claimed at \+3\.6\d s/,
     );
     const json = luoctl('--json', 'report', 'u-20270115T100000-aaaa', '--records', records);
     assert.equal(json.status, 0, json.stderr);
@@ -266,10 +338,34 @@ describe('the HTML report in headless Chromium', () => {
       );
     const blackout = elements(dom, 'rect', { 'data-blackout': 'true' });
     assert.equal(blackout.length, 1);
-    assert.match(blackout[0]!, /data-duration-ms="3555"/);
+    assert.match(blackout[0]!, /data-duration-ms="3605"/, 'first pause to last resume');
+    assert.equal(elements(dom, 'tr', { 'data-vm-blackout': 'vm-a', 'data-blackout-ms': '3465' }).length, 1);
+    assert.equal(elements(dom, 'tr', { 'data-vm-blackout': 'vm-b', 'data-blackout-ms': '3460' }).length, 1);
+    assert.match(dom, /blackout 3\.4\d s \(the longest of 2 VMs: pause to resume/);
     assert.equal(elements(dom, 'rect', { 'data-failed': 'true' }).length, 0);
     assert.ok(elements(dom, 'g', { 'data-axis': 'time' }).length === 1, 'a time axis');
     assert.match(dom, /boot 2\.00 s/, 'durations written on the bars');
+  });
+
+  test('VMMs that did not report: no blackout claimed, READY to CLAIM shown under its own name', () => {
+    const html = path.join(dir, 'silent.html');
+    fs.writeFileSync(
+      html,
+      reportHtml(completedRecord('u-20270115T100000-eeee', undefined, { resumed: false })),
+    );
+    const dom = renderedDom(html);
+    for (const client of ['vm-a', 'vm-b'])
+      assert.deepEqual(
+        elements(dom, 'rect', { 'data-lane': client }).map((r) => /data-phase="([^"]+)"/.exec(r)![1]),
+        ['preserve', 'held', 'claim'],
+        client,
+      );
+    assert.equal(elements(dom, 'rect', { 'data-blackout': 'true' }).length, 0);
+    const held = elements(dom, 'rect', { 'data-basis': 'ready-to-claim' });
+    assert.equal(held.length, 1);
+    assert.match(held[0]!, /data-duration-ms="3555"/);
+    assert.match(dom, /blackout not reported by the VMMs \(no RESUMED\)/);
+    assert.equal(elements(dom, 'tr', { 'data-vm-blackout': 'vm-a' }).length, 0);
   });
 
   test('an aborted update: the failed client and the failed barrier are marked', () => {

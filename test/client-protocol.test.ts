@@ -3,6 +3,7 @@
  * events that are malformed, or whose fds do not match their session names,
  * must be refused with a clear EPROTO error (and their fds closed), never
  * half-used. The fake speaks through LineChannel, so it can attach fds.
+ * It also plays a luod older than RESUMED, which the client must live with.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -11,6 +12,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient, type LuoClientError } from '../src/client/index.js';
 import { LineChannel } from '../src/protocol/lines.js';
+import { Command, OPTIONAL_COMMANDS } from '../src/protocol/messages.js';
 import { memfdCreate } from '../src/sys/index.js';
 import { UnixServer } from '../src/sys/unix-socket.js';
 import { waitUntil } from './support/wait.js';
@@ -246,6 +248,109 @@ describe('lines that are no message (framing is LineChannel, as in luod)', () =>
       const info = await client.closed;
       assert.equal(info.byClient, false);
       assert.equal(info.error?.code, 'E2BIG');
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('RESUMED (optional): the schema, and a client talking to an older luod', () => {
+  /** What luod before RESUMED answers a command it does not know (src/daemon/luod.ts then). */
+  const olderLuod: Script = (command, channel) => {
+    if (command.cmd === 'HELLO')
+      answer(channel, command, {
+        version: 1,
+        server: 'luod/0.1.0',
+        backend: 'emulated',
+        limits: { max_line: 65536, max_fds: 16, max_clients: 1024, max_id: 48 },
+      });
+    else if (command.cmd === 'STATUS') answer(channel, command, { phase: 'idle' });
+    else
+      void channel.send({
+        seq: command.seq,
+        ok: false,
+        error: { code: 'ENOTSUP', message: `unknown command ${String(command.cmd)}` },
+      });
+  };
+  const report = { id: 'vm-1', update: 'u-1', pausedAt: 1_800_000_000_000, resumedAt: 1_800_000_001_500 };
+
+  test('the schema: id, update and two epoch-ms times; anything else is invalid', () => {
+    const ok = { cmd: 'RESUMED', id: 'vm-1', update: 'u-1', paused_at: 1, resumed_at: 2 };
+    assert.equal(Command.safeParse(ok).success, true);
+    for (const bad of [
+      { ...ok, update: undefined },
+      { ...ok, id: 'vm 1' },
+      { ...ok, paused_at: -1 },
+      { ...ok, resumed_at: '2' },
+      { ...ok, paused_at: Number.POSITIVE_INFINITY },
+      { ...ok, update: 'u'.repeat(65) },
+    ])
+      assert.equal(Command.safeParse(bad).success, false, JSON.stringify(bad));
+    assert.ok(OPTIONAL_COMMANDS.includes('RESUMED'));
+  });
+
+  test("after a HELLO that does not list it, the client sends nothing and says 'not recorded' (null)", async () => {
+    luod.script = olderLuod;
+    const client = await LuoClient.connect(luod.path);
+    try {
+      const hello = await client.hello();
+      assert.equal(hello.commands, undefined);
+      const before = luod.commands.length;
+      assert.equal(await client.resumed(report), null);
+      assert.equal(
+        luod.commands.slice(before).some((c) => c.cmd === 'RESUMED'),
+        false,
+        'an older luod is not sent a command it would count as unknown',
+      );
+    } finally {
+      client.close();
+    }
+  });
+
+  test("without HELLO, an older luod's ENOTSUP is 'not recorded' (null), not a failure; the connection goes on", async () => {
+    luod.script = olderLuod;
+    const client = await LuoClient.connect(luod.path);
+    try {
+      assert.equal(await client.resumed(report), null);
+      const sent = luod.commands.filter((c) => c.cmd === 'RESUMED').at(-1);
+      assert.deepEqual(
+        { ...sent, seq: undefined },
+        {
+          cmd: 'RESUMED',
+          id: 'vm-1',
+          update: 'u-1',
+          paused_at: report.pausedAt,
+          resumed_at: report.resumedAt,
+          seq: undefined,
+        },
+      );
+      assert.equal((await client.status()).phase, 'idle');
+      assert.equal(client.isClosed, false);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('a luod that knows RESUMED: its figure; its refusals and a malformed reply still reject', async () => {
+    let answerWith: object = { blackout_ms: 1500 };
+    luod.script = (command, channel) => {
+      if (command.cmd !== 'RESUMED') return answer(channel, command, {});
+      if ('error' in answerWith) void channel.send({ seq: command.seq, ok: false, ...answerWith });
+      else answer(channel, command, answerWith);
+    };
+    const client = await LuoClient.connect(luod.path);
+    try {
+      assert.equal(await client.resumed(report), 1500);
+      answerWith = {
+        error: { code: 'EPERM', message: 'RESUMED of vm-1: subscribed by uid 0, you are uid 1000' },
+      };
+      const refused = await rejection(client.resumed(report));
+      assert.equal(refused.code, 'EPERM');
+      assert.equal(refused.command, 'RESUMED');
+      answerWith = { blackout: 'long' };
+      const malformed = await rejection(client.resumed(report));
+      assert.equal(malformed.code, 'EPROTO');
+      assert.match(malformed.message, /malformed RESUMED reply: blackout_ms/);
     } finally {
       client.close();
     }

@@ -803,6 +803,8 @@ describe('LuoClient against luod on the emulated kernel', () => {
       assert.equal(result.bytes, 8 << 20);
       assert.equal(result.id, 't-twice');
       assert.ok(result.blackout_ms >= 0);
+      assert.equal(result.recorded_blackout_ms, result.blackout_ms, "luod recorded the VMM's blackout");
+      assert.equal(typeof result.verify_ms, 'number', 'verification, after the resume, reported on its own');
     }
     assert.notEqual(updates[0], updates[1]);
     assert.equal((await vmm.exit).code, 0, vmm.stderr());
@@ -909,6 +911,60 @@ describe('LuoClient against luod on the emulated kernel', () => {
     assert.equal(result?.verify, 'pattern', 'the claiming VMM follows the mode its device state records');
     assert.ok((result?.generation ?? 0) > 0, 'the vCPU ran, so page 0 carried a generation');
     assert.equal(result?.bytes, 4 << 20);
+  });
+
+  test('a restarted VMM resumes its guest before it verifies: its blackout is recorded, and the check, run beside the vCPU, still finds a changed byte', async (t) => {
+    const size = 32 << 20;
+    for (const changed of [false, true]) {
+      const id = changed ? 't-changed' : 't-intact';
+      // The VMM before the reboot, by hand: its RAM, and a device state with RAM's digest.
+      const ram = guestMemory(`${id}-ram`, randomBytes(size));
+      t.after(() => ram.close());
+      const client = await connect(t);
+      let pausedAt = 0;
+      client.onPreserve((sessions, request) => {
+        sessions[0]!.preserveFd(ram, 1n);
+        pausedAt = Date.now();
+        const digest = digestOf(ram, size);
+        // A byte that changes after the digest: what verification exists to catch.
+        if (changed) pwriteAll(ram, Buffer.from([pread(ram, 1, 5 * 4096 + 7)[0]! ^ 0x5a]), 5 * 4096 + 7);
+        const state = { format: 'luokit-example-vmm/1', id, update: request.update, size, page_size: 4096 };
+        const device = guestMemory(
+          `${id}-state`,
+          Buffer.from(
+            JSON.stringify({ ...state, generation: 3, verify: 'sha256', digest, paused_at: pausedAt }),
+          ),
+        );
+        sessions[0]!.preserveFd(device, 2n);
+        device.close();
+      });
+      await client.subscribe(id);
+      await waitIdleWith(admin, [id]);
+      const outcome = await admin.update({ timeoutMs: 30_000 });
+      assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
+      // A busy vCPU: most pages are rewritten before the check reaches them.
+      const [result] = await runVmm({
+        id,
+        memBytes: size,
+        claim: true,
+        tickMs: 1,
+        pagesPerTick: 256,
+        socket: luod.socket,
+        output: () => {},
+        log: () => {},
+      });
+      assert.equal(result?.verified, !changed, JSON.stringify(result));
+      if (changed) assert.match(result?.error ?? '', /differs from the recorded digest/);
+      assert.equal(typeof result?.verify_ms, 'number');
+      // The blackout the VMM measured is luod's record of it: pause (old VMM) to resume.
+      assert.equal(result?.recorded_blackout_ms, result?.blackout_ms);
+      const dir = String((await admin.status()).records_dir);
+      const record = JSON.parse(fs.readFileSync(path.join(dir, `${outcome.update}.json`), 'utf8'));
+      const lane = record.clients.find((c: { id: string }) => c.id === id);
+      assert.equal(lane.blackout.paused_at, pausedAt);
+      assert.equal(lane.blackout.resumed_at - lane.blackout.paused_at, result?.blackout_ms);
+      assert.ok(lane.blackout.resumed_at >= lane.claim.end, 'resumed after the CLAIM');
+    }
   });
 
   test('a subscribed client with a command in flight when the host reboots gets ECONNRESET', async (t) => {

@@ -56,6 +56,21 @@ async function claimBack(socket: string, id: string): Promise<void> {
   client.close();
 }
 
+/** RESUMED for `id` on a new connection (after HELLO, as a VMM does): luod's figure. */
+async function reportResumed(
+  socket: string,
+  report: { id: string; update: string; pausedAt: number; resumedAt: number },
+): Promise<number | null> {
+  const client = await LuoClient.connect(socket);
+  try {
+    const hello = await client.hello();
+    assert.deepEqual(hello.commands, ['RESUMED'], 'luod lists RESUMED in HELLO');
+    return await client.resumed(report);
+  } finally {
+    client.close();
+  }
+}
+
 function recordOf(luod: LuodInstance, update: string): string {
   return path.join(luod.stateDir, 'updates', `${update}.json`);
 }
@@ -134,8 +149,19 @@ describe('a completed update', () => {
     assert.equal(inProgress.outcome, 'in-progress', 'written once restored, before the claims');
     assert.equal(inProgress.phases.at(-1)?.phase, 'claims');
     await claimBack(luod.socket, 'vm-a');
+    // vm-a reports its blackout while the record is open (vm-b has not claimed yet)...
+    const started = inProgress.started;
+    const a = { id: 'vm-a', update, pausedAt: started + 5, resumedAt: started + 1234 };
+    assert.equal(await reportResumed(luod.socket, a), 1229);
     await claimBack(luod.socket, 'vm-b');
-    const record = await finishedRecord(luod, update);
+    const closed = await finishedRecord(luod, update);
+    assert.deepEqual(closed.clients[0]!.blackout, { paused_at: started + 5, resumed_at: started + 1234 });
+    assert.equal(closed.clients[1]!.blackout, undefined);
+    // ...vm-b once luod closed it: the closed record is written again, with it, before the reply.
+    const b = { id: 'vm-b', update, pausedAt: started + 7, resumedAt: started + 2007 };
+    assert.equal(await reportResumed(luod.socket, b), 2000);
+    const record = readRecordFile(recordOf(luod, update));
+    assert.deepEqual(record.clients[1]!.blackout, { paused_at: started + 7, resumed_at: started + 2007 });
     assert.equal(record.format, 'luod-update-record-v1');
     assert.equal(record.update, update);
     assert.equal(record.outcome, 'completed');
@@ -167,6 +193,39 @@ describe('a completed update', () => {
       );
     }
     assert.ok(record.finished! >= claims.end!);
+  });
+
+  test('RESUMED: the same report again is fine; another one, an unknown id or update, time running backwards are refused', async () => {
+    const started = readRecordFile(recordOf(luod, update)).started;
+    const a = { id: 'vm-a', update, pausedAt: started + 5, resumedAt: started + 1234 };
+    assert.equal(await reportResumed(luod.socket, a), 1229);
+    const refused = async (report: typeof a) => {
+      try {
+        await reportResumed(luod.socket, report);
+      } catch (err) {
+        return err as { code: string; message: string };
+      }
+      assert.fail('expected a refusal');
+    };
+    assert.equal((await refused({ ...a, resumedAt: a.resumedAt + 1 })).code, 'EEXIST');
+    assert.equal((await refused({ ...a, id: 'vm-zz' })).code, 'ENOENT');
+    assert.equal((await refused({ ...a, update: 'u-never' })).code, 'ENOENT');
+    const backwards = await refused({ ...a, pausedAt: a.resumedAt + 1 });
+    assert.equal(backwards.code, 'EINVAL');
+    assert.match(backwards.message, /resumed_at .* is before paused_at/);
+    // Not a number: the schema refuses it (EINVAL), naming the field.
+    const raw = await LuoClient.connect(luod.socket);
+    try {
+      await assert.rejects(
+        raw.request('RESUMED', { id: 'vm-a', update, paused_at: 'soon', resumed_at: 1 }),
+        (err: { code: string; message: string }) => err.code === 'EINVAL' && /paused_at/.test(err.message),
+      );
+    } finally {
+      raw.close();
+    }
+    // Nothing refused changed the record.
+    const record = readRecordFile(recordOf(luod, update));
+    assert.deepEqual(record.clients[0]!.blackout, { paused_at: started + 5, resumed_at: started + 1234 });
   });
 
   test('the phase transitions are logged, and every line during the update carries its id', async () => {
@@ -220,11 +279,19 @@ describe('a completed update', () => {
     }, 'the protocol errors counted');
     raw.destroy();
     assert.equal(sample(text, 'luod_protocol_errors_total{kind="malformed-line"}'), 1);
+    assert.equal(
+      sample(text, 'luod_protocol_errors_total{kind="invalid-command"}'),
+      1,
+      'the RESUMED of "soon"',
+    );
     assert.equal(sample(text, 'luod_updates_total{outcome="completed"}'), 1);
     assert.equal(sample(text, 'luod_updates_total{outcome="aborted"}'), 0);
     for (const phase of PHASES)
       assert.equal(sample(text, `luod_update_phase_duration_seconds_count{phase="${phase}"}`), 1, phase);
-    assert.equal(sample(text, 'luod_update_blackout_seconds_count'), 1);
+    assert.equal(sample(text, 'luod_vm_blackout_seconds_count'), 2, 'one per VM that reported');
+    assert.equal(sample(text, 'luod_vm_blackout_seconds_sum'), 3.229);
+    assert.equal(sample(text, 'luod_update_ready_to_claim_seconds_count'), 1);
+    assert.equal(sample(text, 'luod_update_blackout_seconds_count'), undefined, 'one meaning of blackout');
     assert.equal(sample(text, 'luod_clients_connected'), 2, 'vm-c and the raw connection');
     assert.equal(sample(text, 'luod_clients_subscribed'), 1);
     assert.equal(sample(text, 'luod_sessions_held'), 0);

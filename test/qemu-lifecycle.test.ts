@@ -75,12 +75,29 @@ describe('luo-qemu outside a plain update, on the emulated kernel', { concurrenc
     const last = JSON.parse(stdout.trim().split('\n').pop()!) as {
       verified: boolean;
       qemu: boolean;
-      vmms: { id: string; verified: boolean; guest_pause_ms?: number }[];
+      record: string;
+      html: string;
+      blackout_ms: number;
+      vmms: { id: string; verified: boolean; blackout_ms: number; guest_pause_ms?: number }[];
     };
     assert.equal(last.verified, true, stdout);
     assert.equal(last.qemu, true);
     assert.equal(last.vmms.length, 2);
     for (const vm of last.vmms) assert.ok(vm.verified && vm.guest_pause_ms !== undefined, JSON.stringify(vm));
+    // Each VM's blackout in the JSON is the record's (luo-qemu's stop to cont, RESUMED).
+    try {
+      const record = JSON.parse(fs.readFileSync(last.record, 'utf8')) as {
+        clients: { id: string; blackout?: { paused_at: number; resumed_at: number } }[];
+      };
+      for (const vm of last.vmms) {
+        const lane = record.clients.find((c) => c.id === vm.id)!;
+        assert.ok(lane.blackout, `${vm.id}: the record has its blackout`);
+        assert.equal(vm.blackout_ms, lane.blackout.resumed_at - lane.blackout.paused_at, vm.id);
+      }
+      assert.equal(last.blackout_ms, Math.max(...last.vmms.map((v) => v.blackout_ms)));
+    } finally {
+      fs.rmSync(path.dirname(last.html), { recursive: true, force: true });
+    }
   });
 
   test('a vfio-pci device is refused before QEMU starts, with a sentence', () => {

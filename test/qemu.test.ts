@@ -15,6 +15,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
 import {
@@ -62,6 +64,13 @@ test("the guest's pause by its own clocks is bounded by whole-second boundaries,
   assert.equal(guestPause(lines.slice(0, join + 2), join), null);
 });
 
+/** A VM's blackout (pause to resume, RESUMED) in luod's record of `update`, in ms. */
+function recordedBlackout(host: HolderHost, update: string, id: string): number | undefined {
+  const file = path.join(host.stateDir, 'updates', `${update}.json`); // luod --emulate's records
+  const lane = JSON.parse(fs.readFileSync(file, 'utf8')).clients.find((c: { id: string }) => c.id === id);
+  return lane?.blackout ? lane.blackout.resumed_at - lane.blackout.paused_at : undefined;
+}
+
 describe('QEMU VMs through luod on the emulated kernel', { concurrency: false }, () => {
   test('three VMs cross one update; the same command continues each guest where it stopped', async () => {
     await withHost(new HolderHost([]), async (host) => {
@@ -96,6 +105,14 @@ describe('QEMU VMs through luod on the emulated kernel', { concurrency: false },
         console.log(
           `# ${vm.id}: guest-visible pause ${pause!.toFixed(0)} ms, luo-qemu's stop-to-cont ${continued.blackout_ms} ms`,
         );
+        // luo-qemu told luod (RESUMED): the record holds the same stop-to-cont.
+        await waitUntil(
+          () => vm.current.events('resumed-reported').length === 1,
+          `${vm.id} reported`,
+          10_000,
+        );
+        assert.equal(vm.current.events('resumed-reported')[0]!.recorded, true);
+        assert.equal(recordedBlackout(host, String(outcome.update), vm.id), continued.blackout_ms);
       }
       await waitUntil(async () => (await status(host)).phase === 'idle', 'every VM claimed');
       // The continued VMs are subscribed again, for the next update.
@@ -118,6 +135,16 @@ describe('QEMU VMs through luod on the emulated kernel', { concurrency: false },
       holdout.close();
       for (const vm of list) {
         await waitUntil(() => vm.current.events('resumed').length === 1, `${vm.id} resumed`, 10_000);
+        // Its pause, stop to cont, is in the aborted update's record too.
+        await waitUntil(
+          () => vm.current.events('resumed-reported').length === 1,
+          `${vm.id} reported`,
+          10_000,
+        );
+        assert.equal(
+          recordedBlackout(host, String(outcome.update), vm.id),
+          vm.current.events('resumed')[0]!.paused_ms,
+        );
         const seen = vm.lines().length;
         await waitUntil(() => vm.lines().length > seen + 10, `${vm.id}'s guest runs on`, 10_000);
         assert.equal(continuityProblem(vm.serialText(vm.current), ''), 'nothing after the update');

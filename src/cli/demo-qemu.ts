@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { statePaths, stopEmulator } from '../kernel/emu/index.js';
 import { counterGuest, counterGuestArgs } from '../qemu/counter-guest.js';
 import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../qemu/counter-serial.js';
+import { blackoutOf, type UpdateRecord, vmBlackoutMs } from '../record/format.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import {
@@ -30,13 +31,19 @@ import { ExitCode, type Output } from './output.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
+const DEMO_QEMU_BLACKOUT_MEANING =
+  "pause to resume: from luo-qemu's QMP stop before the kexec to its cont after it, as luo-qemu reported it to luod (RESUMED) and luod's update record holds it; guest_pause_ms is the guest's own clocks' view, a cross-check";
+
 interface QemuResult {
   id: string;
   verified: boolean;
-  /** The guest's own measure of its pause (CMOS clock against TSC). */
+  /**
+   * The VM's blackout from luod's record of the update: luo-qemu's `stop` before the kexec
+   * to its `cont` after it, reported with RESUMED. Null when the record lacks it.
+   */
+  blackout_ms: number | null;
+  /** The guest's own measure of its pause (CMOS clock against TSC): a cross-check. */
   guest_pause_ms?: number;
-  /** luo-qemu's: from `stop` before the kexec to `cont` after it. */
-  stop_to_cont_ms?: number;
   state_bytes?: number;
   error?: string;
 }
@@ -99,19 +106,18 @@ class DemoVm {
     return undefined;
   }
 
-  result(): QemuResult {
+  result(record: UpdateRecord): QemuResult {
     const problem = continuityProblem(this.text(0), this.text(1));
     const all = parseSerial(this.text(0) + this.text(1));
     const pause = guestPauseMs(all, parseSerial(this.text(0)).length);
     const continued = this.continued();
+    const lane = record.clients.find((c) => c.id === this.id);
     return {
       id: this.id,
       verified: problem === null,
+      blackout_ms: lane ? vmBlackoutMs(lane) : null,
       ...(pause !== null && { guest_pause_ms: Math.round(pause) }),
-      ...(continued && {
-        stop_to_cont_ms: Number(continued.blackout_ms),
-        state_bytes: Number(continued.state_bytes),
-      }),
+      ...(continued && { state_bytes: Number(continued.state_bytes) }),
       ...(problem !== null && { error: problem }),
     };
   }
@@ -186,10 +192,22 @@ export async function demoQemu(
         vms.every((vm) => vm.edges(1) >= 2) ? true : undefined,
       ).catch(() => {});
     }
-    const results = vms.map((vm) => vm.result());
-    const { record, recordFile, htmlFile } = await closedRecord(recordsDir, reportDir, String(update.update));
+    let { record, recordFile, htmlFile } = await closedRecord(recordsDir, reportDir, String(update.update));
+    // Each luo-qemu reports its VM's blackout (RESUMED) just after its `cont`.
+    if (update.outcome === 'rebooted')
+      ({ record, recordFile, htmlFile } = await waitFor(
+        "every VM's blackout in the record",
+        20_000,
+        async () => {
+          const again = await closedRecord(recordsDir, reportDir, String(update.update));
+          return blackoutOf(again.record).vms.length >= options.vms ? again : undefined;
+        },
+      ).catch(() => ({ record, recordFile, htmlFile })));
+    const results = vms.map((vm) => vm.result(record));
     const verified =
-      update.outcome === 'rebooted' && record.outcome === 'completed' && results.every((r) => r.verified);
+      update.outcome === 'rebooted' &&
+      record.outcome === 'completed' &&
+      results.every((r) => r.verified && r.blackout_ms !== null);
     out.result(
       {
         verified,
@@ -198,6 +216,9 @@ export async function demoQemu(
         outcome: update.outcome,
         vms: options.vms,
         mem_bytes: options.mem,
+        /** The update's blackout: the longest of its VMs' (record/format.ts blackoutOf). */
+        blackout_ms: blackoutOf(record).maxMs,
+        blackout: DEMO_QEMU_BLACKOUT_MEANING,
         vmms: results,
         record: recordFile,
         html: htmlFile,
@@ -206,10 +227,10 @@ export async function demoQemu(
       },
       () =>
         [
-          'QEMU VMs:',
+          "QEMU VMs (blackout: QMP stop to cont, as luo-qemu reported it to luod and the record holds it; the guest's own clocks are a cross-check):",
           ...results.map(
             (r) =>
-              `  ${r.id.padEnd(8)} ${r.verified ? 'continued' : 'NOT CONTINUED'}${r.guest_pause_ms !== undefined ? `  guest paused ${r.guest_pause_ms} ms` : ''}${r.stop_to_cont_ms !== undefined ? `  stop-to-cont ${r.stop_to_cont_ms} ms` : ''}${r.error ? `  ${r.error}` : ''}`,
+              `  ${r.id.padEnd(8)} ${r.verified ? 'continued' : 'NOT CONTINUED'}  blackout ${r.blackout_ms === null ? 'not recorded' : `${r.blackout_ms} ms`}${r.guest_pause_ms !== undefined ? `  (guest's clocks: paused ${r.guest_pause_ms} ms)` : ''}${r.error ? `  ${r.error}` : ''}`,
           ),
           `record: ${recordFile} (${record.outcome})`,
           `html report: ${htmlFile}`,

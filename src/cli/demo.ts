@@ -14,6 +14,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { statePaths, stopEmulator } from '../kernel/emu/index.js';
+import { blackoutOf, vmBlackoutMs } from '../record/format.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { parseSize } from '../sys/size.js';
@@ -31,13 +32,21 @@ import type { RegisterCommand } from './environment.js';
 import { askLuod, checkReply } from './luod-connection.js';
 import { commandAction, ExitCode } from './output.js';
 
+/** One VMM's line in the demo's result: its verdict, and its blackout as luod's record has it. */
 interface VmmResult {
   id: string;
   verified: boolean;
   bytes?: number;
-  blackout_ms?: number;
+  /** Pause to resume, from the update's record (the VMM reported it with RESUMED); null if not there. */
+  blackout_ms: number | null;
+  /** Checking every byte, after the resume: not part of the blackout. */
+  verify_ms?: number;
   error?: string;
 }
+
+/** What the demo's `blackout_ms` figures mean, in its JSON and its lines. */
+export const DEMO_BLACKOUT_MEANING =
+  "pause to resume: from the VMM pausing its guest (before READY) to resuming it after CLAIM, as the VMM reported it to luod (RESUMED) and luod's update record holds it; verification of guest memory happens after the resume (verify_ms) and is not part of it";
 
 function lastJsonLine(text: string): Record<string, unknown> | undefined {
   for (const line of text.trim().split('\n').reverse()) {
@@ -144,12 +153,7 @@ export const register: RegisterCommand = (program) => {
             ),
             Promise.all(exits),
           ]).catch(() => {});
-          const results: VmmResult[] = [...outputs].map(([id, text]) => {
-            const verdict = lastJsonLine(text);
-            return verdict && typeof verdict.verified === 'boolean'
-              ? ({ id, ...verdict } as VmmResult)
-              : { id, verified: false, error: 'no verdict from this VMM (see its log)' };
-          });
+          const verdicts = [...outputs].map(([id, text]) => ({ id, verdict: lastJsonLine(text) }));
           const status = checkReply(await askLuod({ cmd: 'STATUS' }, { socket }));
           const last = status.last_update as {
             timeline: { phase: string; at: number; client?: string }[];
@@ -158,22 +162,42 @@ export const register: RegisterCommand = (program) => {
             last?.timeline ?? (update.timeline as { phase: string; at: number; client?: string }[]) ?? [];
           // luod closes the record once every VMM has claimed (or the update ended).
           // luod closes the record once every VMM has claimed (or the update ended).
+          // Every VMM's RESUMED is in it by now: a VMM prints its verdict after luod answered it.
           const { record, recordFile, htmlFile } = await closedRecord(
             recordsDir,
             reportDir,
             String(update.update),
           );
+          // Blackout comes from the record alone; the VMMs' lines give their verdicts.
+          const results: VmmResult[] = verdicts.map(({ id, verdict }) => {
+            const lane = record.clients.find((c) => c.id === id);
+            const blackout_ms = lane ? vmBlackoutMs(lane) : null;
+            if (!verdict || typeof verdict.verified !== 'boolean')
+              return { id, verified: false, blackout_ms, error: 'no verdict from this VMM (see its log)' };
+            return {
+              id,
+              verified: verdict.verified,
+              ...(typeof verdict.bytes === 'number' && { bytes: verdict.bytes }),
+              blackout_ms,
+              ...(typeof verdict.verify_ms === 'number' && { verify_ms: verdict.verify_ms }),
+              ...(typeof verdict.error === 'string' && { error: verdict.error }),
+            };
+          });
+          const blackout = blackoutOf(record);
           const verified =
             update.outcome === 'rebooted' &&
             record.outcome === 'completed' &&
             results.length === vms &&
-            results.every((r) => r.verified);
+            results.every((r) => r.verified && r.blackout_ms !== null);
           const report = {
             verified,
             update: update.update,
             outcome: update.outcome,
             vms,
             mem_bytes: mem,
+            /** The update's blackout: the longest of its VMs' (record/format.ts blackoutOf). */
+            blackout_ms: blackout.maxMs,
+            blackout: DEMO_BLACKOUT_MEANING,
             vmms: results,
             timeline,
             record: recordFile,
@@ -188,11 +212,13 @@ export const register: RegisterCommand = (program) => {
               ...timeline.map(
                 (m) => `  ${`+${m.at - t0} ms`.padStart(10)}  ${m.phase}${m.client ? ` (${m.client})` : ''}`,
               ),
-              'VMMs:',
+              'VMMs (blackout: pause to resume, as each VMM reported it to luod and the record holds it;',
+              '       verification of every byte runs after the resume and is not part of it):',
               ...results.map(
                 (r) =>
-                  `  ${r.id.padEnd(8)} ${r.verified ? 'verified' : 'NOT VERIFIED'}${r.bytes !== undefined ? `  ${r.bytes} bytes` : ''}${r.blackout_ms !== undefined ? `  blackout ${r.blackout_ms} ms` : ''}${r.error ? `  ${r.error}` : ''}`,
+                  `  ${r.id.padEnd(8)} ${r.verified ? 'verified' : 'NOT VERIFIED'}${r.bytes !== undefined ? `  ${r.bytes} bytes` : ''}  blackout ${r.blackout_ms === null ? 'not recorded' : `${r.blackout_ms} ms`}${r.verify_ms !== undefined ? `  then verified in ${r.verify_ms} ms` : ''}${r.error ? `  ${r.error}` : ''}`,
               ),
+              `blackout of the update (the longest VM's): ${blackout.maxMs === null ? 'not recorded' : `${blackout.maxMs} ms`}`,
               `record: ${recordFile} (${record.outcome})`,
               `html report: ${htmlFile}`,
               verified

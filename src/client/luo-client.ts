@@ -11,6 +11,8 @@
  *   await luo.subscribe('vm-42');
  *   ...after the reboot, on a new connection:
  *   const [session] = await luo.claim('vm-42');     // incoming: retrieveFd(token), finish(), close()
+ *   resumeVcpus();
+ *   await luo.resumed({ id: 'vm-42', update: session.update, pausedAt, resumedAt });  // the blackout, recorded
  *
  * Every command waits for its reply (matched by `seq`); a refusal rejects
  * with a LuoClientError whose `code` is luod's errno name and whose message
@@ -41,6 +43,7 @@ import {
   type ClientsReply,
   HelloReply,
   type LoadReply,
+  ResumedReply,
   type SessionsReply,
   type StatusReply,
   SubscribeReply,
@@ -256,6 +259,8 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
   #preserveHandler: PreserveHandler | null = null;
   #abortedHandler: AbortedHandler | null = null;
   #kexecHandler: KexecHandler | null = null;
+  /** The optional commands luod listed in its HELLO reply; null: no HELLO (or not answered yet). */
+  #luodCommands: readonly string[] | null = null;
   #resolveClosed!: (info: DisconnectInfo) => void;
   /** Settles when the connection is gone, for whatever reason. */
   readonly closed: Promise<DisconnectInfo>;
@@ -391,7 +396,9 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
       versions: options.versions ?? [PROTOCOL_VERSION],
       client: options.client ?? `luokit-client/${PROTOCOL_VERSION}`,
     });
-    return checked(HelloReply, body, 'HELLO reply', 'HELLO') as HelloResult;
+    const reply = checked(HelloReply, body, 'HELLO reply', 'HELLO') as HelloResult;
+    this.#luodCommands = reply.commands ?? [];
+    return reply;
   }
 
   /** Join the barrier of every live update as `id`, with `sessions` LUO sessions (1 to 8). */
@@ -445,6 +452,37 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
     }
     const sessions = adoptCarried(`CLAIM of ${id}`, reply.sessions, fds, 'CLAIM');
     return Object.assign(sessions, { update: reply.update, id: reply.id });
+  }
+
+  /**
+   * After resuming the VM (once its memory is back from CLAIM, or after ABORTED): tell
+   * luod the VM's blackout, from pausing it to resuming it, as wall-clock epoch ms
+   * (Date.now()). luod keeps it in the update's record; it is the blackout `luoctl
+   * report`, the metrics and the demo show. Resolves with luod's figure in ms, or null
+   * when this luod predates RESUMED (its HELLO did not list it, or it answered ENOTSUP):
+   * the VM is fine either way, only the record lacks it. Other refusals reject (ENOENT:
+   * luod has no record of that update or id; EPERM; EEXIST: a different report came first).
+   */
+  async resumed(report: {
+    id: string;
+    update: string;
+    pausedAt: number;
+    resumedAt: number;
+  }): Promise<number | null> {
+    if (this.#luodCommands !== null && !this.#luodCommands.includes('RESUMED')) return null;
+    let body: Record<string, unknown>;
+    try {
+      ({ body } = await this.request('RESUMED', {
+        id: report.id,
+        update: report.update,
+        paused_at: report.pausedAt,
+        resumed_at: report.resumedAt,
+      }));
+    } catch (err) {
+      if (errorCode(err) === 'ENOTSUP') return null;
+      throw err;
+    }
+    return checked(ResumedReply, body, 'RESUMED reply', 'RESUMED').blackout_ms;
   }
 
   async status(): Promise<Reply<StatusReply>> {

@@ -44,6 +44,7 @@ import {
   DEFAULT_MAX_CLIENTS,
   describeInvalid,
   MAX_ID_LENGTH,
+  OPTIONAL_COMMANDS,
   PROTOCOL_VERSION,
   sessionNames,
 } from '../protocol/messages.js';
@@ -52,6 +53,7 @@ import type {
   GateReport,
   HelloReply,
   LoadReply,
+  ResumedReply,
   SessionsReply,
   StatusReply,
   SubscribeReply,
@@ -398,6 +400,7 @@ export class Luod {
               max_clients: this.#maxClients,
               max_id: MAX_ID_LENGTH,
             },
+            commands: [...OPTIONAL_COMMANDS],
           } satisfies HelloReply,
         };
       }
@@ -420,6 +423,18 @@ export class Luod {
       }
       case 'CLAIM':
         return await this.#claims.claim(client.uid, command.id, command.force === true);
+      case 'RESUMED': {
+        const ms = await this.#ctx.records.resumed(
+          {
+            id: command.id,
+            update: command.update,
+            pausedAt: command.paused_at,
+            resumedAt: command.resumed_at,
+          },
+          { uid: client.uid, admin: this.#isAdmin(client.uid) },
+        );
+        return { body: { blackout_ms: ms } satisfies ResumedReply };
+      }
       case 'STATUS':
         return { body: this.#isAdmin(client.uid) ? this.status() : this.#statusFor(client.uid) };
       case 'CLIENTS':

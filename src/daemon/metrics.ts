@@ -11,7 +11,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { blackoutOf, OUTCOMES, type UpdateRecord } from '../record/format.js';
+import { OUTCOMES, readyToClaimOf, type UpdateRecord } from '../record/format.js';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
@@ -42,7 +42,8 @@ export class LuodMetrics {
   #gauges: () => LuodGauges = () => ({ clients: 0, subscribers: 0, sessionsHeld: 0, unclaimedSessions: 0 });
   readonly #updates: Counter<'outcome'>;
   readonly #phases: Histogram<'phase'>;
-  readonly #blackout: Histogram;
+  readonly #readyToClaim: Histogram;
+  readonly #vmBlackout: Histogram;
   readonly #protocolErrors: Counter<'kind'>;
   readonly #released: Counter;
   #textfile: { file: string; onError: (err: Error) => void; pending: boolean } | null = null;
@@ -63,9 +64,15 @@ export class LuodMetrics {
       buckets: DURATION_BUCKETS,
       registers,
     });
-    this.#blackout = new Histogram({
-      name: 'luod_update_blackout_seconds',
-      help: 'From the first READY to the last CLAIM (or the abort): the longest a VM could have been paused',
+    this.#vmBlackout = new Histogram({
+      name: 'luod_vm_blackout_seconds',
+      help: 'Blackout of each VM: from its VMM pausing it to its VMM resuming it, as the VMM reported (RESUMED)',
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.#readyToClaim = new Histogram({
+      name: 'luod_update_ready_to_claim_seconds',
+      help: "luod's own view of an update, not the blackout: from the first READY to the last CLAIM (or the abort)",
       buckets: DURATION_BUCKETS,
       registers,
     });
@@ -134,8 +141,14 @@ export class LuodMetrics {
     for (const span of record.phases) {
       if (span.end !== null) this.#phases.observe({ phase: span.phase }, (span.end - span.start) / 1000);
     }
-    const blackout = blackoutOf(record);
-    if (blackout) this.#blackout.observe((blackout.end - blackout.start) / 1000);
+    const held = readyToClaimOf(record);
+    if (held) this.#readyToClaim.observe((held.end - held.start) / 1000);
+    this.#changed();
+  }
+
+  /** A VM's blackout, as its VMM reported it (RESUMED), in ms. */
+  vmBlackout(ms: number): void {
+    this.#vmBlackout.observe(ms / 1000);
     this.#changed();
   }
 

@@ -175,6 +175,31 @@ export class RecordBuilder {
     if (client) client.claim = null;
   }
 
+  /**
+   * The VMM's own report of its VM's blackout (RESUMED). 'recorded' the first time,
+   * 'same' for a repeat of it, 'conflict' for another one (the first stands), 'unknown'
+   * when `id` took no part in this update.
+   */
+  blackout(id: string, pausedAt: number, resumedAt: number): 'recorded' | 'same' | 'conflict' | 'unknown' {
+    const client = this.#client(id);
+    if (!client) return 'unknown';
+    if (client.blackout)
+      return client.blackout.paused_at === pausedAt && client.blackout.resumed_at === resumedAt
+        ? 'same'
+        : 'conflict';
+    client.blackout = { paused_at: pausedAt, resumed_at: resumedAt };
+    this.log.info(
+      { event: 'blackout', client: id, paused_at: pausedAt, resumed_at: resumedAt, ms: resumedAt - pausedAt },
+      `${id} reports its VM paused for ${resumedAt - pausedAt} ms (pause to resume)`,
+    );
+    return 'recorded';
+  }
+
+  /** The uid that subscribed `id` in this update, or undefined when it took no part. */
+  uidOf(id: string): number | undefined {
+    return this.#client(id)?.uid;
+  }
+
   /** A failure, of a client (its lane is marked) or of luod or the kernel (id 'luod', 'kernel'). */
   failure(id: string, reason: string, at = Date.now()): void {
     if (this.#record.failures.some((f) => f.id === id && f.reason === reason)) return;

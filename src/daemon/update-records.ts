@@ -11,6 +11,9 @@
  *     (resumeCarried()) and writes it, in progress, while it waits for claims.
  *  4. The last claim, or the claim deadline, closes it (closeAfterClaims()):
  *     completed, or failed with every failure's reason.
+ *  5. A VMM's RESUMED (its VM's blackout) amends the record, in progress or
+ *     closed (resumed()): usually after the last claim closed it, so the closed
+ *     record is written again, once for every RESUMED that came meanwhile.
  *  A restarted luod picks up where the dead one stopped: an update cut before
  *  its kexec gets its record written now (closeInterrupted()), one cut during
  *  the claims continues the record on disk (resumeAfterRestart()).
@@ -21,11 +24,16 @@
 import type { Logger } from 'pino';
 import type { UpdateRecord } from '../record/format.js';
 import type { RecordStore } from '../record/store.js';
+import { errorCode } from '../sys/error.js';
+import { fail } from './context.js';
 import type { CarriedState, CarriedStateV1 } from './handover-state.js';
 import type { Recovered } from './keeper.js';
 import type { LuodKernel } from './kernel.js';
 import type { LuodMetrics } from './metrics.js';
 import { draftFromTimeline, RecordBuilder, type RecordStart } from './record-builder.js';
+
+/** How long RESUMED of a closed record wait to be written together. */
+const REWRITE_DELAY_MS = 20;
 
 export class UpdateRecords {
   readonly #store: RecordStore | null;
@@ -35,6 +43,10 @@ export class UpdateRecords {
   /** The record of the update in progress (preserving, kexec, claiming). */
   #current: RecordBuilder | null = null;
   #lastPath: string | null = null;
+  /** The last record closed, kept for the RESUMED that come after it closed. */
+  #closed: RecordBuilder | null = null;
+  /** A write of #closed is due (RESUMED came): the replies wait for it. */
+  #rewrite: Promise<void> | null = null;
 
   constructor(options: {
     store: RecordStore | null;
@@ -103,6 +115,79 @@ export class UpdateRecords {
     const record = builder.finish(outcome, reason);
     this.save(record);
     this.#current = null;
+    this.#closed = builder;
+  }
+
+  /**
+   * RESUMED: the VMM of `id` reports its VM's blackout in `update`. Recorded in the
+   * update's record (the open one, or the last closed one, or the one on disk), and
+   * observed by the metrics. Resolves once a closed record holding it is written.
+   * Throws ENOENT (no such update, or `id` not in it), EPERM (another uid),
+   * EEXIST (a different blackout was reported already), EINVAL (resumed before paused).
+   */
+  async resumed(
+    report: { id: string; update: string; pausedAt: number; resumedAt: number },
+    caller: { uid: number; admin: boolean },
+  ): Promise<number> {
+    const { id, update, pausedAt, resumedAt } = report;
+    if (resumedAt < pausedAt)
+      throw fail('EINVAL', `RESUMED of ${id}: resumed_at (${resumedAt}) is before paused_at (${pausedAt})`);
+    let builder: RecordBuilder | null = null;
+    let open = false;
+    if (this.#current?.update === update) {
+      builder = this.#current;
+      open = true;
+    } else if (this.#closed?.update === update) builder = this.#closed;
+    else builder = this.#fromDisk(update);
+    if (!builder) throw fail('ENOENT', `RESUMED of ${id}: luod has no record of update ${update}`);
+    const uid = builder.uidOf(id);
+    if (uid === undefined) throw fail('ENOENT', `RESUMED of ${id}: ${id} took no part in update ${update}`);
+    if (uid !== caller.uid && !caller.admin)
+      throw fail('EPERM', `RESUMED of ${id}: subscribed by uid ${uid}, you are uid ${caller.uid}`);
+    const ms = resumedAt - pausedAt;
+    const outcome = builder.blackout(id, pausedAt, resumedAt);
+    if (outcome === 'conflict')
+      throw fail('EEXIST', `RESUMED of ${id}: another blackout of ${id} in ${update} was reported already`);
+    if (outcome !== 'recorded') return ms;
+    this.#metrics?.vmBlackout(ms);
+    if (!open) await this.#rewriteClosed(builder);
+    return ms;
+  }
+
+  /** A closed record from the records directory (a restarted luod), kept for the RESUMED that follow. */
+  #fromDisk(update: string): RecordBuilder | null {
+    let record: UpdateRecord | null = null;
+    try {
+      record = this.#store?.read(update) ?? null;
+    } catch (err) {
+      this.#log.warn({ err: errorCode(err), update }, 'RESUMED for an update whose record cannot be read');
+      return null;
+    }
+    if (!record || record.outcome === 'in-progress') return null;
+    this.#closed = RecordBuilder.resume(record, this.#log);
+    return this.#closed;
+  }
+
+  /**
+   * Write a closed record again, after its RESUMED: one write for all that arrive within
+   * REWRITE_DELAY_MS (1000 VMMs resume within a second or two; one write each would be
+   * quadratic in bytes). Resolves once the write is done (or failed, which is logged).
+   */
+  #rewriteClosed(builder: RecordBuilder): Promise<void> {
+    this.#rewrite ??= new Promise<void>((resolve) => {
+      setTimeout(() => {
+        this.#rewrite = null;
+        if (this.#store) {
+          try {
+            this.#lastPath = this.#store.write(builder.snapshot());
+          } catch (err) {
+            this.#log.error({ err, dir: this.#store.dir }, 'the update record could not be written');
+          }
+        }
+        resolve();
+      }, REWRITE_DELAY_MS);
+    });
+    return this.#rewrite;
   }
 
   /** After the last claim or the claim deadline: the update's record is closed. */

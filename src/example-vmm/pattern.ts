@@ -99,15 +99,16 @@ export class Pattern {
   }
 
   /**
-   * Check every byte of `fd` in [from, size) against the pattern, one whole chunk per read
-   * and one Buffer comparison each; throws at the first difference.
+   * Check every byte of `fd` in [from, to) (the file is `size` bytes) against the pattern,
+   * one whole chunk per read and one Buffer comparison each; throws at the first difference.
    */
-  verifyAll(fd: number, size: number, from = 0): void {
+  verifyAll(fd: number, size: number, from = 0, to = size): void {
     checkSize(fd, size);
-    const scratch = Buffer.allocUnsafe(Math.min(this.chunkBytes, Math.max(size - from, 1)));
-    for (let offset = from; offset < size; ) {
+    const end = Math.min(to, size);
+    const scratch = Buffer.allocUnsafe(Math.min(this.chunkBytes, Math.max(end - from, 1)));
+    for (let offset = from; offset < end; ) {
       const chunkEnd = (Math.floor(offset / this.chunkBytes) + 1) * this.chunkBytes;
-      const length = Math.min(chunkEnd, size) - offset;
+      const length = Math.min(chunkEnd, end) - offset;
       readFully(fd, scratch, length, offset);
       compare(scratch.subarray(0, length), this.expected(offset, length), offset);
       offset += length;

@@ -14,9 +14,14 @@
  * - ABORTED: resume the vCPU on the same RAM.
  * - KEXEC, then the connection drops (emulated kernel: this process
  *   survives): reconnect until luod answers, CLAIM the id, retrieve tokens 1
- *   and 2, verify every byte of RAM against the recorded digest, finish,
- *   and resume the vCPU on the retrieved memfd. Print one JSON line
- *   {"id", "verified", "bytes", "blackout_ms", ...}.
+ *   and 2, finish, and resume the vCPU on the retrieved memfd at once; then
+ *   tell luod the VM's blackout (RESUMED: pause to resume, the one definition
+ *   luokit reports), and verify every byte of RAM against the recorded digest
+ *   while the guest runs. Verification is the test's check, after the
+ *   blackout, not part of it: until the sweep has reached a page, the vCPU
+ *   hashes a page's content before its first write to it, so what the guest
+ *   writes after the resume never hides (or fakes) a difference. Print one
+ *   JSON line {"id", "verified", "bytes", "blackout_ms", "verify_ms", ...}.
  * - Real kernel: the kexec ends this process with every other. The VMM is
  *   started again in the next kernel with the same id and `claim: true`
  *   (--claim): it begins with the CLAIM, verification and resume above.
@@ -28,7 +33,9 @@
  *   with the pattern, a whole 64 MiB chunk per comparison, instead of hashing
  *   every page. Its vCPU then rewrites random pages with their own pattern
  *   bytes (real writes, known content) and stamps the generation counter into
- *   page 0 as usual, which the check expects exactly. The mode is recorded in
+ *   page 0 as usual, which the check expects exactly: page 0 is checked before
+ *   the resume (one page), the rest after it; until the check has built its
+ *   pattern, the vCPU stamps only page 0. The mode is recorded in
  *   the device state, so the VMM that claims verifies as the one that
  *   preserved. SHA-256 stays the default: it checks whatever the guest wrote.
  *
@@ -36,6 +43,7 @@
  * `examples/vmm.ts`, and by `luoctl demo` as child processes).
  */
 import { createHash, randomFillSync } from 'node:crypto';
+import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { type DisconnectInfo, LuoClient, LuoClientError, type PreservationRequest } from '../client/index.js';
 import type { Session } from '../kernel/index.js';
@@ -91,6 +99,13 @@ export interface VmmOptions {
   output?: (line: string) => void;
   /** Progress messages (default: stderr, as JSON lines). */
   log?: (message: string, fields?: Record<string, unknown>) => void;
+  /**
+   * The moments the blackout is made of, as they happen: `paused` (vCPU stopped, before
+   * READY) and `resumed` (vCPU running again after the reboot or the abort). --timeline
+   * FILE writes each as a JSON line, as luod --timeline does (the real-kernel bench puts
+   * both on the serial console, where the host stamps them with its own clock).
+   */
+  timeline?: (phase: 'paused' | 'resumed', fields: { update: string }) => void;
   /** Stop early (the VMM then returns what it has). */
   signal?: AbortSignal;
 }
@@ -99,10 +114,16 @@ export interface VmmUpdateResult {
   id: string;
   verified: boolean;
   bytes: number;
+  /**
+   * The VM's blackout: from pausing the guest (before READY) to resuming it in the next
+   * kernel, this VMM's clock; what it sent luod in RESUMED. 0 when it never resumed.
+   */
   blackout_ms: number;
+  /** luod's record of it (RESUMED's reply); absent when luod did not record it (an older luod). */
+  recorded_blackout_ms?: number;
   update: string;
   generation: number;
-  /** Time spent reading and checking the retrieved RAM (part of the blackout). */
+  /** Time spent checking the retrieved RAM, after the resume (not part of the blackout). */
   verify_ms?: number;
   /** How it was checked (the preserving VMM's choice, from its device state). */
   verify?: VerifyMode;
@@ -189,15 +210,46 @@ export function patternMismatch(
   }
 }
 
+/** Pattern mode, before the resume: page 0 is the header of the recorded generation (the pattern if it never ticked). */
+function page0Mismatch(fd: OwnedFd, id: string, generation: number): string | undefined {
+  const page0 = pread(fd, PAGE_SIZE, 0);
+  // A one-page pattern is the full pattern's page 0 (same seed, same header).
+  const expected =
+    generation === 0
+      ? new Pattern(PAGE_SIZE).pageInto(0, Buffer.alloc(PAGE_SIZE))
+      : headerPage(id, generation);
+  return page0.equals(expected)
+    ? undefined
+    : `page 0 is not the vCPU's last write (generation ${generation})`;
+}
+
+/**
+ * Pattern mode, after the resume: pages 1.. against the pattern, VERIFY_CHUNK at a time
+ * with the event loop free between (the vCPU runs; it rewrites pages with the same bytes).
+ */
+async function patternSweep(fd: OwnedFd, size: number, pattern: Pattern): Promise<string | undefined> {
+  try {
+    for (let from = PAGE_SIZE; from < size; from += VERIFY_CHUNK) {
+      pattern.verifyAll(fd.fd, size, from, Math.min(size, from + VERIFY_CHUNK));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
 /** Guest RAM and the vCPU that writes into it. */
 class Guest {
   readonly size: number;
   readonly pages: number;
   #ram: OwnedFd;
   /** sha256 mode: each page's hash; pattern mode: the pattern the vCPU rewrites pages with. */
-  readonly #hashes: Buffer;
+  #hashes: Buffer;
   #pattern: Pattern | null = null;
   #mode: VerifyMode;
+  /** sha256 mode, RAM being checked while the vCPU runs (sweep()): see #firstWrite. */
+  #sweep: { original: Buffer; seen: Uint8Array; written: Uint8Array } | null = null;
   readonly #header: Buffer;
   readonly #page = Buffer.alloc(PAGE_SIZE);
   readonly #tickMs: number;
@@ -255,10 +307,65 @@ class Guest {
     if (!hashing) this.#pattern = pattern;
   }
 
-  /** Pattern mode after the reboot: RAM holds the pattern again (verified), the vCPU goes on. */
-  usePattern(pattern: Pattern): void {
+  /** Pattern mode after the reboot: the vCPU writes pattern pages again once the check has built the pattern. */
+  usePattern(pattern: Pattern | null): void {
     this.#mode = 'pattern';
     this.#pattern = pattern;
+  }
+
+  /**
+   * sha256 mode, before the vCPU first writes page `page` after the resume: hash what the
+   * kernel handed back there, so the sweep checks the preserved content, not the vCPU's.
+   */
+  #firstWrite(page: number): void {
+    const sweep = this.#sweep;
+    if (!sweep) return;
+    if (!sweep.seen[page]) {
+      sha256(pread(this.#ram, PAGE_SIZE, page * PAGE_SIZE)).copy(sweep.original, page * 32);
+      sweep.seen[page] = 1;
+    }
+    sweep.written[page] = 1;
+  }
+
+  /**
+   * After the resume, sha256 mode: every page's hash as the kernel handed it back (pages
+   * the vCPU has written since were hashed just before), read a chunk at a time with the
+   * event loop free between chunks, so the vCPU runs meanwhile. Returns those hashes; the
+   * vCPU's own hashes then hold the original for every page it has not written.
+   */
+  async sweep(): Promise<Buffer> {
+    const pages = this.pages;
+    const sweep = {
+      original: Buffer.alloc(pages * 32),
+      seen: new Uint8Array(pages),
+      written: new Uint8Array(pages),
+    };
+    this.#sweep = sweep;
+    try {
+      for (let offset = 0; offset < this.size; offset += VERIFY_CHUNK) {
+        const want = Math.min(VERIFY_CHUNK, this.size - offset);
+        const chunk = Buffer.alloc(want);
+        let got = 0;
+        while (got < want) {
+          const part = pread(this.#ram, want - got, offset + got);
+          if (part.length === 0) break;
+          part.copy(chunk, got);
+          got += part.length;
+        }
+        for (let p = 0; p < want; p += PAGE_SIZE) {
+          const page = (offset + p) / PAGE_SIZE;
+          if (sweep.seen[page]) continue;
+          sha256(chunk.subarray(p, p + PAGE_SIZE)).copy(sweep.original, page * 32);
+          sweep.seen[page] = 1;
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      for (let page = 0; page < pages; page++)
+        if (!sweep.written[page]) sweep.original.copy(this.#hashes, page * 32, page * 32, page * 32 + 32);
+      return sweep.original;
+    } finally {
+      this.#sweep = null;
+    }
   }
 
   /**
@@ -267,17 +374,22 @@ class Guest {
    */
   tick(): void {
     const pattern = this.#pattern;
-    for (let i = 0; i < this.#pagesPerTick && this.pages > 1; i++) {
+    const hashing = this.#mode === 'sha256';
+    // Pattern mode without its pattern yet (just resumed): page 0 only.
+    const pages = hashing || pattern ? this.#pagesPerTick : 0;
+    for (let i = 0; i < pages && this.pages > 1; i++) {
       const page = 1 + Math.floor(Math.random() * (this.pages - 1));
       if (pattern) pattern.pageInto(page * PAGE_SIZE, this.#page);
       else randomFillSync(this.#page);
+      if (hashing) this.#firstWrite(page);
       pwriteAll(this.#ram, this.#page, page * PAGE_SIZE);
-      if (!pattern) sha256(this.#page).copy(this.#hashes, page * 32);
+      if (hashing) sha256(this.#page).copy(this.#hashes, page * 32);
     }
     this.generation++;
     this.#header.writeBigUInt64LE(BigInt(this.generation), 8);
+    if (hashing) this.#firstWrite(0);
     pwriteAll(this.#ram, this.#header, 0);
-    if (!pattern) sha256(this.#header).copy(this.#hashes, 0);
+    if (hashing) sha256(this.#header).copy(this.#hashes, 0);
   }
 
   resume(): void {
@@ -291,21 +403,16 @@ class Guest {
     this.#timer = null;
   }
 
-  /** Continue on another memfd with the same content (the one the next kernel gave back). */
   /**
-   * Run on the RAM the kernel handed back. In sha256 mode `pageHashes` are its pages'
-   * hashes: a VMM started again after the reboot knows nothing of what its predecessor
-   * wrote, and the next update's digest must describe this RAM, not a fresh one.
+   * Run on the RAM the kernel handed back (of this guest's size), in `mode`. In sha256
+   * mode its page hashes are unknown until sweep() has read them: a VMM started again
+   * after the reboot knows nothing of what its predecessor wrote, and the next update's
+   * digest must describe this RAM, not a fresh one.
    */
-  replaceRam(fd: OwnedFd, pageHashes?: Buffer): void {
-    if (pageHashes && this.#mode === 'sha256') {
-      if (pageHashes.length !== this.#hashes.length)
-        throw new LuoClientError(
-          'EINVAL',
-          `RAM of ${pageHashes.length / 32} pages, this VMM has ${this.pages}`,
-        );
-      pageHashes.copy(this.#hashes);
-    }
+  replaceRam(fd: OwnedFd, mode: VerifyMode): void {
+    this.#mode = mode;
+    if (mode === 'sha256' && this.#hashes.length !== this.pages * 32)
+      this.#hashes = Buffer.alloc(this.pages * 32);
     const old = this.#ram;
     this.#ram = fd;
     old.close();
@@ -360,6 +467,9 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
     options.signal?.addEventListener('abort', () => resolve(), { once: true });
   });
 
+  /** The update that paused the guest, and when; null while it runs. */
+  let paused: { update: string; at: number } | null = null;
+
   const preserve = async (sessions: Session[], request: PreservationRequest): Promise<void> => {
     const session = sessions[0];
     if (!session) throw new Error('luod gave no session');
@@ -369,6 +479,8 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
     // pages; what the vCPU writes until it is paused goes with them).
     session.preserveFd(guest.ram, RAM_TOKEN);
     guest.pause();
+    paused = { update: request.update, at: Date.now() };
+    options.timeline?.('paused', { update: request.update });
     const state: DeviceState = {
       format: STATE_FORMAT,
       id,
@@ -378,7 +490,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       generation: guest.generation,
       verify: guest.mode,
       ...(guest.mode === 'sha256' && { digest: guest.digest() }),
-      paused_at: Date.now(),
+      paused_at: paused.at,
     };
     const device = memfdCreate(`device-state:${id}`);
     try {
@@ -404,9 +516,20 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       log('warning', { code: (err as LuoClientError).code, error: err.message }),
     );
     connection.onPreserve(preserve);
-    connection.onAborted((event) => {
+    connection.onAborted(async (event) => {
       log('update aborted: resuming the guest', { update: event.update, reason: event.reason });
+      const was = paused;
+      paused = null;
       guest.resume();
+      if (!was) return;
+      const resumedAt = Date.now();
+      options.timeline?.('resumed', { update: was.update });
+      // The aborted update paused the VM too: its blackout goes into that update's record.
+      await connection
+        .resumed({ id, update: was.update, pausedAt: was.at, resumedAt })
+        .catch((err: unknown) =>
+          log('warning', { code: errorCode(err), error: `RESUMED: ${(err as Error).message}` }),
+        );
     });
     connection.onKexec((event) => log('kexec: the host reboots', { update: event.update }));
     const subscribed = await connection.subscribe(id);
@@ -414,7 +537,10 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
     return connection.closed;
   };
 
-  /** After the reboot: claim, retrieve, verify, finish, resume. */
+  /**
+   * After the reboot: claim, retrieve, finish, resume (the blackout ends), RESUMED to
+   * luod, then verify every byte while the guest runs.
+   */
   const restore = async (): Promise<VmmUpdateResult> => {
     client = await LuoClient.connectWithRetry(path, {
       hello: true,
@@ -433,11 +559,12 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    const [session] = sessions;
+    let state: DeviceState;
+    let ram: OwnedFd | null = null;
     try {
+      const [session] = sessions;
       if (!session) throw new LuoClientError('EPROTO', 'CLAIM returned no session');
       const stateFd = session.retrieveFd(DEVICE_STATE_TOKEN);
-      let state: DeviceState;
       try {
         state = JSON.parse(readAll(stateFd).toString('utf8')) as DeviceState;
       } finally {
@@ -446,44 +573,73 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
       if (state.format !== STATE_FORMAT || state.id !== id) {
         throw new LuoClientError('EPROTO', `device state is not this VMM's: ${state.format} ${state.id}`);
       }
-      const ram = session.retrieveFd(RAM_TOKEN);
-      const size = fstat(ram).size;
-      const mode = state.verify ?? 'sha256';
-      const verifyStart = Date.now();
-      let error: string | undefined;
-      // The expected bytes are part of checking them (the floor, too, makes its pattern here).
-      const pattern = mode === 'pattern' ? new Pattern() : null;
-      let pageHashes: Buffer | undefined;
-      if (size !== state.size) error = `RAM is ${size} bytes, expected ${state.size}`;
-      else if (pattern) error = patternMismatch(ram, size, id, state.generation, pattern);
-      else {
-        pageHashes = pageHashesOf(ram, size);
-        if (rootDigest(pageHashes) !== state.digest) error = 'RAM content differs from the recorded digest';
-      }
-      const verify_ms = Date.now() - verifyStart;
+      ram = session.retrieveFd(RAM_TOKEN);
       for (const s of sessions) s.finish();
-      const outcome = (verified: boolean): VmmUpdateResult => ({
-        id,
-        verified,
-        bytes: size,
-        blackout_ms: Date.now() - state.paused_at,
-        update: state.update,
-        generation: state.generation,
-        verify_ms,
-        verify: mode,
-      });
-      if (error !== undefined) {
-        ram.close();
-        return { ...outcome(false), error };
-      }
-      if (pattern) guest.usePattern(pattern);
-      guest.replaceRam(ram, pageHashes);
-      guest.generation = state.generation;
-      guest.resume();
-      return outcome(true);
+    } catch (err) {
+      ram?.close();
+      throw err;
     } finally {
       for (const s of sessions) s.close();
     }
+    const size = fstat(ram).size;
+    const mode = state.verify ?? 'sha256';
+    const outcome = (verified: boolean, fields: Partial<VmmUpdateResult> = {}): VmmUpdateResult => ({
+      id,
+      verified,
+      bytes: size,
+      blackout_ms: 0,
+      update: state.update,
+      generation: state.generation,
+      verify: mode,
+      ...fields,
+    });
+    // What cannot be run at all is refused before the resume (the guest stays paused).
+    const unfit =
+      size !== state.size
+        ? `RAM is ${size} bytes, expected ${state.size}`
+        : size !== guest.size
+          ? `RAM of ${size} bytes, this VMM has ${guest.size} (--mem)`
+          : mode === 'pattern'
+            ? page0Mismatch(ram, id, state.generation)
+            : undefined;
+    if (unfit !== undefined) {
+      ram.close();
+      return outcome(false, { error: unfit });
+    }
+    guest.replaceRam(ram, mode);
+    if (mode === 'pattern') guest.usePattern(null);
+    guest.generation = state.generation;
+    guest.resume();
+    paused = null;
+    const resumedAt = Date.now();
+    options.timeline?.('resumed', { update: state.update });
+    const blackout_ms = resumedAt - state.paused_at;
+    log('resumed', { update: state.update, blackout_ms });
+    const reported = client
+      .resumed({ id, update: state.update, pausedAt: state.paused_at, resumedAt })
+      .catch((err: unknown) => {
+        log('warning', { code: errorCode(err), error: `RESUMED: ${(err as Error).message}` });
+        return null;
+      });
+    // The test's check, after the blackout: every byte as it was preserved.
+    const verifyStart = Date.now();
+    let error: string | undefined;
+    if (mode === 'pattern') {
+      // The expected bytes are part of checking them (the floor, too, makes its pattern here).
+      const pattern = new Pattern();
+      error = await patternSweep(guest.ram, size, pattern);
+      guest.usePattern(pattern);
+    } else if (rootDigest(await guest.sweep()) !== state.digest)
+      error = 'RAM content differs from the recorded digest';
+    const verify_ms = Date.now() - verifyStart;
+    const recorded = await reported;
+    if (error !== undefined) guest.pause(); // nothing to run on
+    return outcome(error === undefined, {
+      blackout_ms,
+      ...(recorded !== null && { recorded_blackout_ms: recorded }),
+      verify_ms,
+      ...(error !== undefined && { error }),
+    });
   };
 
   /** restore(), with any failure turned into an unverified result. */
@@ -558,7 +714,7 @@ export async function runVmm(options: VmmOptions): Promise<VmmUpdateResult[]> {
 
 export const VMM_USAGE = `usage: vmm --id ID [--mem 64M] [--socket PATH] [--updates N] [--tick-ms MS]
            [--pages-per-tick N] [--reconnect-timeout S] [--misbehave none|never-ready|fail] [--quiet]
-           [--fill [--verify sha256|pattern]] [--claim]`;
+           [--fill [--verify sha256|pattern]] [--claim] [--timeline FILE]`;
 
 const VMM_ARGS = {
   id: { type: 'string' },
@@ -570,6 +726,7 @@ const VMM_ARGS = {
   'reconnect-timeout': { type: 'string', default: '120' },
   misbehave: { type: 'string', default: 'none' },
   quiet: { type: 'boolean', default: false },
+  timeline: { type: 'string' },
   fill: { type: 'boolean', default: false },
   verify: { type: 'string', default: 'sha256' },
   claim: { type: 'boolean', default: false },
@@ -614,6 +771,23 @@ export function parseVmmArgs(argv: string[]): VmmOptions | 'help' {
     ...(values.fill && { fill: true }),
     ...(values.verify === 'pattern' && { verify: 'pattern' as const }),
     ...(values.claim && { claim: true }),
+    ...(values.timeline !== undefined && { timeline: timelineWriter(values.id, values.timeline) }),
+  };
+}
+
+/**
+ * --timeline FILE: one synchronous write per moment (`{"vmm_phase":...,"id":...,"update":...,"at":...}`),
+ * out of the process before the VMM takes its next step, as luod's --timeline.
+ */
+function timelineWriter(id: string, file: string): NonNullable<VmmOptions['timeline']> {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'a');
+  } catch (err) {
+    throw new LuoClientError(errorCode(err, 'EIO'), `cannot open --timeline ${file}: ${errorCode(err)}`);
+  }
+  return (phase, { update }) => {
+    fs.writeSync(fd, `${JSON.stringify({ vmm_phase: phase, id, update, at: Date.now() })}\n`);
   };
 }
 

@@ -26,6 +26,9 @@ export function socketPath(explicit?: string, env: NodeJS.ProcessEnv = process.e
 
 const seq = z.union([z.number(), z.string().max(64)]).optional();
 
+/** A wall-clock time, epoch milliseconds (Date.now()). */
+const epochMs = z.number().min(0).max(8.64e15);
+
 export const clientId = z
   .string()
   .min(1)
@@ -55,6 +58,19 @@ export const Command = z.discriminatedUnion('cmd', [
     reason: z.string().max(1024).optional(),
   }),
   z.object({ cmd: z.literal('CLAIM'), seq, id: clientId, force: z.boolean().optional() }),
+  /**
+   * The VMM's own account of its VM's blackout in an update (optional, after CLAIM or
+   * ABORTED): when it paused the guest and when it resumed it, wall-clock epoch ms. luod
+   * records it in the update's record; blackout means exactly this span (docs/protocol.md).
+   */
+  z.object({
+    cmd: z.literal('RESUMED'),
+    seq,
+    id: clientId,
+    update: z.string().min(1).max(64),
+    paused_at: epochMs,
+    resumed_at: epochMs,
+  }),
   z.object({ cmd: z.literal('STATUS'), seq }),
   z.object({ cmd: z.literal('CLIENTS'), seq }),
   z.object({ cmd: z.literal('SESSIONS'), seq }),
@@ -79,6 +95,13 @@ export const Command = z.discriminatedUnion('cmd', [
 export type Command = z.infer<typeof Command>;
 
 export const ADMIN_COMMANDS = new Set(['LOAD', 'UPDATE', 'ABORT', 'CLIENTS', 'SESSIONS']);
+
+/**
+ * Commands a client may not assume every luod knows: each one a luod added after
+ * protocol version 1 was fixed, listed in HELLO's reply (`commands`). A luod that
+ * does not list one answers it ENOTSUP.
+ */
+export const OPTIONAL_COMMANDS = ['RESUMED'] as const;
 
 /**
  * Session names for a client: the id, then id.1, id.2... Ids have no '.', so

@@ -27,6 +27,8 @@ export const HelloReply = z.object({
     max_clients: z.number().int(),
     max_id: z.number().int(),
   }),
+  /** The optional commands this luod knows (messages.ts OPTIONAL_COMMANDS); absent from older luods. */
+  commands: z.array(z.string()).optional(),
 });
 export type HelloReply = z.infer<typeof HelloReply>;
 
@@ -142,6 +144,10 @@ export const SessionsReply = z.object({
 });
 export type SessionsReply = z.infer<typeof SessionsReply>;
 
+/** RESUMED: the VM's blackout as luod recorded it (resumed_at - paused_at), in ms. */
+export const ResumedReply = z.object({ blackout_ms: z.number() });
+export type ResumedReply = z.infer<typeof ResumedReply>;
+
 /** UNSUBSCRIBE, READY, FAILED, ABORT: nothing but `ok`. */
 export const EmptyReply = z.object({});
 export type EmptyReply = z.infer<typeof EmptyReply>;
@@ -154,6 +160,7 @@ export const REPLIES = {
   READY: EmptyReply,
   FAILED: EmptyReply,
   CLAIM: ClaimReply,
+  RESUMED: ResumedReply,
   STATUS: StatusReply,
   CLIENTS: ClientsReply,
   SESSIONS: SessionsReply,

@@ -17,7 +17,7 @@
  *           `stop` (the blackout starts), save the device state into a memfd
  *           and preserve it with the notes; READY. Any failure: `cont`, and
  *           FAILED with QEMU's own reason (luod aborts the update).
- *  ABORTED: `cont` the same QEMU: nothing is lost but the pause.
+ *  ABORTED: `cont` the same QEMU: nothing is lost but the pause (RESUMED too).
  *  KEXEC:   QEMU quits (its state is in the kernel's hands now) and luo-qemu
  *           exits 0; the host reboots, and the same command claims the VM.
  *  QEMU exits on its own: luo-qemu unsubscribes and exits with its status;
@@ -35,10 +35,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
-import { LuoClient, LuoClientError, LuoSubscription } from '../client/index.js';
+import { type ClaimedSessions, LuoClient, LuoClientError, LuoSubscription } from '../client/index.js';
 import type { Session } from '../kernel/index.js';
 import { Errno } from '../sys/errno.js';
-import { SysError } from '../sys/error.js';
+import { errorCode, SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { fstat, ftruncate, lseek, O_RDWR, open, read, write } from '../sys/file.js';
 import { memfdCreate } from '../sys/memfd.js';
@@ -113,22 +113,31 @@ export class LuoQemu {
   /** Run the VM until QEMU exits or the host kexecs; resolves with the exit status for luo-qemu. */
   async run(): Promise<number> {
     const claimed = await this.#claim();
-    const left = await this.#leftBehind();
     try {
-      if (claimed) {
-        if (left) await this.#retire(left);
-        await this.#restore(claimed);
-      } else if (left) await this.#adopt(left);
-      else await this.#coldBoot();
-    } catch (err) {
-      await this.#stopQemu();
-      throw err;
+      const left = await this.#leftBehind();
+      try {
+        if (claimed) {
+          if (left) await this.#retire(left);
+          const resumed = await this.#restore(claimed.sessions);
+          await this.#reportResumed(claimed.client, {
+            update: claimed.sessions.update,
+            pausedAt: resumed.stoppedAt,
+            resumedAt: resumed.at,
+          });
+        } else if (left) await this.#adopt(left);
+        else await this.#coldBoot();
+      } catch (err) {
+        await this.#stopQemu();
+        throw err;
+      }
+    } finally {
+      claimed?.client.close();
     }
     this.#sub = await LuoSubscription.start({
       id: this.#o.id,
       ...(this.#o.socket !== undefined && { path: this.#o.socket }),
       onPreserve: (sessions, request) => this.#preserve(sessions, request.signal),
-      onAborted: (event) => this.#resume(`the update was aborted: ${event.reason}`),
+      onAborted: (event) => this.#resume(`the update was aborted: ${event.reason}`, event.update),
       onKexec: () => {
         this.#kexec = true;
       },
@@ -160,8 +169,11 @@ export class LuoQemu {
     await this.#stopQemu();
   }
 
-  /** Sessions luod kept for this VM across a live update, or null (cold boot). */
-  async #claim(): Promise<Session[] | null> {
+  /**
+   * Sessions luod kept for this VM across a live update, and the connection that claimed
+   * them (for RESUMED, once the VM runs), or null (cold boot).
+   */
+  async #claim(): Promise<{ sessions: ClaimedSessions; client: LuoClient } | null> {
     const timeoutMs = this.#o.luodTimeoutMs ?? 30_000;
     let client: LuoClient;
     try {
@@ -176,12 +188,39 @@ export class LuoQemu {
     try {
       const sessions = await client.claim(this.#o.id);
       this.#log.info({ event: 'claimed', sessions: sessions.length }, 'luod had this VM: continuing it');
-      return sessions;
+      return { sessions, client };
     } catch (err) {
+      client.close();
       if (err instanceof LuoClientError && err.code === 'ENOENT') return null;
       throw err;
-    } finally {
-      client.close();
+    }
+  }
+
+  /**
+   * RESUMED: the VM's blackout (`stop` to `cont`) into luod's record of the update. Never
+   * fatal: the VM runs; an older luod, or a refusal, only leaves the record without it.
+   */
+  async #reportResumed(
+    client: LuoClient,
+    report: { update: string; pausedAt: number; resumedAt: number },
+  ): Promise<void> {
+    try {
+      const recorded = await client.resumed({ id: this.#o.id, ...report });
+      this.#log.info(
+        {
+          event: 'resumed-reported',
+          blackout_ms: report.resumedAt - report.pausedAt,
+          recorded: recorded !== null,
+        },
+        recorded === null
+          ? 'this luod does not record blackouts (no RESUMED)'
+          : "the VM's blackout is in luod's record of the update",
+      );
+    } catch (err) {
+      this.#log.warn(
+        { err: { code: errorCode(err), message: (err as Error).message } },
+        'luod did not record the blackout (RESUMED)',
+      );
     }
   }
 
@@ -236,7 +275,8 @@ export class LuoQemu {
     this.#log.info({ event: 'cold-boot', ram: this.#o.ramBytes }, 'VM booted');
   }
 
-  async #restore(sessions: Session[]): Promise<void> {
+  /** Continue the claimed VM; resolves with when it was stopped (its notes) and when it went on. */
+  async #restore(sessions: Session[]): Promise<{ stoppedAt: number; at: number }> {
     const session = sessions[0];
     if (!session) throw new SysError('luo-qemu', Errno.ENOENT, 'luod handed back no session for this VM');
     let state: OwnedFd | null = null;
@@ -288,6 +328,7 @@ export class LuoQemu {
         },
         'the VM continues where it stopped before the live update',
       );
+      return { stoppedAt: notes.stoppedAt, at: resumed };
     } finally {
       state?.close();
       for (const s of sessions) s.close();
@@ -404,14 +445,17 @@ export class LuoQemu {
     }
   }
 
-  /** The update is off: the same QEMU goes on. */
-  async #resume(why: string): Promise<void> {
+  /** The update is off: the same QEMU goes on (and, after ABORTED of `update`, luod records the pause). */
+  async #resume(why: string, update?: string): Promise<void> {
     if (this.#pausedAt === null || this.#kexec) return;
     const pausedAt = this.#pausedAt;
     this.#pausedAt = null;
     try {
       await this.#qmp!.execute('cont');
-      this.#log.warn({ event: 'resumed', paused_ms: Date.now() - pausedAt, why }, 'VM resumed');
+      const resumedAt = Date.now();
+      this.#log.warn({ event: 'resumed', paused_ms: resumedAt - pausedAt, why }, 'VM resumed');
+      const client = this.#sub?.client;
+      if (update && client) await this.#reportResumed(client, { update, pausedAt, resumedAt });
     } catch (err) {
       this.#log.error({ err, why }, 'the VM could not be resumed');
     }

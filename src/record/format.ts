@@ -72,6 +72,12 @@ export const ClientLane = z.object({
   /** CLAIM received until the sessions reached the client. */
   claim: Span.nullable(),
   failure: z.string().nullable(),
+  /**
+   * The VM's blackout as its VMM reported it (RESUMED, docs/protocol.md): when it paused
+   * the guest and when it resumed it, its own wall clock. Absent when the VMM did not
+   * report (an older VMM, or one that never resumed), and in records older than RESUMED.
+   */
+  blackout: z.object({ paused_at: Time, resumed_at: Time }).optional(),
 });
 export type ClientLane = z.infer<typeof ClientLane>;
 
@@ -120,12 +126,65 @@ export function describeRecordIssue(error: z.ZodError): string {
 }
 
 /**
- * The span in which at least one VM was paused, as luod sees it: from the
- * first READY to the last CLAIM (completed), or to the end of the update
- * (aborted, refused, failed), or to now-known (in progress). Null when no
- * client said READY.
+ * Blackout, defined once for luokit: the time a VM is paused by a live update, from its
+ * VMM pausing the guest (before READY) to its VMM resuming it (after CLAIM, or after
+ * ABORTED), as the VMM measured and reported it (RESUMED). What a VMM does after the
+ * resume (the example VMM's verification of guest memory) is not part of it.
+ *
+ * Across a real kexec the two ends come from two kernels' wall clocks: the next kernel
+ * sets its clock from the RTC (to the second on x86) until NTP corrects it, so a VM's
+ * blackout there is as good as that step (docs/observability.md).
  */
-export function blackoutOf(record: UpdateRecord): { start: number; end: number } | null {
+export function vmBlackoutMs(lane: ClientLane): number | null {
+  return lane.blackout ? lane.blackout.resumed_at - lane.blackout.paused_at : null;
+}
+
+export interface BlackoutSummary {
+  /** Every VM whose VMM reported its blackout, in the record's order. */
+  vms: { id: string; ms: number; paused_at: number; resumed_at: number }[];
+  /** The update's blackout: the longest of its VMs'. Null when no VMM reported. */
+  maxMs: number | null;
+  /** From the first pause to the last resume (what the report shades). Null when no VMM reported. */
+  window: { start: number; end: number } | null;
+  /** Clients that said READY but reported no blackout (luod knows only its READY to CLAIM). */
+  unreported: string[];
+}
+
+/** The blackout of every VM of an update, and the update's (the longest), from the record alone. */
+export function blackoutOf(record: UpdateRecord): BlackoutSummary {
+  const vms = record.clients.flatMap((c) =>
+    c.blackout
+      ? [
+          {
+            id: c.id,
+            ms: c.blackout.resumed_at - c.blackout.paused_at,
+            paused_at: c.blackout.paused_at,
+            resumed_at: c.blackout.resumed_at,
+          },
+        ]
+      : [],
+  );
+  const unreported = record.clients.filter((c) => c.ready !== null && !c.blackout).map((c) => c.id);
+  if (vms.length === 0) return { vms, maxMs: null, window: null, unreported };
+  return {
+    vms,
+    maxMs: Math.max(...vms.map((v) => v.ms)),
+    window: {
+      start: Math.min(...vms.map((v) => v.paused_at)),
+      end: Math.max(...vms.map((v) => v.resumed_at)),
+    },
+    unreported,
+  };
+}
+
+/**
+ * luod's own view, not the blackout: from the first READY to the last CLAIM (completed),
+ * or to the end of the update (aborted, refused, failed), or to the latest time known (in
+ * progress): the span in which luod held at least one VM paused. Each VM was paused at
+ * least over its own READY to CLAIM, so for VMMs that do not report their blackout this is
+ * all luod can say. Null when no client said READY.
+ */
+export function readyToClaimOf(record: UpdateRecord): { start: number; end: number } | null {
   const readies = record.clients.map((c) => c.ready).filter((t): t is number => t !== null);
   if (readies.length === 0) return null;
   const start = Math.min(...readies);

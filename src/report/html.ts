@@ -10,7 +10,17 @@
  */
 import type { UpdateRecord } from '../record/format.js';
 import { reportText } from './text.js';
-import { BAR_MEANING, type Bar, type BarKind, formatMs, type Timeline, timelineOf } from './timeline.js';
+import {
+  BAR_MEANING,
+  type Bar,
+  type BarKind,
+  blackoutHeadline,
+  formatMs,
+  SPAN_MEANING,
+  SPENT_MEANING,
+  type Timeline,
+  timelineOf,
+} from './timeline.js';
 
 const WIDTH = 1100;
 const LABEL = 160;
@@ -32,6 +42,7 @@ const COLOURS: Record<BarKind, string> = {
   claims: '#00897b',
   finish: '#607d8b',
   paused: '#e57373',
+  held: '#f3b0b0',
   claim: '#2e7d32',
 };
 
@@ -69,14 +80,19 @@ function svgOf(timeline: Timeline): string {
     );
   }
   parts.push('</g>');
-  // Blackout, under the bars.
-  if (timeline.blackout) {
-    const bx = x(timeline.blackout.start);
-    const bw = Math.max(x(timeline.blackout.end) - bx, 2);
-    const ms = timeline.blackout.end - timeline.blackout.start;
+  // Blackout (or, unreported, luod's READY to CLAIM), under the bars.
+  const shade = timeline.span;
+  if (shade) {
+    const bx = x(shade.start);
+    const bw = Math.max(x(shade.end) - bx, 2);
+    const ms = shade.end - shade.start;
+    const reported = shade.basis === 'reported';
+    const label = reported
+      ? `blackout ${formatMs(timeline.blackout.maxMs ?? ms)} (longest VM)`
+      : `READY to CLAIM ${formatMs(ms)} (blackout not reported)`;
     parts.push(
-      `<rect class="blackout" data-blackout="true" data-start-ms="${timeline.blackout.start - timeline.start}" data-duration-ms="${ms}" x="${bx.toFixed(1)}" y="${AXIS - 4}" width="${bw.toFixed(1)}" height="${timeline.lanes.length * LANE + 8}"><title>blackout ${escapeHtml(formatMs(ms))}: from the first READY to the last CLAIM</title></rect>`,
-      `<text class="blackout-label" x="${(bx + bw / 2).toFixed(1)}" y="${height - 2}" text-anchor="middle">blackout ${escapeHtml(formatMs(ms))}</text>`,
+      `<rect class="blackout" data-blackout="${reported}" data-basis="${shade.basis}" data-start-ms="${shade.start - timeline.start}" data-duration-ms="${ms}" x="${bx.toFixed(1)}" y="${AXIS - 4}" width="${bw.toFixed(1)}" height="${timeline.lanes.length * LANE + 8}"><title>${escapeHtml(`${formatMs(ms)}: ${SPAN_MEANING[shade.basis]}`)}</title></rect>`,
+      `<text class="blackout-label" x="${(bx + bw / 2).toFixed(1)}" y="${height - 2}" text-anchor="middle">${escapeHtml(label)}</text>`,
     );
   }
   for (const [i, lane] of timeline.lanes.entries()) {
@@ -146,11 +162,20 @@ export function reportHtml(record: UpdateRecord): string {
       return `<tr data-phase-row="${p.phase}"><td>${p.phase}</td><td class="num">${ms === null ? 'open' : escapeHtml(formatMs(ms))}</td><td class="num">${escapeHtml(p.start < record.started ? `${formatMs(record.started - p.start)} before` : `+${formatMs(p.start - record.started)}`)}</td><td>${escapeHtml(BAR_MEANING[p.phase])}</td><td class="fail">${p.failed ? escapeHtml(p.failed) : ''}</td></tr>`;
     })
     .join('\n');
-  const breakdown = timeline.blackout
-    ? `<table><tr><th>blackout spent in</th><th>time</th><th>share</th></tr>${timeline.breakdown
+  const span = timeline.span;
+  const vms = timeline.blackout.vms.length
+    ? `<table><tr><th>VM</th><th>blackout (pause to resume)</th></tr>${timeline.blackout.vms
+        .map(
+          (v) =>
+            `<tr data-vm-blackout="${escapeHtml(v.id)}" data-blackout-ms="${v.ms}"><td>${escapeHtml(v.id)}</td><td class="num">${escapeHtml(formatMs(v.ms))}</td></tr>`,
+        )
+        .join('')}</table>`
+    : '';
+  const breakdown = span
+    ? `<p>${escapeHtml(`${formatMs(span.end - span.start)} ${SPAN_MEANING[span.basis]}.`)}</p><table><tr><th>spent in</th><th>time</th><th>share</th><th>what</th></tr>${timeline.breakdown
         .map((b) => {
-          const total = timeline.blackout!.end - timeline.blackout!.start;
-          return `<tr><td>${b.phase}</td><td class="num">${escapeHtml(formatMs(b.ms))}</td><td class="num">${total > 0 ? Math.round((b.ms / total) * 100) : 0}%</td></tr>`;
+          const total = span.end - span.start;
+          return `<tr><td>${b.phase}</td><td class="num">${escapeHtml(formatMs(b.ms))}</td><td class="num">${total > 0 ? Math.round((b.ms / total) * 100) : 0}%</td><td>${escapeHtml(SPENT_MEANING[b.phase])}</td></tr>`;
         })
         .join('')}</table>`
     : '<p>No client said READY: there was no blackout.</p>';
@@ -171,12 +196,15 @@ export function reportHtml(record: UpdateRecord): string {
     record.finished === null
       ? ', still in progress'
       : `, took ${escapeHtml(formatMs(record.finished - record.started))}`
-  }${timeline.blackout ? `; blackout <strong>${escapeHtml(formatMs(timeline.blackout.end - timeline.blackout.start))}</strong>` : ''}${
+  }<br><strong data-headline="blackout">${escapeHtml(blackoutHeadline(timeline))}</strong>${
     record.reason ? `<br><span class="fail">${escapeHtml(record.reason)}</span>` : ''
   }</p>
 ${svgOf(timeline)}
 <p class="legend">${legend}<span><i style="background:#d32f2f;opacity:.25"></i>blackout</span></p>
-<h2>Where the blackout went</h2>
+<h2>Blackout</h2>
+<p>Blackout: the time a VM is paused, from its VMM pausing it to its VMM resuming it, as the VMM reported. What a VMM does after resuming (checking memory, say) is not part of it.</p>
+${vms}
+<h2>Where the time went</h2>
 ${breakdown}
 <h2>Phases</h2>
 <table><tr><th>phase</th><th>took</th><th>at</th><th>what</th><th>failure</th></tr>

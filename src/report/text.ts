@@ -4,7 +4,7 @@
  * the failures.
  */
 import type { UpdateRecord } from '../record/format.js';
-import { formatMs, type Timeline, timelineOf } from './timeline.js';
+import { blackoutHeadline, formatMs, SPAN_MEANING, type Timeline, timelineOf } from './timeline.js';
 
 function offset(timeline: Timeline, at: number): string {
   return `+${formatMs(at - timeline.start)}`;
@@ -19,17 +19,18 @@ export function reportText(record: UpdateRecord): string {
       record.finished === null ? 'still in progress' : `took ${formatMs(record.finished - record.started)}`
     }`,
   );
-  if (timeline.blackout) {
-    const total = timeline.blackout.end - timeline.blackout.start;
-    lines.push('', `blackout ${formatMs(total)} (first READY to last CLAIM), spent in:`);
+  lines.push('', blackoutHeadline(timeline));
+  for (const vm of timeline.blackout.vms) lines.push(`  ${vm.id.padEnd(16)} ${formatMs(vm.ms).padStart(10)}`);
+  const span = timeline.span;
+  if (span) {
+    const total = span.end - span.start;
+    lines.push(`${formatMs(total)} ${SPAN_MEANING[span.basis]}, spent in:`);
     for (const part of timeline.breakdown) {
       const share = total > 0 ? Math.round((part.ms / total) * 100) : 0;
       lines.push(
         `  ${part.phase.padEnd(11)} ${formatMs(part.ms).padStart(10)}  ${String(share).padStart(3)}%`,
       );
     }
-  } else {
-    lines.push('', 'blackout: none (no client said READY)');
   }
   lines.push('', 'phases (luod + kernel):');
   for (const bar of timeline.lanes[0]!.bars) {
@@ -50,8 +51,12 @@ export function reportText(record: UpdateRecord): string {
     if (client.preserve?.end != null)
       parts.push(`preserved in ${formatMs(client.preserve.end - client.preserve.start)}`);
     if (client.ready !== null) parts.push(`READY at ${offset(timeline, client.ready)}`);
-    const paused = timeline.lanes.find((l) => l.id === client.id)?.bars.find((b) => b.kind === 'paused');
-    if (paused) parts.push(`paused ${formatMs(paused.end - paused.start)}${paused.open ? ' so far' : ''}`);
+    const bars = timeline.lanes.find((l) => l.id === client.id)?.bars ?? [];
+    const paused = bars.find((b) => b.kind === 'paused');
+    const held = bars.find((b) => b.kind === 'held');
+    if (paused) parts.push(`blackout ${formatMs(paused.end - paused.start)} (pause to resume)`);
+    else if (held)
+      parts.push(`held ${formatMs(held.end - held.start)}${held.open ? ' so far' : ''} (READY to CLAIM)`);
     if (client.claim?.end != null) parts.push(`claimed at ${offset(timeline, client.claim.end)}`);
     lines.push(
       `  ${client.id.padEnd(16)} uid ${client.uid}  ${parts.join(', ') || 'no preservation started'}`,

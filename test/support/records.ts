@@ -9,8 +9,17 @@ import type { UpdateRecord } from '../../src/record/format.js';
 
 const silent = pino({ level: 'silent' });
 
-/** A completed update of two clients, built as luod builds it, at known times. */
-export function completedRecord(update: string, t0 = 1_800_000_000_000): UpdateRecord {
+/**
+ * A completed update of two clients, built as luod builds it, at known times. With
+ * `resumed` (the default) both VMMs then report their blackout (RESUMED), after the
+ * record closed, as they do: vm-a paused at +45 and resumed at +3510 (3465 ms), vm-b
+ * paused at +190 and resumed at +3650 (3460 ms).
+ */
+export function completedRecord(
+  update: string,
+  t0 = 1_800_000_000_000,
+  options: { resumed?: boolean } = {},
+): UpdateRecord {
   const r = RecordBuilder.start(
     {
       update,
@@ -49,10 +58,14 @@ export function completedRecord(update: string, t0 = 1_800_000_000_000): UpdateR
   next.claimed('vm-b', t0 + 3605);
   next.end('claims', t0 + 3605);
   next.span('finish', t0 + 3605, t0 + 3606);
-  return next.finish('completed', null, t0 + 3606);
+  const closed = next.finish('completed', null, t0 + 3606);
+  if (options.resumed === false) return closed;
+  next.blackout('vm-a', t0 + 45, t0 + 3510);
+  next.blackout('vm-b', t0 + 190, t0 + 3650);
+  return next.snapshot();
 }
 
-/** An update aborted at the barrier: one client failed, on the real backend. */
+/** An update aborted at the barrier: one client failed, on the real backend; the other reports its blackout. */
 export function abortedRecord(update: string, t0 = 1_800_000_100_000): UpdateRecord {
   const r = RecordBuilder.start(
     {
@@ -78,5 +91,8 @@ export function abortedRecord(update: string, t0 = 1_800_000_100_000): UpdateRec
   r.failure('vm-bad', 'vm-bad failed: no space for the device state', t0 + 90);
   r.end('barrier', t0 + 90, 'vm-bad failed: no space for the device state');
   r.span('finish', t0 + 90, t0 + 95);
-  return r.finish('aborted', 'vm-bad failed: no space for the device state', t0 + 95);
+  r.finish('aborted', 'vm-bad failed: no space for the device state', t0 + 95);
+  // vm-ok paused before its READY and resumed on ABORTED: 59 ms.
+  r.blackout('vm-ok', t0 + 38, t0 + 97);
+  return r.snapshot();
 }

@@ -43,6 +43,8 @@ const LUOD_CONSOLE = `# qemu-system-x86_64 -kernel ...
 [+  22.500s] {"luod_phase":"loaded","at":2}
 [+  30.000s] {"luod_phase":"update-start","update":"u-1","at":3}
 [+  30.100s] {"luod_phase":"barrier-start","update":"u-1","at":4}
+[+  30.400s] {"vmm_phase":"paused","id":"vm-1","update":"u-1","at":4}
+[+  30.600s] {"vmm_phase":"paused","id":"vm-2","update":"u-1","at":4}
 [+  30.700s] {"luod_phase":"ready","update":"u-1","client":"vm-1","at":5}
 [+  30.900s] {"luod_phase":"barrier-done","update":"u-1","at":6}
 [+  31.000s] {"luod_phase":"kexec","update":"u-1","at":7}
@@ -50,7 +52,9 @@ const LUOD_CONSOLE = `# qemu-system-x86_64 -kernel ...
 [+  36.000s] LUOKIT-BOOT boot=1 release=7.3.0-rc7 uptime=5.00
 [+  40.000s] {"luod_phase":"luod-ready","update":"u-1","at":8}
 [+  41.000s] {"luod_phase":"claim","update":"u-1","client":"vm-1","at":9}
+[+  41.100s] {"vmm_phase":"resumed","id":"vm-1","update":"u-1","at":9}
 [+  41.200s] {"luod_phase":"all-claimed","update":"u-1","at":10}
+[+  41.400s] {"vmm_phase":"resumed","id":"vm-2","update":"u-1","at":10}
 [+  45.000s] LUOKIT-VMM boot=1 id=vm-1 result={"id":"vm-1","verified":true,"bytes":67108864,"verify_ms":3000,"verify":"pattern"}
 [+  47.500s] LUOKIT-VMM boot=1 id=vm-2 result={"id":"vm-2","verified":false,"bytes":0,"error":"ENOENT: no sessions"}
 [+  48.000s] LUOKIT-VMM boot=1 id=vm-3 result={"id":"vm-3", truncated by the kexec
@@ -78,8 +82,10 @@ test('console lines: host ms and text; the QEMU command line is not a line of th
   assert.ok(!lines.some((l) => l.text.includes('qemu-system')));
 });
 
-test('marks: boots, luod timeline lines, job phases, VMM verdicts, the kernel kexec line', () => {
+test('marks: boots, luod and VMM timeline lines, job phases, VMM verdicts, the kernel kexec line', () => {
   const run = collectMarks(parseConsoleLog(LUOD_CONSOLE));
+  assert.equal(run.marks['paused:vm-1@0'], 30400, "a VMM's pause, in the boot it happened in");
+  assert.equal(run.marks['resumed:vm-2@1'], 41400);
   assert.equal(run.marks['init@0'], 5598);
   assert.equal(run.marks['init@1'], 36000);
   assert.equal(run.marks['update-start@0'], 30000);
@@ -131,7 +137,7 @@ test('the load phase is the LOAD that loaded: a refused one before it (the gate 
   assert.equal(run.marks['loaded@0'], 24311);
 });
 
-test('blackout: phases between marks, totals from preservation to verification, the ratio', () => {
+test('blackout: pause to resume (the VMMs own marks; the floor: preserve to retrieved), verification after it, the ratio', () => {
   const report = blackoutReport({
     kernels: '7.2->7.3',
     sizes: ['64M', '128M'],
@@ -139,25 +145,65 @@ test('blackout: phases between marks, totals from preservation to verification, 
     floor: collectMarks(parseConsoleLog(FLOOR_CONSOLE)),
   });
   const row = (phase: string) => report.rows.find((r) => r.phase === phase)!;
-  assert.deepEqual([row('load').luodMs, row('load').floorMs, row('load').inBlackout], [1500, 1000, false]);
-  assert.deepEqual([row('preserve').luodMs, row('preserve').floorMs], [100, 175]);
-  assert.deepEqual([row('barrier').luodMs, row('barrier').floorMs], [800, null]);
+  const cells = (phase: string) => [row(phase).luodMs, row(phase).floorMs, row(phase).when];
+  assert.deepEqual(cells('load'), [1500, 1000, 'before']);
+  assert.deepEqual(cells('preserve'), [100, null, 'before']);
+  assert.deepEqual(cells('pause'), [300, null, 'before'], 'until the first VMM paused its guest');
+  assert.deepEqual(cells('barrier'), [500, 175, 'blackout']);
   assert.deepEqual([row('handover').luodMs, row('kexec').luodMs], [100, 5000]);
   assert.deepEqual([row('luod-ready').luodMs, row('luod-ready').floorMs], [4000, 1000]);
-  assert.deepEqual([row('all-claimed').luodMs, row('all-verified').luodMs], [1200, 6300]);
-  assert.equal(report.luod.totalMs, 47500 - 30000);
+  assert.deepEqual([row('all-claimed').luodMs, row('all-claimed').floorMs], [1200, 1000]);
+  assert.deepEqual(cells('resume'), [200, null, 'blackout'], 'to the last VMM resumed');
+  assert.deepEqual(cells('verify'), [6100, 6000, 'after']);
+  // The blackout: the first VM paused to the last resumed; the floor: preserve to retrieved.
+  assert.equal(report.luod.totalMs, 41400 - 30400);
+  assert.equal(report.floor.totalMs, 19000 - 11525);
+  // The rows of the blackout add up to it (no gap, no overlap).
+  const sum = (which: 'luodMs' | 'floorMs') =>
+    report.rows.filter((r) => r.when === 'blackout').reduce((a, r) => a + (r[which] ?? 0), 0);
+  assert.equal(sum('luodMs'), report.luod.totalMs);
   // The floor printed no kexec mark here: the kernel's own line stands in, and says so.
   assert.equal(row('kexec').floorMs, 17000 - 11702);
   assert.equal(report.floor.substituted.length, 1);
-  assert.equal(report.floor.totalMs, 25000 - 11525);
-  assert.equal(report.ratio, Math.round((17500 / 13475) * 100) / 100);
+  assert.equal(sum('floorMs'), report.floor.totalMs);
+  // Verification is its own figure on both paths, outside the blackout.
+  assert.deepEqual([report.luod.verifyMs, report.floor.verifyMs], [47500 - 41400, 25000 - 19000]);
+  assert.equal(report.ratio, Math.round((11000 / 7475) * 100) / 100);
+  assert.deepEqual(report.vmBlackouts, [
+    { id: 'vm-1', ms: 41100 - 30400 },
+    { id: 'vm-2', ms: 41400 - 30600 },
+  ]);
   assert.deepEqual(report.luod.missing, []);
   const table = formatBlackout(report);
-  assert.match(table, /TOTAL blackout\s+17500\s+13475\s+4025/);
-  assert.match(table, /ratio luod \/ floor \(total blackout\): 1\.30x/);
+  assert.match(table, /BLACKOUT \(pause to resume\)\s+11000\s+7475\s+3525/);
+  assert.match(table, /verification \(after\)\s+6100\s+6000\s+100/);
+  assert.match(table, /ratio luod \/ floor \(blackout, pause to resume\): 1\.47x/);
   assert.match(table, /load \(before\)/);
+  assert.match(table, /verify \(after\)/);
   assert.match(table, /floor: kexec@0 <- kernel-kexec@0/);
-  assert.match(table, /VMMs' own verification time: vm-1 3000 ms \(pattern\), vm-2 \? ms \(\?\)/);
+  assert.match(table, /each VM's own blackout \(its pause to its resume\), ms: vm-1 10700, vm-2 10800/);
+  assert.match(
+    table,
+    /VMMs' own verification time \(after the resume\): vm-1 3000 ms \(pattern\), vm-2 \? ms \(\?\)/,
+  );
+});
+
+test("a VMM's lost pause or resume mark is named, and the blackout is not guessed from the others", () => {
+  const lost = LUOD_CONSOLE.split('\n')
+    .filter((l) => !l.includes('"vmm_phase":"resumed","id":"vm-2"'))
+    .join('\n');
+  const report = blackoutReport({
+    kernels: '7.2->7.3',
+    sizes: ['64M', '128M'],
+    luod: collectMarks(parseConsoleLog(lost)),
+    floor: collectMarks(parseConsoleLog(FLOOR_CONSOLE)),
+  });
+  assert.equal(report.luod.totalMs, null);
+  assert.equal(report.luod.verifyMs, null);
+  assert.equal(report.ratio, null);
+  assert.ok(report.luod.missing.includes('resumed:vm-2@1'), report.luod.missing.join(', '));
+  assert.deepEqual(report.vmBlackouts[1], { id: 'vm-2', ms: null });
+  assert.match(formatBlackout(report), /luod: missing marks: .*resumed:vm-2@1/);
 });
 
 test('the report of several pairs: one table each, in order, and one JSON holding them all', () => {
@@ -173,7 +219,7 @@ test('the report of several pairs: one table each, in order, and one JSON holdin
   assert.equal(text.match(/one example VMM each\), shmem THP within_size$/gm)?.length, 2);
   assert.equal(reports[0]!.shmemThp, 'within_size');
   assert.equal(blackoutReport({ kernels: 'x', sizes: [], luod, floor }).shmemThp, null);
-  assert.equal(text.match(/TOTAL blackout/g)?.length, 2);
+  assert.equal(text.match(/BLACKOUT \(pause to resume\)/g)?.length, 2);
   const file = JSON.parse(JSON.stringify(blackoutFile(reports)));
   assert.deepEqual(
     file.pairs.map((p: { kernels: string; ratio: number }) => [p.kernels, p.ratio]),
@@ -209,7 +255,7 @@ test('a run that never reached the next kernel: null phases, named missing marks
   assert.ok(report.luod.missing.includes('all-verified@1'));
   assert.equal(report.rows.find((r) => r.phase === 'preserve')!.luodMs, 100);
   assert.match(formatBlackout(report), /luod: missing marks: .*init@1/);
-  assert.match(formatBlackout(report), /ratio luod \/ floor \(total blackout\): n\/a/);
+  assert.match(formatBlackout(report), /ratio luod \/ floor \(blackout, pause to resume\): n\/a/);
 });
 
 test("luod's error and fatal log lines are found; info, warnings and non-JSON are not", () => {

@@ -9,13 +9,21 @@
  * stamped when it has fully arrived: at 115200 baud a 100-character line
  * takes about 9 ms, so each mark is late by its own length, a few ms.
  *
- * Marks come from four kinds of console lines:
+ * Marks come from five kinds of console lines:
  *   LUOKIT-BOOT boot=N ...                   `init` (the boot's /init started)
  *   LUOKIT-PHASE path=P boot=N phase=NAME    the floor's steps, the luod job's steps
  *   {"luod_phase":"NAME",...}                luod's own timeline (luod --timeline)
+ *   {"vmm_phase":"NAME","id":ID,...}         a VMM's own timeline (vmm --timeline):
+ *                                            `paused:ID` and `resumed:ID`
  *   LUOKIT-VMM boot=N id=ID result=JSON      a VMM verified (or not) its memory
  * plus the kernel's "Starting new kernel" (`kernel-kexec`), a fallback for a
  * `kexec` mark lost with the old kernel's console buffer.
+ *
+ * Blackout is luokit's one definition (src/record/format.ts): from a VM paused to
+ * the same VM resumed. On the luod path, from the first VMM's pause to the last
+ * VMM's resume; on the floor, which has no VM, from the start of its preservation
+ * to its files retrieved in the next kernel. Verification of every byte comes
+ * after, on both paths, as its own phase.
  */
 
 import type { QemuBlackout } from './qemu-blackout.js';
@@ -142,6 +150,16 @@ export function collectMarks(lines: readonly ConsoleLine[]): RunMarks {
       });
       continue;
     }
+    const vmmPhase = text.indexOf('{"vmm_phase":');
+    if (vmmPhase >= 0) {
+      try {
+        const m = JSON.parse(text.slice(vmmPhase)) as { vmm_phase: string; id: string };
+        mark(`${m.vmm_phase}:${m.id}`, boot, atMs);
+      } catch {
+        unreadable.push(text);
+      }
+      continue;
+    }
     const json = text.indexOf('{"luod_phase":');
     if (json >= 0) {
       try {
@@ -160,94 +178,118 @@ export function collectMarks(lines: readonly ConsoleLine[]): RunMarks {
   return { marks, vmms, floor, unreadable };
 }
 
+/** When a phase happens: before the VMs stop, during the blackout, or after they run again. */
+export type PhaseWhen = 'before' | 'blackout' | 'after';
+
 /** One row of the report: the same step on both paths, between two marks of each. */
 export interface PhaseSpec {
   phase: string;
   what: string;
-  /** Part of the blackout (VMs stopped)? `load` happens before it, on both paths. */
-  inBlackout: boolean;
+  when: PhaseWhen;
   luod?: [string, string];
   floor?: [string, string];
 }
 
 /**
  * The phases, in order. The names are luod's own timeline marks
- * (src/daemon/luod.ts, PhaseMark) where luod has them.
+ * (src/daemon/luod.ts, PhaseMark) where luod has them; `first-paused` and
+ * `last-resumed` are the VMMs' own (derived in blackoutReport from every VMM's).
  */
 export const PHASES: readonly PhaseSpec[] = [
   {
     phase: 'load',
     what: 'kexec load (kexec_file_load of the next kernel and initramfs; before the VMs stop)',
-    inBlackout: false,
+    when: 'before',
     luod: ['load@0', 'loaded@0'],
     floor: ['load@0', 'loaded@0'],
   },
   {
     phase: 'preserve',
-    what: 'luod: open /dev/liveupdate, create the sessions; floor: create the sessions and PRESERVE_FD',
-    inBlackout: true,
+    what: 'luod: open /dev/liveupdate, create the sessions (the VMs run)',
+    when: 'before',
     luod: ['update-start@0', 'barrier-start@0'],
-    floor: ['preserve@0', 'preserved@0'],
+  },
+  {
+    phase: 'pause',
+    what: 'START_PRESERVATION to every VMM; the first preserves its RAM while its guest runs, then pauses it',
+    when: 'before',
+    luod: ['barrier-start@0', 'first-paused@0'],
   },
   {
     phase: 'barrier',
-    what: 'START_PRESERVATION to every VMM, each preserves its memory and says READY',
-    inBlackout: true,
-    luod: ['barrier-start@0', 'barrier-done@0'],
+    what: 'luod: from the first VM paused to every READY (each VMM preserves its RAM, pauses, preserves its device state); floor: create the sessions, PRESERVE_FD',
+    when: 'blackout',
+    luod: ['first-paused@0', 'barrier-done@0'],
+    floor: ['preserve@0', 'preserved@0'],
   },
   {
     phase: 'handover',
     what: 'luod: its state into luod-internal, KEXEC to the VMMs; floor: nothing (up to the reboot call)',
-    inBlackout: true,
+    when: 'blackout',
     luod: ['barrier-done@0', 'kexec@0'],
     floor: ['preserved@0', 'kexec@0'],
   },
   {
     phase: 'kexec',
     what: "reboot(LINUX_REBOOT_CMD_KEXEC) to the next kernel's /init (LUO serialises, the kernel boots)",
-    inBlackout: true,
+    when: 'blackout',
     luod: ['kexec@0', 'init@1'],
     floor: ['kexec@0', 'init@1'],
   },
   {
     phase: 'luod-ready',
     what: 'luod: /init to luod restored from luod-internal; floor: /init to the program started',
-    inBlackout: true,
+    when: 'blackout',
     luod: ['init@1', 'luod-ready@1'],
     floor: ['init@1', 'start@1'],
   },
   {
     phase: 'all-claimed',
     what: 'luod: every VMM started again and CLAIMed its session; floor: RETRIEVE_SESSION and RETRIEVE_FD',
-    inBlackout: true,
+    when: 'blackout',
     luod: ['luod-ready@1', 'all-claimed@1'],
     floor: ['start@1', 'retrieved@1'],
   },
   {
-    phase: 'all-verified',
-    what: 'every byte of guest memory compared with the data pattern (VMMs: --verify pattern; floor: memcmp)',
-    inBlackout: true,
-    luod: ['all-claimed@1', 'all-verified@1'],
+    phase: 'resume',
+    what: 'the last VMM to claim retrieves its RAM and device state, FINISHes, and resumes its guest',
+    when: 'blackout',
+    luod: ['all-claimed@1', 'last-resumed@1'],
+  },
+  {
+    phase: 'verify',
+    what: 'after the blackout: every byte compared with the data pattern (VMMs: --verify pattern, while their guests run; floor: memcmp)',
+    when: 'after',
+    luod: ['last-resumed@1', 'all-verified@1'],
     floor: ['retrieved@1', 'verified@1'],
   },
 ];
 
-/** Where the blackout starts and ends on each path. */
+/** Where the blackout starts and ends on each path: VMs paused to VMs running again. */
 export const TOTAL: Record<UpdatePath, [string, string]> = {
-  luod: ['update-start@0', 'all-verified@1'],
-  floor: ['preserve@0', 'verified@1'],
+  luod: ['first-paused@0', 'last-resumed@1'],
+  floor: ['preserve@0', 'retrieved@1'],
+};
+
+/** Verification, after the blackout, on each path: from the memory back to every byte checked. */
+export const VERIFICATION: Record<UpdatePath, [string, string]> = {
+  luod: ['last-resumed@1', 'all-verified@1'],
+  floor: ['retrieved@1', 'verified@1'],
 };
 
 export interface PhaseRow {
   phase: string;
   what: string;
-  inBlackout: boolean;
+  when: PhaseWhen;
   luodMs: number | null;
   floorMs: number | null;
 }
 
 export interface PathReport {
+  /** The blackout: TOTAL's span. */
   totalMs: number | null;
+  /** Verification after it: VERIFICATION's span. */
+  verifyMs: number | null;
   /** Marks a phase needed and the run did not print (a phase is then null). */
   missing: string[];
   /** Marks replaced by a fallback (`kexec@0` by the kernel's own line). */
@@ -264,9 +306,11 @@ export interface BlackoutReport {
   rows: PhaseRow[];
   luod: PathReport;
   floor: PathReport;
-  /** luod's total blackout over the floor's; null when either is missing. */
+  /** luod's blackout over the floor's (pause to resume); null when either is missing. */
   ratio: number | null;
   vmms: VmmVerdict[];
+  /** Each VM's own blackout on the host clock (its `paused` to its `resumed` mark); null when one is missing. */
+  vmBlackouts: { id: string; ms: number | null }[];
   floorFiles: FloorVerdict[];
 }
 
@@ -294,6 +338,32 @@ function span(marks: Marks, range: [string, string] | undefined, missing: Set<st
   return a === undefined || b === undefined ? null : b - a;
 }
 
+/**
+ * `first-paused@0` and `last-resumed@1`: the first of the VMMs' `paused` marks in boot 0
+ * and the last of their `resumed` marks in boot 1, only when every VMM printed its own
+ * (a lost one would move the blackout's ends unseen; it is named as missing instead).
+ */
+function withVmmMarks(marks: Marks, ids: readonly string[], missing: Set<string>): Marks {
+  const out = { ...marks };
+  const of = (phase: string, boot: number) => {
+    const times = ids.map((id) => marks[`${phase}:${id}@${boot}`]);
+    ids.forEach((id, i) => {
+      if (times[i] === undefined) missing.add(`${phase}:${id}@${boot}`);
+    });
+    return times.every((t) => t !== undefined) && times.length > 0 ? (times as number[]) : null;
+  };
+  const paused = of('paused', 0);
+  const resumed = of('resumed', 1);
+  if (paused) out['first-paused@0'] = Math.min(...paused);
+  if (resumed) out['last-resumed@1'] = Math.max(...resumed);
+  return out;
+}
+
+/** The VMMs of the luod path, one per size: vm-1, vm-2, ... (vm/guest/luod-update.sh). */
+export function vmmIds(sizes: readonly string[]): string[] {
+  return sizes.map((_, i) => `vm-${i + 1}`);
+}
+
 export function blackoutReport(input: {
   kernels: string;
   sizes: string[];
@@ -301,20 +371,23 @@ export function blackoutReport(input: {
   luod: RunMarks;
   floor: RunMarks;
 }): BlackoutReport {
+  const missing = { luod: new Set<string>(), floor: new Set<string>() };
+  const ids = vmmIds(input.sizes);
+  const luodMarks = withFallbacks(input.luod.marks);
   const paths = {
-    luod: withFallbacks(input.luod.marks),
+    luod: { ...luodMarks, marks: withVmmMarks(luodMarks.marks, ids, missing.luod) },
     floor: withFallbacks(input.floor.marks),
   };
-  const missing = { luod: new Set<string>(), floor: new Set<string>() };
   const rows = PHASES.map((p) => ({
     phase: p.phase,
     what: p.what,
-    inBlackout: p.inBlackout,
+    when: p.when,
     luodMs: span(paths.luod.marks, p.luod, missing.luod),
     floorMs: span(paths.floor.marks, p.floor, missing.floor),
   }));
   const path = (which: UpdatePath): PathReport => ({
     totalMs: span(paths[which].marks, TOTAL[which], missing[which]),
+    verifyMs: span(paths[which].marks, VERIFICATION[which], missing[which]),
     missing: [...missing[which]],
     substituted: paths[which].substituted,
     marks: paths[which].marks,
@@ -334,6 +407,11 @@ export function blackoutReport(input: {
         ? Math.round((luod.totalMs / floor.totalMs) * 100) / 100
         : null,
     vmms: input.luod.vmms,
+    vmBlackouts: ids.map((id) => {
+      const a = input.luod.marks[`paused:${id}@0`];
+      const b = input.luod.marks[`resumed:${id}@1`];
+      return { id, ms: a === undefined || b === undefined ? null : b - a };
+    }),
     floorFiles: input.floor.floor,
   };
 }
@@ -346,16 +424,23 @@ function ms(value: number | null): string {
 export function formatBlackout(r: BlackoutReport): string {
   const header = ['phase', 'luod ms', 'floor ms', 'luod - floor'];
   const body = r.rows.map((row) => [
-    `${row.phase}${row.inBlackout ? '' : ' (before)'}`,
+    `${row.phase}${row.when === 'blackout' ? '' : ` (${row.when})`}`,
     ms(row.luodMs),
     ms(row.floorMs),
     row.luodMs !== null && row.floorMs !== null ? `${row.luodMs - row.floorMs}` : '',
   ]);
+  const diff = (a: number | null, b: number | null) => (a !== null && b !== null ? `${a - b}` : '');
   body.push([
-    'TOTAL blackout',
+    'BLACKOUT (pause to resume)',
     ms(r.luod.totalMs),
     ms(r.floor.totalMs),
-    r.luod.totalMs !== null && r.floor.totalMs !== null ? `${r.luod.totalMs - r.floor.totalMs}` : '',
+    diff(r.luod.totalMs, r.floor.totalMs),
+  ]);
+  body.push([
+    'verification (after)',
+    ms(r.luod.verifyMs),
+    ms(r.floor.verifyMs),
+    diff(r.luod.verifyMs, r.floor.verifyMs),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
   const line = (cells: string[]) =>
@@ -368,10 +453,14 @@ export function formatBlackout(r: BlackoutReport): string {
     line(widths.map((w) => '-'.repeat(w))),
     ...body.map(line),
     '',
-    `ratio luod / floor (total blackout): ${r.ratio === null ? 'n/a' : `${r.ratio.toFixed(2)}x`}`,
-    'blackout: from the start of preservation (VMs stopped) to every byte verified in the next kernel;',
-    '"(before)": done before the VMs stop, not part of the blackout.',
+    `ratio luod / floor (blackout, pause to resume): ${r.ratio === null ? 'n/a' : `${r.ratio.toFixed(2)}x`}`,
+    'blackout: from the VMs paused to the VMs resumed in the next kernel (luod: the first VMM pausing its',
+    'guest to the last VMM resuming its guest, their own marks; floor: the start of its preservation to its',
+    'files retrieved). "(before)": done while the VMs run; "(after)": verification of every byte, once the',
+    'VMs run again: not part of the blackout.',
   ];
+  const perVm = r.vmBlackouts.map((v) => `${v.id} ${ms(v.ms)}`);
+  if (perVm.length > 0) out.push(`each VM's own blackout (its pause to its resume), ms: ${perVm.join(', ')}`);
   for (const which of ['luod', 'floor'] as const) {
     const p = r[which];
     if (p.missing.length > 0) out.push(`${which}: missing marks: ${p.missing.join(', ')}`);
@@ -379,7 +468,7 @@ export function formatBlackout(r: BlackoutReport): string {
   }
   if (r.vmms.length > 0) {
     const each = r.vmms.map((v) => `${v.id} ${v.verify_ms ?? '?'} ms (${v.verify ?? '?'})`);
-    out.push(`VMMs' own verification time: ${each.join(', ')}`);
+    out.push(`VMMs' own verification time (after the resume): ${each.join(', ')}`);
   }
   out.push('', 'phases:');
   for (const row of r.rows) out.push(`  ${row.phase.padEnd(12)} ${row.what}`);

@@ -4,7 +4,8 @@
  *   1. luod on the real kernel: luod and one example VMM per size in boot 0, `luoctl load`
  *      and `luoctl update` (luod's barrier, kexec_file_load'ed kernel, reboot), then in the
  *      next kernel luod recovers from `luod-internal` and every VMM, started again with the
- *      same id, claims its session and verifies every byte (vm/guest/luod-update.sh);
+ *      same id, claims its session, resumes its guest and verifies every byte
+ *      (vm/guest/luod-update.sh; each VMM's pause and resume on the console, --timeline);
  *   2. the floor: the same memfds through /dev/liveupdate by a minimal C program, which
  *      kexecs itself and verifies in the next kernel (test/vm/floor/luo_floor.c,
  *      vm/guest/floor.sh);
@@ -347,8 +348,10 @@ async function liveUpdate(
     report.ratio !== null && missing.length === 0 ? 'pass' : 'fail',
     missing.length ? `missing marks: ${missing.join(', ')}` : undefined,
   );
-  ctx.timings[`blackout luod (${label}), ms`] = report.luod.totalMs ?? 'n/a';
-  ctx.timings[`blackout floor (${label}), ms`] = report.floor.totalMs ?? 'n/a';
+  ctx.timings[`blackout (pause to resume) luod (${label}), ms`] = report.luod.totalMs ?? 'n/a';
+  ctx.timings[`blackout (pause to resume) floor (${label}), ms`] = report.floor.totalMs ?? 'n/a';
   ctx.timings[`blackout ratio luod/floor (${label})`] = report.ratio ?? 'n/a';
+  ctx.timings[`verification after the blackout, luod (${label}), ms`] = report.luod.verifyMs ?? 'n/a';
+  ctx.timings[`verification after the blackout, floor (${label}), ms`] = report.floor.verifyMs ?? 'n/a';
   return report;
 }

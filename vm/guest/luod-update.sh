@@ -10,9 +10,11 @@
 #         after the update returns unless the update failed.
 # boot 1: luod (it recovers from luod-internal, then listens) and, at the same time, the VMMs
 #         again with the same ids and --claim: each claims its session once luod listens,
-#         compares every byte with the pattern, and prints one JSON line, echoed as
-#         LUOKIT-VMM boot=1 id=ID result=JSON (the host's time of the last one is "all
-#         memory verified"). Then luod's status (its whole timeline) to the output share.
+#         resumes its guest, then compares every byte with the pattern, and prints one JSON
+#         line, echoed as LUOKIT-VMM boot=1 id=ID result=JSON (the host's time of the last one
+#         is "all memory verified"). Then luod's status (its whole timeline) to the output share.
+# Every VMM puts its own pause (boot 0) and resume (boot 1) on the console (--timeline): the
+# blackout runs from the first pause to the last resume (test/vm/blackout.ts).
 #
 # Logs go to the output share ($LUOKIT_OUT): luod.bootN.log, ID.bootN.log; the console
 # carries only markers (it is a 115200-baud serial line).
@@ -33,6 +35,8 @@ SOCK=/run/luod/luod.sock
 VCPU="--tick-ms 10 --pages-per-tick 4"
 FORCE=""
 [ -z "${LUOKIT_LOAD_FORCE:-}" ] || FORCE=--force
+# Each VMM's pause and resume, as they happen, for the host to stamp.
+MARKS="--timeline /dev/console"
 
 failed() {
   echo "LUOKIT-UPDATE-FAILED boot=$BOOT reason=$*"
@@ -87,7 +91,7 @@ case "$BOOT" in
     i=0
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
-      node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU --socket "$SOCK" \
+      node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU $MARKS --socket "$SOCK" \
         >"$OUT/vm-$i.boot0.out" 2>"$OUT/vm-$i.boot0.log" &
       wait_for 300 "vm-$i to subscribe" subscribed "vm-$i"
     done
@@ -109,7 +113,7 @@ case "$BOOT" in
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
       (
-        nice -n "${LUOKIT_VMM_NICE:-0}" node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --claim $VCPU --socket "$SOCK" \
+        nice -n "${LUOKIT_VMM_NICE:-0}" node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --claim $VCPU $MARKS --socket "$SOCK" \
           2>"$OUT/vm-$i.boot1.log" | while IFS= read -r line; do
           echo "LUOKIT-VMM boot=1 id=vm-$i result=$line"
         done
