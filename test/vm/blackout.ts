@@ -93,8 +93,9 @@ function fields(text: string, kind: string): Record<string, string> | undefined 
 
 /**
  * Every mark of one QEMU run, first occurrence wins (a mark is a moment; a
- * repeat is a later, different event). `all-verified@N` is the last VMM
- * verdict of boot N.
+ * repeat is a later, different event), but for luod's `load`: a repeat before
+ * any `loaded` replaces it (the first LOAD was refused, by the gate). `all-verified@N`
+ * is the last VMM verdict of boot N.
  */
 export function collectMarks(lines: readonly ConsoleLine[]): RunMarks {
   const marks: Marks = {};
@@ -163,6 +164,8 @@ export function collectMarks(lines: readonly ConsoleLine[]): RunMarks {
     if (json >= 0) {
       try {
         const m = JSON.parse(text.slice(json)) as { luod_phase: string };
+        // A LOAD that never got to `loaded` (the gate refused it) is not the load of the update.
+        if (m.luod_phase === 'load' && marks[`loaded@${boot}`] === undefined) delete marks[`load@${boot}`];
         mark(m.luod_phase, boot, atMs);
       } catch {
         unreadable.push(text);
