@@ -978,6 +978,39 @@ describe('LuoClient against luod on the emulated kernel', () => {
     }
   });
 
+  test('an aborted update: the example VMM resumes its guest and reports that pause into the aborted record', async (t) => {
+    const holdout = await connect(t);
+    await holdout.subscribe('t-holdout'); // no preserve handler: never READY
+    const stop = new AbortController();
+    t.after(() => stop.abort());
+    const marks: string[] = [];
+    const vmm = runVmm({
+      id: 't-aborted',
+      memBytes: 1 << 20,
+      socket: luod.socket,
+      signal: stop.signal,
+      output: () => {},
+      log: () => {},
+      timeline: (phase, { update }) => marks.push(`${phase} ${update}`),
+    });
+    await waitIdleWith(admin, ['t-aborted', 't-holdout']);
+    const outcome = await admin.update({ timeoutMs: 1000 });
+    assert.equal(outcome.outcome, 'aborted', JSON.stringify(outcome));
+    await waitUntil(() => marks.length === 2, 'the pause and the resume');
+    assert.deepEqual(marks, [`paused ${outcome.update}`, `resumed ${outcome.update}`]);
+    const dir = String((await admin.status()).records_dir);
+    const lane = await waitUntil(() => {
+      const record = JSON.parse(fs.readFileSync(path.join(dir, `${outcome.update}.json`), 'utf8'));
+      return record.clients.find(
+        (c: { id: string; blackout?: unknown }) => c.id === 't-aborted' && c.blackout,
+      );
+    }, 'the blackout in the aborted record');
+    assert.ok(lane.blackout.paused_at <= lane.ready, 'paused before READY');
+    assert.ok(lane.blackout.resumed_at >= lane.blackout.paused_at);
+    stop.abort();
+    assert.deepEqual(await vmm, []);
+  });
+
   test('a subscribed client with a command in flight when the host reboots gets ECONNRESET', async (t) => {
     const client = await connect(t);
     const mem = guestMemory('t-self', Buffer.from('self'));
