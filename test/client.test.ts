@@ -11,7 +11,14 @@ import * as path from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { LineFramer, LuoClient, type LuoClientError } from '../src/client/index.js';
 import { Pattern } from '../src/example-vmm/pattern.js';
-import { digestOf, parseVmmArgs, patternMismatch, runVmm, type VmmOptions } from '../src/example-vmm/vmm.js';
+import {
+  digestOf,
+  page0Mismatch,
+  parseVmmArgs,
+  patternSweep,
+  runVmm,
+  type VmmOptions,
+} from '../src/example-vmm/vmm.js';
 import type { Session } from '../src/kernel/index.js';
 import { LineChannel } from '../src/protocol/lines.js';
 import { fstat, ftruncate, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
@@ -339,25 +346,29 @@ describe('example VMM helpers', () => {
     });
   });
 
-  test('pattern verification: page 0 is the last generation stamped, every other byte the pattern', () => {
+  test('pattern verification: page 0 is the last generation stamped (before the resume), every other byte the pattern (after)', async () => {
     const size = 3 * 4096;
     const pattern = new Pattern(2 * 4096);
     const fd = guestMemory('pattern', Buffer.alloc(size));
     try {
       pattern.writeTo(fd.fd, size);
       // Never ticked: page 0 is still the pattern.
-      assert.equal(patternMismatch(fd, size, 'vm-p', 0, pattern), undefined);
+      assert.equal(page0Mismatch(fd, 'vm-p', 0), undefined);
+      assert.equal(await patternSweep(fd, size, pattern), undefined);
       const header = Buffer.alloc(4096);
       header.write('LUOVMM01', 0, 'latin1');
       header.writeBigUInt64LE(7n, 8);
       header.write('vm-p', 16, 'utf8');
       pwriteAll(fd, header, 0);
-      assert.equal(patternMismatch(fd, size, 'vm-p', 7, pattern), undefined);
-      assert.match(patternMismatch(fd, size, 'vm-p', 6, pattern) ?? '', /page 0 .*generation 6/);
-      assert.match(patternMismatch(fd, size, 'vm-q', 7, pattern) ?? '', /page 0/);
+      assert.equal(page0Mismatch(fd, 'vm-p', 7), undefined);
+      assert.match(page0Mismatch(fd, 'vm-p', 6) ?? '', /page 0 .*generation 6/);
+      assert.match(page0Mismatch(fd, 'vm-q', 7) ?? '', /page 0/);
+      assert.match(page0Mismatch(fd, 'vm-p', 0) ?? '', /page 0/, 'a stamped page 0 is not the pattern');
+      // The sweep leaves page 0 to the check before the resume (the vCPU writes it).
+      assert.equal(await patternSweep(fd, size, pattern), undefined);
       // A byte in the second chunk (past the first comparison) is found, with its offset.
       pwriteAll(fd, Buffer.from([pattern.expected(2 * 4096 + 9, 1)[0]! ^ 0xff]), 2 * 4096 + 9);
-      assert.match(patternMismatch(fd, size, 'vm-p', 7, pattern) ?? '', /first difference at byte 8201 /);
+      assert.match((await patternSweep(fd, size, pattern)) ?? '', /first difference at byte 8201 /);
     } finally {
       fd.close();
     }
@@ -965,6 +976,39 @@ describe('LuoClient against luod on the emulated kernel', () => {
       assert.equal(lane.blackout.resumed_at - lane.blackout.paused_at, result?.blackout_ms);
       assert.ok(lane.blackout.resumed_at >= lane.claim.end, 'resumed after the CLAIM');
     }
+  });
+
+  test('an aborted update: the example VMM resumes its guest and reports that pause into the aborted record', async (t) => {
+    const holdout = await connect(t);
+    await holdout.subscribe('t-holdout'); // no preserve handler: never READY
+    const stop = new AbortController();
+    t.after(() => stop.abort());
+    const marks: string[] = [];
+    const vmm = runVmm({
+      id: 't-aborted',
+      memBytes: 1 << 20,
+      socket: luod.socket,
+      signal: stop.signal,
+      output: () => {},
+      log: () => {},
+      timeline: (phase, { update }) => marks.push(`${phase} ${update}`),
+    });
+    await waitIdleWith(admin, ['t-aborted', 't-holdout']);
+    const outcome = await admin.update({ timeoutMs: 1000 });
+    assert.equal(outcome.outcome, 'aborted', JSON.stringify(outcome));
+    await waitUntil(() => marks.length === 2, 'the pause and the resume');
+    assert.deepEqual(marks, [`paused ${outcome.update}`, `resumed ${outcome.update}`]);
+    const dir = String((await admin.status()).records_dir);
+    const lane = await waitUntil(() => {
+      const record = JSON.parse(fs.readFileSync(path.join(dir, `${outcome.update}.json`), 'utf8'));
+      return record.clients.find(
+        (c: { id: string; blackout?: unknown }) => c.id === 't-aborted' && c.blackout,
+      );
+    }, 'the blackout in the aborted record');
+    assert.ok(lane.blackout.paused_at <= lane.ready, 'paused before READY');
+    assert.ok(lane.blackout.resumed_at >= lane.blackout.paused_at);
+    stop.abort();
+    assert.deepEqual(await vmm, []);
   });
 
   test('a subscribed client with a command in flight when the host reboots gets ECONNRESET', async (t) => {

@@ -187,31 +187,10 @@ function headerPage(id: string, generation: number): Buffer {
 }
 
 /**
- * Check RAM against the pattern it was filled with (`verify: 'pattern'`): page 0 against the
- * header of the recorded generation (still the pattern if the vCPU never ticked), the rest one
- * chunk at a time. Returns what differs, or undefined.
+ * Pattern mode (`verify: 'pattern'`), before the resume: page 0 is the header of the recorded
+ * generation (still the pattern if the vCPU never ticked). Returns what differs, or undefined.
  */
-export function patternMismatch(
-  fd: OwnedFd,
-  size: number,
-  id: string,
-  generation: number,
-  pattern: Pattern = new Pattern(),
-): string | undefined {
-  const page0 = pread(fd, PAGE_SIZE, 0);
-  const expected =
-    generation === 0 ? pattern.pageInto(0, Buffer.alloc(PAGE_SIZE)) : headerPage(id, generation);
-  if (!page0.equals(expected)) return `page 0 is not the vCPU's last write (generation ${generation})`;
-  try {
-    pattern.verifyAll(fd.fd, size, PAGE_SIZE);
-    return undefined;
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
-
-/** Pattern mode, before the resume: page 0 is the header of the recorded generation (the pattern if it never ticked). */
-function page0Mismatch(fd: OwnedFd, id: string, generation: number): string | undefined {
+export function page0Mismatch(fd: OwnedFd, id: string, generation: number): string | undefined {
   const page0 = pread(fd, PAGE_SIZE, 0);
   // A one-page pattern is the full pattern's page 0 (same seed, same header).
   const expected =
@@ -227,7 +206,7 @@ function page0Mismatch(fd: OwnedFd, id: string, generation: number): string | un
  * Pattern mode, after the resume: pages 1.. against the pattern, VERIFY_CHUNK at a time
  * with the event loop free between (the vCPU runs; it rewrites pages with the same bytes).
  */
-async function patternSweep(fd: OwnedFd, size: number, pattern: Pattern): Promise<string | undefined> {
+export async function patternSweep(fd: OwnedFd, size: number, pattern: Pattern): Promise<string | undefined> {
   try {
     for (let from = PAGE_SIZE; from < size; from += VERIFY_CHUNK) {
       pattern.verifyAll(fd.fd, size, from, Math.min(size, from + VERIFY_CHUNK));

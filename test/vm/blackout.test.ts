@@ -112,13 +112,25 @@ test('marks: boots, luod and VMM timeline lines, job phases, VMM verdicts, the k
   );
 });
 
-test('a repeated mark keeps its first moment', () => {
+test('a repeated mark keeps its first moment; a LOAD the gate refused is not the load', () => {
   const run = collectMarks(
     parseConsoleLog(
       `[+   1.000s] {"luod_phase":"all-claimed","at":1}\n[+   2.000s] {"luod_phase":"all-claimed","at":2}\n`,
     ),
   );
   assert.equal(run.marks['all-claimed@0'], 1000);
+  const gated = collectMarks(
+    parseConsoleLog(
+      [
+        '[+  38.000s] {"luod_phase":"load","at":1}',
+        '[+ 139.000s] {"luod_phase":"load","at":2}',
+        '[+ 143.000s] {"luod_phase":"loaded","at":3}',
+        '[+ 150.000s] {"luod_phase":"load","at":4}',
+      ].join('\n'),
+    ),
+  );
+  assert.equal(gated.marks['load@0'], 139000, 'the LOAD that loaded');
+  assert.equal(gated.marks['loaded@0'], 143000);
 });
 
 test('the load phase is the LOAD that loaded: a refused one before it (the gate test) is not counted', () => {
