@@ -44,6 +44,7 @@ import {
   SubscribeReply,
   type UpdateReply,
 } from '../protocol/replies.js';
+import { wholeStatus } from '../protocol/status-page.js';
 import { CodedError, errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { fdTarget } from '../sys/proc.js';
@@ -414,8 +415,9 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
     return Object.assign(sessions, { update: reply.update, id: reply.id });
   }
 
+  /** luod's STATUS, whole: a luod with many clients sends it in pages, joined here (status-page.ts). */
   async status(): Promise<Reply<StatusReply>> {
-    return (await this.request('STATUS')).body as Reply<StatusReply>;
+    return wholeStatus(async (page) => (await this.request('STATUS', page ?? {})).body as Reply<StatusReply>);
   }
 
   // Admin commands (root or luod's uid).
