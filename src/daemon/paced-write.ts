@@ -7,10 +7,12 @@
  * when the file has been quiet (the leading edge: one change, one write,
  * before the caller goes on, as without pacing), and otherwise gathers the
  * changes that come while the last write "cools down" into one write at its
- * end. The cool-down is as long as the last write took, so writing takes at
- * most about half of luod's time however many changes come, and a change
- * waits at most about two writes' time to be on disk.
+ * end. The cool-down is COOL_DOWN times as long as the last write took, so
+ * writing takes at most a quarter of luod's time however many changes come,
+ * and a change waits at most about four writes' time to be on disk.
  */
+const COOL_DOWN = 3;
+
 export class PacedWrite {
   readonly #write: () => void;
   /** Not before this (performance.now()): the last write's end plus its length. */
@@ -53,6 +55,6 @@ export class PacedWrite {
     const start = performance.now();
     this.#write();
     const end = performance.now();
-    this.#quietAt = end + (end - start);
+    this.#quietAt = end + COOL_DOWN * (end - start);
   }
 }
