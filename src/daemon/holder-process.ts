@@ -25,6 +25,9 @@ export function holderSocketPath(luodSocket: string): string {
 /** The holder hands fds back up to the kernel's SCM_MAX_FD per line (holder-main.ts `items`). */
 const CHANNEL = { maxFdsPerLine: MAX_FDS_PER_MESSAGE };
 
+/** Holds sent again to a new holder before their replies are awaited. */
+const REHOLDS_IN_FLIGHT = 64;
+
 /** How long luod waits for a holder it started to listen. */
 const START_TIMEOUT_MS = 20_000;
 
@@ -250,12 +253,19 @@ export class HolderProcess implements FdHolder {
 
   async #rehold(): Promise<void> {
     try {
-      const holds: Promise<unknown>[] = [];
+      const live: [string, FdSource][] = [];
       for (const [name, source] of [...this.#held]) {
         if (source.closed) this.#held.delete(name);
-        else holds.push(this.#request('hold', { name }, [source.fd]));
+        else live.push([name, source]);
       }
-      await settleAll(holds);
+      // A window at a time, as the keeper holds (keeper.ts #holdAll).
+      for (let i = 0; i < live.length; i += REHOLDS_IN_FLIGHT) {
+        await settleAll(
+          live
+            .slice(i, i + REHOLDS_IN_FLIGHT)
+            .map(([name, source]) => this.#request('hold', { name }, [source.fd])),
+        );
+      }
       this.#log.info({ held: this.#held.size }, 'the new fd holder has every session fd again');
     } catch (err) {
       this.#log.error({ err }, 'could not give the new fd holder its fds');
