@@ -249,7 +249,7 @@ async function throughLuod(
     if (restart) {
       // Every session retrieved and held: luod dies, a new one starts with them all.
       // luod's state file says `claiming` once the holder has every incoming session
-      // (keeper.ts); STATUS, at 1000 clients, is longer than the protocol's line.
+      // (keeper.ts): read without taking a connection of luod's.
       await waitUntil('luod to hand every session to the holder', () => {
         try {
           const file = JSON.parse(fs.readFileSync(`${socket}.state.json`, 'utf8'));
