@@ -27,6 +27,7 @@
  * takes every session back from the fd holder before it listens. Timed from
  * its exec: listening ("ready"), and every session handed back (the last
  * CLAIM), against `node -e 1` in the same run. Target: at most 3x.
+ * LUOKIT_BENCH_SCALE_RESTART=0 leaves the restart out, `only` runs nothing else.
  * Ratios here are times (lower is better).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -142,10 +143,14 @@ const LUOD_ENV = { ...process.env, LUOKIT_LOG_LEVEL: 'warn' };
 function startLuod(args: string[]): ChildProcess {
   const profile = process.env.LUOKIT_BENCH_SCALE_PROFILE;
   const node = profile ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(profile)] : [];
-  return spawn(process.execPath, [...node, ...args], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: LUOD_ENV,
-  });
+  // LUOKIT_BENCH_SCALE_LOG=FILE: luod's log (warnings and errors) appended there.
+  const logFile = process.env.LUOKIT_BENCH_SCALE_LOG;
+  const out = logFile ? fs.openSync(logFile, 'a') : 'ignore';
+  try {
+    return spawn(process.execPath, [...node, ...args], { stdio: ['ignore', out, 'inherit'], env: LUOD_ENV });
+  } finally {
+    if (typeof out === 'number') fs.closeSync(out);
+  }
 }
 
 /** Resolves when `file` exists (inotify on its directory). */
@@ -244,7 +249,7 @@ async function throughLuod(
     if (restart) {
       // Every session retrieved and held: luod dies, a new one starts with them all.
       // luod's state file says `claiming` once the holder has every incoming session
-      // (keeper.ts); STATUS, at 1000 clients, is longer than the protocol's line.
+      // (keeper.ts): read without taking a connection of luod's.
       await waitUntil('luod to hand every session to the holder', () => {
         try {
           const file = JSON.parse(fs.readFileSync(`${socket}.state.json`, 'utf8'));
@@ -336,17 +341,24 @@ export const scale: Benchmark = {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), `luokit-bench-scale-${n}-`));
       fs.mkdirSync(path.join(dir, 'r'));
       try {
-        const base = await ctx.phase(`floor, ${n} sessions`, () => floor(dir, n));
-        const luod = await ctx.phase(`luod, ${n} VMMs`, () => throughLuod(dir, n, ctx, false));
-        const pair = (what: string, key: keyof Side) => {
-          const b = measurement(`${n} VMMs: ${what}, floor`, 'baseline', [base.value[key]], null);
-          const s = measurement(`${n} VMMs: ${what}, luod`, 'subject', [luod.value[key]], null);
-          measurements.push(b, s);
-          ratios.push(timeRatio(s, b));
-        };
-        pair('barrier', 'barrier');
-        pair('claim', 'claim');
-        pair('CPU s per session', 'cpuPerSession');
+        const restartOnly = process.env.LUOKIT_BENCH_SCALE_RESTART === 'only';
+        if (!restartOnly) {
+          const base = await ctx.phase(`floor, ${n} sessions`, () => floor(dir, n));
+          const luod = await ctx.phase(`luod, ${n} VMMs`, () => throughLuod(dir, n, ctx, false));
+          const pair = (what: string, key: keyof Side) => {
+            const b = measurement(`${n} VMMs: ${what}, floor`, 'baseline', [base.value[key]], null);
+            const s = measurement(`${n} VMMs: ${what}, luod`, 'subject', [luod.value[key]], null);
+            measurements.push(b, s);
+            ratios.push(timeRatio(s, b));
+          };
+          pair('barrier', 'barrier');
+          pair('claim', 'claim');
+          pair('CPU s per session', 'cpuPerSession');
+          notes.push(
+            `${n} VMMs: barrier ${ms(luod.value.barrier)} vs ${ms(base.value.barrier)}, claim ${ms(luod.value.claim)} vs ${ms(base.value.claim)}, ` +
+              `CPU per session ${(luod.value.cpuPerSession * 1e3).toFixed(2)} vs ${(base.value.cpuPerSession * 1e3).toFixed(2)} ms`,
+          );
+        }
         if (n === Math.max(...sizes) && process.env.LUOKIT_BENCH_SCALE_RESTART !== '0') {
           const node = measurement('node -e 1', 'baseline', await nodeFloor(5), null);
           const again = await ctx
@@ -375,10 +387,6 @@ export const scale: Benchmark = {
             );
           }
         }
-        notes.push(
-          `${n} VMMs: barrier ${ms(luod.value.barrier)} vs ${ms(base.value.barrier)}, claim ${ms(luod.value.claim)} vs ${ms(base.value.claim)}, ` +
-            `CPU per session ${(luod.value.cpuPerSession * 1e3).toFixed(2)} vs ${(base.value.cpuPerSession * 1e3).toFixed(2)} ms`,
-        );
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
       }

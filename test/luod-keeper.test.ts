@@ -20,6 +20,7 @@ import { readStateFile, type StateBody, writeStateFile } from '../src/daemon/res
 import { isValidFdName, notifyAddress, SdNotify, takeListenFds } from '../src/daemon/sd-notify.js';
 import { statusLine, watchdogIntervalMs } from '../src/daemon/service-notify.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
+import { LineChannel } from '../src/protocol/lines.js';
 import { fstat, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
 import { bind, receiveWithFds, socket, socketpair } from '../src/sys/socket.js';
 import { MemoryHolder } from './support/memory-holder.js';
@@ -346,6 +347,55 @@ describe('the holder process', () => {
       await waitUntil(() => !alive(second), 'the holder exits: nothing held, no luod');
     } finally {
       memfd.close();
+      luod.close();
+    }
+  });
+
+  test('hands many fds back in batches of up to SCM_MAX_FD, and one by one to a luod that asks so', async () => {
+    const socketPath = path.join(dir, 'b.sock.holder');
+    const luod = new HolderProcess(socketPath, silent);
+    const COUNT = 600; // more than two batches of 253
+    const memfds = Array.from({ length: COUNT }, (_, i) => memfdWith(`vm-${i}`));
+    const name = (i: number) => `luod.in.b.u-1.0.vm-${i}`;
+    try {
+      for (let i = 0; i < COUNT; i += 50)
+        await Promise.all(
+          memfds.slice(i, i + 50).map((fd, j) => luod.hold(name(i + j), { fd: fd.fd, closed: false })),
+        );
+      // What a restarted luod gets: every fd, under its name, in the order held.
+      const restarted = new HolderProcess(socketPath, silent);
+      const back = await restarted.takeBack();
+      try {
+        assert.equal(back.length, COUNT);
+        assert.deepEqual(
+          back.map((h) => h.name),
+          memfds.map((_, i) => name(i)),
+        );
+        for (const [i, h] of back.entries()) assert.equal(contents(h.fd), `vm-${i}`);
+      } finally {
+        for (const h of back) h.fd.close();
+        restarted.close();
+      }
+      // A luod older than batches sends `list` alone: one `item` line per fd, as before.
+      const old = LineChannel.connect(socketPath, { maxFdsPerLine: 1 });
+      const lines: { op: string; fds: number }[] = [];
+      const replied = new Promise<void>((resolve) =>
+        old.on('message', (value, fds) => {
+          for (const fd of fds) fd.close();
+          const op = String((value as { op?: unknown }).op);
+          lines.push({ op, fds: fds.length });
+          if ((value as { ok?: unknown }).ok === true) resolve();
+        }),
+      );
+      await old.send({ op: 'list' });
+      await replied;
+      old.close();
+      assert.equal(lines.length, COUNT + 1);
+      assert.ok(lines.slice(0, COUNT).every((l) => l.op === 'item' && l.fds === 1));
+      for (let i = 0; i < COUNT; i += 100)
+        await Promise.all(memfds.slice(i, i + 100).map((_, j) => luod.release(name(i + j))));
+    } finally {
+      for (const fd of memfds) fd.close();
       luod.close();
     }
   });

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { wholeStatus } from '../protocol/status-page.js';
 import { CodedError } from '../sys/error.js';
 import type { RegisterCommand } from './environment.js';
 import { askFor } from './luod-connection.js';
@@ -32,6 +33,13 @@ function parseSeconds(text: string): number {
   return match[2] === 'ms' ? value / 1000 : match[2] === 'm' ? value * 60 : value;
 }
 
+/** Ids for a human: all of a few, the first of many (--json has them all). */
+function idList(ids: string[], shown = 20): string {
+  if (ids.length === 0) return 'none';
+  if (ids.length <= shown) return ids.join(', ');
+  return `${ids.length}: ${ids.slice(0, shown).join(', ')}, ... (--json lists all)`;
+}
+
 function timelineText(timeline: { phase: string; at: number; client?: string }[]): string {
   if (timeline.length === 0) return '';
   const t0 = timeline[0]!.at;
@@ -47,14 +55,17 @@ export const register: RegisterCommand = (program) => {
     .description("luod's phase, clients, loaded kernel and last update")
     .action(
       commandAction(async (command, out) => {
-        const reply = await askFor({ cmd: 'STATUS' }, { socket: socketOf(command) });
+        // Every page of it: luod sends a STATUS longer than a line in pages (status-page.ts).
+        const reply = await wholeStatus((page) =>
+          askFor({ cmd: 'STATUS', ...page }, { socket: socketOf(command) }),
+        );
         out.result(reply, () => {
           const last = reply.last_update;
           return [
             `phase: ${reply.phase} (backend ${reply.backend})`,
-            `clients: ${reply.clients}, subscribed: ${reply.subscribers.join(', ') || 'none'}`,
+            `clients: ${reply.clients}, subscribed: ${idList(reply.subscribers)}`,
             `loaded: ${reply.loaded ? JSON.stringify(reply.loaded) : 'nothing'}`,
-            `pending claims: ${reply.pending_claims.join(', ') || 'none'}`,
+            `pending claims: ${idList(reply.pending_claims)}`,
             last
               ? `last update ${last.update}: ${last.outcome}\n${timelineText(last.timeline)}`
               : 'no update yet',

@@ -49,6 +49,7 @@ import {
   SubscribeReply,
   type UpdateReply,
 } from '../protocol/replies.js';
+import { wholeStatus } from '../protocol/status-page.js';
 import { CodedError, errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { fdTarget } from '../sys/proc.js';
@@ -485,8 +486,9 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
     return checked(ResumedReply, body, 'RESUMED reply', 'RESUMED').blackout_ms;
   }
 
+  /** luod's STATUS, whole: a luod with many clients sends it in pages, joined here (status-page.ts). */
   async status(): Promise<Reply<StatusReply>> {
-    return (await this.request('STATUS')).body as Reply<StatusReply>;
+    return wholeStatus(async (page) => (await this.request('STATUS', page ?? {})).body as Reply<StatusReply>);
   }
 
   // Admin commands (root or luod's uid).

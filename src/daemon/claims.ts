@@ -54,6 +54,12 @@ export class Claims {
   /** Clients of an update a luod restart aborted, to be told when they subscribe again. */
   readonly #interrupted = new Map<string, { update: string; reason: string }>();
   #timer: NodeJS.Timeout | null = null;
+  /**
+   * How many entries are in each claim state: #settle runs after every claim,
+   * and looking through every entry each time made a thousand claims
+   * quadratic (bench/scale.ts). Kept by #put, #drop and #setClaim only.
+   */
+  #counts = { waiting: 0, sending: 0, done: 0 };
   /** When unclaimed sessions are released (epoch ms). */
   #deadline = 0;
   #deadlinePassed = false;
@@ -90,11 +96,11 @@ export class Claims {
     const incoming = recovered.incoming;
     if (!incoming) return;
     for (const client of incoming.clients) {
-      this.#incoming.set(client.id, { ...client, claim: 'waiting' });
+      this.#put({ ...client, claim: 'waiting' });
       ctx.owners.adopt(client.id, client.uid);
     }
     for (const id of incoming.claimed) {
-      this.#incoming.set(id, { id, uid: 0, update: incoming.update, sessions: [], claim: 'done' });
+      this.#put({ id, uid: 0, update: incoming.update, sessions: [], claim: 'done' });
     }
     ctx.lastUpdate = {
       update: incoming.update,
@@ -182,7 +188,7 @@ export class Claims {
             );
           }
         }
-        this.#incoming.set(client.id, {
+        this.#put({
           id: client.id,
           uid: client.uid,
           update: state.update,
@@ -277,7 +283,7 @@ export class Claims {
   /** Finish an unclaimed client's sessions: past the deadline, their memory is released. */
   #release(entry: Incoming): void {
     const ctx = this.#ctx;
-    this.#incoming.delete(entry.id);
+    this.#drop(entry);
     ctx.records.current?.failure(
       entry.id,
       `did not claim its sessions within ${ctx.claimTimeoutMs} ms: they were finished, their memory released`,
@@ -306,9 +312,8 @@ export class Claims {
    */
   #settle(): void {
     const ctx = this.#ctx;
-    const entries = [...this.#incoming.values()];
-    if (entries.some((e) => e.claim === 'sending')) return;
-    if (!this.#deadlinePassed && entries.some((e) => e.claim === 'waiting')) return;
+    if (this.#counts.sending > 0) return;
+    if (!this.#deadlinePassed && this.#counts.waiting > 0) return;
     if (ctx.phase !== 'claiming') return;
     if (this.#timer) clearTimeout(this.#timer);
     ctx.phase = 'idle';
@@ -329,7 +334,7 @@ export class Claims {
     }
     // luod lets go of its copies only once the client has the fds: a client
     // that dies before the reply reaches it must not lose its memory.
-    entry.claim = 'sending';
+    this.#setClaim(entry, 'sending');
     ctx.records.current?.claimStarted(id);
     const sessions = entry.sessions;
     return {
@@ -337,7 +342,7 @@ export class Claims {
       fds: sessions,
       delivered: () => {
         for (const s of sessions) s.close();
-        entry.claim = 'done';
+        this.#setClaim(entry, 'done');
         ctx.mark(ctx.lastUpdate?.timeline, entry.update, 'claim', id);
         // The client has its own copies now: the holder may let go of its.
         void ctx.keeper?.done(id, sessions, ctx.lastUpdate?.timeline);
@@ -347,7 +352,7 @@ export class Claims {
         this.#settle();
       },
       undelivered: () => {
-        entry.claim = 'waiting';
+        this.#setClaim(entry, 'waiting');
         ctx.records.current?.claimUndelivered(id);
         if (this.#deadlinePassed) {
           this.#release(entry);
@@ -361,9 +366,31 @@ export class Claims {
     };
   }
 
+  #put(entry: Incoming): void {
+    const previous = this.#incoming.get(entry.id);
+    if (previous) this.#counts[previous.claim]--;
+    this.#incoming.set(entry.id, entry);
+    this.#counts[entry.claim]++;
+  }
+
+  #drop(entry: Incoming): void {
+    if (this.#incoming.get(entry.id) !== entry) return;
+    this.#incoming.delete(entry.id);
+    this.#counts[entry.claim]--;
+  }
+
+  #setClaim(entry: Incoming, claim: Incoming['claim']): void {
+    if (this.#incoming.get(entry.id) === entry) {
+      this.#counts[entry.claim]--;
+      this.#counts[claim]++;
+    }
+    entry.claim = claim;
+  }
+
   /** A new update begins: what the last one left (claims, its record, ABORTED to tell) is over. */
   forgetPrevious(): void {
     this.#incoming.clear();
+    this.#counts = { waiting: 0, sending: 0, done: 0 };
     this.#interrupted.clear(); // an ABORTED from before this update would only confuse
     // A previous update still waiting for claims is closed by this one.
     if (this.#ctx.records.current) this.#ctx.records.closeAfterClaims();

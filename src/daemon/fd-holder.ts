@@ -48,6 +48,19 @@ export interface FdHolder {
   warm?(): void;
 }
 
+/**
+ * Wait for every promise, then throw the first failure, if any. Holds are
+ * sent together (a round trip each, one after the other, made a thousand
+ * sessions' holds the barrier's longest step), but a failure must not leave
+ * others still running behind the caller's back: an abort that releases
+ * everything must come after the last hold.
+ */
+export async function settleAll(promises: Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 /** systemd's fd store, through sd_notify. */
 export class SystemdFdStore implements FdHolder {
   readonly kind = 'systemd-fd-store';

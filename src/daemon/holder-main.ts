@@ -10,7 +10,8 @@
  *     wins: this one exits.
  *  2. luod connects and sends, one JSON line each: `hold` (name, one fd
  *     attached: the holder keeps it), `release` (name), `list` (every held
- *     fd comes back as an `item` line with its fd, then the reply).
+ *     fd comes back as an `item` line with its fd, then the reply; with
+ *     `batch: N`, as `items` lines of up to N names and their fds, in order).
  *  3. luod dies: the holder keeps everything; the next luod connects, lists,
  *     and carries on.
  *  4. The holder drops an fd whose peer hung up (POLLHUP: an emulated
@@ -22,6 +23,7 @@ import * as fs from 'node:fs';
 import { LineChannel } from '../protocol/lines.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { peersClosed } from '../sys/mm.js';
+import { MAX_FDS_PER_MESSAGE } from '../sys/socket.js';
 import { UnixServer, UnixSocket } from '../sys/unix-socket.js';
 
 /** How long a fresh holder waits for its first luod before giving up. */
@@ -120,11 +122,23 @@ function serve(channel: LineChannel): void {
         drop(name);
         void reply({ ok: true, name });
         return;
-      case 'list':
+      case 'list': {
         for (const fd of fds) fd.close();
-        for (const [n, fd] of held) void channel.send({ op: 'item', name: n }, [fd]).catch(() => {});
+        const batch = (message as { batch?: unknown }).batch;
+        if (Number.isInteger(batch) && (batch as number) > 1) {
+          for (const group of batches([...held], Math.min(batch as number, MAX_FDS_PER_MESSAGE)))
+            void channel
+              .send(
+                { op: 'items', names: group.map(([n]) => n) },
+                group.map(([, fd]) => fd),
+              )
+              .catch(() => {});
+        } else {
+          for (const [n, fd] of held) void channel.send({ op: 'item', name: n }, [fd]).catch(() => {});
+        }
         void reply({ ok: true, count: held.size });
         return;
+      }
       default:
         for (const fd of fds) fd.close();
         void reply({
@@ -133,6 +147,31 @@ function serve(channel: LineChannel): void {
         });
     }
   });
+}
+
+/** Names one `items` line carries at most, in bytes: far below the line limit (64 KiB). */
+const BATCH_NAME_BYTES = 32 * 1024;
+
+/**
+ * `list` with `batch: N` (a luod that takes batches): the held fds in groups
+ * of at most N (and the kernel's SCM_MAX_FD), one sendmsg each instead of one
+ * per fd: a thousand sessions come back to a restarted luod in four messages.
+ */
+function batches<T extends [string, OwnedFd]>(entries: T[], size: number): T[][] {
+  const out: T[][] = [];
+  let group: T[] = [];
+  let bytes = 0;
+  for (const entry of entries) {
+    if (group.length > 0 && (group.length >= size || bytes + entry[0].length + 3 > BATCH_NAME_BYTES)) {
+      out.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(entry);
+    bytes += entry[0].length + 3;
+  }
+  if (group.length > 0) out.push(group);
+  return out;
 }
 
 /** Drop the fds nobody can use any more; exit when there is nothing left to do. */

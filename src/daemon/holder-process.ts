@@ -14,12 +14,19 @@ import { LineChannel } from '../protocol/lines.js';
 import { Errno } from '../sys/errno.js';
 import { CodedError, errorCode, SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
-import type { FdHolder, FdSource, HeldFd } from './fd-holder.js';
+import { MAX_FDS_PER_MESSAGE } from '../sys/socket.js';
+import { type FdHolder, type FdSource, type HeldFd, settleAll } from './fd-holder.js';
 
 /** Where the holder of the luod listening at `luodSocket` listens. */
 export function holderSocketPath(luodSocket: string): string {
   return `${luodSocket}.holder`;
 }
+
+/** The holder hands fds back up to the kernel's SCM_MAX_FD per line (holder-main.ts `items`). */
+const CHANNEL = { maxFdsPerLine: MAX_FDS_PER_MESSAGE };
+
+/** Holds sent again to a new holder before their replies are awaited. */
+const REHOLDS_IN_FLIGHT = 64;
 
 /** How long luod waits for a holder it started to listen. */
 const START_TIMEOUT_MS = 20_000;
@@ -64,7 +71,7 @@ export class HolderProcess implements FdHolder {
     let reply: Record<string, unknown>;
     for (let attempt = 1; ; attempt++) {
       try {
-        reply = await this.#request('list', {});
+        reply = await this.#request('list', { batch: MAX_FDS_PER_MESSAGE });
         break;
       } catch (err) {
         // A holder that was exiting (nothing held, no luod) as we connected: the next one will do.
@@ -155,7 +162,7 @@ export class HolderProcess implements FdHolder {
    */
   #absent(): boolean {
     try {
-      this.#attach(LineChannel.connect(this.socketPath));
+      this.#attach(LineChannel.connect(this.socketPath, CHANNEL));
       return false;
     } catch (err) {
       const code = errorCode(err);
@@ -165,7 +172,7 @@ export class HolderProcess implements FdHolder {
 
   #tryConnect(): LineChannel | null {
     try {
-      return LineChannel.connect(this.socketPath);
+      return LineChannel.connect(this.socketPath, CHANNEL);
     } catch {
       return null;
     }
@@ -208,6 +215,18 @@ export class HolderProcess implements FdHolder {
       this.#items.push({ name: message.name, fd: fds[0]! });
       return;
     }
+    // A batch (list with `batch`): names in the order of the fds. A holder older
+    // than batches ignores `batch` and sends `item` lines: both are taken.
+    const names = message.names;
+    if (
+      message.op === 'items' &&
+      Array.isArray(names) &&
+      names.length === fds.length &&
+      names.every((n) => typeof n === 'string')
+    ) {
+      for (let i = 0; i < fds.length; i++) this.#items.push({ name: names[i] as string, fd: fds[i]! });
+      return;
+    }
     for (const fd of fds) fd.close();
     const waiter = this.#waiters.shift();
     if (!waiter) return;
@@ -234,9 +253,18 @@ export class HolderProcess implements FdHolder {
 
   async #rehold(): Promise<void> {
     try {
+      const live: [string, FdSource][] = [];
       for (const [name, source] of [...this.#held]) {
         if (source.closed) this.#held.delete(name);
-        else await this.#request('hold', { name }, [source.fd]);
+        else live.push([name, source]);
+      }
+      // A window at a time, as the keeper holds (keeper.ts #holdAll).
+      for (let i = 0; i < live.length; i += REHOLDS_IN_FLIGHT) {
+        await settleAll(
+          live
+            .slice(i, i + REHOLDS_IN_FLIGHT)
+            .map(([name, source]) => this.#request('hold', { name }, [source.fd])),
+        );
       }
       this.#log.info({ held: this.#held.size }, 'the new fd holder has every session fd again');
     } catch (err) {

@@ -8,7 +8,7 @@
  * any id (it could take the memory anyway); the owner stays the owner.
  *
  * The table lives in a small file next to luod's socket, written atomically
- * when an id is first bound, so a restarted luod (or the next kernel's)
+ * when an id is first bound (many bindings at once: paced, paced-write.ts), so a restarted luod (or the next kernel's)
  * keeps refusing squatters. An id unused for OWNER_TTL_MS is forgotten, and a
  * uid may own at most MAX_IDS_PER_UID ids (its least recently used idle id
  * makes room): the file cannot grow without bound.
@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
+import { PacedWrite } from './paced-write.js';
 
 export const OWNER_TTL_MS = 30 * 24 * 3600 * 1000;
 export const MAX_IDS_PER_UID = 1024;
@@ -110,20 +111,15 @@ export class IdOwners {
     }
   }
 
-  #saving = false;
-
   /**
-   * Written once per turn of the event loop, with every binding made in it:
-   * a write per SUBSCRIBE, each of the whole table, made a thousand VMMs
-   * subscribing quadratic (bench/scale.ts).
+   * Written at the first binding after a quiet spell, then paced
+   * (paced-write.ts): a write per SUBSCRIBE, each of the whole table, made a
+   * thousand VMMs subscribing quadratic (bench/scale.ts).
    */
+  readonly #paced = new PacedWrite(() => this.#write());
+
   #save(): void {
-    if (!this.file || this.#saving) return;
-    this.#saving = true;
-    setImmediate(() => {
-      this.#saving = false;
-      this.#write();
-    });
+    if (this.file) void this.#paced.request();
   }
 
   /** A failed write keeps the table in memory and says so: refusing a VMM for it would be worse. */

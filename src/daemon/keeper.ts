@@ -27,7 +27,7 @@ import { adoptSession } from '../kernel/index.js';
 import { INTERNAL_SESSION } from '../protocol/messages.js';
 import { Errno, errnoNumber } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
-import type { FdHolder, HeldFd } from './fd-holder.js';
+import { type FdHolder, type HeldFd, settleAll } from './fd-holder.js';
 import {
   type CarriedState,
   type CarriedStateV1,
@@ -35,6 +35,7 @@ import {
   readCarriedState,
 } from './handover-state.js';
 import { bootPart, type HeldName, type HeldRole, heldName, parseHeldName } from './held-names.js';
+import { PacedWrite } from './paced-write.js';
 import {
   clearStateFile,
   readStateFile,
@@ -43,8 +44,8 @@ import {
   writeStateFile,
 } from './restart-state.js';
 
-/** Up to this many clients, each claim is written to the state file at once (see #recordClaims). */
-const CLAIMS_WRITTEN_AT_ONCE = 64;
+/** Holds sent to the holder before their replies are awaited (#holdAll). */
+const HOLDS_IN_FLIGHT = 64;
 
 /** One client's incoming sessions, as a restarted luod rebuilds them. */
 export interface RecoveredClient {
@@ -127,8 +128,10 @@ export class SessionKeeper {
     clients: { id: string; uid: number; sessions: Session[] }[],
     timeline: PhaseMark[],
   ): Promise<void> {
-    for (const client of clients)
-      for (const s of client.sessions) await this.#hold('out', update, client.uid, s);
+    await this.#holdAll(
+      'out',
+      clients.flatMap((c) => c.sessions.map((session) => ({ update, uid: c.uid, session }))),
+    );
     this.#mustRecord({
       boot: this.boot,
       phase: 'preserving',
@@ -165,8 +168,10 @@ export class SessionKeeper {
     const claimed = options.claimed ?? [];
     if (!options.alreadyHeld) {
       await this.#refreshBoot(); // after a kexec: the new kernel's boot
-      for (const client of clients)
-        for (const s of client.sessions) await this.#hold('in', client.update, client.uid, s);
+      await this.#holdAll(
+        'in',
+        clients.flatMap((c) => c.sessions.map((session) => ({ update: c.update, uid: c.uid, session }))),
+      );
     }
     this.#record({
       boot: this.boot,
@@ -194,41 +199,33 @@ export class SessionKeeper {
     // restarted luod then drops the holder's copies instead of offering
     // them again), then the holder lets go, and only then the file goes.
     if (this.#body) {
-      const clients = this.#body.clients.map((c) => (c.id === clientId ? { ...c, claimed: true } : c));
-      this.#body = { ...this.#body, clients, ...(timeline && { timeline }) };
+      // In place: a copy of every client per claim was a thousand VMMs' claims squared.
+      const client = this.#body.clients.find((c) => c.id === clientId);
+      if (client) client.claimed = true;
+      if (timeline) this.#body.timeline = timeline;
       await this.#recordClaims();
     }
     for (const s of sessions) await this.#release(s);
     if (this.#body?.clients.every((c) => c.claimed)) this.#clear();
   }
 
-  #claimsWrite: Promise<void> | null = null;
+  /** The file during the claims: written at the first claim, then paced (paced-write.ts). */
+  readonly #claimsWrite = new PacedWrite(() => {
+    if (this.#body) this.#record(this.#body);
+  });
 
   /**
-   * The file, with every claim made in this turn of the event loop, written
-   * once for all of them: each write holds every client, so one per claim
-   * made a thousand VMMs' claims quadratic (bench/scale.ts). A claim's
-   * copies are released only after a write that has it.
-   *
-   * Up to CLAIMS_WRITTEN_AT_ONCE clients the write is made at once, in the
-   * turn the CLAIM reply went out, as before: a luod killed right after a
-   * claim then never offers those sessions again. Beyond, a luod killed
-   * within the turn offers the just-claimed sessions again until the claim
-   * deadline (nothing is lost: the client has its copies, the holder its own).
+   * The file, with this claim: written at once when it has been quiet (a
+   * luod killed right after the claim then never offers those sessions
+   * again), else together with the claims that come while the last write
+   * cools down. Each write holds every client, so one per claim made a
+   * thousand VMMs' claims quadratic (bench/scale.ts). A claim's copies are
+   * released only after a write that has it; a luod killed before that
+   * write offers the just-claimed sessions again until the claim deadline
+   * (nothing is lost: the client has its copies, the holder its own).
    */
   #recordClaims(): Promise<void> {
-    if (this.#claimsWrite === null && (this.#body?.clients.length ?? 0) <= CLAIMS_WRITTEN_AT_ONCE) {
-      if (this.#body) this.#record(this.#body);
-      return Promise.resolve();
-    }
-    this.#claimsWrite ??= new Promise((resolve) =>
-      setImmediate(() => {
-        this.#claimsWrite = null;
-        if (this.#body) this.#record(this.#body);
-        resolve();
-      }),
-    );
-    return this.#claimsWrite;
+    return this.#claimsWrite.request();
   }
 
   /** Abort, or the old kernel's fds died in a kexec: release everything. */
@@ -300,7 +297,8 @@ export class SessionKeeper {
       }
       let session: Session;
       try {
-        session = adoptSession(fd, { name: parsed.session });
+        // The name is luod's own (held-names.ts): no GET_NAME per session before luod listens.
+        session = adoptSession(fd, { name: parsed.session, trustName: true });
       } catch (err) {
         this.#log.error({ err, name }, 'a held fd is not a session; dropping it');
         fd.close();
@@ -414,6 +412,21 @@ export class SessionKeeper {
   }
 
   // ---- holding ---------------------------------------------------------
+
+  /**
+   * Hold many sessions, HOLDS_IN_FLIGHT at a time: one round trip to the
+   * holder per window instead of per session, and never more fds in flight
+   * on the holder's socket than the kernel allows a sender (ETOOMANYREFS
+   * past its RLIMIT_NOFILE). Resolves once every one is held; throws the
+   * first failure after the rest have settled.
+   */
+  async #holdAll(role: HeldRole, items: { update: string; uid: number; session: Session }[]): Promise<void> {
+    for (let i = 0; i < items.length; i += HOLDS_IN_FLIGHT) {
+      await settleAll(
+        items.slice(i, i + HOLDS_IN_FLIGHT).map((h) => this.#hold(role, h.update, h.uid, h.session)),
+      );
+    }
+  }
 
   async #hold(role: HeldRole, update: string, uid: number, session: Session): Promise<void> {
     const name = heldName({ role, boot: this.boot, update, uid, session: session.name });

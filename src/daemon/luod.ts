@@ -59,6 +59,7 @@ import type {
   SubscribeReply,
   UpdateReply,
 } from '../protocol/replies.js';
+import { pageStatus } from '../protocol/status-page.js';
 import type { RecordStore } from '../record/store.js';
 import { errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
@@ -435,8 +436,17 @@ export class Luod {
         );
         return { body: { blackout_ms: ms } satisfies ResumedReply };
       }
-      case 'STATUS':
-        return { body: this.#isAdmin(client.uid) ? this.status() : this.#statusFor(client.uid) };
+      case 'STATUS': {
+        const full = this.#isAdmin(client.uid) ? this.status() : this.#statusFor(client.uid);
+        // Whole when it fits a line, else a page (status-page.ts); room left for `seq` and `ok`.
+        return {
+          body: pageStatus(
+            full as StatusReply,
+            { offset: command.offset, limit: command.limit },
+            MAX_LINE_BYTES - 256,
+          ),
+        };
+      }
       case 'CLIENTS':
         return { body: { clients: this.#clientList() } };
       case 'SESSIONS':

@@ -55,10 +55,14 @@ export interface RecordStart {
 /** Builds one update's record as luod goes, and logs each phase transition. */
 export class RecordBuilder {
   readonly #record: UpdateRecord;
+  /** Each client's lane by id: a READY or CLAIM looks its lane up, a thousand times at scale. */
+  readonly #lanes: Map<string, ClientLane>;
   readonly log: Logger;
 
   private constructor(record: UpdateRecord, log: Logger) {
     this.#record = record;
+    this.#lanes = new Map();
+    for (const c of record.clients) if (!this.#lanes.has(c.id)) this.#lanes.set(c.id, c);
     this.log = log;
   }
 
@@ -144,7 +148,7 @@ export class RecordBuilder {
   }
 
   #client(id: string): ClientLane | undefined {
-    return this.#record.clients.find((c) => c.id === id);
+    return this.#lanes.get(id);
   }
 
   preservationSent(id: string, at = Date.now()): void {

@@ -64,10 +64,14 @@ export class StateFileError extends SysError {
  * window in which a killed luod has not yet recorded the claim.
  */
 export function writeStateFile(path: string, body: StateBody): void {
-  const checked = StateBody.parse(body);
+  // Typed by its writer, checked by its reader (readStateFile): not parsed here
+  // too, and serialised once, since it is written during the claims of a
+  // thousand clients. The digest is of the body's JSON, as the reader makes it.
+  const json = JSON.stringify(body);
+  const sha256 = createHash('sha256').update(json).digest('hex');
   writeFileAtomic(
     path,
-    `${JSON.stringify({ format: STATE_FILE_FORMAT, sha256: digest(checked), body: checked })}\n`,
+    `{"format":${JSON.stringify(STATE_FILE_FORMAT)},"sha256":"${sha256}","body":${json}}\n`,
     { mode: 0o600, durable: false },
   );
 }

@@ -57,6 +57,14 @@ export interface AdoptOptions {
    * fd's name): used where the kernel cannot tell (no GET_NAME before 7.2).
    */
   name?: string;
+  /**
+   * `name` is this process's own word, not a sender's: taken as the name
+   * without asking the kernel (GET_NAME). luod's keeper, taking back the fds
+   * it gave the holder under names it made itself, adopts a thousand
+   * sessions before it listens: on the emulated kernel each GET_NAME is a
+   * round trip to its process. Whether the fd is a session is checked anyway.
+   */
+  trustName?: boolean;
 }
 
 /**
@@ -66,7 +74,8 @@ export interface AdoptOptions {
  */
 export function adoptSession(fd: OwnedFd, options: AdoptOptions = {}): Session {
   const backend = sessionBackend(fd);
-  if (backend === 'real') return adoptRealSession(fd, options.name);
-  if (backend === 'emulated') return adoptEmulatedSession(fd, options.name);
+  const trusted = options.trustName === true;
+  if (backend === 'real') return adoptRealSession(fd, options.name, trusted);
+  if (backend === 'emulated') return adoptEmulatedSession(fd, options.name, trusted);
   throw luoError('GET_NAME', Errno.EINVAL, `fd ${fd.fd} (${fdTarget(fd)}) is not a live update session`);
 }

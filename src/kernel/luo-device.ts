@@ -123,8 +123,10 @@ export class LuoSession implements Session {
    * Wrap a session fd obtained some other way (SCM_RIGHTS, fd store), reading
    * its name from the kernel. Kernels before 7.2 lack GET_NAME: then
    * `knownName` (what the sender called it), when given, stands instead.
+   * `trustName`: `knownName` is the caller's own, taken without asking.
    */
-  static adopt(transport: IoctlTransport, fd: OwnedFd, knownName?: string): LuoSession {
+  static adopt(transport: IoctlTransport, fd: OwnedFd, knownName?: string, trustName = false): LuoSession {
+    if (trustName && knownName !== undefined) return new LuoSession(transport, fd, knownName, 'adopted');
     const probe = new LuoSession(transport, fd, '', 'adopted');
     try {
       return new LuoSession(transport, fd, probe.getName(), 'adopted');

@@ -28,11 +28,18 @@ export interface LineChannelOptions {
    * Not counted while the channel is paused. Default: no limit.
    */
   lineTimeoutMs?: number;
+  /**
+   * fds one line may carry (default MAX_FDS_PER_LINE, luod's protocol). The
+   * fd holder's channel takes up to the kernel's SCM_MAX_FD (253): it hands
+   * a restarted luod its fds in batches (holder-main.ts).
+   */
+  maxFdsPerLine?: number;
 }
 
 export class LineChannel extends EventEmitter<LineChannelEvents> {
   readonly socket: UnixSocket;
-  readonly #framer = new LineFramer(MAX_LINE_BYTES, MAX_FDS_PER_LINE);
+  readonly #framer: LineFramer;
+  readonly #maxFds: number;
   readonly #lineTimeoutMs: number | undefined;
   /** Lines received but not yet delivered: delivery stops while paused. */
   #queue: ReceivedLine[] = [];
@@ -44,14 +51,16 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
     super();
     this.socket = socket;
     this.#lineTimeoutMs = options.lineTimeoutMs;
+    this.#maxFds = options.maxFdsPerLine ?? MAX_FDS_PER_LINE;
+    this.#framer = new LineFramer(MAX_LINE_BYTES, this.#maxFds);
     socket.on('data', (data, fds) => this.#onData(data, fds));
     socket.on('end', () => this.#onEnd());
     socket.on('close', () => this.close());
     socket.on('error', () => this.close());
   }
 
-  static connect(path: string): LineChannel {
-    return new LineChannel(UnixSocket.connect(path));
+  static connect(path: string, options: LineChannelOptions = {}): LineChannel {
+    return new LineChannel(UnixSocket.connect(path), options);
   }
 
   get closed(): boolean {
@@ -157,11 +166,11 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
   }
 
   #deliver(line: string, fds: OwnedFd[]): void {
-    if (fds.length > MAX_FDS_PER_LINE) {
+    if (fds.length > this.#maxFds) {
       for (const fd of fds) fd.close();
       this.emit('malformed', {
         code: 'EINVAL',
-        message: `more than ${MAX_FDS_PER_LINE} fds on one line`,
+        message: `more than ${this.#maxFds} fds on one line`,
         fatal: false,
       });
       return;

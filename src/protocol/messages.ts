@@ -4,6 +4,7 @@
  * back: events.ts and replies.ts.
  */
 import { z } from 'zod';
+import { STATUS_MAX_LIMIT } from './status-page.js';
 
 export const PROTOCOL_VERSION = 1;
 export const DEFAULT_SOCKET = '/run/luod/liveupdate.sock';
@@ -71,7 +72,13 @@ export const Command = z.discriminatedUnion('cmd', [
     paused_at: epochMs,
     resumed_at: epochMs,
   }),
-  z.object({ cmd: z.literal('STATUS'), seq }),
+  z.object({
+    cmd: z.literal('STATUS'),
+    seq,
+    /** A page of the lists (status-page.ts): from entry `offset`, at most `limit` of each. */
+    offset: z.number().int().min(0).optional(),
+    limit: z.number().int().min(1).max(STATUS_MAX_LIMIT).optional(),
+  }),
   z.object({ cmd: z.literal('CLIENTS'), seq }),
   z.object({ cmd: z.literal('SESSIONS'), seq }),
   z.object({

@@ -121,6 +121,23 @@ export const StatusReply = z.object({
       listen_backlog: z.number().int(),
     })
     .optional(),
+  /**
+   * How long each list is in the whole STATUS (status-page.ts): a reply
+   * longer than a line is sent in pages. Absent from a luod older than pages.
+   */
+  counts: z
+    .object({
+      subscribers: z.number().int(),
+      pending_claims: z.number().int(),
+      claims: z.number().int(),
+      failed: z.number().int(),
+      client_marks: z.number().int(),
+    })
+    .optional(),
+  /** This reply is one page: its lists are entries [offset, offset + limit); `next`: the next page's offset. */
+  page: z
+    .object({ offset: z.number().int(), limit: z.number().int(), next: z.number().int().nullable() })
+    .optional(),
 });
 export type StatusReply = z.infer<typeof StatusReply>;
 

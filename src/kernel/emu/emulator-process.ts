@@ -156,8 +156,8 @@ export function isEmulatedSessionFd(fd: OwnedFd): boolean {
   }
 }
 
-export function adoptEmulatedSession(fd: OwnedFd, knownName?: string): LuoSession {
-  return LuoSession.adopt(emulatedTransport, fd, knownName);
+export function adoptEmulatedSession(fd: OwnedFd, knownName?: string, trustName = false): LuoSession {
+  return LuoSession.adopt(emulatedTransport, fd, knownName, trustName);
 }
 
 /** One request on the control socket. */

@@ -24,6 +24,6 @@ export function openRealDevice(path: string = DEVICE_PATH): LuoDevice {
 }
 
 /** A real session fd received from elsewhere ('anon_inode:[luo_session] NAME'). */
-export function adoptRealSession(fd: OwnedFd, knownName?: string): LuoSession {
-  return LuoSession.adopt(realTransport, fd, knownName);
+export function adoptRealSession(fd: OwnedFd, knownName?: string, trustName = false): LuoSession {
+  return LuoSession.adopt(realTransport, fd, knownName, trustName);
 }
