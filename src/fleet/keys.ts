@@ -8,8 +8,9 @@
  *   PREFIX/hosts/ID                       a live agent's registration, leased
  *   PREFIX/rollout/spec                   the rollout: target kernel, limits, hosts (JSON)
  *   PREFIX/rollout/state                  running | paused | aborted | stopped | done
+ *   PREFIX/rollout/failures               how many hosts failed (bumped with each failure, CAS point)
  *   PREFIX/rollout/hosts/ID               one host's progress in the rollout (JSON)
- *   PREFIX/election/controller/…          the controllers' election (etcd3's Election)
+ *   PREFIX/election/controller            the elected controller's token, leased
  *
  * IDs are percent-encoded (a FleetLock client id is any case-sensitive label, `/` included);
  * groups follow FleetLock's `^[a-zA-Z0-9.-]+$`.
@@ -78,6 +79,10 @@ export class FleetKeys {
 
   rolloutState(): string {
     return `${this.prefix}/rollout/state`;
+  }
+
+  rolloutFailures(): string {
+    return `${this.prefix}/rollout/failures`;
   }
 
   rolloutHosts(): string {
