@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { LuoClient } from '../../src/client/index.js';
-import { startEmulator, statePaths, stopEmulator } from '../../src/kernel/emu/index.js';
+import { statePaths, stopEmulator } from '../../src/kernel/emu/index.js';
 import { ROOT } from './luod.js';
 import { processesUsing, reapOnExit } from './reaper.js';
 
@@ -33,8 +33,12 @@ export interface FleetHost {
   /** The agent's output (pino JSON lines on stderr). */
   agentLog(): string;
   startAgent(): void;
-  /** The next retrieve of a file fails with `errno`: the host's VMs cannot be verified. */
-  breakRetrieve(errno?: string): Promise<void>;
+  /**
+   * Write into every page of each VM's guest RAM behind its VMM's back (through
+   * /proc/PID/fd): the VMM's checksums no longer match, so after the reboot the VM fails
+   * its verification and does not resume.
+   */
+  corruptRam(): void;
   /** A host that dies: every process SIGKILLed, nothing given back. */
   kill(): Promise<void>;
   close(): Promise<void>;
@@ -63,8 +67,9 @@ export async function startFleetHost(options: FleetHostOptions): Promise<FleetHo
   );
   children.push(luod);
   (await LuoClient.connectWithRetry(socket, { timeoutMs: 60_000 })).close();
+  const vmms: ChildProcess[] = [];
   for (let i = 1; i <= (options.vms ?? 1); i++) {
-    children.push(
+    vmms.push(
       spawn(
         process.execPath,
         [
@@ -86,6 +91,7 @@ export async function startFleetHost(options: FleetHostOptions): Promise<FleetHo
       ),
     );
   }
+  children.push(...vmms);
   // Every VMM subscribed before the host joins the fleet.
   const admin = await LuoClient.connectWithRetry(socket, { timeoutMs: 30_000 });
   try {
@@ -116,7 +122,7 @@ export async function startFleetHost(options: FleetHostOptions): Promise<FleetHo
         '--ttl',
         String(options.ttlSeconds ?? 5),
         '--settle-timeout',
-        '40',
+        '10',
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
@@ -143,8 +149,25 @@ export async function startFleetHost(options: FleetHostOptions): Promise<FleetHo
     state,
     agentLog: () => agentOutput,
     startAgent,
-    breakRetrieve: async (errno = 'EIO') => {
-      await (await startEmulator({ stateDir: state })).injectFault({ op: 'retrieve-fd', errno });
+    corruptRam: () => {
+      for (const vmm of vmms) {
+        for (const fd of fs.readdirSync(`/proc/${vmm.pid}/fd`)) {
+          let link: string;
+          try {
+            link = fs.readlinkSync(`/proc/${vmm.pid}/fd/${fd}`);
+          } catch {
+            continue;
+          }
+          if (!link.startsWith('/memfd:guest-ram:')) continue;
+          const ram = fs.openSync(`/proc/${vmm.pid}/fd/${fd}`, 'r+');
+          try {
+            const size = fs.fstatSync(ram).size;
+            for (let at = 2048; at < size; at += 4096) fs.writeSync(ram, Buffer.from('corrupt'), 0, 7, at);
+          } finally {
+            fs.closeSync(ram);
+          }
+        }
+      }
     },
     kill,
     close: async () => {
