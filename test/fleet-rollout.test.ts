@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { type EtcdInstance, startEtcd } from './support/etcd.js';
@@ -107,6 +108,35 @@ test('a rollout to the next emulated kernel updates each host once, with its rec
   const text = luoctl('rollout', 'status', '--etcd', etcd.endpoint, '--prefix', PREFIX);
   assert.match(text.stdout, /rollout r-\S+: done/);
   assert.match(text.stdout, /a-1\s+done\s+\d+ ms\s+blackout \d+ ms\s+7\.2 -> 7\.3/);
+});
+
+test('status --html draws the timeline: one lane per host, its update and its blackout', () => {
+  const file = path.join(etcd.dir, 'rollout.html');
+  const run = luoctl('rollout', 'status', ...fleetArgs(), '--html', file);
+  assert.equal(run.status, 0, run.stdout);
+  const status = lastJson(run.stdout);
+  assert.equal(status.html, file);
+  const html = fs.readFileSync(file, 'utf8');
+  assert.match(html, /^<!DOCTYPE html>/);
+  assert.doesNotMatch(html, /<script|https?:\/\/(?!www\.w3\.org)/, 'self-contained');
+  const lanes = [...html.matchAll(/<g class="lane" data-host="([^"]+)" data-state="([^"]+)">/g)].map((m) => [
+    m[1],
+    m[2],
+  ]);
+  assert.deepEqual(
+    lanes,
+    status.hosts.map((h: { id: string; state: string }) => [h.id, h.state]),
+  );
+  for (const h of status.hosts) {
+    const update = new RegExp(
+      `data-host="${h.id}" data-kind="done" data-start-ms="\\d+" data-duration-ms="(\\d+)"`,
+    ).exec(html);
+    assert.equal(Number(update?.[1]), h.duration_ms, `${h.id}'s update bar`);
+    const blackout = new RegExp(
+      `data-host="${h.id}" data-blackout="true" data-start-ms="\\d+" data-duration-ms="(\\d+)"`,
+    ).exec(html);
+    assert.equal(Number(blackout?.[1]), h.blackout_ms, `${h.id}'s blackout`);
+  }
 });
 
 test('the same rollout again updates no host twice: every host already runs it', async () => {

@@ -6,6 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import * as path from 'node:path';
 import { Controller } from '../fleet/controller.js';
 import { etcdError } from '../fleet/etcd.js';
 import {
@@ -16,6 +17,8 @@ import {
   readRollout,
   setRolloutState,
 } from '../fleet/rollout.js';
+import { fleetReportHtml } from '../report/fleet-html.js';
+import { writeFileAtomic } from '../sys/atomic-file.js';
 import { CodedError } from '../sys/error.js';
 import type { RegisterCommand } from './environment.js';
 import {
@@ -211,12 +214,19 @@ export const register: RegisterCommand = (program) => {
 
   withFleetOptions(rollout.command('status'))
     .description('the rollout: its state and, per host, state, durations and blackout')
+    .option('--html <file>', 'also write the timeline page: one lane per host, blackouts marked')
     .action(
       commandAction(async (command, out) => {
-        const { etcd, keys } = openFleet(command.opts<FleetOptions>());
+        const o = command.opts<FleetOptions & { html?: string }>();
+        const { etcd, keys } = openFleet(o);
         try {
           const status = statusOf(await readRollout(etcd, keys));
-          out.result(status, () => statusText(status));
+          const html = o.html ? path.resolve(o.html) : undefined;
+          if (html) writeFileAtomic(html, fleetReportHtml(status));
+          out.result(
+            { ...status, ...(html && { html }) },
+            () => `${statusText(status)}${html ? `\ntimeline: ${html}` : ''}`,
+          );
           return ExitCode.ok;
         } catch (err) {
           throw etcdError(err, 'rollout status');
