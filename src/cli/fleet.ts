@@ -7,7 +7,9 @@
  */
 import { Agent } from '../fleet/agent.js';
 import { etcdError } from '../fleet/etcd.js';
+import { FleetLockClient } from '../fleet/fleetlock-client.js';
 import { FleetLockServer } from '../fleet/fleetlock-server.js';
+import { updateWithFleetLock } from '../fleet/fleetlock-update.js';
 import { checkGroup } from '../fleet/keys.js';
 import { socketPath } from '../protocol/messages.js';
 import { CodedError } from '../sys/error.js';
@@ -21,6 +23,7 @@ import {
   withFleetOptions,
 } from './fleet-connection.js';
 import { commandAction, ExitCode } from './output.js';
+import { parsePairs } from './rollout.js';
 
 export const register: RegisterCommand = (program) => {
   const fleet = program
@@ -65,6 +68,65 @@ export const register: RegisterCommand = (program) => {
         }
         out.result({ stopped: true }, () => 'agent stopped');
         return ExitCode.ok;
+      }),
+    );
+
+  fleet
+    .command('update')
+    .description("update this host's luod under a FleetLock server (airlock, Kubernetes FleetLock, luokit's)")
+    .requiredOption('--fleetlock <url>', "the FleetLock server's base URL")
+    .requiredOption('--id <host>', "this host's FleetLock client id")
+    .option('--group <group>', 'FleetLock reboot group', 'default')
+    .requiredOption('--kernel <image>', 'emu:VERSION, or the path of the kernel image')
+    .option('--initrd <file>', 'initramfs')
+    .option(
+      '--qualified <pairs>',
+      'qualified FROM:TO release pairs, comma-separated; any other pair is refused',
+    )
+    .option('--lock-timeout <seconds>', 'give up waiting for a slot after this long')
+    .option('--retry <seconds>', 'pause between two pre-reboot attempts', '1')
+    .option('--ready-timeout <seconds>', 'how long VMs have to say READY', '30')
+    .option('--settle-timeout <seconds>', 'how long VMs have to come back after the reboot', '120')
+    .action(
+      commandAction(async (command, out) => {
+        const o = command.opts<{
+          fleetlock: string;
+          id: string;
+          group: string;
+          kernel: string;
+          initrd?: string;
+          qualified?: string;
+          lockTimeout?: string;
+          retry: string;
+          readyTimeout: string;
+          settleTimeout: string;
+        }>();
+        const socket = socketPath(command.optsWithGlobals<{ socket?: string }>().socket);
+        const { signal, done } = stopSignal();
+        try {
+          const result = await updateWithFleetLock({
+            fleetlock: new FleetLockClient(o.fleetlock, o.id, o.group),
+            target: { kernel: o.kernel, ...(o.initrd !== undefined && { initrd: o.initrd }) },
+            ...(o.qualified !== undefined && { qualified: parsePairs(o.qualified) }),
+            socket,
+            log: fleetLog('luoctl-fleet-update').child({ host: o.id }),
+            ...(o.lockTimeout !== undefined && {
+              lockTimeoutMs: positiveInt('--lock-timeout', o.lockTimeout) * 1000,
+            }),
+            retryMs: Number(o.retry) * 1000,
+            readyTimeoutMs: positiveInt('--ready-timeout', o.readyTimeout) * 1000,
+            settleTimeoutMs: positiveInt('--settle-timeout', o.settleTimeout) * 1000,
+            signal,
+          });
+          out.result(
+            result,
+            () =>
+              `${o.id}: ${result.state}${result.reason ? ` (${result.reason})` : ''}${result.holds_slot ? '; the FleetLock slot stays held' : ''}${result.record?.blackout_ms != null ? `; blackout ${result.record.blackout_ms} ms` : ''}`,
+          );
+          return result.state === 'failed' ? ExitCode.failure : ExitCode.ok;
+        } finally {
+          done();
+        }
       }),
     );
 

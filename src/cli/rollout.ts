@@ -262,7 +262,7 @@ export const register: RegisterCommand = (program) => {
   }
 };
 
-function parsePairs(text: string): [string, string][] {
+export function parsePairs(text: string): [string, string][] {
   return text.split(',').map((pair) => {
     const [from, to, ...rest] = pair.trim().split(':');
     if (!from || !to || rest.length > 0)
