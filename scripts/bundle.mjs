@@ -7,8 +7,9 @@
  * import.meta.url is the one thing a bundle changes: each module's own use of
  * it (files next to it: package.json, the emulator's entry, the native shim)
  * is rewritten to the URL that module has in dist/, so paths stay right.
- * koffi (a native addon) and prom-client (loaded only with --metrics-*) stay
- * ordinary packages, loaded from node_modules when needed.
+ * koffi (a native addon), prom-client (loaded only with --metrics-*) and etcd3 (the
+ * fleet commands; it reads its .proto files next to itself) stay ordinary packages,
+ * loaded from node_modules when needed.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -123,7 +124,7 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
     minify: true,
     legalComments: 'none',
     charset: 'ascii', // bundle-runner.cts reads it as latin1
-    external: ['koffi', 'prom-client'],
+    external: ['koffi', 'prom-client', 'etcd3'],
     logLevel: 'warning',
     plugins: [metaUrl, zodEnglishOnly, lazyBuiltins],
     banner: {

@@ -14,7 +14,9 @@
 #   `luoctl report --html` headless (test/cli-report.test.ts); QEMU runs real VMs under
 #   luo-qemu, and binutils (as, ld) builds their counter guest (test/qemu.test.ts); bzip2,
 #   zstd, lz4 and lzop make kernel images with every compression the kernel offers, from a
-#   real vmlinux, for `luoctl kernel-info` (test/kernel-image.test.ts).
+#   real vmlinux, for `luoctl kernel-info` (test/kernel-image.test.ts); etcd-server is
+#   the coordination engine of the fleet tests (test/fleet-*.test.ts), which start a private
+#   etcd of their own on loopback ports (test/support/etcd.ts), never the packaged service.
 # vm: the real-kernel tier (docs/vm.md), on top of test: a static busybox and
 #   kexec-tools for the guest; flex, bison, libelf-dev, cpio and bc build the LUO kernels;
 #   e2fsprogs (mke2fs) makes the guest's local disk (test/vm/guest-disk.ts).
@@ -24,7 +26,8 @@ set -eu
 
 TEST="dtc:device-tree-compiler cc:gcc /usr/include/stdio.h:libc6-dev make:make xz:xz-utils
   chromium:chromium /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
-  qemu-system-x86_64:qemu-system-x86 as:binutils bzip2:bzip2 zstd:zstd lz4:lz4 lzop:lzop"
+  qemu-system-x86_64:qemu-system-x86 as:binutils bzip2:bzip2 zstd:zstd lz4:lz4 lzop:lzop
+  etcd:etcd-server"
 VM="$TEST kexec:kexec-tools flex:flex bison:bison cpio:cpio bc:bc
   /usr/include/gelf.h:libelf-dev -:busybox-static /usr/sbin/mke2fs:e2fsprogs"
 
@@ -82,6 +85,11 @@ if [ -n "$need" ]; then
   apt-get update -qq
   # shellcheck disable=SC2086 # one word per package
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
+  # Debian's etcd-server starts a system etcd on port 2379 when installed; the fleet tests
+  # start their own, so one that this script installed is stopped and left disabled.
+  case " $need " in
+    *" etcd-server "*) command -v systemctl >/dev/null 2>&1 && systemctl disable --now etcd >/dev/null 2>&1 || true ;;
+  esac
   still=$(missing)
   if [ -n "$still" ]; then
     echo "luokit: still missing after apt-get install: $still" >&2

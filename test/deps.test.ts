@@ -25,7 +25,7 @@ test('a user who is not root, missing packages, gets the one apt-get line and ex
     const line = lines[0]!.trim();
     assert.match(line, /^apt-get install -y /, 'no sudo on this PATH: the line is for root');
     const named = line.replace(/^apt-get install -y /, '').split(' ');
-    for (const pkg of ['device-tree-compiler', 'gcc', 'make', 'xz-utils', 'chromium'])
+    for (const pkg of ['device-tree-compiler', 'gcc', 'make', 'xz-utils', 'chromium', 'etcd-server'])
       assert.ok(named.includes(pkg), `${pkg} missing from: ${line}`);
   } finally {
     fs.rmSync(bin, { recursive: true, force: true });

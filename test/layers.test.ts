@@ -18,7 +18,7 @@ const FLOORS: readonly (readonly string[])[] = [
   ['kernel', 'image', 'vm'],
   ['protocol', 'record', 'qualify'],
   ['client', 'report', 'inspect'],
-  ['daemon', 'example-vmm', 'qemu'],
+  ['daemon', 'example-vmm', 'qemu', 'fleet'],
   ['cli'],
 ];
 
@@ -114,4 +114,9 @@ test('outside the emulator, its internals are reached through kernel/emu/index.t
 test('koffi is used by src/sys/libc.ts alone', () => {
   const users = packages.filter((p) => p.name === 'koffi').map((p) => p.from);
   assert.deepEqual(users, [path.join('sys', 'libc.ts')]);
+});
+
+test('etcd3 is used by src/fleet/etcd.ts alone (one place sets its deadlines)', () => {
+  const users = [...new Set(packages.filter((p) => p.name === 'etcd3').map((p) => p.from))];
+  assert.deepEqual(users, [path.join('fleet', 'etcd.ts')]);
 });

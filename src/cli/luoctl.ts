@@ -39,6 +39,8 @@ const COMMANDS: readonly CommandModule[] = [
   { names: ['report'], load: () => import('./report.js') },
   { names: ['kernel-info'], load: () => import('./kernel-info.js') },
   { names: ['qualify'], load: () => import('./qualify.js') },
+  { names: ['rollout'], load: () => import('./rollout.js') },
+  { names: ['fleet'], load: () => import('./fleet.js') },
 ];
 
 /** Options of luoctl itself that take a value (so the word after them is not a command). */

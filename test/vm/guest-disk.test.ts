@@ -30,15 +30,15 @@ function run(command: string, args: readonly string[]) {
   });
 }
 
-test('the content: node as the guest resolves it, the project build and koffi, at their own paths', () => {
+test('the content: node as the guest resolves it, the project build and koffi, at their real paths', () => {
   const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
   const content = guestDiskContent(root);
   assert.equal(content.binds.node, fs.realpathSync(process.execPath));
-  assert.equal(content.binds.dist, path.join(root, 'dist'));
-  assert.equal(content.binds.koffi, path.join(root, 'node_modules/koffi'));
+  assert.equal(content.binds.dist, fs.realpathSync(path.join(root, 'dist')));
+  assert.equal(content.binds.koffi, fs.realpathSync(path.join(root, 'node_modules/koffi')));
   assert.equal(
     bindsManifest(content),
-    `node ${content.binds.node}\ndist ${path.join(root, 'dist')}\nkoffi ${path.join(root, 'node_modules/koffi')}\n`,
+    `node ${content.binds.node}\ndist ${content.binds.dist}\nkoffi ${content.binds.koffi}\n`,
   );
 });
 

@@ -25,11 +25,13 @@ export interface GuestDiskContent {
 
 /** What goes on the disk: node (as the guest resolves it), dist/, koffi. */
 export function guestDiskContent(root: string, node = process.execPath): GuestDiskContent {
+  // Real paths: /init binds before the chroot, where a symlink (a worktree's node_modules,
+  // say) would resolve against the initramfs, not the host's /.
   return {
     binds: {
       node: fs.realpathSync(node),
-      dist: path.join(root, 'dist'),
-      koffi: path.join(root, 'node_modules/koffi'),
+      dist: fs.realpathSync(path.join(root, 'dist')),
+      koffi: fs.realpathSync(path.join(root, 'node_modules/koffi')),
     },
   };
 }
