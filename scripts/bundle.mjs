@@ -21,6 +21,7 @@ import { build } from 'esbuild';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
 const out = path.join(dist, 'bundle');
+const require = createRequire(import.meta.url);
 
 /** name -> [entry module in dist, its launcher in dist (run once to write the code cache), args]. */
 const BUNDLES = {
@@ -69,6 +70,53 @@ const zodEnglishOnly = {
 };
 
 /**
+ * luokit imports zod as a namespace (`import { z } from 'zod'`), which no
+ * bundler can tree-shake: each bundle carried all of zod's schema kinds. In a
+ * bundle, `zod` is a module exporting a `z` with only the members dist/ uses
+ * (every `z.NAME` in the files that import zod, read at build time, so it
+ * cannot go stale), taken from zod's own modules; esbuild drops the rest.
+ * A name zod does not have is a build error. (The real-kernel bench's guest
+ * bundles do the same by hand: test/vm/zod-lean.ts.)
+ */
+const zodLean = {
+  name: 'luokit-zod-lean',
+  setup(b) {
+    b.onResolve({ filter: /^zod$/ }, (args) =>
+      args.importer.startsWith(`${dist}${path.sep}`) ? { path: 'zod', namespace: 'zod-lean' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'zod-lean' }, () => {
+      const names = new Set();
+      const walk = (dir) => {
+        for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+          const file = path.join(dir, entry.name);
+          if (entry.isDirectory()) {
+            if (file !== out) walk(file);
+          } else if (file.endsWith('.js')) {
+            const text = fs.readFileSync(file, 'utf8');
+            if (!/^import \{ z \} from 'zod';$/m.test(text)) continue;
+            for (const m of text.matchAll(/\bz\.([A-Za-z_$][\w$]*)/g)) names.add(m[1]);
+          }
+        }
+      };
+      walk(dist);
+      const zod = require('zod').z;
+      const missing = [...names].filter((n) => !(n in zod));
+      if (missing.length > 0) throw new Error(`zod has no ${missing.join(', ')} (used in dist/ as z.NAME)`);
+      const list = [...names].sort();
+      const external = path.join(path.dirname(require.resolve('zod/package.json')), 'v4/classic/external.js');
+      return {
+        contents: [
+          `import { ${list.map((n) => `${n} as _${n}`).join(', ')} } from ${JSON.stringify(external)};`,
+          `export const z = { ${list.map((n) => `${n}: _${n}`).join(', ')} };`,
+        ].join('\n'),
+        resolveDir: path.dirname(external),
+        loader: 'js',
+      };
+    });
+  },
+};
+
+/**
  * Node's own modules that a start rarely uses but that cost to load (some
  * 25 ms together at luod's start, in a ~100 ms Node start): node:child_process
  * (and the net and stream modules under it: commander requires it at its top,
@@ -80,7 +128,6 @@ const zodEnglishOnly = {
  * (esbuild: no matching export), never a silent undefined.
  */
 const LAZY_BUILTINS = ['child_process', 'crypto', 'net'];
-const require = createRequire(import.meta.url);
 const lazyBuiltins = {
   name: 'luokit-lazy-builtins',
   setup(b) {
@@ -124,7 +171,7 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
     charset: 'ascii', // bundle-runner.cts reads it as latin1
     external: ['koffi', 'prom-client'],
     logLevel: 'warning',
-    plugins: [metaUrl, zodEnglishOnly, lazyBuiltins],
+    plugins: [metaUrl, zodLean, zodEnglishOnly, lazyBuiltins],
     banner: {
       js: [
         `// luokit-bundle ${id}`,

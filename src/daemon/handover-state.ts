@@ -31,10 +31,15 @@ const STATE_FORMAT_V1 = 'luod-state-v1';
 const STATE_TOKEN = 0n;
 const MAX_STATE_BYTES = 1 << 20;
 
-export const PhaseMark = z.object({ phase: z.string(), at: z.number(), client: z.string().optional() });
+// Schemas are built on first use, not at load (protocol/messages.ts says why).
+
+export const PhaseMark = z.lazy(() =>
+  z.object({ phase: z.string(), at: z.number(), client: z.string().optional() }),
+);
 export type PhaseMark = z.infer<typeof PhaseMark>;
 
-const StateFields = {
+/** The fields both formats share (a function: built with the schemas, on first use). */
+const stateFields = () => ({
   update: z.string(),
   from: z.string(),
   to: z.string(),
@@ -42,15 +47,17 @@ const StateFields = {
     z.object({ id: z.string(), uid: z.number().int().nonnegative(), sessions: z.array(z.string()).min(1) }),
   ),
   timeline: z.array(PhaseMark),
-};
+});
 
-export const CarriedState = z
-  .object({ format: z.literal(STATE_FORMAT), ...StateFields, record: UpdateRecord })
-  .refine((s) => s.record.update === s.update, 'the record is of another update');
+export const CarriedState = z.lazy(() =>
+  z
+    .object({ format: z.literal(STATE_FORMAT), ...stateFields(), record: UpdateRecord })
+    .refine((s) => s.record.update === s.update, 'the record is of another update'),
+);
 export type CarriedState = z.infer<typeof CarriedState>;
 
 /** What an older luod carried (no record): read, never written. */
-const CarriedStateV1 = z.object({ format: z.literal(STATE_FORMAT_V1), ...StateFields });
+const CarriedStateV1 = z.lazy(() => z.object({ format: z.literal(STATE_FORMAT_V1), ...stateFields() }));
 export type CarriedStateV1 = z.infer<typeof CarriedStateV1>;
 
 /** Write the state into a sealed memfd and preserve it in a new `luod-internal` session. */

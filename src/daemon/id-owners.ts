@@ -23,10 +23,14 @@ export const MAX_IDS_PER_UID = 1024;
 /** How stale a last-seen time may get before it is written again (not at every subscribe). */
 const TOUCH_INTERVAL_MS = 24 * 3600 * 1000;
 
-const OwnersFile = z.object({
-  format: z.literal('luod-id-owners-v1'),
-  owners: z.record(z.string(), z.object({ uid: z.number().int().nonnegative(), seen: z.number() })),
-});
+// Schemas are built on first use, not at load (protocol/messages.ts says why).
+
+const OwnersFile = z.lazy(() =>
+  z.object({
+    format: z.literal('luod-id-owners-v1'),
+    owners: z.record(z.string(), z.object({ uid: z.number().int().nonnegative(), seen: z.number() })),
+  }),
+);
 
 export type OwnerCheck = { ok: true } | { ok: false; owner: number };
 

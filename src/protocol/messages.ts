@@ -24,59 +24,77 @@ export function socketPath(explicit?: string, env: NodeJS.ProcessEnv = process.e
   return explicit ?? env.LUOD_SOCKET ?? DEFAULT_SOCKET;
 }
 
-const seq = z.union([z.number(), z.string().max(64)]).optional();
+/*
+ * Every schema here is z.lazy: built the first time it is used, not when the
+ * module loads. A zod schema costs to build (each is an object with some 50
+ * methods), and luod and every luoctl command load this module at start
+ * (docs/performance.md).
+ */
 
-export const clientId = z
-  .string()
-  .min(1)
-  .max(MAX_ID_LENGTH)
-  .regex(/^[A-Za-z0-9_-]+$/, 'ids use only letters, digits, "_" and "-"')
-  .refine((id) => id !== INTERNAL_SESSION, 'this id is reserved for luod');
+export const clientId = z.lazy(() =>
+  z
+    .string()
+    .min(1)
+    .max(MAX_ID_LENGTH)
+    .regex(/^[A-Za-z0-9_-]+$/, 'ids use only letters, digits, "_" and "-"')
+    .refine((id) => id !== INTERNAL_SESSION, 'this id is reserved for luod'),
+);
 
-export const Command = z.discriminatedUnion('cmd', [
-  z.object({
-    cmd: z.literal('HELLO'),
-    seq,
-    versions: z.array(z.number().int()).min(1).max(16).optional(),
-    client: z.string().max(128).optional(),
-  }),
-  z.object({
-    cmd: z.literal('SUBSCRIBE'),
-    seq,
-    id: clientId,
-    sessions: z.number().int().min(1).max(MAX_SESSIONS_PER_CLIENT).optional(),
-  }),
-  z.object({ cmd: z.literal('UNSUBSCRIBE'), seq }),
-  z.object({ cmd: z.literal('READY'), seq, update: z.string().max(64).optional() }),
-  z.object({
-    cmd: z.literal('FAILED'),
-    seq,
-    update: z.string().max(64).optional(),
-    reason: z.string().max(1024).optional(),
-  }),
-  z.object({ cmd: z.literal('CLAIM'), seq, id: clientId, force: z.boolean().optional() }),
-  z.object({ cmd: z.literal('STATUS'), seq }),
-  z.object({ cmd: z.literal('CLIENTS'), seq }),
-  z.object({ cmd: z.literal('SESSIONS'), seq }),
-  z.object({
-    cmd: z.literal('LOAD'),
-    seq,
-    kernel: z.string().max(4096).optional(),
-    initrd: z.string().max(4096).optional(),
-    cmdline: z.string().max(4096).optional(),
-    emu_version: z.string().max(16).optional(),
-    /** Load even when the gate finds a format mismatch (written into the update record). */
-    force: z.boolean().optional(),
-  }),
-  z.object({
-    cmd: z.literal('UPDATE'),
-    seq,
-    timeout_ms: z.number().int().min(100).max(3_600_000).optional(),
-    dry_run: z.boolean().optional(),
-  }),
-  z.object({ cmd: z.literal('ABORT'), seq, reason: z.string().max(1024).optional() }),
-]);
+export const Command = z.lazy(() => {
+  const seq = z.union([z.number(), z.string().max(64)]).optional();
+  return z.discriminatedUnion('cmd', [
+    z.object({
+      cmd: z.literal('HELLO'),
+      seq,
+      versions: z.array(z.number().int()).min(1).max(16).optional(),
+      client: z.string().max(128).optional(),
+    }),
+    z.object({
+      cmd: z.literal('SUBSCRIBE'),
+      seq,
+      id: clientId,
+      sessions: z.number().int().min(1).max(MAX_SESSIONS_PER_CLIENT).optional(),
+    }),
+    z.object({ cmd: z.literal('UNSUBSCRIBE'), seq }),
+    z.object({ cmd: z.literal('READY'), seq, update: z.string().max(64).optional() }),
+    z.object({
+      cmd: z.literal('FAILED'),
+      seq,
+      update: z.string().max(64).optional(),
+      reason: z.string().max(1024).optional(),
+    }),
+    z.object({ cmd: z.literal('CLAIM'), seq, id: clientId, force: z.boolean().optional() }),
+    z.object({ cmd: z.literal('STATUS'), seq }),
+    z.object({ cmd: z.literal('CLIENTS'), seq }),
+    z.object({ cmd: z.literal('SESSIONS'), seq }),
+    z.object({
+      cmd: z.literal('LOAD'),
+      seq,
+      kernel: z.string().max(4096).optional(),
+      initrd: z.string().max(4096).optional(),
+      cmdline: z.string().max(4096).optional(),
+      emu_version: z.string().max(16).optional(),
+      /** Load even when the gate finds a format mismatch (written into the update record). */
+      force: z.boolean().optional(),
+    }),
+    z.object({
+      cmd: z.literal('UPDATE'),
+      seq,
+      timeout_ms: z.number().int().min(100).max(3_600_000).optional(),
+      dry_run: z.boolean().optional(),
+    }),
+    z.object({ cmd: z.literal('ABORT'), seq, reason: z.string().max(1024).optional() }),
+  ]);
+});
 export type Command = z.infer<typeof Command>;
+
+let commandNames: ReadonlySet<string> | undefined;
+
+/** Whether `cmd` names one of the commands (a malformed command, not an unknown one). */
+export function isCommandName(cmd: string): boolean {
+  commandNames ??= new Set(Command.unwrap().options.map((o) => o.shape.cmd.value));
+  return commandNames.has(cmd);
+}
 
 export const ADMIN_COMMANDS = new Set(['LOAD', 'UPDATE', 'ABORT', 'CLIENTS', 'SESSIONS']);
 

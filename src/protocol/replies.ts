@@ -8,132 +8,156 @@ import { z } from 'zod';
 import { SessionNames } from './events.js';
 import type { Command } from './messages.js';
 
-const Backend = z.enum(['real', 'emulated']);
+// Built on first use, not at load: see messages.ts.
+
+const Backend = z.lazy(() => z.enum(['real', 'emulated']));
 
 /** `{"ok": false, "error": {...}}`: code is an errno name, message a sentence. */
-export const ErrorReply = z.object({
-  ok: z.literal(false),
-  error: z.object({ code: z.string(), message: z.string() }),
-});
+export const ErrorReply = z.lazy(() =>
+  z.object({
+    ok: z.literal(false),
+    error: z.object({ code: z.string(), message: z.string() }),
+  }),
+);
 export type ErrorReply = z.infer<typeof ErrorReply>;
 
-export const HelloReply = z.object({
-  version: z.number().int(),
-  server: z.string(),
-  backend: Backend,
-  limits: z.object({
-    max_line: z.number().int(),
-    max_fds: z.number().int(),
-    max_clients: z.number().int(),
-    max_id: z.number().int(),
+export const HelloReply = z.lazy(() =>
+  z.object({
+    version: z.number().int(),
+    server: z.string(),
+    backend: Backend,
+    limits: z.object({
+      max_line: z.number().int(),
+      max_fds: z.number().int(),
+      max_clients: z.number().int(),
+      max_id: z.number().int(),
+    }),
   }),
-});
+);
 export type HelloReply = z.infer<typeof HelloReply>;
 
-export const SubscribeReply = z.object({ id: z.string(), sessions: SessionNames });
+export const SubscribeReply = z.lazy(() => z.object({ id: z.string(), sessions: SessionNames }));
 export type SubscribeReply = z.infer<typeof SubscribeReply>;
 
 /** With one incoming session fd per name, in order. */
-export const ClaimReply = z.object({ id: z.string(), update: z.string(), sessions: SessionNames });
+export const ClaimReply = z.lazy(() =>
+  z.object({ id: z.string(), update: z.string(), sessions: SessionNames }),
+);
 export type ClaimReply = z.infer<typeof ClaimReply>;
 
 /** What one kernel writes or reads at a live update (image/gate.ts). */
-const SpokenFormats = z.object({
-  release: z.string(),
-  kho: z.string().optional(),
-  luo: z.string().optional(),
-  files: z.array(z.string()),
-  source: z.string(),
-});
+const SpokenFormats = z.lazy(() =>
+  z.object({
+    release: z.string(),
+    kho: z.string().optional(),
+    luo: z.string().optional(),
+    files: z.array(z.string()),
+    source: z.string(),
+  }),
+);
 
 /** The gate's verdict on the loaded kernel: what it reads against what this kernel writes. */
-export const GateReport = z.object({
-  outcome: z.enum(['works', 'no-handover', 'cold-boot', 'panic', 'files-lost']),
-  ok: z.boolean(),
-  sentence: z.string(),
-  /** Loaded with --force despite the verdict. */
-  forced: z.boolean(),
-  current: SpokenFormats,
-  next: SpokenFormats,
-});
+export const GateReport = z.lazy(() =>
+  z.object({
+    outcome: z.enum(['works', 'no-handover', 'cold-boot', 'panic', 'files-lost']),
+    ok: z.boolean(),
+    sentence: z.string(),
+    /** Loaded with --force despite the verdict. */
+    forced: z.boolean(),
+    current: SpokenFormats,
+    next: SpokenFormats,
+  }),
+);
 export type GateReport = z.infer<typeof GateReport>;
 
 /** The kernel LOAD chose (emulated: `version` is the next emulated kernel). */
-export const LoadedKernel = z.object({
-  kernel: z.string(),
-  initrd: z.string().optional(),
-  cmdline: z.string(),
-  version: z.string().optional(),
-  gate: GateReport.optional(),
-});
+export const LoadedKernel = z.lazy(() =>
+  z.object({
+    kernel: z.string(),
+    initrd: z.string().optional(),
+    cmdline: z.string(),
+    version: z.string().optional(),
+    gate: GateReport.optional(),
+  }),
+);
 export type LoadedKernel = z.infer<typeof LoadedKernel>;
 
-export const LoadReply = z.object({ loaded: LoadedKernel });
+export const LoadReply = z.lazy(() => z.object({ loaded: LoadedKernel }));
 export type LoadReply = z.infer<typeof LoadReply>;
 
-export const TimelineMark = z.object({ phase: z.string(), at: z.number(), client: z.string().optional() });
+export const TimelineMark = z.lazy(() =>
+  z.object({ phase: z.string(), at: z.number(), client: z.string().optional() }),
+);
 export type TimelineMark = z.infer<typeof TimelineMark>;
 
 /** How an UPDATE ended (also STATUS's `last_update`). */
-export const UpdateReply = z.object({
-  update: z.string(),
-  outcome: z.enum(['rebooted', 'aborted', 'refused', 'dry-run', 'kexec']),
-  reason: z.string().optional(),
-  failed: z.array(z.object({ id: z.string(), reason: z.string() })).optional(),
-  timeline: z.array(TimelineMark),
-  claims: z.array(z.string()).optional(),
-});
+export const UpdateReply = z.lazy(() =>
+  z.object({
+    update: z.string(),
+    outcome: z.enum(['rebooted', 'aborted', 'refused', 'dry-run', 'kexec']),
+    reason: z.string().optional(),
+    failed: z.array(z.object({ id: z.string(), reason: z.string() })).optional(),
+    timeline: z.array(TimelineMark),
+    claims: z.array(z.string()).optional(),
+  }),
+);
 export type UpdateReply = z.infer<typeof UpdateReply>;
 
-export const StatusReply = z.object({
-  phase: z.enum(['idle', 'preserving', 'kexec', 'claiming']),
-  backend: Backend,
-  update: z.string().nullable(),
-  loaded: LoadedKernel.nullable(),
-  clients: z.number().int(),
-  subscribers: z.array(z.string()),
-  pending_claims: z.array(z.string()),
-  kexec_mode: z.enum(['standalone', 'systemd']),
-  /** Who else holds the session fds (keeper.ts). */
-  holder: z.object({ kind: z.string(), held: z.number() }).nullable(),
-  last_update: UpdateReply.nullable(),
-  records_dir: z.string().nullable(),
-  last_record: z.string().nullable(),
-  /** The client limit and what it needs of the host (daemon/capacity.ts); admins only. */
-  capacity: z
-    .object({
-      max_clients: z.number().int(),
-      open_files: z.number().int().nullable(),
-      open_files_needed: z.number().int(),
-      fd_store_needed: z.number().int(),
-      listen_backlog: z.number().int(),
-    })
-    .optional(),
-});
+export const StatusReply = z.lazy(() =>
+  z.object({
+    phase: z.enum(['idle', 'preserving', 'kexec', 'claiming']),
+    backend: Backend,
+    update: z.string().nullable(),
+    loaded: LoadedKernel.nullable(),
+    clients: z.number().int(),
+    subscribers: z.array(z.string()),
+    pending_claims: z.array(z.string()),
+    kexec_mode: z.enum(['standalone', 'systemd']),
+    /** Who else holds the session fds (keeper.ts). */
+    holder: z.object({ kind: z.string(), held: z.number() }).nullable(),
+    last_update: UpdateReply.nullable(),
+    records_dir: z.string().nullable(),
+    last_record: z.string().nullable(),
+    /** The client limit and what it needs of the host (daemon/capacity.ts); admins only. */
+    capacity: z
+      .object({
+        max_clients: z.number().int(),
+        open_files: z.number().int().nullable(),
+        open_files_needed: z.number().int(),
+        fd_store_needed: z.number().int(),
+        listen_backlog: z.number().int(),
+      })
+      .optional(),
+  }),
+);
 export type StatusReply = z.infer<typeof StatusReply>;
 
-export const ClientsReply = z.object({
-  clients: z.array(
-    z.object({ id: z.string().nullable(), uid: z.number(), pid: z.number(), sessions: z.number() }),
-  ),
-});
+export const ClientsReply = z.lazy(() =>
+  z.object({
+    clients: z.array(
+      z.object({ id: z.string().nullable(), uid: z.number(), pid: z.number(), sessions: z.number() }),
+    ),
+  }),
+);
 export type ClientsReply = z.infer<typeof ClientsReply>;
 
-export const SessionsReply = z.object({
-  sessions: z.array(
-    z.object({
-      name: z.string(),
-      client: z.string(),
-      direction: z.enum(['outgoing', 'incoming']),
-      ready: z.boolean().optional(),
-      claimed: z.boolean().optional(),
-    }),
-  ),
-});
+export const SessionsReply = z.lazy(() =>
+  z.object({
+    sessions: z.array(
+      z.object({
+        name: z.string(),
+        client: z.string(),
+        direction: z.enum(['outgoing', 'incoming']),
+        ready: z.boolean().optional(),
+        claimed: z.boolean().optional(),
+      }),
+    ),
+  }),
+);
 export type SessionsReply = z.infer<typeof SessionsReply>;
 
 /** UNSUBSCRIBE, READY, FAILED, ABORT: nothing but `ok`. */
-export const EmptyReply = z.object({});
+export const EmptyReply = z.lazy(() => z.object({}));
 export type EmptyReply = z.infer<typeof EmptyReply>;
 
 /** Each command's reply, for code that is given a command name. */

@@ -37,70 +37,82 @@ export const PHASE_MEANING: Record<PhaseName, string> = {
   finish: 'luod finishes unclaimed sessions (or, on an abort, closes them) and closes the update',
 };
 
+// Schemas are built on first use, not at load (protocol/messages.ts says why).
+
 /** An update id: also the record's file name, so nothing that could leave the directory. */
-export const UpdateId = z
-  .string()
-  .min(1)
-  .max(64)
-  .regex(/^[A-Za-z0-9_-]+$/, 'update ids use only letters, digits, "_" and "-"');
+export const UpdateId = z.lazy(() =>
+  z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Za-z0-9_-]+$/, 'update ids use only letters, digits, "_" and "-"'),
+);
 
-const Time = z.number().finite().nonnegative();
+const Time = z.lazy(() => z.number().finite().nonnegative());
 
-export const Span = z
-  .object({ start: Time, end: Time.nullable() })
-  .refine((s) => s.end === null || s.end >= s.start, 'a span ends before it starts');
+export const Span = z.lazy(() =>
+  z
+    .object({ start: Time, end: Time.nullable() })
+    .refine((s) => s.end === null || s.end >= s.start, 'a span ends before it starts'),
+);
 export type Span = z.infer<typeof Span>;
 
-export const PhaseSpan = z
-  .object({
-    phase: z.enum(PHASES),
-    start: Time,
-    end: Time.nullable(),
-    /** Why this phase failed, when it did. */
-    failed: z.string().optional(),
-  })
-  .refine((s) => s.end === null || s.end >= s.start, 'a phase ends before it starts');
+export const PhaseSpan = z.lazy(() =>
+  z
+    .object({
+      phase: z.enum(PHASES),
+      start: Time,
+      end: Time.nullable(),
+      /** Why this phase failed, when it did. */
+      failed: z.string().optional(),
+    })
+    .refine((s) => s.end === null || s.end >= s.start, 'a phase ends before it starts'),
+);
 export type PhaseSpan = z.infer<typeof PhaseSpan>;
 
-export const ClientLane = z.object({
-  id: z.string().min(1),
-  uid: z.number().int().nonnegative(),
-  sessions: z.array(z.string()),
-  /** START_PRESERVATION sent until READY (or the failure). */
-  preserve: Span.nullable(),
-  ready: Time.nullable(),
-  /** CLAIM received until the sessions reached the client. */
-  claim: Span.nullable(),
-  failure: z.string().nullable(),
-});
+export const ClientLane = z.lazy(() =>
+  z.object({
+    id: z.string().min(1),
+    uid: z.number().int().nonnegative(),
+    sessions: z.array(z.string()),
+    /** START_PRESERVATION sent until READY (or the failure). */
+    preserve: Span.nullable(),
+    ready: Time.nullable(),
+    /** CLAIM received until the sessions reached the client. */
+    claim: Span.nullable(),
+    failure: z.string().nullable(),
+  }),
+);
 export type ClientLane = z.infer<typeof ClientLane>;
 
 export const OUTCOMES = ['in-progress', 'completed', 'aborted', 'refused', 'failed'] as const;
 export type RecordOutcome = (typeof OUTCOMES)[number];
 
-export const UpdateRecord = z
-  .object({
-    format: z.literal(RECORD_FORMAT),
-    update: UpdateId,
-    backend: z.enum(['real', 'emulated']),
-    outcome: z.enum(OUTCOMES),
-    reason: z.string().nullable(),
-    /** Kernel versions: the one updated from, the one loaded. */
-    from: z.string(),
-    to: z.string(),
-    started: Time,
-    finished: Time.nullable(),
-    phases: z.array(PhaseSpan),
-    /** The gate's verdict on the pair (absent in records older than the gate). */
-    gate: z
-      .object({ outcome: z.string(), ok: z.boolean(), sentence: z.string(), forced: z.boolean() })
-      .optional(),
-    clients: z.array(ClientLane),
-    failures: z.array(z.object({ id: z.string(), reason: z.string() })),
-  })
-  .refine((r) => (r.outcome === 'in-progress') === (r.finished === null), {
-    message: 'a finished record has a finish time, an unfinished one has none',
-  });
+export const UpdateRecord = z.lazy(() =>
+  z
+    .object({
+      format: z.literal(RECORD_FORMAT),
+      update: UpdateId,
+      backend: z.enum(['real', 'emulated']),
+      outcome: z.enum(OUTCOMES),
+      reason: z.string().nullable(),
+      /** Kernel versions: the one updated from, the one loaded. */
+      from: z.string(),
+      to: z.string(),
+      started: Time,
+      finished: Time.nullable(),
+      phases: z.array(PhaseSpan),
+      /** The gate's verdict on the pair (absent in records older than the gate). */
+      gate: z
+        .object({ outcome: z.string(), ok: z.boolean(), sentence: z.string(), forced: z.boolean() })
+        .optional(),
+      clients: z.array(ClientLane),
+      failures: z.array(z.object({ id: z.string(), reason: z.string() })),
+    })
+    .refine((r) => (r.outcome === 'in-progress') === (r.finished === null), {
+      message: 'a finished record has a finish time, an unfinished one has none',
+    }),
+);
 export type UpdateRecord = z.infer<typeof UpdateRecord>;
 
 /** The first problem of a failed validation, with where it is. */
