@@ -126,28 +126,54 @@ const zodLean = {
  * becomes a module of wrappers that requires the real one on first call. Only
  * functions are wrapped: importing anything else from these is a build error
  * (esbuild: no matching export), never a silent undefined.
+ *
+ * node:worker_threads (and the stream modules under it) is required at the top
+ * of pino for `isMainThread` and of its thread-stream for `Worker` (pino
+ * transports, which luokit does not use). A bundle is always a command's main
+ * script (bundle-runner.cts, from the bins), never a Worker's, so its
+ * `isMainThread` is true; `Worker` is wrapped like any function.
+ *
+ * node:assert is a function itself, required at the top of pino's sonic-boom
+ * and thread-stream for checks on paths luokit rarely takes; loading it
+ * creates process.stderr (its colours) and loads the stream modules. In a
+ * bundle it is a callable stand-in that requires the real one on first use.
  */
-const LAZY_BUILTINS = ['child_process', 'crypto', 'net'];
+const LAZY_BUILTINS = ['child_process', 'crypto', 'net', 'worker_threads'];
+/** Values (not functions) a wrapper exports, known without loading the module. */
+const LAZY_BUILTIN_VALUES = { worker_threads: { isMainThread: 'true' } };
+const LAZY_CALLABLE_BUILTINS = ['assert'];
 const lazyBuiltins = {
   name: 'luokit-lazy-builtins',
   setup(b) {
-    const filter = new RegExp(`^(node:)?(${LAZY_BUILTINS.join('|')})$`);
+    const filter = new RegExp(`^(node:)?(${[...LAZY_BUILTINS, ...LAZY_CALLABLE_BUILTINS].join('|')})$`);
     b.onResolve({ filter }, (args) =>
       args.namespace === 'lazy-builtin'
         ? { path: args.path, external: true } // the wrappers' own require: the real module
         : { path: args.path.replace(/^node:/, ''), namespace: 'lazy-builtin' },
     );
     b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => {
+      const load = `let real; const load = () => (real ??= require(${JSON.stringify(`node:${args.path}`)}));`;
+      if (LAZY_CALLABLE_BUILTINS.includes(args.path)) {
+        const contents = [
+          load,
+          `module.exports = new Proxy(function ${args.path}() {}, {`,
+          '  apply: (_, self, args) => Reflect.apply(load(), self, args),',
+          '  get: (_, key) => load()[key],',
+          '});',
+        ].join('\n');
+        return { contents, loader: 'js' };
+      }
       const real = require(`node:${args.path}`);
       const names = Object.keys(real).filter(
         (k) => typeof real[k] === 'function' && /^[A-Za-z_$][\w$]*$/.test(k),
       );
       const lines = [
-        `let real; const load = () => (real ??= require(${JSON.stringify(`node:${args.path}`)}));`,
+        load,
         ...names.map(
           (k) =>
             `export function ${k}(...args) { return new.target ? Reflect.construct(load().${k}, args) : load().${k}(...args); }`,
         ),
+        ...Object.entries(LAZY_BUILTIN_VALUES[args.path] ?? {}).map(([k, v]) => `export const ${k} = ${v};`),
         'export default new Proxy({}, { get: (_, key) => load()[key] });',
       ];
       return { contents: lines.join('\n'), loader: 'js' };
