@@ -75,34 +75,56 @@ const zodEnglishOnly = {
  * bundle, `zod` is a module exporting a `z` with only the members dist/ uses
  * (every `z.NAME` in the files that import zod, read at build time, so it
  * cannot go stale), taken from zod's own modules; esbuild drops the rest.
- * A name zod does not have is a build error. (The real-kernel bench's guest
- * bundles do the same by hand: test/vm/zod-lean.ts.)
+ * (The real-kernel bench's guest bundles do the same by hand: test/vm/zod-lean.ts.)
+ *
+ * And zod is initialised on first use, not at start: each member is a
+ * function that loads zod's modules the first time it is called, which
+ * happens when a schema is first built (src/sys/on-first-use.ts). A name zod
+ * lacks, or one that is not a schema factory (a class, a value), is a build
+ * error.
  */
+/** Every `z.NAME` used in dist/'s modules that import zod, checked against zod's schema factories. */
+function zodNamesUsed() {
+  const names = new Set();
+  const walk = (dir) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (file !== out) walk(file);
+      } else if (file.endsWith('.js')) {
+        const text = fs.readFileSync(file, 'utf8');
+        if (!/^import \{ z \} from 'zod';$/m.test(text)) continue;
+        for (const m of text.matchAll(/\bz\.([A-Za-z_$][\w$]*)/g)) names.add(m[1]);
+      }
+    }
+  };
+  walk(dist);
+  const zod = require('zod').z;
+  const wrong = [...names].filter((n) => typeof zod[n] !== 'function' || !/^[a-z]/.test(n));
+  if (wrong.length > 0) throw new Error(`z.${wrong.join(', z.')}: not a zod schema factory (dist/ uses it)`);
+  return [...names].sort();
+}
+
 const zodLean = {
   name: 'luokit-zod-lean',
   setup(b) {
     b.onResolve({ filter: /^zod$/ }, (args) =>
       args.importer.startsWith(`${dist}${path.sep}`) ? { path: 'zod', namespace: 'zod-lean' } : undefined,
     );
+    // The real members, required by the module above on first use.
+    b.onResolve({ filter: /^zod-lean-members$/ }, () => ({ path: 'zod', namespace: 'zod-lean-members' }));
     b.onLoad({ filter: /.*/, namespace: 'zod-lean' }, () => {
-      const names = new Set();
-      const walk = (dir) => {
-        for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-          const file = path.join(dir, entry.name);
-          if (entry.isDirectory()) {
-            if (file !== out) walk(file);
-          } else if (file.endsWith('.js')) {
-            const text = fs.readFileSync(file, 'utf8');
-            if (!/^import \{ z \} from 'zod';$/m.test(text)) continue;
-            for (const m of text.matchAll(/\bz\.([A-Za-z_$][\w$]*)/g)) names.add(m[1]);
-          }
-        }
+      const names = zodNamesUsed();
+      return {
+        contents: [
+          `let real; const load = () => (real ??= require('zod-lean-members').z);`,
+          `export const z = { ${names.map((n) => `${n}: (...args) => load().${n}(...args)`).join(', ')} };`,
+        ].join('\n'),
+        loader: 'js',
       };
-      walk(dist);
-      const zod = require('zod').z;
-      const missing = [...names].filter((n) => !(n in zod));
-      if (missing.length > 0) throw new Error(`zod has no ${missing.join(', ')} (used in dist/ as z.NAME)`);
-      const list = [...names].sort();
+    });
+    b.onLoad({ filter: /.*/, namespace: 'zod-lean-members' }, () => {
+      const list = zodNamesUsed();
       const external = path.join(path.dirname(require.resolve('zod/package.json')), 'v4/classic/external.js');
       return {
         contents: [

@@ -65,7 +65,7 @@ export async function askLuodFacts(): Promise<LuodFacts> {
     const mode = reply.kexec_mode === 'systemd' ? 'systemd' : 'standalone';
     const holder = (reply.holder as { kind?: string } | null | undefined)?.kind ?? null;
     const loaded = reply.loaded as { kernel: string; gate?: LoadedFacts['gate'] } | null | undefined;
-    const capacity = StatusReply.unwrap().shape.capacity.safeParse(reply.capacity);
+    const capacity = StatusReply.shape.capacity.safeParse(reply.capacity);
     return {
       running: true,
       kexecMode: mode,

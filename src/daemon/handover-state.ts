@@ -25,21 +25,21 @@ import {
   MFD_ALLOW_SEALING,
   memfdCreate,
 } from '../sys/memfd.js';
+import { onFirstUse } from '../sys/on-first-use.js';
 
 export const STATE_FORMAT = 'luod-state-v2';
 const STATE_FORMAT_V1 = 'luod-state-v1';
 const STATE_TOKEN = 0n;
 const MAX_STATE_BYTES = 1 << 20;
 
-// Schemas are built on first use, not at load (protocol/messages.ts says why).
-
-export const PhaseMark = z.lazy(() =>
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
+export const PhaseMark = onFirstUse(() =>
   z.object({ phase: z.string(), at: z.number(), client: z.string().optional() }),
 );
 export type PhaseMark = z.infer<typeof PhaseMark>;
 
-/** The fields both formats share (a function: built with the schemas, on first use). */
-const stateFields = () => ({
+/** The fields both formats share. */
+const StateFields = onFirstUse(() => ({
   update: z.string(),
   from: z.string(),
   to: z.string(),
@@ -47,17 +47,17 @@ const stateFields = () => ({
     z.object({ id: z.string(), uid: z.number().int().nonnegative(), sessions: z.array(z.string()).min(1) }),
   ),
   timeline: z.array(PhaseMark),
-});
+}));
 
-export const CarriedState = z.lazy(() =>
+export const CarriedState = onFirstUse(() =>
   z
-    .object({ format: z.literal(STATE_FORMAT), ...stateFields(), record: UpdateRecord })
+    .object({ format: z.literal(STATE_FORMAT), ...StateFields, record: UpdateRecord })
     .refine((s) => s.record.update === s.update, 'the record is of another update'),
 );
 export type CarriedState = z.infer<typeof CarriedState>;
 
 /** What an older luod carried (no record): read, never written. */
-const CarriedStateV1 = z.lazy(() => z.object({ format: z.literal(STATE_FORMAT_V1), ...stateFields() }));
+const CarriedStateV1 = onFirstUse(() => z.object({ format: z.literal(STATE_FORMAT_V1), ...StateFields }));
 export type CarriedStateV1 = z.infer<typeof CarriedStateV1>;
 
 /** Write the state into a sealed memfd and preserve it in a new `luod-internal` session. */

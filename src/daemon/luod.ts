@@ -43,7 +43,6 @@ import {
   Command,
   DEFAULT_MAX_CLIENTS,
   describeInvalid,
-  isCommandName,
   MAX_ID_LENGTH,
   PROTOCOL_VERSION,
   sessionNames,
@@ -327,7 +326,7 @@ export class Luod {
     if (!parsed.success) {
       client.malformed++;
       const cmd = (value as { cmd?: unknown }).cmd;
-      const known = typeof cmd === 'string' && isCommandName(cmd);
+      const known = typeof cmd === 'string' && Command.options.some((o) => o.shape.cmd.value === cmd);
       this.#ctx.metrics?.protocolError(known ? 'invalid-command' : 'unknown-command');
       await reply({
         ok: false,

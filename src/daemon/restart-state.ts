@@ -16,14 +16,14 @@ import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
+import { onFirstUse } from '../sys/on-first-use.js';
 import { PhaseMark } from './handover-state.js';
 
 export const STATE_FILE_FORMAT = 'luod-state-file-v1';
 const MAX_STATE_FILE_BYTES = 4 << 20;
 
-// Schemas are built on first use, not at load (protocol/messages.ts says why).
-
-export const StateBody = z.lazy(() =>
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
+export const StateBody = onFirstUse(() =>
   z.object({
     /** Boot id of the kernel the file was written under. */
     boot: z.string(),
@@ -46,7 +46,7 @@ export const StateBody = z.lazy(() =>
 );
 export type StateBody = z.infer<typeof StateBody>;
 
-const Envelope = z.lazy(() =>
+const Envelope = onFirstUse(() =>
   z.object({ format: z.literal(STATE_FILE_FORMAT), sha256: z.string(), body: z.unknown() }),
 );
 

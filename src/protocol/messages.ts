@@ -4,6 +4,7 @@
  * back: events.ts and replies.ts.
  */
 import { z } from 'zod';
+import { onFirstUse } from '../sys/on-first-use.js';
 
 export const PROTOCOL_VERSION = 1;
 export const DEFAULT_SOCKET = '/run/luod/liveupdate.sock';
@@ -24,14 +25,10 @@ export function socketPath(explicit?: string, env: NodeJS.ProcessEnv = process.e
   return explicit ?? env.LUOD_SOCKET ?? DEFAULT_SOCKET;
 }
 
-/*
- * Every schema here is z.lazy: built the first time it is used, not when the
- * module loads. A zod schema costs to build (each is an object with some 50
- * methods), and luod and every luoctl command load this module at start
- * (docs/performance.md).
- */
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
+const seq = onFirstUse(() => z.union([z.number(), z.string().max(64)]).optional());
 
-export const clientId = z.lazy(() =>
+export const clientId = onFirstUse(() =>
   z
     .string()
     .min(1)
@@ -40,9 +37,8 @@ export const clientId = z.lazy(() =>
     .refine((id) => id !== INTERNAL_SESSION, 'this id is reserved for luod'),
 );
 
-export const Command = z.lazy(() => {
-  const seq = z.union([z.number(), z.string().max(64)]).optional();
-  return z.discriminatedUnion('cmd', [
+export const Command = onFirstUse(() =>
+  z.discriminatedUnion('cmd', [
     z.object({
       cmd: z.literal('HELLO'),
       seq,
@@ -84,17 +80,9 @@ export const Command = z.lazy(() => {
       dry_run: z.boolean().optional(),
     }),
     z.object({ cmd: z.literal('ABORT'), seq, reason: z.string().max(1024).optional() }),
-  ]);
-});
+  ]),
+);
 export type Command = z.infer<typeof Command>;
-
-let commandNames: ReadonlySet<string> | undefined;
-
-/** Whether `cmd` names one of the commands (a malformed command, not an unknown one). */
-export function isCommandName(cmd: string): boolean {
-  commandNames ??= new Set(Command.unwrap().options.map((o) => o.shape.cmd.value));
-  return commandNames.has(cmd);
-}
 
 export const ADMIN_COMMANDS = new Set(['LOAD', 'UPDATE', 'ABORT', 'CLIENTS', 'SESSIONS']);
 

@@ -5,15 +5,15 @@
  * Unknown fields are allowed, as in events (events.ts).
  */
 import { z } from 'zod';
+import { onFirstUse } from '../sys/on-first-use.js';
 import { SessionNames } from './events.js';
 import type { Command } from './messages.js';
 
-// Built on first use, not at load: see messages.ts.
-
-const Backend = z.lazy(() => z.enum(['real', 'emulated']));
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
+const Backend = onFirstUse(() => z.enum(['real', 'emulated']));
 
 /** `{"ok": false, "error": {...}}`: code is an errno name, message a sentence. */
-export const ErrorReply = z.lazy(() =>
+export const ErrorReply = onFirstUse(() =>
   z.object({
     ok: z.literal(false),
     error: z.object({ code: z.string(), message: z.string() }),
@@ -21,7 +21,7 @@ export const ErrorReply = z.lazy(() =>
 );
 export type ErrorReply = z.infer<typeof ErrorReply>;
 
-export const HelloReply = z.lazy(() =>
+export const HelloReply = onFirstUse(() =>
   z.object({
     version: z.number().int(),
     server: z.string(),
@@ -36,17 +36,17 @@ export const HelloReply = z.lazy(() =>
 );
 export type HelloReply = z.infer<typeof HelloReply>;
 
-export const SubscribeReply = z.lazy(() => z.object({ id: z.string(), sessions: SessionNames }));
+export const SubscribeReply = onFirstUse(() => z.object({ id: z.string(), sessions: SessionNames }));
 export type SubscribeReply = z.infer<typeof SubscribeReply>;
 
 /** With one incoming session fd per name, in order. */
-export const ClaimReply = z.lazy(() =>
+export const ClaimReply = onFirstUse(() =>
   z.object({ id: z.string(), update: z.string(), sessions: SessionNames }),
 );
 export type ClaimReply = z.infer<typeof ClaimReply>;
 
 /** What one kernel writes or reads at a live update (image/gate.ts). */
-const SpokenFormats = z.lazy(() =>
+const SpokenFormats = onFirstUse(() =>
   z.object({
     release: z.string(),
     kho: z.string().optional(),
@@ -57,7 +57,7 @@ const SpokenFormats = z.lazy(() =>
 );
 
 /** The gate's verdict on the loaded kernel: what it reads against what this kernel writes. */
-export const GateReport = z.lazy(() =>
+export const GateReport = onFirstUse(() =>
   z.object({
     outcome: z.enum(['works', 'no-handover', 'cold-boot', 'panic', 'files-lost']),
     ok: z.boolean(),
@@ -71,7 +71,7 @@ export const GateReport = z.lazy(() =>
 export type GateReport = z.infer<typeof GateReport>;
 
 /** The kernel LOAD chose (emulated: `version` is the next emulated kernel). */
-export const LoadedKernel = z.lazy(() =>
+export const LoadedKernel = onFirstUse(() =>
   z.object({
     kernel: z.string(),
     initrd: z.string().optional(),
@@ -82,16 +82,16 @@ export const LoadedKernel = z.lazy(() =>
 );
 export type LoadedKernel = z.infer<typeof LoadedKernel>;
 
-export const LoadReply = z.lazy(() => z.object({ loaded: LoadedKernel }));
+export const LoadReply = onFirstUse(() => z.object({ loaded: LoadedKernel }));
 export type LoadReply = z.infer<typeof LoadReply>;
 
-export const TimelineMark = z.lazy(() =>
+export const TimelineMark = onFirstUse(() =>
   z.object({ phase: z.string(), at: z.number(), client: z.string().optional() }),
 );
 export type TimelineMark = z.infer<typeof TimelineMark>;
 
 /** How an UPDATE ended (also STATUS's `last_update`). */
-export const UpdateReply = z.lazy(() =>
+export const UpdateReply = onFirstUse(() =>
   z.object({
     update: z.string(),
     outcome: z.enum(['rebooted', 'aborted', 'refused', 'dry-run', 'kexec']),
@@ -103,7 +103,7 @@ export const UpdateReply = z.lazy(() =>
 );
 export type UpdateReply = z.infer<typeof UpdateReply>;
 
-export const StatusReply = z.lazy(() =>
+export const StatusReply = onFirstUse(() =>
   z.object({
     phase: z.enum(['idle', 'preserving', 'kexec', 'claiming']),
     backend: Backend,
@@ -132,7 +132,7 @@ export const StatusReply = z.lazy(() =>
 );
 export type StatusReply = z.infer<typeof StatusReply>;
 
-export const ClientsReply = z.lazy(() =>
+export const ClientsReply = onFirstUse(() =>
   z.object({
     clients: z.array(
       z.object({ id: z.string().nullable(), uid: z.number(), pid: z.number(), sessions: z.number() }),
@@ -141,7 +141,7 @@ export const ClientsReply = z.lazy(() =>
 );
 export type ClientsReply = z.infer<typeof ClientsReply>;
 
-export const SessionsReply = z.lazy(() =>
+export const SessionsReply = onFirstUse(() =>
   z.object({
     sessions: z.array(
       z.object({
@@ -157,7 +157,7 @@ export const SessionsReply = z.lazy(() =>
 export type SessionsReply = z.infer<typeof SessionsReply>;
 
 /** UNSUBSCRIBE, READY, FAILED, ABORT: nothing but `ok`. */
-export const EmptyReply = z.lazy(() => z.object({}));
+export const EmptyReply = onFirstUse(() => z.object({}));
 export type EmptyReply = z.infer<typeof EmptyReply>;
 
 /** Each command's reply, for code that is given a command name. */

@@ -5,6 +5,7 @@
  * lives here, not in the daemon.
  */
 import { z } from 'zod';
+import { onFirstUse } from '../sys/on-first-use.js';
 
 export const RECORD_FORMAT = 'luod-update-record-v1';
 
@@ -37,10 +38,9 @@ export const PHASE_MEANING: Record<PhaseName, string> = {
   finish: 'luod finishes unclaimed sessions (or, on an abort, closes them) and closes the update',
 };
 
-// Schemas are built on first use, not at load (protocol/messages.ts says why).
-
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
 /** An update id: also the record's file name, so nothing that could leave the directory. */
-export const UpdateId = z.lazy(() =>
+export const UpdateId = onFirstUse(() =>
   z
     .string()
     .min(1)
@@ -48,16 +48,16 @@ export const UpdateId = z.lazy(() =>
     .regex(/^[A-Za-z0-9_-]+$/, 'update ids use only letters, digits, "_" and "-"'),
 );
 
-const Time = z.lazy(() => z.number().finite().nonnegative());
+const Time = onFirstUse(() => z.number().finite().nonnegative());
 
-export const Span = z.lazy(() =>
+export const Span = onFirstUse(() =>
   z
     .object({ start: Time, end: Time.nullable() })
     .refine((s) => s.end === null || s.end >= s.start, 'a span ends before it starts'),
 );
 export type Span = z.infer<typeof Span>;
 
-export const PhaseSpan = z.lazy(() =>
+export const PhaseSpan = onFirstUse(() =>
   z
     .object({
       phase: z.enum(PHASES),
@@ -70,7 +70,7 @@ export const PhaseSpan = z.lazy(() =>
 );
 export type PhaseSpan = z.infer<typeof PhaseSpan>;
 
-export const ClientLane = z.lazy(() =>
+export const ClientLane = onFirstUse(() =>
   z.object({
     id: z.string().min(1),
     uid: z.number().int().nonnegative(),
@@ -88,7 +88,7 @@ export type ClientLane = z.infer<typeof ClientLane>;
 export const OUTCOMES = ['in-progress', 'completed', 'aborted', 'refused', 'failed'] as const;
 export type RecordOutcome = (typeof OUTCOMES)[number];
 
-export const UpdateRecord = z.lazy(() =>
+export const UpdateRecord = onFirstUse(() =>
   z
     .object({
       format: z.literal(RECORD_FORMAT),
