@@ -22,6 +22,7 @@ import { build } from 'esbuild';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
 const out = path.join(dist, 'bundle');
+const require = createRequire(import.meta.url);
 
 /** name -> [entry module in dist, its launcher in dist (run once to write the code cache), args]. */
 const BUNDLES = {
@@ -71,6 +72,75 @@ const zodEnglishOnly = {
 };
 
 /**
+ * luokit imports zod as a namespace (`import { z } from 'zod'`), which no
+ * bundler can tree-shake: each bundle carried all of zod's schema kinds. In a
+ * bundle, `zod` is a module exporting a `z` with only the members dist/ uses
+ * (every `z.NAME` in the files that import zod, read at build time, so it
+ * cannot go stale), taken from zod's own modules; esbuild drops the rest.
+ * (The real-kernel bench's guest bundles do the same by hand: test/vm/zod-lean.ts.)
+ *
+ * And zod is initialised on first use, not at start: each member is a
+ * function that loads zod's modules the first time it is called, which
+ * happens when a schema is first built (src/sys/on-first-use.ts). A name zod
+ * lacks, or one that is not a schema factory (a class, a value), is a build
+ * error.
+ */
+/** Every `z.NAME` used in dist/'s modules that import zod, checked against zod's schema factories. */
+function zodNamesUsed() {
+  const names = new Set();
+  const walk = (dir) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (file !== out) walk(file);
+      } else if (file.endsWith('.js')) {
+        const text = fs.readFileSync(file, 'utf8');
+        if (!/^import \{ z \} from 'zod';$/m.test(text)) continue;
+        for (const m of text.matchAll(/\bz\.([A-Za-z_$][\w$]*)/g)) names.add(m[1]);
+      }
+    }
+  };
+  walk(dist);
+  const zod = require('zod').z;
+  const wrong = [...names].filter((n) => typeof zod[n] !== 'function' || !/^[a-z]/.test(n));
+  if (wrong.length > 0) throw new Error(`z.${wrong.join(', z.')}: not a zod schema factory (dist/ uses it)`);
+  return [...names].sort();
+}
+
+const zodLean = {
+  name: 'luokit-zod-lean',
+  setup(b) {
+    b.onResolve({ filter: /^zod$/ }, (args) =>
+      args.importer.startsWith(`${dist}${path.sep}`) ? { path: 'zod', namespace: 'zod-lean' } : undefined,
+    );
+    // The real members, required by the module above on first use.
+    b.onResolve({ filter: /^zod-lean-members$/ }, () => ({ path: 'zod', namespace: 'zod-lean-members' }));
+    b.onLoad({ filter: /.*/, namespace: 'zod-lean' }, () => {
+      const names = zodNamesUsed();
+      return {
+        contents: [
+          `let real; const load = () => (real ??= require('zod-lean-members').z);`,
+          `export const z = { ${names.map((n) => `${n}: (...args) => load().${n}(...args)`).join(', ')} };`,
+        ].join('\n'),
+        loader: 'js',
+      };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'zod-lean-members' }, () => {
+      const list = zodNamesUsed();
+      const external = path.join(path.dirname(require.resolve('zod/package.json')), 'v4/classic/external.js');
+      return {
+        contents: [
+          `import { ${list.map((n) => `${n} as _${n}`).join(', ')} } from ${JSON.stringify(external)};`,
+          `export const z = { ${list.map((n) => `${n}: _${n}`).join(', ')} };`,
+        ].join('\n'),
+        resolveDir: path.dirname(external),
+        loader: 'js',
+      };
+    });
+  },
+};
+
+/**
  * Node's own modules that a start rarely uses but that cost to load (some
  * 25 ms together at luod's start, in a ~100 ms Node start): node:child_process
  * (and the net and stream modules under it: commander requires it at its top,
@@ -80,29 +150,54 @@ const zodEnglishOnly = {
  * becomes a module of wrappers that requires the real one on first call. Only
  * functions are wrapped: importing anything else from these is a build error
  * (esbuild: no matching export), never a silent undefined.
+ *
+ * node:worker_threads (and the stream modules under it) is required at the top
+ * of pino for `isMainThread` and of its thread-stream for `Worker` (pino
+ * transports, which luokit does not use). A bundle is always a command's main
+ * script (bundle-runner.cts, from the bins), never a Worker's, so its
+ * `isMainThread` is true; `Worker` is wrapped like any function.
+ *
+ * node:assert is a function itself, required at the top of pino's sonic-boom
+ * and thread-stream for checks on paths luokit rarely takes; loading it
+ * creates process.stderr (its colours) and loads the stream modules. In a
+ * bundle it is a callable stand-in that requires the real one on first use.
  */
-const LAZY_BUILTINS = ['child_process', 'crypto', 'net'];
-const require = createRequire(import.meta.url);
+const LAZY_BUILTINS = ['child_process', 'crypto', 'net', 'worker_threads'];
+/** Values (not functions) a wrapper exports, known without loading the module. */
+const LAZY_BUILTIN_VALUES = { worker_threads: { isMainThread: 'true' } };
+const LAZY_CALLABLE_BUILTINS = ['assert'];
 const lazyBuiltins = {
   name: 'luokit-lazy-builtins',
   setup(b) {
-    const filter = new RegExp(`^(node:)?(${LAZY_BUILTINS.join('|')})$`);
+    const filter = new RegExp(`^(node:)?(${[...LAZY_BUILTINS, ...LAZY_CALLABLE_BUILTINS].join('|')})$`);
     b.onResolve({ filter }, (args) =>
       args.namespace === 'lazy-builtin'
         ? { path: args.path, external: true } // the wrappers' own require: the real module
         : { path: args.path.replace(/^node:/, ''), namespace: 'lazy-builtin' },
     );
     b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => {
+      const load = `let real; const load = () => (real ??= require(${JSON.stringify(`node:${args.path}`)}));`;
+      if (LAZY_CALLABLE_BUILTINS.includes(args.path)) {
+        const contents = [
+          load,
+          `module.exports = new Proxy(function ${args.path}() {}, {`,
+          '  apply: (_, self, args) => Reflect.apply(load(), self, args),',
+          '  get: (_, key) => load()[key],',
+          '});',
+        ].join('\n');
+        return { contents, loader: 'js' };
+      }
       const real = require(`node:${args.path}`);
       const names = Object.keys(real).filter(
         (k) => typeof real[k] === 'function' && /^[A-Za-z_$][\w$]*$/.test(k),
       );
       const lines = [
-        `let real; const load = () => (real ??= require(${JSON.stringify(`node:${args.path}`)}));`,
+        load,
         ...names.map(
           (k) =>
             `export function ${k}(...args) { return new.target ? Reflect.construct(load().${k}, args) : load().${k}(...args); }`,
         ),
+        ...Object.entries(LAZY_BUILTIN_VALUES[args.path] ?? {}).map(([k, v]) => `export const ${k} = ${v};`),
         'export default new Proxy({}, { get: (_, key) => load()[key] });',
       ];
       return { contents: lines.join('\n'), loader: 'js' };
@@ -126,7 +221,7 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
     charset: 'ascii', // bundle-runner.cts reads it as latin1
     external: ['koffi', 'prom-client', 'etcd3'],
     logLevel: 'warning',
-    plugins: [metaUrl, zodEnglishOnly, lazyBuiltins],
+    plugins: [metaUrl, zodLean, zodEnglishOnly, lazyBuiltins],
     banner: {
       js: [
         `// luokit-bundle ${id}`,

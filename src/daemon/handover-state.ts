@@ -25,16 +25,21 @@ import {
   MFD_ALLOW_SEALING,
   memfdCreate,
 } from '../sys/memfd.js';
+import { onFirstUse } from '../sys/on-first-use.js';
 
 export const STATE_FORMAT = 'luod-state-v2';
 const STATE_FORMAT_V1 = 'luod-state-v1';
 const STATE_TOKEN = 0n;
 const MAX_STATE_BYTES = 1 << 20;
 
-export const PhaseMark = z.object({ phase: z.string(), at: z.number(), client: z.string().optional() });
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
+export const PhaseMark = onFirstUse(() =>
+  z.object({ phase: z.string(), at: z.number(), client: z.string().optional() }),
+);
 export type PhaseMark = z.infer<typeof PhaseMark>;
 
-const StateFields = {
+/** The fields both formats share. */
+const StateFields = onFirstUse(() => ({
   update: z.string(),
   from: z.string(),
   to: z.string(),
@@ -42,15 +47,17 @@ const StateFields = {
     z.object({ id: z.string(), uid: z.number().int().nonnegative(), sessions: z.array(z.string()).min(1) }),
   ),
   timeline: z.array(PhaseMark),
-};
+}));
 
-export const CarriedState = z
-  .object({ format: z.literal(STATE_FORMAT), ...StateFields, record: UpdateRecord })
-  .refine((s) => s.record.update === s.update, 'the record is of another update');
+export const CarriedState = onFirstUse(() =>
+  z
+    .object({ format: z.literal(STATE_FORMAT), ...StateFields, record: UpdateRecord })
+    .refine((s) => s.record.update === s.update, 'the record is of another update'),
+);
 export type CarriedState = z.infer<typeof CarriedState>;
 
 /** What an older luod carried (no record): read, never written. */
-const CarriedStateV1 = z.object({ format: z.literal(STATE_FORMAT_V1), ...StateFields });
+const CarriedStateV1 = onFirstUse(() => z.object({ format: z.literal(STATE_FORMAT_V1), ...StateFields }));
 export type CarriedStateV1 = z.infer<typeof CarriedStateV1>;
 
 /** Write the state into a sealed memfd and preserve it in a new `luod-internal` session. */

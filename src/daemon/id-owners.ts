@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
+import { onFirstUse } from '../sys/on-first-use.js';
 import { PacedWrite } from './paced-write.js';
 
 export const OWNER_TTL_MS = 30 * 24 * 3600 * 1000;
@@ -24,10 +25,13 @@ export const MAX_IDS_PER_UID = 1024;
 /** How stale a last-seen time may get before it is written again (not at every subscribe). */
 const TOUCH_INTERVAL_MS = 24 * 3600 * 1000;
 
-const OwnersFile = z.object({
-  format: z.literal('luod-id-owners-v1'),
-  owners: z.record(z.string(), z.object({ uid: z.number().int().nonnegative(), seen: z.number() })),
-});
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
+const OwnersFile = onFirstUse(() =>
+  z.object({
+    format: z.literal('luod-id-owners-v1'),
+    owners: z.record(z.string(), z.object({ uid: z.number().int().nonnegative(), seen: z.number() })),
+  }),
+);
 
 export type OwnerCheck = { ok: true } | { ok: false; owner: number };
 

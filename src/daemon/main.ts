@@ -209,7 +209,12 @@ async function main(): Promise<void> {
       !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)
     )
       throw new SysError('luod', Errno.EINVAL, '--metrics-port must be a port number (0 to 65535)');
-    const log = pino({ base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' });
+    // fd 1 as pino's default (asynchronous, flushed at exit), without making process.stdout (and its
+    // stream modules) at start (docs/performance.md).
+    const log = pino(
+      { base: { service: 'luod' }, level: process.env.LUOKIT_LOG_LEVEL ?? 'info' },
+      pino.destination({ dest: 1, sync: false }),
+    );
     lastResort(log);
     const sized = capacity(maxClients);
     if (sized.open_files !== null && sized.open_files < sized.open_files_needed) {

@@ -16,33 +16,39 @@ import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
+import { onFirstUse } from '../sys/on-first-use.js';
 import { PhaseMark } from './handover-state.js';
 
 export const STATE_FILE_FORMAT = 'luod-state-file-v1';
 const MAX_STATE_FILE_BYTES = 4 << 20;
 
-export const StateBody = z.object({
-  /** Boot id of the kernel the file was written under. */
-  boot: z.string(),
-  phase: z.enum(['preserving', 'kexec', 'claiming']),
-  update: z.string(),
-  from: z.string().optional(),
-  to: z.string().optional(),
-  /** Epoch ms after which unclaimed sessions are released (phase claiming). */
-  claimDeadline: z.number().optional(),
-  clients: z.array(
-    z.object({
-      id: z.string(),
-      uid: z.number().int().nonnegative(),
-      sessions: z.array(z.string()),
-      claimed: z.boolean(),
-    }),
-  ),
-  timeline: z.array(PhaseMark),
-});
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
+export const StateBody = onFirstUse(() =>
+  z.object({
+    /** Boot id of the kernel the file was written under. */
+    boot: z.string(),
+    phase: z.enum(['preserving', 'kexec', 'claiming']),
+    update: z.string(),
+    from: z.string().optional(),
+    to: z.string().optional(),
+    /** Epoch ms after which unclaimed sessions are released (phase claiming). */
+    claimDeadline: z.number().optional(),
+    clients: z.array(
+      z.object({
+        id: z.string(),
+        uid: z.number().int().nonnegative(),
+        sessions: z.array(z.string()),
+        claimed: z.boolean(),
+      }),
+    ),
+    timeline: z.array(PhaseMark),
+  }),
+);
 export type StateBody = z.infer<typeof StateBody>;
 
-const Envelope = z.object({ format: z.literal(STATE_FILE_FORMAT), sha256: z.string(), body: z.unknown() });
+const Envelope = onFirstUse(() =>
+  z.object({ format: z.literal(STATE_FILE_FORMAT), sha256: z.string(), body: z.unknown() }),
+);
 
 function digest(body: unknown): string {
   return createHash('sha256').update(JSON.stringify(body)).digest('hex');

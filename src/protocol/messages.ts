@@ -4,6 +4,7 @@
  * back: events.ts and replies.ts.
  */
 import { z } from 'zod';
+import { onFirstUse } from '../sys/on-first-use.js';
 import { STATUS_MAX_LIMIT } from './status-page.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -25,80 +26,85 @@ export function socketPath(explicit?: string, env: NodeJS.ProcessEnv = process.e
   return explicit ?? env.LUOD_SOCKET ?? DEFAULT_SOCKET;
 }
 
-const seq = z.union([z.number(), z.string().max(64)]).optional();
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
+const seq = onFirstUse(() => z.union([z.number(), z.string().max(64)]).optional());
 
 /** A wall-clock time, epoch milliseconds (Date.now()). */
-const epochMs = z.number().min(0).max(8.64e15);
+const epochMs = onFirstUse(() => z.number().min(0).max(8.64e15));
 
-export const clientId = z
-  .string()
-  .min(1)
-  .max(MAX_ID_LENGTH)
-  .regex(/^[A-Za-z0-9_-]+$/, 'ids use only letters, digits, "_" and "-"')
-  .refine((id) => id !== INTERNAL_SESSION, 'this id is reserved for luod');
+export const clientId = onFirstUse(() =>
+  z
+    .string()
+    .min(1)
+    .max(MAX_ID_LENGTH)
+    .regex(/^[A-Za-z0-9_-]+$/, 'ids use only letters, digits, "_" and "-"')
+    .refine((id) => id !== INTERNAL_SESSION, 'this id is reserved for luod'),
+);
 
-export const Command = z.discriminatedUnion('cmd', [
-  z.object({
-    cmd: z.literal('HELLO'),
-    seq,
-    versions: z.array(z.number().int()).min(1).max(16).optional(),
-    client: z.string().max(128).optional(),
-  }),
-  z.object({
-    cmd: z.literal('SUBSCRIBE'),
-    seq,
-    id: clientId,
-    sessions: z.number().int().min(1).max(MAX_SESSIONS_PER_CLIENT).optional(),
-  }),
-  z.object({ cmd: z.literal('UNSUBSCRIBE'), seq }),
-  z.object({ cmd: z.literal('READY'), seq, update: z.string().max(64).optional() }),
-  z.object({
-    cmd: z.literal('FAILED'),
-    seq,
-    update: z.string().max(64).optional(),
-    reason: z.string().max(1024).optional(),
-  }),
-  z.object({ cmd: z.literal('CLAIM'), seq, id: clientId, force: z.boolean().optional() }),
-  /**
-   * The VMM's own account of its VM's blackout in an update (optional, after CLAIM or
-   * ABORTED): when it paused the guest and when it resumed it, wall-clock epoch ms. luod
-   * records it in the update's record; blackout means exactly this span (docs/protocol.md).
-   */
-  z.object({
-    cmd: z.literal('RESUMED'),
-    seq,
-    id: clientId,
-    update: z.string().min(1).max(64),
-    paused_at: epochMs,
-    resumed_at: epochMs,
-  }),
-  z.object({
-    cmd: z.literal('STATUS'),
-    seq,
-    /** A page of the lists (status-page.ts): from entry `offset`, at most `limit` of each. */
-    offset: z.number().int().min(0).optional(),
-    limit: z.number().int().min(1).max(STATUS_MAX_LIMIT).optional(),
-  }),
-  z.object({ cmd: z.literal('CLIENTS'), seq }),
-  z.object({ cmd: z.literal('SESSIONS'), seq }),
-  z.object({
-    cmd: z.literal('LOAD'),
-    seq,
-    kernel: z.string().max(4096).optional(),
-    initrd: z.string().max(4096).optional(),
-    cmdline: z.string().max(4096).optional(),
-    emu_version: z.string().max(16).optional(),
-    /** Load even when the gate finds a format mismatch (written into the update record). */
-    force: z.boolean().optional(),
-  }),
-  z.object({
-    cmd: z.literal('UPDATE'),
-    seq,
-    timeout_ms: z.number().int().min(100).max(3_600_000).optional(),
-    dry_run: z.boolean().optional(),
-  }),
-  z.object({ cmd: z.literal('ABORT'), seq, reason: z.string().max(1024).optional() }),
-]);
+export const Command = onFirstUse(() =>
+  z.discriminatedUnion('cmd', [
+    z.object({
+      cmd: z.literal('HELLO'),
+      seq,
+      versions: z.array(z.number().int()).min(1).max(16).optional(),
+      client: z.string().max(128).optional(),
+    }),
+    z.object({
+      cmd: z.literal('SUBSCRIBE'),
+      seq,
+      id: clientId,
+      sessions: z.number().int().min(1).max(MAX_SESSIONS_PER_CLIENT).optional(),
+    }),
+    z.object({ cmd: z.literal('UNSUBSCRIBE'), seq }),
+    z.object({ cmd: z.literal('READY'), seq, update: z.string().max(64).optional() }),
+    z.object({
+      cmd: z.literal('FAILED'),
+      seq,
+      update: z.string().max(64).optional(),
+      reason: z.string().max(1024).optional(),
+    }),
+    z.object({ cmd: z.literal('CLAIM'), seq, id: clientId, force: z.boolean().optional() }),
+    /**
+     * The VMM's own account of its VM's blackout in an update (optional, after CLAIM or
+     * ABORTED): when it paused the guest and when it resumed it, wall-clock epoch ms. luod
+     * records it in the update's record; blackout means exactly this span (docs/protocol.md).
+     */
+    z.object({
+      cmd: z.literal('RESUMED'),
+      seq,
+      id: clientId,
+      update: z.string().min(1).max(64),
+      paused_at: epochMs,
+      resumed_at: epochMs,
+    }),
+    z.object({
+      cmd: z.literal('STATUS'),
+      seq,
+      /** A page of the lists (status-page.ts): from entry `offset`, at most `limit` of each. */
+      offset: z.number().int().min(0).optional(),
+      limit: z.number().int().min(1).max(STATUS_MAX_LIMIT).optional(),
+    }),
+    z.object({ cmd: z.literal('CLIENTS'), seq }),
+    z.object({ cmd: z.literal('SESSIONS'), seq }),
+    z.object({
+      cmd: z.literal('LOAD'),
+      seq,
+      kernel: z.string().max(4096).optional(),
+      initrd: z.string().max(4096).optional(),
+      cmdline: z.string().max(4096).optional(),
+      emu_version: z.string().max(16).optional(),
+      /** Load even when the gate finds a format mismatch (written into the update record). */
+      force: z.boolean().optional(),
+    }),
+    z.object({
+      cmd: z.literal('UPDATE'),
+      seq,
+      timeout_ms: z.number().int().min(100).max(3_600_000).optional(),
+      dry_run: z.boolean().optional(),
+    }),
+    z.object({ cmd: z.literal('ABORT'), seq, reason: z.string().max(1024).optional() }),
+  ]),
+);
 export type Command = z.infer<typeof Command>;
 
 export const ADMIN_COMMANDS = new Set(['LOAD', 'UPDATE', 'ABORT', 'CLIENTS', 'SESSIONS']);

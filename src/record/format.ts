@@ -5,6 +5,7 @@
  * lives here, not in the daemon.
  */
 import { z } from 'zod';
+import { onFirstUse } from '../sys/on-first-use.js';
 
 export const RECORD_FORMAT = 'luod-update-record-v1';
 
@@ -37,85 +38,96 @@ export const PHASE_MEANING: Record<PhaseName, string> = {
   finish: 'luod finishes unclaimed sessions (or, on an abort, closes them) and closes the update',
 };
 
+// Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
 /** An update id: also the record's file name, so nothing that could leave the directory. */
-export const UpdateId = z
-  .string()
-  .min(1)
-  .max(64)
-  .regex(/^[A-Za-z0-9_-]+$/, 'update ids use only letters, digits, "_" and "-"');
+export const UpdateId = onFirstUse(() =>
+  z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Za-z0-9_-]+$/, 'update ids use only letters, digits, "_" and "-"'),
+);
 
-const Time = z.number().finite().nonnegative();
+const Time = onFirstUse(() => z.number().finite().nonnegative());
 
-export const Span = z
-  .object({ start: Time, end: Time.nullable() })
-  .refine((s) => s.end === null || s.end >= s.start, 'a span ends before it starts');
+export const Span = onFirstUse(() =>
+  z
+    .object({ start: Time, end: Time.nullable() })
+    .refine((s) => s.end === null || s.end >= s.start, 'a span ends before it starts'),
+);
 export type Span = z.infer<typeof Span>;
 
-export const PhaseSpan = z
-  .object({
-    phase: z.enum(PHASES),
-    start: Time,
-    end: Time.nullable(),
-    /** Why this phase failed, when it did. */
-    failed: z.string().optional(),
-  })
-  .refine((s) => s.end === null || s.end >= s.start, 'a phase ends before it starts');
+export const PhaseSpan = onFirstUse(() =>
+  z
+    .object({
+      phase: z.enum(PHASES),
+      start: Time,
+      end: Time.nullable(),
+      /** Why this phase failed, when it did. */
+      failed: z.string().optional(),
+    })
+    .refine((s) => s.end === null || s.end >= s.start, 'a phase ends before it starts'),
+);
 export type PhaseSpan = z.infer<typeof PhaseSpan>;
 
-export const ClientLane = z.object({
-  id: z.string().min(1),
-  uid: z.number().int().nonnegative(),
-  sessions: z.array(z.string()),
-  /** START_PRESERVATION sent until READY (or the failure). */
-  preserve: Span.nullable(),
-  ready: Time.nullable(),
-  /** CLAIM received until the sessions reached the client. */
-  claim: Span.nullable(),
-  failure: z.string().nullable(),
-  /**
-   * The VM's blackout as its VMM reported it (RESUMED, docs/protocol.md): when it paused
-   * the guest and when it resumed it, its own wall clock. Absent when the VMM did not
-   * report (an older VMM, or one that never resumed), and in records older than RESUMED.
-   */
-  blackout: z.object({ paused_at: Time, resumed_at: Time }).optional(),
-});
+export const ClientLane = onFirstUse(() =>
+  z.object({
+    id: z.string().min(1),
+    uid: z.number().int().nonnegative(),
+    sessions: z.array(z.string()),
+    /** START_PRESERVATION sent until READY (or the failure). */
+    preserve: Span.nullable(),
+    ready: Time.nullable(),
+    /** CLAIM received until the sessions reached the client. */
+    claim: Span.nullable(),
+    failure: z.string().nullable(),
+    /**
+     * The VM's blackout as its VMM reported it (RESUMED, docs/protocol.md): when it paused
+     * the guest and when it resumed it, its own wall clock. Absent when the VMM did not
+     * report (an older VMM, or one that never resumed), and in records older than RESUMED.
+     */
+    blackout: z.object({ paused_at: Time, resumed_at: Time }).optional(),
+  }),
+);
 export type ClientLane = z.infer<typeof ClientLane>;
 
 export const OUTCOMES = ['in-progress', 'completed', 'aborted', 'refused', 'failed'] as const;
 export type RecordOutcome = (typeof OUTCOMES)[number];
 
-export const UpdateRecord = z
-  .object({
-    format: z.literal(RECORD_FORMAT),
-    update: UpdateId,
-    backend: z.enum(['real', 'emulated']),
-    outcome: z.enum(OUTCOMES),
-    reason: z.string().nullable(),
-    /** Kernel versions: the one updated from, the one loaded. */
-    from: z.string(),
-    to: z.string(),
-    started: Time,
-    finished: Time.nullable(),
-    phases: z.array(PhaseSpan),
-    /** The gate's verdict on the pair (absent in records older than the gate). */
-    gate: z
-      .object({
-        outcome: z.string(),
-        ok: z.boolean(),
-        sentence: z.string(),
-        forced: z.boolean(),
-        /** luod --require-qualified: was the pair qualified, by which record. */
-        qualification: z
-          .object({ required: z.string(), qualified: z.boolean(), record: z.string().optional() })
-          .optional(),
-      })
-      .optional(),
-    clients: z.array(ClientLane),
-    failures: z.array(z.object({ id: z.string(), reason: z.string() })),
-  })
-  .refine((r) => (r.outcome === 'in-progress') === (r.finished === null), {
-    message: 'a finished record has a finish time, an unfinished one has none',
-  });
+export const UpdateRecord = onFirstUse(() =>
+  z
+    .object({
+      format: z.literal(RECORD_FORMAT),
+      update: UpdateId,
+      backend: z.enum(['real', 'emulated']),
+      outcome: z.enum(OUTCOMES),
+      reason: z.string().nullable(),
+      /** Kernel versions: the one updated from, the one loaded. */
+      from: z.string(),
+      to: z.string(),
+      started: Time,
+      finished: Time.nullable(),
+      phases: z.array(PhaseSpan),
+      /** The gate's verdict on the pair (absent in records older than the gate). */
+      gate: z
+        .object({
+          outcome: z.string(),
+          ok: z.boolean(),
+          sentence: z.string(),
+          forced: z.boolean(),
+          /** luod --require-qualified: was the pair qualified, by which record. */
+          qualification: z
+            .object({ required: z.string(), qualified: z.boolean(), record: z.string().optional() })
+            .optional(),
+        })
+        .optional(),
+      clients: z.array(ClientLane),
+      failures: z.array(z.object({ id: z.string(), reason: z.string() })),
+    })
+    .refine((r) => (r.outcome === 'in-progress') === (r.finished === null), {
+      message: 'a finished record has a finish time, an unfinished one has none',
+    }),
+);
 export type UpdateRecord = z.infer<typeof UpdateRecord>;
 
 /** The first problem of a failed validation, with where it is. */

@@ -9,14 +9,14 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Errno } from '../../sys/errno.js';
-import { SysError } from '../../sys/error.js';
+import { errorCode, SysError } from '../../sys/error.js';
 import type { OwnedFd } from '../../sys/fd.js';
 import { waitReadable } from '../../sys/mm.js';
 import { fdTarget } from '../../sys/proc.js';
 import { connect, receiveWithFds, setTimeouts, socket, socketType } from '../../sys/socket.js';
+import { UnixSocket } from '../../sys/unix-socket.js';
 import { luoError } from '../../uapi/errors.js';
 import { LuoDevice, LuoSession } from '../luo-device.js';
 import { defaultStateDir, type StatePaths, statePaths } from './paths.js';
@@ -160,43 +160,67 @@ export function adoptEmulatedSession(fd: OwnedFd, knownName?: string, trustName 
   return LuoSession.adopt(emulatedTransport, fd, knownName, trustName);
 }
 
-/** One request on the control socket. */
+/**
+ * One request on the control socket: a JSON line each way. Over the same
+ * koffi-backed socket as the device, not node:net, whose stream modules would
+ * otherwise load at luod's start only to ask the emulator its boot id
+ * (docs/performance.md).
+ */
 export function controlRequest(
   paths: StatePaths,
   request: object,
   timeoutMs = 120_000,
 ): Promise<Record<string, unknown>> {
+  let conn: UnixSocket;
+  try {
+    conn = UnixSocket.connect(paths.controlSocket);
+  } catch (err) {
+    return Promise.reject(
+      new SysError('emulator', Errno.ENOENT, `no emulated kernel runs in ${paths.dir} (${errorCode(err)})`),
+    );
+  }
   return new Promise((resolve, reject) => {
-    const conn = net.createConnection(paths.controlSocket);
-    let buffered = '';
-    const timer = setTimeout(() => {
-      conn.destroy();
-      reject(new SysError('emulator', Errno.ETIMEDOUT, `the emulated kernel in ${paths.dir} did not answer`));
-    }, timeoutMs);
-    conn.setEncoding('utf8');
-    conn.on('connect', () => conn.write(`${JSON.stringify(request)}\n`));
-    conn.on('data', (chunk: string) => {
-      buffered += chunk;
-      const newline = buffered.indexOf('\n');
-      if (newline < 0) return;
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      conn.end();
-      try {
-        resolve(JSON.parse(buffered.slice(0, newline)));
-      } catch (err) {
-        reject(err);
-      }
-    });
-    conn.on('error', (err) => {
-      clearTimeout(timer);
-      reject(
-        new SysError(
-          'emulator',
-          Errno.ENOENT,
-          `no emulated kernel runs in ${paths.dir} (${(err as NodeJS.ErrnoException).code})`,
+      conn.close();
+      fn();
+    };
+    const timer = setTimeout(
+      () =>
+        settle(() =>
+          reject(
+            new SysError('emulator', Errno.ETIMEDOUT, `the emulated kernel in ${paths.dir} did not answer`),
+          ),
         ),
-      );
+      timeoutMs,
+    );
+    conn.on('data', (chunk, fds) => {
+      for (const fd of fds) fd.close();
+      chunks.push(chunk);
+      const newline = chunk.indexOf(0x0a);
+      if (newline < 0) return;
+      const all = Buffer.concat(chunks);
+      settle(() => {
+        try {
+          resolve(JSON.parse(all.subarray(0, all.indexOf(0x0a)).toString('utf8')));
+        } catch (err) {
+          reject(err);
+        }
+      });
     });
+    const lost = (why: string) =>
+      settle(() =>
+        reject(new SysError('emulator', Errno.ECONNRESET, `the emulated kernel in ${paths.dir} ${why}`)),
+      );
+    conn.on('error', (err) => lost(`failed the request (${errorCode(err)})`));
+    conn.on('end', () => lost('closed the connection before answering'));
+    conn
+      .send(Buffer.from(`${JSON.stringify(request)}\n`))
+      .catch((err) => lost(`failed the request (${errorCode(err)})`));
   });
 }
 

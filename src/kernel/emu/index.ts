@@ -89,7 +89,10 @@ export async function emulatorKexec(paths: StatePaths, to?: string): Promise<Kex
 /** Ask the emulator to stop and wait until its process is gone. */
 export async function stopEmulator(paths: StatePaths, timeoutMs = 10_000): Promise<void> {
   const pid = emulatorPid(paths);
-  await controlRequest(paths, { cmd: 'stop' });
+  await controlRequest(paths, { cmd: 'stop' }).catch((err) => {
+    // Stopping, it may close the connection before its answer is out: the wait below tells.
+    if ((err as SysError).errno !== Errno.ECONNRESET) throw err;
+  });
   const deadline = Date.now() + timeoutMs;
   while (pid !== null && Date.now() < deadline) {
     try {
