@@ -8,7 +8,7 @@
  * tools and tests can read the drawing. The input is the shape of `luoctl rollout status
  * --json`, declared here so that the report floor does not depend on the fleet's.
  */
-import { escapeHtml } from './html.js';
+import { escapeHtml, htmlPage } from './html.js';
 import { formatMs } from './timeline.js';
 
 export interface FleetHostLane {
@@ -136,24 +136,18 @@ export function fleetReportHtml(status: FleetTimelineInput, now = Date.now()): s
     .map(([k, c]) => `<span><i style="background:${c}"></i>${k}</span>`)
     .join('');
   const title = `rollout ${status.rollout ?? '(none)'}: ${status.state ?? 'none'}`;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>${escapeHtml(title)}</title>
-<style>${STYLE}</style>
-</head>
-<body>
-<h1>rollout ${escapeHtml(status.rollout ?? '(none)')} <span class="state" data-state="${escapeHtml(status.state ?? '')}">${escapeHtml(status.state ?? 'none')}</span></h1>
+  return htmlPage(
+    title,
+    STYLE,
+    `<h1>rollout ${escapeHtml(status.rollout ?? '(none)')} <span class="state" data-state="${escapeHtml(status.state ?? '')}">${escapeHtml(status.state ?? 'none')}</span></h1>
 <p>kernel ${escapeHtml(status.kernel ?? '?')}; at most ${status.max_parallel ?? '?'} hosts at once; stops at ${status.max_failures ?? '?'} failures; ${status.failures} failed.</p>
 ${parts.join('\n')}
 <p class="legend">${legend}<span><i style="background:#d32f2f;opacity:.35"></i>blackout</span></p>
 <table><tr><th>host</th><th>state</th><th>update took</th><th>blackout</th><th>kernel</th><th>failure</th></tr>
 ${rows}
 </table>
-</body>
-</html>
-`;
+`,
+  );
 }
 
 function tickStep(span: number): number {

@@ -46,6 +46,25 @@ const COLOURS: Record<BarKind, string> = {
   claim: '#2e7d32',
 };
 
+/**
+ * The document every luokit HTML page is (an update record, a qualification, a rollout's
+ * timeline): one self-contained file, its style inline, no script and nothing fetched, so
+ * it can be mailed, archived or opened offline as it is.
+ */
+export function htmlPage(title: string, style: string, body: string): string {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>${escapeHtml(title)}</title>
+<style>${style}</style>
+</head>
+<body>
+${body}</body>
+</html>
+`;
+}
+
 export function escapeHtml(text: string): string {
   return text.replace(
     /[&<>"']/g,
@@ -183,22 +202,17 @@ export function reportHtml(record: UpdateRecord): string {
     .map((k) => `<span><i style="background:${COLOURS[k]}"></i>${k}</span>`)
     .join('');
   const title = `live update ${record.update}: ${record.outcome}`;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>${escapeHtml(title)}</title>
-<style>${STYLE}</style>
-</head>
-<body>
-<h1>live update ${escapeHtml(record.update)} <span class="outcome ${record.outcome}" data-outcome="${record.outcome}">${record.outcome}</span></h1>
+  return htmlPage(
+    title,
+    STYLE,
+    `<h1>live update ${escapeHtml(record.update)} <span class="outcome ${record.outcome}" data-outcome="${record.outcome}">${record.outcome}</span></h1>
 <p>kernel ${escapeHtml(record.from)} → ${escapeHtml(record.to)} (${record.backend}); started ${escapeHtml(new Date(record.started).toISOString())}${
-    record.finished === null
-      ? ', still in progress'
-      : `, took ${escapeHtml(formatMs(record.finished - record.started))}`
-  }<br><strong data-headline="blackout">${escapeHtml(blackoutHeadline(timeline))}</strong>${
-    record.reason ? `<br><span class="fail">${escapeHtml(record.reason)}</span>` : ''
-  }</p>
+      record.finished === null
+        ? ', still in progress'
+        : `, took ${escapeHtml(formatMs(record.finished - record.started))}`
+    }<br><strong data-headline="blackout">${escapeHtml(blackoutHeadline(timeline))}</strong>${
+      record.reason ? `<br><span class="fail">${escapeHtml(record.reason)}</span>` : ''
+    }</p>
 ${svgOf(timeline)}
 <p class="legend">${legend}<span><i style="background:#d32f2f;opacity:.25"></i>blackout</span></p>
 <h2>Blackout</h2>
@@ -212,7 +226,6 @@ ${phases}
 </table>
 <h2>Summary</h2>
 <pre>${escapeHtml(reportText(record))}</pre>
-</body>
-</html>
-`;
+`,
+  );
 }

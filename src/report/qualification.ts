@@ -5,7 +5,7 @@
  * Rows carry data attributes (data-check, data-ok) so tools and tests can read the page.
  */
 import type { QualificationRecord, QualifiedKernel } from '../qualify/record.js';
-import { escapeHtml, STYLE } from './html.js';
+import { escapeHtml, htmlPage, STYLE } from './html.js';
 
 function kernelRow(side: string, k: QualifiedKernel): string {
   const f = k.formats;
@@ -27,20 +27,15 @@ export function qualificationHtml(record: QualificationRecord): string {
   const blackout = Object.entries(record.blackout)
     .map(([k, v]) => `<tr><td>${escapeHtml(k.replace(/_ms$/, ''))}</td><td class="num">${v} ms</td></tr>`)
     .join('');
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>${escapeHtml(title)}</title>
-<style>${STYLE}</style>
-</head>
-<body>
-<h1>${escapeHtml(record.from.release)} → ${escapeHtml(record.to.release)} <span class="outcome ${verdictClass}" data-result="${record.result}">${record.result}</span></h1>
+  return htmlPage(
+    title,
+    STYLE,
+    `<h1>${escapeHtml(record.from.release)} → ${escapeHtml(record.to.release)} <span class="outcome ${verdictClass}" data-result="${record.result}">${record.result}</span></h1>
 <p>what the kernels did: <strong data-outcome="${record.outcome}">${record.outcome}</strong>; the gate predicted <strong>${escapeHtml(record.gate.outcome)}</strong> (${escapeHtml(record.gate.sentence)})${
-    record.agrees_with_gate === false
-      ? ' <span class="fail">— the outcome disagrees with the gate</span>'
-      : ''
-  }${record.reason ? `<br><span class="fail">${escapeHtml(record.reason)}</span>` : ''}</p>
+      record.agrees_with_gate === false
+        ? ' <span class="fail">— the outcome disagrees with the gate</span>'
+        : ''
+    }${record.reason ? `<br><span class="fail">${escapeHtml(record.reason)}</span>` : ''}</p>
 <p>run ${escapeHtml(record.started)} to ${escapeHtml(record.finished)} by luokit ${escapeHtml(record.luokit)}; record ${escapeHtml(record.id)} (${escapeHtml(record.schema)})</p>
 <h2>Kernels</h2>
 <table><tr><th></th><th>release</th><th>handover formats (kernel-info)</th><th>image sha256</th></tr>
@@ -56,7 +51,6 @@ ${blackout ? `<table>${blackout}</table>` : '<p>not measured (the update did not
 <h2>Workload and guest</h2>
 <p>${escapeHtml(record.workload.description)}; memfds ${escapeHtml(record.workload.memfds.join(' + '))}.</p>
 <pre>${escapeHtml(record.guest.qemu.join(' '))}</pre>
-</body>
-</html>
-`;
+`,
+  );
 }
