@@ -17,16 +17,14 @@ import * as path from 'node:path';
 import { readKernelInfo } from '../../src/image/kernel-info.js';
 import { qualificationVerdict } from '../../src/qualify/policy.js';
 import { type QualificationRecord, readQualification } from '../../src/qualify/record.js';
-import type { BenchContext, UpdatePair } from './update.js';
+import { type BenchContext, guestPrograms, type UpdatePair } from './update.js';
 
 /** The pairs the issue asks for: same version, upgrade, downgrade. */
 export const QUALIFY_PAIRS = '7.2,7.2;7.2,7.3;7.3,7.2';
 
 export async function qualifications(ctx: BenchContext, pairs: readonly UpdatePair[]): Promise<void> {
-  // The guest runs the installed luokit (dist/): built from src/ now, never stale.
-  const build = await ctx.run('npm', ['run', 'build'], { quiet: true });
-  if (build.status !== 0)
-    throw new Error(`npm run build failed (exit ${build.status}): ${build.stderr.slice(-500)}`);
+  // The guest runs the installed luokit (dist/): the bench's own build, rebuilt only if stale.
+  await guestPrograms(ctx);
   const dir = path.join(ctx.out, 'qualified');
   fs.rmSync(dir, { recursive: true, force: true });
   for (const pair of pairs) await qualifyOne(ctx, pair, dir);
