@@ -17,7 +17,7 @@ import { CodedError, errorCode } from '../sys/error.js';
 import { type Etcd3, isUnavailable, type Lease } from './etcd.js';
 import { type HostOutcome, type HostUpdateOptions, precheck, runUpdate, settleAfter } from './host-update.js';
 import type { FleetKeys } from './keys.js';
-import { type HostProgress, readRollout, writeHost } from './rollout.js';
+import { type HostProgress, type RolloutSpec, readRollout, writeHost } from './rollout.js';
 import { Semaphore } from './semaphore.js';
 import { Waker } from './waker.js';
 
@@ -154,7 +154,10 @@ export class Agent {
     await this.finish(updating, outcome);
   }
 
-  /** Restarted while `updating`: judge the update from luod's last record. */
+  /**
+   * Found `updating` (this agent was restarted, or lost etcd's reply to its own write of
+   * `updating`): judge the update from luod's last record, or run it if luod never got it.
+   */
   private async finishInterrupted(progress: HostProgress): Promise<void> {
     const leaseId = await this.register();
     const spec = (await readRollout(this.options.etcd, this.options.keys)).spec;
@@ -162,28 +165,44 @@ export class Agent {
     if (spec) await this.semaphore.acquire(this.options.id, { slots: spec.max_parallel, lease: leaseId });
     let outcome: HostOutcome;
     try {
-      const luod = await LuoClient.connectWithRetry(this.options.socket, { timeoutMs: 30_000 });
-      let status: Awaited<ReturnType<typeof luod.status>>;
-      try {
-        status = await luod.status();
-      } finally {
-        luod.close();
-      }
-      const last = status.last_update;
-      const started = progress.started_at ?? 0;
-      const lastRecord = status.last_record;
-      if (!last || !lastRecord || (last.timeline[0]?.at ?? 0) < started - 1000)
-        outcome = {
-          ok: false,
-          reason: 'the agent restarted during the update, and luod has no record of it',
-        };
-      else if (last.outcome !== 'rebooted')
-        outcome = { ok: false, reason: `update ${last.outcome}${last.reason ? `: ${last.reason}` : ''}` };
-      else outcome = await settleAfter(this.options, status.subscribers, lastRecord, 30_000);
+      outcome = await this.resumeUpdate(progress, spec);
     } catch (err) {
       outcome = { ok: false, reason: `after a restart: ${errorCode(err)}: ${(err as Error).message}` };
     }
     await this.finish(progress, outcome);
+  }
+
+  private async resumeUpdate(progress: HostProgress, spec: RolloutSpec | null): Promise<HostOutcome> {
+    const settle = this.options.settleTimeoutMs ?? 120_000;
+    const deadline = Date.now() + settle;
+    // An update luod runs now is the one this agent asked for: wait until it has ended.
+    let status = await luodStatus(this.options.socket);
+    while (status.update !== null) {
+      if (Date.now() > deadline)
+        return { ok: false, reason: `luod's update ${status.update} did not end within ${settle / 1000} s` };
+      await new Promise((r) => setTimeout(r, 250));
+      status = await luodStatus(this.options.socket);
+    }
+    const last = status.last_update;
+    const started = progress.started_at ?? 0;
+    if (last && status.last_record && (last.timeline[0]?.at ?? 0) >= started - 1000) {
+      if (last.outcome !== 'rebooted')
+        return { ok: false, reason: `update ${last.outcome}${last.reason ? `: ${last.reason}` : ''}` };
+      return settleAfter(this.options, status.subscribers, status.last_record, settle);
+    }
+    // luod has no update since `updating` was written, so it never got the UPDATE: the
+    // host still runs its old kernel, and nothing was preserved or paused. This entry
+    // still holds its slot, so the update is run now, with the same checks as ever.
+    if (!spec) return { ok: false, reason: 'the rollout has no spec; the update was not run' };
+    this.options.log.info('agent: luod never got the UPDATE; running it now');
+    const target = { kernel: spec.kernel, ...(spec.initrd !== undefined && { initrd: spec.initrd }) };
+    const check = await precheck(this.options, target, spec.qualified);
+    if (check.kind !== 'go') return { ok: false, reason: check.reason };
+    try {
+      return await runUpdate(this.options);
+    } catch (err) {
+      return { ok: false, reason: `${errorCode(err)}: ${(err as Error).message}` };
+    }
   }
 
   /** Report the outcome (counted if a failure), then give the slot back. */
@@ -227,6 +246,15 @@ export class Agent {
       }
       await new Promise((r) => setTimeout(r, 200));
     }
+  }
+}
+
+async function luodStatus(socket: string): Promise<Awaited<ReturnType<LuoClient['status']>>> {
+  const luod = await LuoClient.connectWithRetry(socket, { timeoutMs: 30_000 });
+  try {
+    return await luod.status();
+  } finally {
+    luod.close();
   }
 }
 

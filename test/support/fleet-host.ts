@@ -33,6 +33,8 @@ export interface FleetHost {
   /** The agent's output (pino JSON lines on stderr). */
   agentLog(): string;
   startAgent(): void;
+  /** The agent killed (SIGKILL), as one that crashes mid-update; resolves once it is gone. */
+  killAgent(): Promise<void>;
   /**
    * Write into every page of each VM's guest RAM behind its VMM's back (through
    * /proc/PID/fd): the VMM's checksums no longer match, so after the reboot the VM fails
@@ -104,8 +106,9 @@ export async function startFleetHost(options: FleetHostOptions): Promise<FleetHo
     admin.close();
   }
   let agentOutput = '';
+  let agent: ChildProcess | undefined;
   const startAgent = () => {
-    const agent = spawn(
+    agent = spawn(
       process.execPath,
       [
         path.join(ROOT, 'dist/cli/luoctl-bin.cjs'),
@@ -131,6 +134,12 @@ export async function startFleetHost(options: FleetHostOptions): Promise<FleetHo
     });
     children.push(agent);
   };
+  const killAgent = async () => {
+    if (!agent || agent.exitCode !== null || agent.signalCode !== null) return;
+    const gone = new Promise((r) => agent!.once('exit', r));
+    agent.kill('SIGKILL');
+    await gone;
+  };
   if (options.agent !== false) startAgent();
   const kill = async () => {
     for (const c of children) c.kill('SIGKILL');
@@ -149,6 +158,7 @@ export async function startFleetHost(options: FleetHostOptions): Promise<FleetHo
     state,
     agentLog: () => agentOutput,
     startAgent,
+    killAgent,
     corruptRam: () => {
       for (const vmm of vmms) {
         for (const fd of fs.readdirSync(`/proc/${vmm.pid}/fd`)) {
