@@ -199,5 +199,7 @@ test('what is not a kernel: ENOEXEC, one line, exit 1 (text, JSON, a gzip of tex
   }
   const json = luoctl('--json', 'kernel-info', path.join(dir, 'missing'));
   assert.equal(json.status, 1);
-  assert.equal(JSON.parse(json.stdout).error.code, 'ENOENT');
+  const error = JSON.parse(json.stdout).error;
+  assert.equal(error.code, 'ENOENT');
+  assert.match(error.message, /cannot read the kernel image .*missing: ENOENT/, 'the message names the file');
 });

@@ -6,7 +6,8 @@
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { KNOWN_COMPATIBLES, kernelAbi } from '../abi/versions.js';
-import { CodedError, fromNodeError } from '../sys/error.js';
+import { errnoText } from '../sys/errno.js';
+import { CodedError, fromNodeError, SysError } from '../sys/error.js';
 import type { Compression } from './decompress/index.js';
 import { type ImageKind, notAKernel, unwrap } from './layout.js';
 import { scanKernel } from './scan.js';
@@ -49,7 +50,7 @@ export async function readKernelInfo(image: string): Promise<KernelInfo> {
   try {
     data = await readFile(image);
   } catch (err) {
-    throw fromNodeError('open', err);
+    throw unreadable(image, err);
   }
   if (data.length < 512) throw notAKernel(image);
   const unwrapped = await unwrap(data, image);
@@ -109,6 +110,16 @@ export async function readKernelInfo(image: string): Promise<KernelInfo> {
   return info;
 }
 
+/** The image cannot be read: the errno, and which file. */
+function unreadable(image: string, err: unknown): SysError {
+  const e = fromNodeError('open', err);
+  return new SysError(
+    'open',
+    e.errno,
+    `cannot read the kernel image ${image}: ${e.code} (${errnoText(e.errno)})`,
+  );
+}
+
 function versionOf(compatible: string): number {
   return Number(/-v(\d+)$/.exec(compatible)?.[1] ?? 0);
 }
@@ -129,7 +140,7 @@ export function readKernelInfoCached(image: string): Promise<KernelInfo> {
     const st = statSync(image, { bigint: true });
     key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
   } catch (err) {
-    return Promise.reject(fromNodeError('open', err));
+    return Promise.reject(unreadable(image, err));
   }
   const hit = memo.get(image);
   if (hit?.key === key) return hit.info;
