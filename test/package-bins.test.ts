@@ -40,6 +40,24 @@ test('luo-qemu runs as a program by its path, and says what it needs', () => {
   assert.match(run.stderr, /^luo-qemu: EINVAL: no QEMU command: put it after --$/m);
 });
 
+test("luo-qemu --json: its own errors, commander's too, are one JSON line each on stderr", () => {
+  for (const [args, message] of [
+    [['--json', '--id', 'vm-1', '--ram', '64M'], /^no QEMU command: put it after --$/],
+    [['--json', '--id', 'vm-1'], /required option '--ram <size>' not specified/],
+    [['--json', '--id', '', '--ram', '64M', '--', 'true'], /^--id must not be empty$/],
+  ] as const) {
+    const run = spawnSync(path.join(ROOT, bins['luo-qemu']!), args, { encoding: 'utf8' });
+    assert.notEqual(run.status, 0, run.stderr);
+    assert.equal(run.stdout, '', "stdout is QEMU's");
+    const lines = run.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, run.stderr);
+    const { ok, error } = JSON.parse(lines[0]!);
+    assert.equal(ok, false);
+    assert.equal(error.code, 'EINVAL');
+    assert.match(error.message, message);
+  }
+});
+
 test('the luod, luoctl, holder and luo-qemu bins run their bundles, with the code cache V8 accepts', () => {
   for (const [bin, args] of [
     [bins.luoctl!, ['--version']],

@@ -4,7 +4,9 @@
  * run a QEMU VM that survives host live updates through luod (src/qemu/launcher.ts).
  * The same command before and after the reboot: it continues the VM when luod
  * has its sessions, else cold-boots it. Logs are JSON lines (pino) on stderr;
- * QEMU keeps stdin, stdout and stderr.
+ * QEMU keeps stdin, stdout and stderr. With --json, luo-qemu's own errors are JSON
+ * lines on stderr too (`{"ok":false,"error":{"code","message"}}`), so that a
+ * supervisor reads one format; stdout stays QEMU's.
  */
 import { Command, CommanderError } from 'commander';
 import pino from 'pino';
@@ -25,8 +27,25 @@ const program = new Command('luo-qemu')
   .option('--socket <path>', "luod's socket (default $LUOD_SOCKET or /run/luod/liveupdate.sock)")
   .option('--state-dir <dir>', `where the private QMP socket goes (default ${defaultStateDir()})`)
   .option('--luod-timeout <seconds>', 'how long to wait for luod at start', '30')
+  .option('--json', "luo-qemu's own errors as JSON lines on stderr, as its logs are")
   .usage('--id ID --ram SIZE [options] -- QEMU_BINARY ARGS...')
-  .exitOverride();
+  .exitOverride()
+  .configureOutput({
+    // Commander's own errors (a missing option) in the format asked for.
+    writeErr: (text) => {
+      if (json) fail('EINVAL', text.replace(/^error: /, '').trim());
+      else process.stderr.write(text);
+    },
+  });
+
+/** --json, read before parsing: commander's own errors are written while it parses. */
+const json = own.includes('--json');
+
+function fail(code: string, message: string): void {
+  process.stderr.write(
+    json ? `${JSON.stringify({ ok: false, error: { code, message } })}\n` : `luo-qemu: ${code}: ${message}\n`,
+  );
+}
 
 const log = pino({ base: { service: 'luo-qemu' } }, pino.destination(2));
 
@@ -41,6 +60,7 @@ async function main(): Promise<void> {
       stateDir?: string;
       luodTimeout: string;
     }>();
+    if (opts.id === '') throw new SysError('luo-qemu', Errno.EINVAL, '--id must not be empty');
     const id = clientId.safeParse(opts.id);
     if (!id.success)
       throw new SysError('luo-qemu', Errno.EINVAL, `--id ${opts.id}: ${id.error.issues[0]?.message}`);
@@ -65,8 +85,7 @@ async function main(): Promise<void> {
     if (err instanceof CommanderError) {
       process.exitCode = err.exitCode === 0 ? 0 : 2;
     } else {
-      const code = errorCode(err);
-      process.stderr.write(`luo-qemu: ${code}: ${(err as Error).message}\n`);
+      fail(errorCode(err), (err as Error).message);
       if (process.env.LUOKIT_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
       process.exitCode = 1;
     }
