@@ -6,8 +6,12 @@
  *  - the command's exit status agrees with the record (0 pass, 1 fail, 3 not run);
  *  - the record is a valid `luokit.qualification/1` (read back with the schema), names both
  *    kernels as kernel-info reads them, and its outcome is what the gate predicted;
- *  - the pair passes (every check held: luod, the memfd sessions, the kexec, the restore,
- *    every byte), and the HTML page shows the same verdict;
+ *  - the standard workload ran (`--selftests`: the kernel's kexec selftests of the first
+ *    kernel's source; `--scenarios`: the scenario suite's guest program; luod with VMMs; a
+ *    QEMU VM through luo-qemu), every part with checks in both kernels, nothing omitted;
+ *  - the pair passes (every check held: each selftest's two stages, each scenario's two
+ *    stages, luod, the memfd sessions, the QEMU VM, the one kexec, the restore, every
+ *    byte), and the HTML page shows the same verdict;
  *  - `luod --require-qualified DIR` would let the pair through (qualify/policy.ts on DIR).
  * The next kernel's KHO and LUO lines (handover.boot1.txt) go into the check's detail: the
  * evidence of what the real kernels did with the handover.

@@ -10,10 +10,11 @@
 #   2. LUOKIT_SCENARIOS: the scenario suite's two-stage scenarios (a Node program,
 #      LUOKIT_SCENARIO_MODE=qualify): their before-kexec stages, then the program keeps
 #      holding their sessions (scenarios.boot0.json written);
-#   3. luod (real /dev/liveupdate) and one example VMM per size in LUOKIT_SIZES, each memfd
-#      filled with the data pattern in a session of its own (vmm-lib.sh);
-#   4. LUOKIT_COUNTER_IMAGE: a QEMU VM through luo-qemu (the counter guest under nested TCG,
-#      its RAM a memfd luo-qemu owns), run until its CMOS clock changed LUOKIT_QEMU_EDGES times;
+#   3. luod (real /dev/liveupdate); LUOKIT_COUNTER_IMAGE: a QEMU VM through luo-qemu (the
+#      counter guest under nested TCG, its RAM a memfd luo-qemu owns), started now;
+#   4. one example VMM per size in LUOKIT_SIZES, each memfd filled with the data pattern in a
+#      session of its own (vmm-lib.sh), then the QEMU VM run until its CMOS clock changed
+#      LUOKIT_QEMU_EDGES times;
 #   5. `luoctl load B --force` (the gate's verdict kept in load.json), `luoctl update`: luod's
 #      barrier, luod-internal, kexec_file_load, reboot. Everything above crosses this kexec.
 # boot 1 (B): luod, the VMMs (--claim) and the same luo-qemu command at once (the VMs first:
@@ -132,12 +133,18 @@ case "$BOOT" in
     PART=luod
     start_luod
     wait_for 120 "luod's socket" test -S "$SOCK"
-    start_vmms_filled
-    echo "LUOKIT-PHASE path=luod boot=0 phase=subscribed"
+    # The QEMU VM boots (SeaBIOS, under nested TCG: the longest step of boot 0) while the
+    # VMMs fill their RAM.
     if [ -n "$COUNTER" ]; then
       PART=qemu
       cp "$COUNTER" "$IMG" || failed "cannot copy the counter guest image"
       start_luo_qemu
+    fi
+    PART=luod
+    start_vmms_filled
+    echo "LUOKIT-PHASE path=luod boot=0 phase=subscribed"
+    if [ -n "$COUNTER" ]; then
+      PART=qemu
       wait_edges "$SERIAL" "$EDGES"
       clock_samples
       phase qemu-running
