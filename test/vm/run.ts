@@ -24,7 +24,9 @@
  *      a real kexec) and on the emulated kernel, traces compared line by line (test/vm/difffuzz.ts);
  *      on 7.2 and on 7.3 unless --kernels (or $LUOKIT_VM_KERNELS) says which;
  *   8. qualification: the real `luoctl qualify --from A --to B` on 7.2 -> 7.2, 7.2 -> 7.3 and
- *      7.3 -> 7.2 (or the --update-kernels pairs), its records and pages checked (test/vm/qualify.ts).
+ *      7.3 -> 7.2 (or the --update-kernels pairs) with the standard workload (the kexec
+ *      selftests, the two-stage scenarios, luod with VMMs, a QEMU VM through luo-qemu, all
+ *      across one kexec), its records and pages checked (test/vm/qualify.ts).
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
