@@ -18,7 +18,7 @@ import { imageFormats } from '../src/daemon/kernel.js';
 import { gateVerdict, type SpokenFormats } from '../src/image/gate.js';
 import { readKernelInfoCached } from '../src/image/kernel-info.js';
 import { qualificationVerdict } from '../src/qualify/policy.js';
-import { judgeRun } from '../src/qualify/real.js';
+import { cannotBoot, judgeRun } from '../src/qualify/real.js';
 import {
   lookupQualification,
   QUALIFICATION_SCHEMA,
@@ -394,6 +394,23 @@ test('judging a guest run: every part, works, cold boot, panic, files lost, each
   const noLoad = judgeRun(panicked, dir, { luod: {}, vmms: [] }, from, to, 'works', FULL);
   assert.equal(noLoad.checks.find((c) => c.name.startsWith('luoctl load'))?.outcome, 'not-run');
   assert.equal(noLoad.checks.find((c) => c.name.startsWith('luod kexecs'))?.outcome, 'failed');
+
+  // A guest that could not run (no 9p in A, say): cannot-boot with what is missing, and every
+  // check listed as not run, none failed.
+  const infra = guestRun([], {
+    outcome: 'infra',
+    reason: "guest setup: boot 0: cannot mount the host's / (9p tag host)",
+  });
+  const none = cannotBoot(
+    judgeRun(infra, dir, { luod: {}, vmms: [] }, from, to, 'works', FULL).checks,
+    infra.reason,
+  );
+  assert.equal(none.outcome, 'cannot-boot');
+  assert.match(none.reason, /9p tag host/);
+  assert.ok(none.checks.length >= works.checks.length - 17, `${none.checks.length} checks`);
+  assert.ok(
+    none.checks.every((c) => !c.ok && c.outcome === 'not-run' && /not run: .*9p/.test(c.detail ?? '')),
+  );
 });
 
 test('a record of the full workload: parses, renders every check with its outcome, and the policy reads it', () => {

@@ -529,6 +529,23 @@ export function judgeRun(
   return { checks, outcome, ...(reason && { reason }) };
 }
 
+/**
+ * The guest could not run the workload (QEMU missing, A never reached /init, no 9p, no
+ * /dev/liveupdate): what is missing is the reason, and every check is listed as not run,
+ * none as failed. Never a verdict on the pair.
+ */
+export function cannotBoot(
+  checks: QualificationCheck[],
+  reason: string | undefined,
+): { checks: QualificationCheck[]; outcome: QualificationOutcome; reason: string } {
+  const why = reason ?? 'the guest could not run';
+  return {
+    checks: checks.map((c) => ({ ...c, ok: false, outcome: 'not-run', detail: `not run: ${why}` })),
+    outcome: 'cannot-boot',
+    reason: why,
+  };
+}
+
 function blackoutOf(
   result: QemuResult,
   moments: Moments,
@@ -635,12 +652,8 @@ export async function qualifyPair(options: QualifyOptions): Promise<QualifyResul
         log(line.trim());
     },
   });
-  let judged: ReturnType<typeof judgeRun>;
-  if (result.outcome === 'infra') {
-    judged = { checks: [], outcome: 'cannot-boot', reason: result.reason ?? 'the guest could not run' };
-  } else {
-    judged = judgeRun(result, dir, moments, from, to, gate.outcome, workload);
-  }
+  let judged = judgeRun(result, dir, moments, from, to, gate.outcome, workload);
+  if (result.outcome === 'infra') judged = cannotBoot(judged.checks, result.reason);
   const dmesg = readIf(path.join(dir, 'dmesg.boot1.txt'));
   if (dmesg) fs.writeFileSync(path.join(dir, 'handover.boot1.txt'), `${handoverLog(dmesg).join('\n')}\n`);
   const finished = new Date();
