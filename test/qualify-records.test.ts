@@ -395,6 +395,27 @@ test('judging a guest run: every part, works, cold boot, panic, files lost, each
   assert.equal(noLoad.checks.find((c) => c.name.startsWith('luoctl load'))?.outcome, 'not-run');
   assert.equal(noLoad.checks.find((c) => c.name.startsWith('luod kexecs'))?.outcome, 'failed');
 
+  // The scenario program died in A: boot 0 stopped there; its check failed, what came after never ran.
+  fs.rmSync(path.join(dir, 'scenarios.boot0.json'));
+  const died = guestRun([[0, '7.2.13']], { outcome: 'ok', exitStatus: 1 }, [
+    ...SELFTEST_LINES.filter((l) => !/stage=2|QEMU-EXIT|qemu-running/.test(l)),
+    'LUOKIT-QUALIFY-FAILED boot=0 part=scenarios reason=the scenario program exited (see scenarios.boot0.log)',
+  ]);
+  died.markers.shift(); // no 'subscribed': luod never started
+  const stopped = judgeRun(died, dir, { luod: {}, vmms: [] }, from, to, 'works', FULL);
+  assert.equal(stopped.outcome, 'failed');
+  assert.match(stopped.reason ?? '', /before-kexec stages ran: the scenario program exited/);
+  assert.deepEqual(
+    stopped.checks.filter((c) => c.outcome === 'failed').map((c) => c.part),
+    ['scenarios'],
+  );
+  assert.ok(
+    stopped.checks
+      .filter((c) => c.kernel === 'to' || c.part === 'luod' || c.part === 'qemu')
+      .every((c) => c.outcome === 'not-run'),
+    JSON.stringify(stopped.checks.filter((c) => c.outcome !== 'not-run' && c.outcome !== 'held')),
+  );
+
   // A guest that could not run (no 9p in A, say): cannot-boot with what is missing, and every
   // check listed as not run, none failed.
   const infra = guestRun([], {

@@ -338,12 +338,21 @@ export function judgeRun(
       m.fields.boot === '0' &&
       m.fields.phase === 'subscribed',
   );
+  // A failure that ended boot 0 before luod started (qualify.sh stops there): luod's and the
+  // VM's checks never ran.
+  const stoppedEarly = result.markers.some(
+    (m) =>
+      m.kind === 'QUALIFY-FAILED' &&
+      m.fields.boot === '0' &&
+      ['setup', 'selftests', 'scenarios'].includes(m.fields.part ?? ''),
+  );
   check(
     'luod',
     'from',
     `luod and ${workload.memfds.length} memfd sessions (${workload.memfds.join(' + ')}, the data pattern) in boot 0`,
     subscribed,
     subscribed ? undefined : (guestFailures(0)[0] ?? result.reason),
+    !stoppedEarly,
   );
   const serial0 = readIf(path.join(dir, 'serial.boot0.txt'));
   if (workload.qemu) {
@@ -358,7 +367,7 @@ export function judgeRun(
           ? undefined
           : 'no banner from the counter guest'
         : (guestFailures(0, 'qemu')[0] ?? 'never started'),
-      subscribed,
+      subscribed || guestFailures(0, 'qemu').length > 0,
     );
   }
   let load: { loaded?: { gate?: { outcome?: string; sentence?: string } } } = {};
@@ -390,6 +399,7 @@ export function judgeRun(
     `luod kexecs, once for everything above (luoctl update: barrier, preserve, kexec_file_load, reboot)`,
     kexecAt !== undefined,
     kexecAt === undefined ? (guestFailures(0)[0] ?? result.reason ?? 'no kexec phase from luod') : undefined,
+    !stoppedEarly,
   );
 
   // --- B: what came back ---
