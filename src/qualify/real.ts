@@ -1,16 +1,19 @@
 /**
  * `luoctl qualify --from A --to B` (docs/qualify.md): one kernel pair qualified on the real
  * kernels under QEMU, with the bench's guest (src/vm: the host's / over 9p, one QEMU
- * process across the kexec) and its luod job (vm/guest/luod-update.sh) run on the
- * installed luokit:
+ * process across the kexec) running the standard workload (vm/guest/qualify.sh) on the
+ * installed luokit, all of it across ONE kexec, luod's:
  *
- *   boot 0 on A: luod on the real /dev/liveupdate, one example VMM per memfd (its guest
- *   RAM filled with luokit's data pattern, preserved in a session of its own), `luoctl
- *   load B --force` (the gate's verdict is kept, but a qualification observes what the
- *   kernels really do), `luoctl update`: luod's barrier, kexec_file_load, reboot;
- *   boot 1 on B: luod restores from luod-internal, every VMM claims its session and
- *   compares every byte with the pattern; the kernel's log is kept.
+ *   boot 0 on A: the kernel's selftests (liveupdate; each kexec test's stage 1, held), the
+ *   scenario suite's two-stage scenarios (before-kexec stages, held), luod on the real
+ *   /dev/liveupdate with one example VMM per memfd (the data pattern, a session each) and
+ *   a QEMU VM through luo-qemu; `luoctl load B --force` (the gate's verdict is kept, but a
+ *   qualification observes what the kernels really do), `luoctl update`;
+ *   boot 1 on B: luod restores, the VMMs claim and compare every byte, the QEMU VM goes on;
+ *   then each selftest's stage 2 and each scenario's after-kexec stage; the kernel's log.
  *
+ * Every check is recorded with its part, its kernel and its outcome (held, failed, lost
+ * with the handover, not run).
  * The outcome is read from what happened (works, cold boot, panic, files lost, or a run
  * that failed otherwise), checked against the gate's prediction from the two images, and
  * written as a qualification record (record.ts) into the records directory; the run's
