@@ -25,11 +25,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LuoClient } from '../src/client/index.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
-import { counterGuest, counterGuestArgs } from '../src/qemu/counter-guest.js';
-import { guestPauseMs, parseSerial, secondEdges } from '../src/qemu/counter-serial.js';
 import { QmpClient } from '../src/qemu/qmp.js';
 import { type UpdateRecord, vmBlackoutMs } from '../src/record/format.js';
 import { fstat, ftruncate, lseek, memfdCreate, type OwnedFd } from '../src/sys/index.js';
+import { counterGuest, counterGuestArgs } from '../src/vm/counter-guest.js';
+import { guestPauseMs, parseSerial, secondEdges } from '../src/vm/counter-serial.js';
 import { type BenchContext, type Benchmark, envNumber, measurement, ROOT, timeRatio } from './lib.js';
 
 const QEMU = 'qemu-system-x86_64';

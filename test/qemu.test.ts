@@ -26,7 +26,7 @@ import {
   guestPauseMs,
   parseSerial,
   secondEdges,
-} from '../src/qemu/counter-serial.js';
+} from '../src/vm/counter-serial.js';
 import { HolderHost } from './crash/hosts.js';
 import { closeAllVms, startVm, status, waitSubscribed, withHost } from './crash/vms.js';
 import { newVm, running, update } from './qemu/harness.js';

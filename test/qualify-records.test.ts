@@ -13,11 +13,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
+import { workloadParts } from '../src/cli/qualify.js';
 import { imageFormats } from '../src/daemon/kernel.js';
 import { gateVerdict, type SpokenFormats } from '../src/image/gate.js';
 import { readKernelInfoCached } from '../src/image/kernel-info.js';
 import { qualificationVerdict } from '../src/qualify/policy.js';
-import { judgeRun } from '../src/qualify/real.js';
+import { cannotBoot, judgeRun } from '../src/qualify/real.js';
 import {
   lookupQualification,
   QUALIFICATION_SCHEMA,
@@ -28,7 +29,7 @@ import {
   writeQualification,
 } from '../src/qualify/record.js';
 import { qualificationHtml } from '../src/report/qualification.js';
-import type { QemuResult } from '../src/vm/qemu.js';
+import { parseMarker, type QemuResult } from '../src/vm/qemu.js';
 import { cliHost } from './support/cli-host.js';
 import { ROOT } from './support/luod.js';
 
@@ -168,11 +169,15 @@ test('the HTML page: the verdict, both kernels, every check as a row', () => {
   assert.match(fail, /&lt;b&gt;/, 'escaped');
 });
 
-/** A guest run's result as runQemu returns it, for judgeRun. */
-function guestRun(boots: [number, string][], extra: Partial<QemuResult> = {}): QemuResult {
-  const markers = [
-    { kind: 'PHASE', fields: { path: 'luod', boot: '0', phase: 'subscribed' }, atMs: 1, line: '' },
-  ];
+/** A guest run's result as runQemu returns it, for judgeRun; `markers` are console lines. */
+function guestRun(
+  boots: [number, string][],
+  extra: Partial<QemuResult> = {},
+  lines: string[] = [],
+): QemuResult {
+  const markers = ['LUOKIT-PHASE path=luod boot=0 phase=subscribed', ...lines].map(
+    (line) => parseMarker(line, 1)!,
+  );
   return {
     outcome: 'ok',
     exitStatus: 0,
@@ -194,93 +199,332 @@ function guestRun(boots: [number, string][], extra: Partial<QemuResult> = {}): Q
   };
 }
 
-test('judging a guest run: works, cold boot, panic and files lost, each from what happened', () => {
+/** The counter guest's serial lines (native/counter-guest): counter, TSC, CMOS time, RAM sum. */
+function counterLines(first: number, count: number, banner: boolean): string {
+  const lines: string[] = banner ? ['luokit counter guest: booted'] : [];
+  for (let i = 0; i < count; i++) {
+    const n = first + i;
+    const hex = (v: number, w: number) => v.toString(16).padStart(w, '0');
+    lines.push(
+      `N=${hex(n, 8)} T=${hex(n * 1_000_000, 16)} R=1200${String(10 + Math.floor(n / 4)).padStart(2, '0')} K=deadbeef`,
+    );
+  }
+  return `${lines.join('\r\n')}\r\n`;
+}
+
+const KEXEC_TESTS = ['luo_kexec_simple', 'luo_multi_session'];
+const FULL = { memfds: ['16M'], kexecTests: KEXEC_TESTS, scenarios: true, qemu: true };
+
+/** What qualify.sh leaves in its output directory when everything crossed the kexec. */
+function fullRunDir(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const write = (name: string, text: string) => fs.writeFileSync(path.join(dir, name), text);
+  write('load.json', JSON.stringify({ loaded: { gate: { outcome: 'works', sentence: 's' } } }));
+  write(
+    'luod-status.boot1.json',
+    JSON.stringify({ pending_claims: [], last_update: { outcome: 'rebooted' } }),
+  );
+  write('luod.boot1.log', '');
+  write('liveupdate.boot0.txt', 'TAP version 13\n1..2\nok 1 create\nok 2 preserve # SKIP no\n');
+  const scenario = (stage: string, status = 'pass') => ({
+    id: `kexec/simple/${stage === 'before-kexec' ? 'before' : 'after'}`,
+    group: 'kexec/simple',
+    stage,
+    status,
+  });
+  write(
+    'scenarios.boot0.json',
+    JSON.stringify({ boot: 0, release: '7.2.13', results: [scenario('before-kexec')] }),
+  );
+  write(
+    'scenarios.boot1.json',
+    JSON.stringify({ boot: 1, release: '7.3.0-rc7', results: [scenario('after-kexec')] }),
+  );
+  write('serial.boot0.txt', counterLines(0, 20, true));
+  write('serial.boot1.txt', counterLines(20, 20, false));
+  write(
+    'luo-qemu.boot1.log',
+    `${JSON.stringify({ level: 30, event: 'claimed' })}\n${JSON.stringify({ level: 30, event: 'continued', blackout_ms: 900 })}\n`,
+  );
+}
+
+const SELFTEST_LINES = [
+  'LUOKIT-RESULT kind=selftest name=liveupdate stage=single status=0',
+  ...KEXEC_TESTS.flatMap((t) => [
+    `LUOKIT-RESULT kind=selftest name=${t} stage=1 status=0`,
+    `LUOKIT-RESULT kind=selftest name=${t} stage=2 status=0`,
+  ]),
+  'LUOKIT-PHASE path=qualify boot=0 phase=qemu-running',
+  'LUOKIT-QEMU-EXIT boot=1 status=0',
+];
+
+test('judging a guest run: every part, works, cold boot, panic, files lost, each check with its outcome', () => {
   const from = kernel('7.2.13', SHA_A);
   const to = kernel('7.3.0-rc7', SHA_B);
   const dir = path.join(tmp, 'judge');
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(
-    path.join(dir, 'load.json'),
-    JSON.stringify({ loaded: { gate: { outcome: 'works', sentence: 's' } } }),
-  );
+  fullRunDir(dir);
   const kexeced = { luod: { 'kexec@0': 10 }, vmms: [] as never[] };
   const verified = {
     luod: { 'kexec@0': 10 },
     vmms: [{ id: 'vm-1', verified: true, bytes: 16 << 20, verify: 'pattern', atMs: 20 }],
   };
-  const status = (outcome: string | null) =>
-    fs.writeFileSync(
-      path.join(dir, 'luod-status.boot1.json'),
-      JSON.stringify({ pending_claims: [], last_update: outcome ? { outcome } : null }),
-    );
-
-  status('rebooted');
-  fs.writeFileSync(path.join(dir, 'luod.boot1.log'), '');
-  const works = judgeRun(
-    guestRun([
+  const both = guestRun(
+    [
       [0, '7.2.13'],
       [1, '7.3.0-rc7'],
-    ]),
-    dir,
-    verified,
-    from,
-    to,
-    'works',
-    ['16M'],
+    ],
+    {},
+    SELFTEST_LINES,
   );
-  assert.equal(works.outcome, 'works', JSON.stringify(works.checks));
-  assert.ok(works.checks.every((c) => c.ok));
+  const parts = (c: { part?: string }[]) => [...new Set(c.map((x) => x.part))].sort();
 
-  // A memfd that came back short: files lost, and the check says which.
+  const works = judgeRun(both, dir, verified, from, to, 'works', FULL);
+  assert.equal(works.outcome, 'works', JSON.stringify(works.checks.filter((c) => !c.ok)));
+  assert.ok(works.checks.every((c) => c.ok && c.outcome === 'held'));
+  assert.deepEqual(parts(works.checks), ['kernel', 'luod', 'qemu', 'scenarios', 'selftests']);
+  // Every part's checks in both kernels: selftest stage 1 in A and stage 2 in B, each scenario's two stages.
+  const names = works.checks.map((c) => `${c.kernel} ${c.name}`);
+  assert.ok(
+    names.includes('from selftest luo_multi_session stage 1 (preserve, hold) in 7.2.13'),
+    names.join('\n'),
+  );
+  assert.ok(names.includes('to selftest luo_multi_session stage 2 (retrieve, verify, finish) in 7.3.0-rc7'));
+  assert.ok(names.includes('from scenario kexec/simple/before in 7.2.13'));
+  assert.ok(names.includes('to scenario kexec/simple/after in 7.3.0-rc7'));
+  assert.ok(names.some((n) => n.startsWith('to the QEMU VM goes on')));
+
+  // Without the optional parts: only the luod checks (and the kernels).
+  const luodOnly = judgeRun(both, dir, verified, from, to, 'works', { memfds: ['16M'] });
+  assert.deepEqual(parts(luodOnly.checks), ['kernel', 'luod']);
+
+  // A selftest's stage 2 and the VM failing while luod restored and every byte came back:
+  // a failed run (a bug or a behaviour to look at), and only those checks failed.
+  const stage2 = guestRun(
+    both.boots.map((b) => [b.boot, b.release]),
+    {},
+    [
+      ...SELFTEST_LINES.filter((l) => !l.includes('luo_multi_session stage=2')),
+      'LUOKIT-RESULT kind=selftest name=luo_multi_session stage=2 status=1',
+    ],
+  );
+  const failedStage2 = judgeRun(stage2, dir, verified, from, to, 'works', FULL);
+  assert.equal(failedStage2.outcome, 'failed');
+  assert.deepEqual(
+    failedStage2.checks.filter((c) => !c.ok).map((c) => [c.name, c.outcome]),
+    [['selftest luo_multi_session stage 2 (retrieve, verify, finish) in 7.3.0-rc7', 'failed']],
+  );
+
+  // A memfd that came back short: files lost; the checks in B that failed are lost with them.
   const short = { ...verified, vmms: [{ ...verified.vmms[0]!, bytes: 4096 }] };
-  const lost = judgeRun(
-    guestRun([
-      [0, '7.2.13'],
-      [1, '7.3.0-rc7'],
-    ]),
-    dir,
-    short,
-    from,
-    to,
-    'works',
-    ['16M'],
-  );
+  const lost = judgeRun(both, dir, short, from, to, 'works', FULL);
   assert.equal(lost.outcome, 'files-lost');
   assert.match(lost.reason ?? '', /memfd vm-1 \(16M\)/);
+  assert.deepEqual(
+    lost.checks.filter((c) => !c.ok).map((c) => c.outcome),
+    ['lost'],
+  );
 
-  // The next kernel ignored the handover: luod found no luod-internal session.
-  status(null);
+  // The next kernel ignored the handover: luod found no luod-internal session, the VM, the
+  // selftests and the scenarios found nothing: every check in B is lost, none failed.
+  fs.writeFileSync(
+    path.join(dir, 'luod-status.boot1.json'),
+    JSON.stringify({ pending_claims: [], last_update: null }),
+  );
   fs.writeFileSync(
     path.join(dir, 'luod.boot1.log'),
     '{"level":30,"msg":"no live update in progress (no luod-internal session)"}\n',
   );
-  const cold = judgeRun(
-    guestRun([
-      [0, '7.2.13'],
-      [1, '7.3.0-rc7'],
-    ]),
-    dir,
-    kexeced,
-    from,
-    to,
-    'works',
-    ['16M'],
+  fs.writeFileSync(
+    path.join(dir, 'scenarios.boot1.json'),
+    JSON.stringify({
+      results: [
+        {
+          id: 'kexec/simple/after',
+          group: 'kexec/simple',
+          stage: 'after-kexec',
+          status: 'fail',
+          error: 'ENOENT',
+        },
+      ],
+    }),
   );
+  fs.writeFileSync(path.join(dir, 'serial.boot1.txt'), counterLines(0, 5, true));
+  const coldRun = guestRun(
+    both.boots.map((b) => [b.boot, b.release]),
+    {},
+    [
+      ...SELFTEST_LINES.filter((l) => !/stage=2|QEMU-EXIT/.test(l)),
+      ...KEXEC_TESTS.map((t) => `LUOKIT-RESULT kind=selftest name=${t} stage=2 status=1`),
+      'LUOKIT-QEMU-EXIT boot=1 status=0',
+    ],
+  );
+  const cold = judgeRun(coldRun, dir, kexeced, from, to, 'works', FULL);
   assert.equal(cold.outcome, 'cold-boot');
   assert.match(cold.reason ?? '', /no update restored/);
+  const inB = cold.checks.filter((c) => c.kernel === 'to' && !c.ok);
+  assert.ok(inB.length >= 6, JSON.stringify(inB));
+  assert.deepEqual([...new Set(inB.map((c) => c.outcome))], ['lost']);
+  assert.deepEqual(parts(inB), ['luod', 'qemu', 'scenarios', 'selftests']);
+  assert.ok(cold.checks.filter((c) => c.kernel === 'from').every((c) => c.outcome === 'held'));
 
-  // A panic after luod's kexec, before the next /init.
-  const panicked = guestRun([[0, '7.2.13']], {
-    outcome: 'failed',
-    reason: 'after kexec: the next kernel started but did not reach /init',
-    panic: 'Kernel panic - not syncing: luo: bad data',
-  });
-  const panic = judgeRun(panicked, dir, kexeced, from, to, 'works', ['16M']);
+  // A panic after luod's kexec, before the next /init: every check in B lost, listed all the same.
+  const panicked = guestRun(
+    [[0, '7.2.13']],
+    {
+      outcome: 'failed',
+      reason: 'after kexec: the next kernel started but did not reach /init',
+      panic: 'Kernel panic - not syncing: luo: bad data',
+    },
+    SELFTEST_LINES.filter((l) => !/stage=2|QEMU-EXIT/.test(l)),
+  );
+  const panic = judgeRun(panicked, dir, kexeced, from, to, 'works', FULL);
   assert.equal(panic.outcome, 'panic');
   assert.match(panic.reason ?? '', /reaches \/init/);
+  const panicB = panic.checks.filter((c) => c.kernel === 'to');
+  assert.equal(panicB.length, works.checks.filter((c) => c.kernel === 'to').length);
+  assert.ok(panicB.every((c) => c.outcome === 'lost'));
 
-  // The same panic before any kexec is a failed run, not the next kernel's panic.
-  assert.equal(judgeRun(panicked, dir, { luod: {}, vmms: [] }, from, to, 'works', ['16M']).outcome, 'failed');
+  // The same panic before any kexec is a failed run, not the next kernel's panic: B never ran.
+  const early = judgeRun(panicked, dir, { luod: {}, vmms: [] }, from, to, 'works', FULL);
+  assert.equal(early.outcome, 'failed');
+  assert.ok(early.checks.filter((c) => c.kernel === 'to').every((c) => c.outcome === 'not-run'));
+  // A failure in A before `luoctl load` (the VM never ran): the load's check never ran either.
+  fs.rmSync(path.join(dir, 'load.json'));
+  const noLoad = judgeRun(panicked, dir, { luod: {}, vmms: [] }, from, to, 'works', FULL);
+  assert.equal(noLoad.checks.find((c) => c.name.startsWith('luoctl load'))?.outcome, 'not-run');
+  assert.equal(noLoad.checks.find((c) => c.name.startsWith('luod kexecs'))?.outcome, 'failed');
+
+  // The scenario program died in A: boot 0 stopped there; its check failed, what came after never ran.
+  fs.rmSync(path.join(dir, 'scenarios.boot0.json'));
+  const died = guestRun([[0, '7.2.13']], { outcome: 'ok', exitStatus: 1 }, [
+    ...SELFTEST_LINES.filter((l) => !/stage=2|QEMU-EXIT|qemu-running/.test(l)),
+    'LUOKIT-QUALIFY-FAILED boot=0 part=scenarios reason=the scenario program exited (see scenarios.boot0.log)',
+  ]);
+  died.markers.shift(); // no 'subscribed': luod never started
+  const stopped = judgeRun(died, dir, { luod: {}, vmms: [] }, from, to, 'works', FULL);
+  assert.equal(stopped.outcome, 'failed');
+  assert.match(stopped.reason ?? '', /before-kexec stages ran: the scenario program exited/);
+  assert.deepEqual(
+    stopped.checks.filter((c) => c.outcome === 'failed').map((c) => c.part),
+    ['scenarios'],
+  );
+  assert.ok(
+    stopped.checks
+      .filter((c) => c.kernel === 'to' || c.part === 'luod' || c.part === 'qemu')
+      .every((c) => c.outcome === 'not-run'),
+    JSON.stringify(stopped.checks.filter((c) => c.outcome !== 'not-run' && c.outcome !== 'held')),
+  );
+
+  // A guest that could not run (no 9p in A, say): cannot-boot with what is missing, and every
+  // check listed as not run, none failed.
+  const infra = guestRun([], {
+    outcome: 'infra',
+    reason: "guest setup: boot 0: cannot mount the host's / (9p tag host)",
+  });
+  const none = cannotBoot(
+    judgeRun(infra, dir, { luod: {}, vmms: [] }, from, to, 'works', FULL).checks,
+    infra.reason,
+  );
+  assert.equal(none.outcome, 'cannot-boot');
+  assert.match(none.reason, /9p tag host/);
+  assert.ok(none.checks.length >= works.checks.length - 17, `${none.checks.length} checks`);
+  assert.ok(
+    none.checks.every((c) => !c.ok && c.outcome === 'not-run' && /not run: .*9p/.test(c.detail ?? '')),
+  );
+});
+
+test('a record of the full workload: parses, renders every check with its outcome, and the policy reads it', () => {
+  const dir = path.join(tmp, 'full-workload');
+  const at = '2026-12-06T18:00:00.000Z';
+  const base = record('7.2.13', '7.3.0-rc7', 'fail', at);
+  const full: QualificationRecord = {
+    ...base,
+    outcome: 'cold-boot',
+    agrees_with_gate: false,
+    checks: [
+      {
+        name: 'selftest luo_kexec_simple stage 1',
+        ok: true,
+        part: 'selftests',
+        kernel: 'from',
+        outcome: 'held',
+      },
+      {
+        name: 'selftest luo_kexec_simple stage 2',
+        ok: false,
+        part: 'selftests',
+        kernel: 'to',
+        outcome: 'lost',
+        detail: 'exit 1',
+      },
+      { name: 'scenario kexec/simple/after', ok: false, part: 'scenarios', kernel: 'to', outcome: 'lost' },
+      { name: 'the QEMU VM goes on', ok: false, part: 'qemu', kernel: 'to', outcome: 'lost' },
+      { name: 'luod restores', ok: false, part: 'luod', kernel: 'to', outcome: 'lost' },
+    ],
+    workload: {
+      description: 'the standard workload',
+      memfds: ['16M', '32M'],
+      parts: ['kernel', 'selftests', 'scenarios', 'luod', 'qemu'],
+      selftests: { dir: '/st', kexec_tests: ['luo_kexec_simple'] },
+      scenarios: { program: '/s.mjs', count: 34 },
+      qemu: { vms: 1, ram: '32M' },
+    },
+    blackout: { total_ms: 1, qemu_guest_pause_ms: 900 },
+  };
+  writeQualification(dir, full);
+  const back = readQualifications(dir);
+  assert.deepEqual(back.unreadable, []);
+  assert.deepEqual(back.records[0]!.record, full);
+  const page = qualificationHtml(full);
+  assert.equal((page.match(/data-outcome="lost"/g) ?? []).length, 4);
+  assert.equal((page.match(/data-outcome="held"/g) ?? []).length, 1);
+  assert.match(page, /data-part="qemu"/);
+  const lookup = lookupQualification(dir, { release: '7.2.13' }, { release: '7.3.0-rc7', sha256: SHA_B });
+  assert.equal(lookup.qualified, false);
+  assert.match(lookup.sentence, /failed its qualification .*cold-boot/);
+  // A partial workload says so on the page.
+  const partial = qualificationHtml({
+    ...full,
+    workload: { ...full.workload, omitted: [{ part: 'qemu', why: 'left out by --without qemu' }] },
+  });
+  assert.match(partial, /data-omitted="qemu"/);
+  // A record of an older luokit (checks without outcome or part) still reads, and renders.
+  assert.match(qualificationHtml(record('7.2.13', '7.2.13', 'pass', at)), /data-outcome="held"/);
+});
+
+test('luoctl qualify: the standard workload needs every part, or leaving one out by name', () => {
+  assert.throws(
+    () => workloadParts({}),
+    (err: NodeJS.ErrnoException) =>
+      err.code === 'EINVAL' && /--selftests DIR.*--without selftests/.test(err.message),
+  );
+  assert.throws(
+    () => workloadParts({ selftests: '/st' }),
+    (err: NodeJS.ErrnoException) => err.code === 'EINVAL' && /--scenarios FILE/.test(err.message),
+  );
+  assert.throws(
+    () => workloadParts({ selftests: '/st', scenarios: '/s', without: 'selftests' }),
+    (err: NodeJS.ErrnoException) => err.code === 'EINVAL' && /contradict/.test(err.message),
+  );
+  assert.throws(
+    () => workloadParts({ without: 'luod' }),
+    (err: NodeJS.ErrnoException) => err.code === 'EINVAL',
+  );
+  assert.deepEqual(workloadParts({ selftests: '/st', scenarios: '/s' }), {
+    selftests: '/st',
+    scenarios: '/s',
+    qemu: true,
+    omitted: [],
+  });
+  assert.deepEqual(workloadParts({ without: 'selftests,scenarios,qemu' }), {
+    qemu: false,
+    omitted: [
+      { part: 'selftests', why: 'left out by --without selftests' },
+      { part: 'scenarios', why: 'left out by --without scenarios' },
+      { part: 'qemu', why: 'left out by --without qemu' },
+    ],
+  });
 });
 
 test('the gate on an image it cannot read: unknown, with the reason, never a guess', async () => {
@@ -443,8 +687,16 @@ test('luoctl qualify without --from and --to (nor --emulated): EINVAL, in JSON t
     path.join(tmp, 'nope'),
     '--dir',
     tmp,
+    '--without',
+    'selftests,scenarios,qemu',
     '--json',
   );
   assert.equal(missing.status, 1);
   assert.equal(JSON.parse(missing.stdout).error.code, 'ENOENT');
+  // The standard workload's inputs are asked for before anything runs.
+  const noSelftests = luoctl('qualify', '--from', '/x', '--to', '/y', '--dir', tmp, '--json');
+  assert.equal(noSelftests.status, 1);
+  const error = JSON.parse(noSelftests.stdout).error;
+  assert.equal(error.code, 'EINVAL');
+  assert.match(error.message, /--selftests DIR/);
 });

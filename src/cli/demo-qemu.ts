@@ -12,11 +12,11 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { statePaths, stopEmulator } from '../kernel/emu/index.js';
-import { counterGuest, counterGuestArgs } from '../qemu/counter-guest.js';
-import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../qemu/counter-serial.js';
 import { blackoutOf, type UpdateRecord, vmBlackoutMs } from '../record/format.js';
 import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
+import { counterGuest, counterGuestArgs } from '../vm/counter-guest.js';
+import { continuityProblem, guestPauseMs, parseSerial, secondEdges } from '../vm/counter-serial.js';
 import {
   cleanupOnSignal,
   closedRecord,

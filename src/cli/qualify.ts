@@ -132,13 +132,22 @@ export function renderQualification(record: QualificationRecord, file: string): 
     `${record.from.release} -> ${record.to.release}: ${record.result.toUpperCase()} (${record.outcome}; the gate predicted ${record.gate.outcome}${record.agrees_with_gate === false ? ': DISAGREES' : ''})`,
   ];
   if (record.reason) lines.push(`  ${record.reason}`);
+  if (record.workload.omitted?.length)
+    lines.push(
+      `  PARTIAL workload: ${record.workload.omitted.map((o) => `${o.part} (${o.why})`).join(', ')}`,
+    );
+  const label: Record<string, string> = { held: 'ok  ', failed: 'FAIL', lost: 'LOST', 'not-run': 'NRUN' };
   for (const c of record.checks)
-    lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail && !c.ok ? ` (${c.detail})` : ''}`);
+    lines.push(
+      `  ${label[c.outcome ?? (c.ok ? 'held' : 'failed')]} ${c.name}${c.detail && !c.ok ? ` (${c.detail})` : ''}`,
+    );
   const b = record.blackout;
   if (b.total_ms !== undefined)
     lines.push(
       `  blackout ${b.total_ms} ms (update start -> every byte verified; kexec -> /init ${b.kexec_to_init_ms ?? '?'} ms), host clock under QEMU TCG`,
     );
+  if (b.qemu_guest_pause_ms !== undefined)
+    lines.push(`  the QEMU VM's pause by its own clocks: ${b.qemu_guest_pause_ms} ms`);
   lines.push(`record: ${file}`);
   if (record.run_dir) lines.push(`console and outputs: ${record.run_dir}`);
   return lines.join('\n');
@@ -158,6 +167,18 @@ export const register: RegisterCommand = (program) => {
       DEFAULT_QUALIFIED_DIR,
     )
     .option('--html <file>', 'also write the record as an HTML page')
+    .option(
+      '--selftests <dir>',
+      "the kernel's LUO selftests, statically linked (tools/testing/selftests/liveupdate: liveupdate and the kexec tests)",
+    )
+    .option(
+      '--scenarios <file>',
+      "the scenario suite's guest program (one JavaScript file; the bench bundles test/vm/guest-scenarios.ts)",
+    )
+    .option(
+      '--without <parts>',
+      'leave parts of the workload out, comma-separated: selftests, scenarios, qemu (recorded in the record)',
+    )
     .option('--timeout-scale <n>', 'multiply the guest timeout (10 minutes) on slow machines', '1')
     .option('--emulated', "every pair of the emulated kernel's versions, checked against the gate")
     .action(
@@ -169,6 +190,9 @@ export const register: RegisterCommand = (program) => {
           dir: string;
           html?: string;
           timeoutScale: string;
+          selftests?: string;
+          scenarios?: string;
+          without?: string;
         }>();
         if (opts.emulated) return emulatedCommand(out);
         if (!opts.from || !opts.to) {
@@ -180,8 +204,10 @@ export const register: RegisterCommand = (program) => {
         const scale = Number(opts.timeoutScale);
         if (!(scale > 0))
           throw new CodedError('EINVAL', `--timeout-scale ${opts.timeoutScale}: a positive number`);
+        const parts = workloadParts(opts);
         const { qualifyPair } = await import('../qualify/real.js');
         const { record, file } = await qualifyPair({
+          ...parts,
           from: opts.from,
           to: opts.to,
           dir: path.resolve(opts.dir),
@@ -204,6 +230,49 @@ export const register: RegisterCommand = (program) => {
       }),
     );
 };
+
+const OPTIONAL_PARTS = ['selftests', 'scenarios', 'qemu'] as const;
+
+/**
+ * The standard workload has every part; a part whose input is not given is an error, unless
+ * it is left out by name (--without), which the record then says: a qualification never
+ * runs less than the standard workload silently.
+ */
+export function workloadParts(opts: { selftests?: string; scenarios?: string; without?: string }): {
+  selftests?: string;
+  scenarios?: string;
+  qemu: boolean;
+  omitted: { part: (typeof OPTIONAL_PARTS)[number]; why: string }[];
+} {
+  const without = new Set((opts.without ?? '').split(',').filter((p) => p !== ''));
+  for (const p of without)
+    if (!(OPTIONAL_PARTS as readonly string[]).includes(p))
+      throw new CodedError(
+        'EINVAL',
+        `--without ${p}: the parts that can be left out are ${OPTIONAL_PARTS.join(', ')}`,
+      );
+  for (const [part, given] of [
+    ['selftests', opts.selftests],
+    ['scenarios', opts.scenarios],
+  ] as const) {
+    if (given !== undefined && without.has(part))
+      throw new CodedError('EINVAL', `--${part} and --without ${part} contradict each other`);
+    if (given === undefined && !without.has(part))
+      throw new CodedError(
+        'EINVAL',
+        `the standard workload runs the ${part === 'selftests' ? "kernel's kexec selftests: give --selftests DIR" : "scenario suite's two-stage scenarios: give --scenarios FILE"} (or leave them out: --without ${part})`,
+      );
+  }
+  return {
+    ...(opts.selftests !== undefined && { selftests: opts.selftests }),
+    ...(opts.scenarios !== undefined && { scenarios: opts.scenarios }),
+    qemu: !without.has('qemu'),
+    omitted: OPTIONAL_PARTS.filter((p) => without.has(p)).map((part) => ({
+      part,
+      why: `left out by --without ${part}`,
+    })),
+  };
+}
 
 async function emulatedCommand(out: Output): Promise<ExitCode> {
   const pairs = await qualifyEmulated();

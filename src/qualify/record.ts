@@ -30,10 +30,28 @@ export const QualifiedKernel = z.object({
 });
 export type QualifiedKernel = z.infer<typeof QualifiedKernel>;
 
+/** The parts of the workload (docs/qualify.md): which one a check belongs to. */
+export const WorkloadPart = z.enum(['kernel', 'selftests', 'scenarios', 'luod', 'qemu']);
+export type WorkloadPart = z.infer<typeof WorkloadPart>;
+
+/**
+ * What became of one check: `held`; `failed` (it did not, and the handover is not what was
+ * lost: a bug or a behaviour to look at); `lost` (it did not because the pair lost the
+ * handover: the record's outcome, cold-boot, panic or files-lost, says how); `not-run` (the
+ * run ended before it, or the guest could not run).
+ */
+export const CheckOutcome = z.enum(['held', 'failed', 'lost', 'not-run']);
+export type CheckOutcome = z.infer<typeof CheckOutcome>;
+
 export const QualificationCheck = z.object({
   name: z.string(),
   ok: z.boolean(),
   detail: z.string().optional(),
+  /** Absent in records of luokit before the full workload (only the luod part then). */
+  part: WorkloadPart.optional(),
+  /** Where it ran: `from` (kernel A, before the kexec) or `to` (kernel B, after it). */
+  kernel: z.enum(['from', 'to']).optional(),
+  outcome: CheckOutcome.optional(),
 });
 export type QualificationCheck = z.infer<typeof QualificationCheck>;
 
@@ -71,6 +89,15 @@ export const QualificationRecord = z.object({
   workload: z.object({
     description: z.string(),
     memfds: z.array(z.string()),
+    /** The parts that ran, and those left out on purpose with why (`--without`). */
+    parts: z.array(WorkloadPart).optional(),
+    omitted: z.array(z.object({ part: WorkloadPart, why: z.string() })).optional(),
+    /** The kernel's kexec selftests run (stage 1 in A, stage 2 in B), and where their binaries were. */
+    selftests: z.object({ dir: z.string(), kexec_tests: z.array(z.string()) }).optional(),
+    /** The scenario program and how many two-stage scenarios it ran. */
+    scenarios: z.object({ program: z.string(), count: z.number() }).optional(),
+    /** The QEMU VM through luo-qemu: its RAM. */
+    qemu: z.object({ vms: z.number(), ram: z.string() }).optional(),
   }),
   guest: z.object({
     qemu: z.array(z.string()),

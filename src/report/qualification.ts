@@ -19,11 +19,14 @@ export function qualificationHtml(record: QualificationRecord): string {
   const verdictClass =
     record.result === 'pass' ? 'completed' : record.result === 'fail' ? 'failed' : 'aborted';
   const checks = record.checks
-    .map(
-      (c) =>
-        `<tr data-check="${escapeHtml(c.name)}" data-ok="${c.ok}"><td class="${c.ok ? '' : 'fail'}">${c.ok ? 'ok' : 'FAIL'}</td><td>${escapeHtml(c.name)}</td><td>${escapeHtml(c.detail ?? '')}</td></tr>`,
-    )
+    .map((c) => {
+      const outcome = c.outcome ?? (c.ok ? 'held' : 'failed');
+      const where =
+        c.kernel === undefined ? '' : c.kernel === 'from' ? record.from.release : record.to.release;
+      return `<tr data-check="${escapeHtml(c.name)}" data-ok="${c.ok}" data-outcome="${outcome}"${c.part ? ` data-part="${c.part}"` : ''}><td class="${c.ok ? '' : 'fail'}">${outcome === 'held' ? 'ok' : escapeHtml(outcome)}</td><td>${escapeHtml(c.part ?? '')}</td><td>${escapeHtml(where)}</td><td>${escapeHtml(c.name)}</td><td>${escapeHtml(c.detail ?? '')}</td></tr>`;
+    })
     .join('\n');
+  const omitted = record.workload.omitted ?? [];
   const blackout = Object.entries(record.blackout)
     .map(([k, v]) => `<tr><td>${escapeHtml(k.replace(/_ms$/, ''))}</td><td class="num">${v} ms</td></tr>`)
     .join('');
@@ -43,13 +46,15 @@ ${kernelRow('from', record.from)}
 ${kernelRow('to', record.to)}
 </table>
 <h2>Checks</h2>
-<table><tr><th></th><th>check</th><th>detail</th></tr>
-${checks || '<tr><td colspan="3">none ran</td></tr>'}
+<p>ok: held; failed: did not hold; lost: lost with the handover (the outcome says how); not-run: the run ended before it.</p>
+<table><tr><th></th><th>part</th><th>kernel</th><th>check</th><th>detail</th></tr>
+${checks || '<tr><td colspan="5">none ran</td></tr>'}
 </table>
 <h2>Blackout (host clock, QEMU TCG)</h2>
 ${blackout ? `<table>${blackout}</table>` : '<p>not measured (the update did not get that far)</p>'}
 <h2>Workload and guest</h2>
 <p>${escapeHtml(record.workload.description)}; memfds ${escapeHtml(record.workload.memfds.join(' + '))}.</p>
+${omitted.length ? `<p class="fail" data-omitted="${omitted.map((o) => o.part).join(',')}">partial workload: ${escapeHtml(omitted.map((o) => `${o.part} (${o.why})`).join(', '))}</p>` : ''}
 <pre>${escapeHtml(record.guest.qemu.join(' '))}</pre>
 `,
   );

@@ -11,7 +11,7 @@ export function readIf(file: string): string {
   return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
 }
 
-/** Lines of luod's pino logs at level error (50) or fatal (60): any is a failure of the run. */
+/** Lines of a pino log (luod's, luo-qemu's) at level error (50) or fatal (60): any is a failure of the run. */
 export function luodErrors(log: string): string[] {
   const errors: string[] = [];
   for (const line of log.split('\n')) {
@@ -48,4 +48,19 @@ export function restoredProblems(dir: string): string[] {
   } catch {
     return ['luoctl status --json in boot 1 gave no JSON (luod-status.boot1.json)'];
   }
+}
+
+/** The entries of a JSON-lines log (luo-qemu's) with this `event`. */
+export function logEvents(log: string, event: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      if (entry.event === event) out.push(entry);
+    } catch {
+      // not a log line
+    }
+  }
+  return out;
 }

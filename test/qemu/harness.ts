@@ -4,7 +4,7 @@
  */
 import { after } from 'node:test';
 import { LuoClient } from '../../src/client/index.js';
-import { secondEdges } from '../../src/qemu/counter-serial.js';
+import { secondEdges } from '../../src/vm/counter-serial.js';
 import type { HolderHost } from '../crash/hosts.js';
 import { waitSubscribed } from '../crash/vms.js';
 import { waitUntil } from '../support/wait.js';

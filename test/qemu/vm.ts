@@ -6,8 +6,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { counterGuest, counterGuestArgs } from '../../src/qemu/counter-guest.js';
-import { type GuestLine, parseSerial } from '../../src/qemu/counter-serial.js';
+import { counterGuest, counterGuestArgs } from '../../src/vm/counter-guest.js';
+import { type GuestLine, parseSerial } from '../../src/vm/counter-serial.js';
 import { ROOT } from '../support/luod.js';
 
 /** The bin, as users run it (its bundle). */

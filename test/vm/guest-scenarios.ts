@@ -13,6 +13,12 @@
  *
  * Environment: LUOKIT_BOOT, LUOKIT_OUT, LUOKIT_KERNELS (for the kexec), optional
  * LUOKIT_SCENARIO_IDS (comma-separated ids or groups: run only those).
+ *
+ * LUOKIT_SCENARIO_MODE=qualify (`luoctl qualify`'s workload, vm/guest/qualify.sh): only the
+ * two-stage scenarios (every group with a before-kexec and an after-kexec stage and nothing
+ * after a second kexec); boot 0 runs their before-kexec stages and then keeps holding what
+ * they hold until the kernel goes away, without kexecing itself (luod does, for everything
+ * at once); boot 1 runs their after-kexec stages and exits.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -97,12 +103,33 @@ function oneLine(text: string): string {
   return text.replace(/\s+/g, ' ').slice(0, 300);
 }
 
+/** The groups of exactly two stages (before-kexec, after-kexec): what one kexec proves. */
+export function twoStageGroups(): Set<string> {
+  const stagesOf = new Map<string, Set<Stage>>();
+  for (const s of selectScenarios()) {
+    const group = s.group ?? s.id;
+    if (!stagesOf.has(group)) stagesOf.set(group, new Set());
+    stagesOf.get(group)!.add(s.stage ?? 'single');
+  }
+  return new Set(
+    [...stagesOf]
+      .filter(([, st]) => st.size === 2 && st.has('before-kexec') && st.has('after-kexec'))
+      .map(([group]) => group),
+  );
+}
+
 async function main(): Promise<number> {
   const boot = Number(process.env.LUOKIT_BOOT ?? '0');
   const out = process.env.LUOKIT_OUT;
   if (!out) throw new Error('LUOKIT_OUT is not set');
+  const qualify = process.env.LUOKIT_SCENARIO_MODE === 'qualify';
   const ids = process.env.LUOKIT_SCENARIO_IDS?.split(',').filter((s) => s !== '');
-  const filter: ScenarioFilter = ids && ids.length > 0 ? { ids } : {};
+  const groups = qualify ? twoStageGroups() : undefined;
+  const filter: ScenarioFilter = groups
+    ? { ids: (s) => groups.has(s.group ?? s.id) }
+    : ids && ids.length > 0
+      ? { ids }
+      : {};
 
   const stages: Stage[] = STAGES.filter((stage) => STAGE_BOOT[stage] === boot);
   const lastBoot = Math.max(0, ...selectScenarios(filter).map((s) => STAGE_BOOT[s.stage ?? 'single']));
@@ -132,6 +159,11 @@ async function main(): Promise<number> {
   if (boot >= lastBoot) {
     host.holder.release();
     return 0;
+  }
+  if (qualify) {
+    // Hold until the kernel goes away under luod's kexec (or the job stops this process).
+    console.log(`LUOKIT-SCENARIOS-HOLDING boot=${boot} held=${host.holder.count}`);
+    await new Promise(() => setInterval(() => {}, 1 << 30));
   }
   // This process keeps holding the sessions while kexec-next.sh replaces the kernel under it.
   // It returns only when the kexec failed (it printed LUOKIT-KEXEC-FAILED): a test failure.

@@ -17,14 +17,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { counterGuest } from '../../src/qemu/counter-guest.js';
+import { counterGuest } from '../../src/vm/counter-guest.js';
 import {
   BANNER,
   continuityProblem,
   type GuestLine,
   guestPause,
   parseSerial,
-} from '../../src/qemu/counter-serial.js';
+} from '../../src/vm/counter-serial.js';
 import { luodErrors, restoredProblems } from '../../src/vm/luod-job.js';
 import { CLOCK, collectMarks, parseConsoleLog } from './blackout.js';
 import { writeBlackoutFiles } from './blackout-file.js';

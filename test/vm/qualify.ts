@@ -6,8 +6,12 @@
  *  - the command's exit status agrees with the record (0 pass, 1 fail, 3 not run);
  *  - the record is a valid `luokit.qualification/1` (read back with the schema), names both
  *    kernels as kernel-info reads them, and its outcome is what the gate predicted;
- *  - the pair passes (every check held: luod, the memfd sessions, the kexec, the restore,
- *    every byte), and the HTML page shows the same verdict;
+ *  - the standard workload ran (`--selftests`: the kernel's kexec selftests of the first
+ *    kernel's source; `--scenarios`: the scenario suite's guest program; luod with VMMs; a
+ *    QEMU VM through luo-qemu), every part with checks in both kernels, nothing omitted;
+ *  - the pair passes (every check held: each selftest's two stages, each scenario's two
+ *    stages, luod, the memfd sessions, the QEMU VM, the one kexec, the restore, every
+ *    byte), and the HTML page shows the same verdict;
  *  - `luod --require-qualified DIR` would let the pair through (qualify/policy.ts on DIR).
  * The next kernel's KHO and LUO lines (handover.boot1.txt) go into the check's detail: the
  * evidence of what the real kernels did with the handover.
@@ -22,15 +26,30 @@ import { type BenchContext, guestPrograms, type UpdatePair } from './update.js';
 /** The pairs the issue asks for: same version, upgrade, downgrade. */
 export const QUALIFY_PAIRS = '7.2,7.2;7.2,7.3;7.3,7.2';
 
-export async function qualifications(ctx: BenchContext, pairs: readonly UpdatePair[]): Promise<void> {
+/** A pair, and the kernel's selftests of its first kernel's source (static: `luoctl qualify --selftests`). */
+export interface QualifyPair extends UpdatePair {
+  selftests: string;
+}
+
+/** `scenarios`: the scenario suite's guest program, bundled (`luoctl qualify --scenarios`). */
+export async function qualifications(
+  ctx: BenchContext,
+  pairs: readonly QualifyPair[],
+  scenarios: string,
+): Promise<void> {
   // The guest runs the installed luokit (dist/): the bench's own build, rebuilt only if stale.
   await guestPrograms(ctx);
   const dir = path.join(ctx.out, 'qualified');
   fs.rmSync(dir, { recursive: true, force: true });
-  for (const pair of pairs) await qualifyOne(ctx, pair, dir);
+  for (const pair of pairs) await qualifyOne(ctx, pair, dir, scenarios);
 }
 
-async function qualifyOne(ctx: BenchContext, pair: UpdatePair, dir: string): Promise<void> {
+async function qualifyOne(
+  ctx: BenchContext,
+  pair: QualifyPair,
+  dir: string,
+  scenarios: string,
+): Promise<void> {
   const [from, to] = [pair.kernels[0]!, pair.kernels[1] ?? pair.kernels[0]!];
   const html = path.join(dir, `${pair.runLabel}.html`);
   fs.mkdirSync(dir, { recursive: true });
@@ -51,6 +70,10 @@ async function qualifyOne(ctx: BenchContext, pair: UpdatePair, dir: string): Pro
       dir,
       '--html',
       html,
+      '--selftests',
+      pair.selftests,
+      '--scenarios',
+      scenarios,
       '--json',
       '--timeout-scale',
       String(ctx.timeoutScale),
@@ -113,11 +136,32 @@ async function qualifyOne(ctx: BenchContext, pair: UpdatePair, dir: string): Pro
     record.agrees_with_gate ? 'pass' : 'fail',
     `outcome ${record.outcome}; ${evidence}`,
   );
+  // The whole standard workload ran, every part in both kernels, and every check held.
+  const perPart = (['kernel', 'selftests', 'scenarios', 'luod', 'qemu'] as const).map((part) => {
+    const of = record.checks.filter((c) => c.part === part);
+    const inA = of.filter((c) => c.kernel === 'from').length;
+    const inB = of.filter((c) => c.kernel === 'to').length;
+    ctx.timings[`qualify ${pair.label}: ${part} checks (A + B)`] = `${inA} + ${inB}`;
+    return { part, inA, inB };
+  });
+  const missing = perPart.filter((p) => p.inA === 0 || p.inB === 0).map((p) => p.part);
+  ctx.check(
+    name('the standard workload: every part has checks in both kernels, nothing omitted'),
+    missing.length === 0 && (record.workload.omitted ?? []).length === 0 ? 'pass' : 'fail',
+    missing.length ? `no checks in one kernel for ${missing.join(', ')}` : undefined,
+  );
   const failed = record.checks.filter((c) => !c.ok);
   ctx.check(
-    name(`qualified: ${record.checks.length} checks held (luod, memfd sessions, kexec, restore, every byte)`),
-    record.result === 'pass' && failed.length === 0 && record.checks.length > 0 ? 'pass' : 'fail',
-    failed.map((c) => `${c.name}: ${c.detail ?? ''}`).join('; ') || record.reason,
+    name(
+      `qualified: ${record.checks.length} checks held (selftests, scenarios, luod and memfds, QEMU VM; one kexec)`,
+    ),
+    record.result === 'pass' &&
+      failed.length === 0 &&
+      record.checks.length > 0 &&
+      record.checks.every((c) => c.outcome === 'held')
+      ? 'pass'
+      : 'fail',
+    failed.map((c) => `${c.name} [${c.outcome}]: ${c.detail ?? ''}`).join('; ') || record.reason,
   );
   const page = fs.existsSync(html) ? fs.readFileSync(html, 'utf8') : '';
   ctx.check(

@@ -24,7 +24,9 @@
  *      a real kexec) and on the emulated kernel, traces compared line by line (test/vm/difffuzz.ts);
  *      on 7.2 and on 7.3 unless --kernels (or $LUOKIT_VM_KERNELS) says which;
  *   8. qualification: the real `luoctl qualify --from A --to B` on 7.2 -> 7.2, 7.2 -> 7.3 and
- *      7.3 -> 7.2 (or the --update-kernels pairs), its records and pages checked (test/vm/qualify.ts).
+ *      7.3 -> 7.2 (or the --update-kernels pairs) with the standard workload (the kexec
+ *      selftests, the two-stage scenarios, luod with VMMs, a QEMU VM through luo-qemu, all
+ *      across one kexec), its records and pages checked (test/vm/qualify.ts).
  *
  * Prints a summary whose last line is `N passed, N failed`. Exit status: 0 all passed;
  * 1 something failed; 3 infrastructure (a package, QEMU or the kernel build missing or
@@ -68,7 +70,7 @@ import { jitSampler } from './jit-stats.js';
 import { kernelInfoChecks } from './kernel-info.js';
 import { compareResults, formatParity, type ParityReport } from './parity.js';
 import { qemuUpdates } from './qemu-update.js';
-import { QUALIFY_PAIRS, qualifications } from './qualify.js';
+import { QUALIFY_PAIRS, type QualifyPair, qualifications } from './qualify.js';
 import { KEXEC_SELFTESTS, tapResults } from './selftests.js';
 import {
   type BenchContext,
@@ -370,10 +372,15 @@ async function selftests(
  * Falls back to tsx when esbuild is not there.
  */
 async function guestProgram(entry = 'test/vm/guest-scenarios.ts', bundle = 'scenarios.mjs'): Promise<string> {
+  const outfile = await bundleGuestProgram(entry, bundle);
+  return outfile === undefined ? `exec node --import tsx ${entry}` : `exec node ${shellQuote(outfile)}`;
+}
+
+/** The guest program bundled into build/vm/guest/BUNDLE, or undefined when esbuild is not there or failed. */
+async function bundleGuestProgram(entry: string, bundle: string): Promise<string | undefined> {
   const esbuild = path.join(ROOT, 'node_modules/.bin/esbuild');
   const outfile = path.join(OUT, 'guest', bundle);
-  const fallback = `exec node --import tsx ${entry}`;
-  if (!fs.existsSync(esbuild)) return fallback;
+  if (!fs.existsSync(esbuild)) return undefined;
   const r = await run(
     esbuild,
     [
@@ -392,9 +399,9 @@ async function guestProgram(entry = 'test/vm/guest-scenarios.ts', bundle = 'scen
   );
   if (r.status !== 0 || !fs.existsSync(outfile)) {
     log(`esbuild failed (exit ${r.status}); the guest runs the TypeScript through tsx instead (slower)`);
-    return fallback;
+    return undefined;
   }
-  return `exec node ${shellQuote(outfile)}`;
+  return outfile;
 }
 
 async function realScenarios(
@@ -760,13 +767,23 @@ async function main(): Promise<number> {
       }
       // luoctl qualify on the upgrade, the same version and the downgrade, unless told which pairs.
       if (only.has('qualify')) {
-        const qualifyPairs: UpdatePair[] = [];
+        const qualifyPairs: QualifyPair[] = [];
         for (const pair of parseUpdatePairs(values['update-kernels'] ?? kernelsGiven ?? QUALIFY_PAIRS)) {
           const images: string[] = [];
           for (const v of pair) images.push(await kernel(v));
-          qualifyPairs.push({ kernels: images, label: kernelLabel(pair), runLabel: runLabel(pair) });
+          // The selftests of the first kernel's source (its userspace runs both stages).
+          const selftests = await selftestBinaries(pair[0]!.includes('/') ? '7.2' : pair[0]!);
+          qualifyPairs.push({
+            kernels: images,
+            label: kernelLabel(pair),
+            runLabel: runLabel(pair),
+            selftests,
+          });
         }
-        await qualifications(benchContext(), qualifyPairs);
+        // The scenario suite's guest program (luoctl qualify --scenarios): plain Node in the guest.
+        const scenarios = await bundleGuestProgram('test/vm/guest-scenarios.ts', 'scenarios.mjs');
+        if (scenarios === undefined) throw new InfraError('the scenario program did not bundle (esbuild)');
+        await qualifications(benchContext(), qualifyPairs, scenarios);
       }
     }
   } catch (err) {

@@ -1,12 +1,7 @@
 /** The kernel's LUO selftests as the bench runs them (vm/guest/selftests.sh) and reads their output. */
 
-/** The kexec tests: stage 1 in one kernel, stage 2 in the next (all stage 1s share one kexec). */
-export const KEXEC_SELFTESTS = [
-  'luo_kexec_simple',
-  'luo_multi_session',
-  'luo_stress_sessions',
-  'luo_stress_files',
-];
+/** The kexec tests: stage 1 in one kernel, stage 2 in the next (all stage 1s share one kexec); `luoctl qualify` runs the same. */
+export { KEXEC_SELFTESTS } from '../../src/qualify/real.js';
 
 export interface TapResult {
   name: string;

@@ -20,9 +20,9 @@
 # carries only markers (it is a 115200-baud serial line).
 # Environment: LUOKIT_GUEST_BIN (dist/: the bins of luod, luoctl, the example VMM), LUOKIT_SIZES (64M,128M,...),
 # LUOKIT_SHMEM_THP (optional), LUOKIT_KERNELS, LUOKIT_BOOT, LUOKIT_OUT.
-# `luoctl qualify` (src/qualify/real.ts) runs this job too, on the installed luokit
-# (LUOKIT_GUEST_BIN its dist/), and LUOKIT_LOAD_FORCE=1 loads the next kernel whatever the gate says (a qualification
-# observes what the kernels do; the gate's verdict is in load.json).
+# LUOKIT_LOAD_FORCE=1 loads the next kernel whatever the gate says (the gate's verdict is in
+# load.json). `luoctl qualify` runs the same luod and VMMs (vmm-lib.sh) inside its fuller
+# workload (qualify.sh).
 # Boot 1 also keeps the kernel's log (dmesg.boot1.txt): what KHO and LUO said of the handover.
 set -u
 DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
@@ -31,12 +31,8 @@ OUT=${LUOKIT_OUT:?}
 SIZES=${LUOKIT_SIZES:?}
 BOOT=${LUOKIT_BOOT:-0}
 SOCK=/run/luod/luod.sock
-# Light vCPUs: three VMMs on two emulated CPUs must leave luod room to work.
-VCPU="--tick-ms 10 --pages-per-tick 4"
 FORCE=""
 [ -z "${LUOKIT_LOAD_FORCE:-}" ] || FORCE=--force
-# Each VMM's pause and resume, as they happen, for the host to stamp.
-MARKS="--timeline /dev/console"
 
 failed() {
   echo "LUOKIT-UPDATE-FAILED boot=$BOOT reason=$*"
@@ -60,9 +56,8 @@ wait_for() {
   done
 }
 
-subscribed() {
-  grep -q '"msg":"subscribed"' "$OUT/$1.boot0.log" 2>/dev/null
-}
+# start_vmms_filled, start_vmms_claiming (they use wait_for).
+. "$DIR/vmm-lib.sh"
 
 case "$BOOT" in
   0)
@@ -84,17 +79,8 @@ case "$BOOT" in
       fi
       echo "LUOKIT-PHASE path=luod boot=0 phase=gate-refused"
     fi
-    # One VMM at a time, each once the one before has filled its RAM and subscribed: VMMs
-    # filling at once interleave their page allocations, and the next kernel's KHO restore
-    # cost grows with the number of discontiguous preserved ranges (docs/vm.md, the kexec
-    # phase). The floor fills its memfds one after another too.
-    i=0
-    for size in $(echo "$SIZES" | tr , ' '); do
-      i=$((i + 1))
-      node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU $MARKS --socket "$SOCK" \
-        >"$OUT/vm-$i.boot0.out" 2>"$OUT/vm-$i.boot0.log" &
-      wait_for 300 "vm-$i to subscribe" subscribed "vm-$i"
-    done
+    # One VMM at a time (vmm-lib.sh says why).
+    start_vmms_filled
     echo "LUOKIT-PHASE path=luod boot=0 phase=subscribed"
     luoctl load "$KERNEL" --initrd /sys/firmware/initrd --cmdline "$CMDLINE" $FORCE --json >"$OUT/load.json" ||
       failed "luoctl load exited $? ($(cat "$OUT/load.json"))"
@@ -104,22 +90,9 @@ case "$BOOT" in
   1)
     # luod and the VMMs start at once: a VMM's own start (Node, its bundle) overlaps luod's,
     # and it CLAIMs as soon as luod listens (the client library retries the connect).
-    # ${LUOKIT_VMM_NICE} (default 0) lowers the VMMs' priority, so that luod, on which
-    # every VMM waits, gets the CPUs first.
     start_luod
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-start"
-    PIDS=""
-    i=0
-    for size in $(echo "$SIZES" | tr , ' '); do
-      i=$((i + 1))
-      (
-        nice -n "${LUOKIT_VMM_NICE:-0}" node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --claim $VCPU $MARKS --socket "$SOCK" \
-          2>"$OUT/vm-$i.boot1.log" | while IFS= read -r line; do
-          echo "LUOKIT-VMM boot=1 id=vm-$i result=$line"
-        done
-      ) &
-      PIDS="$PIDS $!"
-    done
+    start_vmms_claiming
     wait_for 120 "luod's socket" test -S "$SOCK"
     for pid in $PIDS; do wait "$pid"; done
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-done"

@@ -56,61 +56,8 @@ failed() {
 # luoctl and start_luod.
 . "$DIR/luod-lib.sh"
 
-# The same command in both boots but for the serial file. Its log goes through a FIFO to a
-# reader that keeps it on the share and puts its events on the console as phase marks.
-start_luo_qemu() {
-  fifo=/run/luo-qemu.log.fifo
-  rm -f "$fifo"
-  mkfifo "$fifo" || failed "mkfifo $fifo"
-  (
-    while IFS= read -r line; do
-      printf '%s\n' "$line" >>"$OUT/luo-qemu.boot$BOOT.log"
-      case "$line" in
-        *'"event":"'*)
-          event=${line#*\"event\":\"}
-          event=${event%%\"*}
-          case "$event" in
-            qemu-*) ;;
-            *) event=qemu-$event ;;
-          esac
-          echo "LUOKIT-PHASE path=qemu boot=$BOOT phase=$event"
-          ;;
-      esac
-    done <"$fifo"
-  ) &
-  node "$BIN/cli/luo-qemu-bin.cjs" --id "$ID" --ram "$RAM" --socket "$SOCK" --state-dir /run/luo-qemu --luod-timeout 300 -- \
-    qemu-system-x86_64 -accel tcg,tb-size=32 -nodefaults -nographic -display none \
-    -drive "file=$IMG,format=raw,if=floppy" -serial "file:$SERIAL" \
-    >"$OUT/luo-qemu.boot$BOOT.out" 2>"$fifo" &
-  LQ_PID=$!
-}
-
-# How many times the counter guest's CMOS clock (R=) changed in FILE.
-edges() {
-  n=$(grep -ao 'R=[0-9]*' "$1" 2>/dev/null | uniq | wc -l)
-  [ "$n" -gt 0 ] && n=$((n - 1))
-  echo "$n"
-}
-
-# wait_edges FILE N: until the counter printed N changes of its CMOS second into FILE.
-wait_edges() {
-  limit=$((WAIT * 10))
-  k=0
-  until [ "$(edges "$1")" -ge "$2" ]; do
-    k=$((k + 1))
-    [ "$k" -lt "$limit" ] || failed "timeout: the counter guest printed $(edges "$1") CMOS second changes into $(basename "$1") in ${WAIT}s, waiting for $2"
-    kill -0 "$LQ_PID" 2>/dev/null || failed "luo-qemu exited (see luo-qemu.boot$BOOT.log)"
-    kill -0 "$LUOD_PID" 2>/dev/null || failed "luod exited (see luod.boot$BOOT.log)"
-    sleep 0.1
-  done
-}
-
-# This kernel's wall clock, a few samples: the host takes the one least delayed.
-clock_samples() {
-  for _ in 1 2 3 4 5 6; do
-    echo "LUOKIT-CLOCK boot=$BOOT realtime=$(date +%s.%N)"
-  done
-}
+# start_luo_qemu, edges, wait_edges, clock_samples.
+. "$DIR/luo-qemu-lib.sh"
 
 case "$BOOT" in
   0)
@@ -125,7 +72,7 @@ case "$BOOT" in
       sleep 0.1
     done
     start_luo_qemu
-    wait_edges "$SERIAL" "$EDGES"
+    wait_edges "$SERIAL" "$EDGES" || exit 1
     clock_samples
     luoctl load "$KERNEL" --initrd /sys/firmware/initrd --cmdline "$CMDLINE" --json >"$OUT/load.json" ||
       failed "luoctl load exited $? ($(cat "$OUT/load.json"))"
@@ -136,7 +83,7 @@ case "$BOOT" in
     start_luod
     start_luo_qemu
     # The serial file of boot 1 holds only what the guest printed after it continued.
-    wait_edges "$SERIAL" "$EDGES"
+    wait_edges "$SERIAL" "$EDGES" || exit 1
     clock_samples
     luoctl status --json >"$OUT/luod-status.boot1.json" || echo "LUOKIT-QEMU-FAILED boot=1 reason=luoctl status exited $?"
     # SIGTERM: luo-qemu quits QEMU through QMP, unsubscribes, and exits.

@@ -18,29 +18,20 @@ ST=${LUOKIT_SELFTESTS:?}
 OUT=${LUOKIT_OUT:?}
 TESTS=${LUOKIT_KEXEC_TESTS:-luo_kexec_simple luo_multi_session luo_stress_sessions luo_stress_files}
 
-run() {
-  name=$1
-  stage=$2
-  shift 2
-  log="$OUT/$name.boot$BOOT.txt"
-  echo "LUOKIT-RUN kind=selftest name=$name stage=$stage"
-  "$ST/$name" "$@" >"$log" 2>&1
-  status=$?
-  sed "s/^/  [$name] /" "$log"
-  echo "LUOKIT-RESULT kind=selftest name=$name stage=$stage status=$status"
-}
+# run_selftest NAME STAGE ARGS...
+. "$DIR/selftest-lib.sh"
 
 case "$BOOT" in
   0)
-    run liveupdate single
+    run_selftest liveupdate single
     for t in $TESTS; do
-      run "$t" 1 -s 1
+      run_selftest "$t" 1 -s 1
     done
     exec sh "$DIR/kexec-next.sh"
     ;;
   1)
     for t in $TESTS; do
-      run "$t" 2 -s 2
+      run_selftest "$t" 2 -s 2
     done
     ;;
   *)
