@@ -66,23 +66,44 @@ export interface BenchContext {
   infra(message: string): Error;
 }
 
-/** gcc -static the floor program into build/vm/guest/ (a missing gcc is infrastructure). */
-async function buildFloor(ctx: BenchContext): Promise<string> {
-  const binary = path.join(ctx.out, 'guest/luo_floor');
+/** gcc -static one of the bench's C programs into build/vm/guest/ (a missing gcc is infrastructure). */
+async function buildStatic(ctx: BenchContext, source: string, name: string): Promise<string> {
+  const binary = path.join(ctx.out, 'guest', name);
   fs.mkdirSync(path.dirname(binary), { recursive: true });
-  const r = await ctx.run(
-    'gcc',
-    ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, 'test/vm/floor/luo_floor.c'],
-    { prefix: '[gcc] ' },
-  );
+  const r = await ctx.run('gcc', ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, source], {
+    prefix: '[gcc] ',
+  });
   if (r.error)
-    throw ctx.infra(
-      `cannot run gcc for the floor program: ${r.error.message} (apt-get install gcc libc6-dev)`,
-    );
-  if (r.status !== 0)
-    throw new Error(`gcc failed on test/vm/floor/luo_floor.c (exit ${r.status}): ${r.stderr.trim()}`);
+    throw ctx.infra(`cannot run gcc for ${source}: ${r.error.message} (apt-get install gcc libc6-dev)`);
+  if (r.status !== 0) throw new Error(`gcc failed on ${source} (exit ${r.status}): ${r.stderr.trim()}`);
   return binary;
 }
+
+/** The floor program (test/vm/floor/luo_floor.c). */
+function buildFloor(ctx: BenchContext): Promise<string> {
+  return buildStatic(ctx, 'test/vm/floor/luo_floor.c', 'luo_floor');
+}
+
+/**
+ * The VMMs of the luod path: the C VMM (test/vm/vmm/luo_vmm.c), a native program as real VMMs
+ * are, unless LUOKIT_VM_NODE_VMM=1 asks for the example VMM (Node), for comparison. Returns
+ * the binary, or undefined for the example VMM.
+ */
+async function buildVmm(ctx: BenchContext): Promise<string | undefined> {
+  if (process.env.LUOKIT_VM_NODE_VMM === '1') return undefined;
+  return buildStatic(ctx, 'test/vm/vmm/luo_vmm.c', 'luo_vmm');
+}
+
+/** What the luod path's VMMs are, in the report. */
+export function vmmName(binary: string | undefined): string {
+  return binary === undefined ? 'example VMM (Node)' : 'C VMM (luo_vmm)';
+}
+
+/**
+ * luod's fd holder started by the guest job beside luod in the next boot (LUOKIT_EARLY_HOLDER),
+ * unless LUOKIT_VM_EARLY_HOLDER=0: luod then starts it itself once its restore finds an update.
+ */
+const EARLY_HOLDER = process.env.LUOKIT_VM_EARLY_HOLDER !== '0';
 
 /**
  * luod, luoctl, the example VMM and luo-qemu as the guest runs them: the project's own
@@ -170,6 +191,7 @@ async function luodPath(
   runLabel: string,
   image: string,
   bin: string,
+  vmm: string | undefined,
 ): Promise<RunMarks> {
   // The gate's refusal on the real kernel: Debian's stock kernel (no KHO), read in the guest.
   const gateCheck = `the gate refuses Debian's stock kernel (no KHO) on the real kernel (${label})`;
@@ -184,6 +206,8 @@ async function luodPath(
       LUOKIT_GUEST_BIN: bin,
       LUOKIT_SIZES: UPDATE_SIZES.join(','),
       LUOKIT_SHMEM_THP: UPDATE_SHMEM_THP,
+      ...(vmm !== undefined && { LUOKIT_NATIVE_VMM: vmm }),
+      ...(EARLY_HOLDER && { LUOKIT_EARLY_HOLDER: '1' }),
       ...(process.env.LUOKIT_VM_VMM_NICE !== undefined && {
         LUOKIT_VMM_NICE: process.env.LUOKIT_VM_VMM_NICE,
       }),
@@ -315,9 +339,13 @@ export async function liveUpdates(
   pairs: readonly UpdatePair[],
   image: string,
 ): Promise<BlackoutReport[]> {
-  const [floor, bin] = [await buildFloor(ctx), await guestPrograms(ctx)];
+  const [floor, vmm, bin] = [await buildFloor(ctx), await buildVmm(ctx), await guestPrograms(ctx)];
+  ctx.timings['live update part: VMMs'] = vmmName(vmm);
+  ctx.timings['live update part: fd holder started by'] = EARLY_HOLDER
+    ? 'the guest job, beside luod'
+    : 'luod, after its restore found an update';
   const reports: BlackoutReport[] = [];
-  for (const pair of pairs) reports.push(await liveUpdate(ctx, pair, image, floor, bin));
+  for (const pair of pairs) reports.push(await liveUpdate(ctx, pair, image, floor, bin, vmm));
   console.log(writeBlackoutFiles(ctx.out, { pairs: reports }));
   return reports;
 }
@@ -329,13 +357,15 @@ async function liveUpdate(
   image: string,
   floor: string,
   bin: string,
+  vmm: string | undefined,
 ): Promise<BlackoutReport> {
-  const luod = await luodPath(ctx, kernels, label, runLabel, image, bin);
+  const luod = await luodPath(ctx, kernels, label, runLabel, image, bin, vmm);
   const floorRun = await floorPath(ctx, kernels, label, runLabel, image, floor);
   const report = blackoutReport({
     kernels: label,
     sizes: UPDATE_SIZES,
     shmemThp: UPDATE_SHMEM_THP,
+    vmm: vmmName(vmm),
     luod,
     floor: floorRun,
   });

@@ -24,6 +24,12 @@
 # (LUOKIT_GUEST_BIN its dist/), and LUOKIT_LOAD_FORCE=1 loads the next kernel whatever the gate says (a qualification
 # observes what the kernels do; the gate's verdict is in load.json).
 # Boot 1 also keeps the kernel's log (dmesg.boot1.txt): what KHO and LUO said of the handover.
+# LUOKIT_NATIVE_VMM (optional): a native VMM with the example VMM's options (the bench's C VMM,
+# test/vm/vmm/luo_vmm.c) instead of the example VMM: real VMMs are native programs, and Node
+# starting three times in the next kernel competes with luod for the CPUs.
+# LUOKIT_EARLY_HOLDER=1 (optional): in boot 1, start luod's fd holder process beside luod
+# (as an init system would), so that its Node start overlaps luod's instead of following
+# luod's restore; luod finds it listening and uses it as it would one it started itself.
 set -u
 DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 BIN=${LUOKIT_GUEST_BIN:?}
@@ -37,6 +43,9 @@ FORCE=""
 [ -z "${LUOKIT_LOAD_FORCE:-}" ] || FORCE=--force
 # Each VMM's pause and resume, as they happen, for the host to stamp.
 MARKS="--timeline /dev/console"
+# The VMM program (word-split: the guest's paths have no spaces).
+VMM="node $BIN/example-vmm/vmm-bin.cjs"
+[ -z "${LUOKIT_NATIVE_VMM:-}" ] || VMM=$LUOKIT_NATIVE_VMM
 
 failed() {
   echo "LUOKIT-UPDATE-FAILED boot=$BOOT reason=$*"
@@ -91,7 +100,7 @@ case "$BOOT" in
     i=0
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
-      node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU $MARKS --socket "$SOCK" \
+      $VMM --id "vm-$i" --mem "$size" --fill --verify pattern $VCPU $MARKS --socket "$SOCK" \
         >"$OUT/vm-$i.boot0.out" 2>"$OUT/vm-$i.boot0.log" &
       wait_for 300 "vm-$i to subscribe" subscribed "vm-$i"
     done
@@ -106,6 +115,11 @@ case "$BOOT" in
     # and it CLAIMs as soon as luod listens (the client library retries the connect).
     # ${LUOKIT_VMM_NICE} (default 0) lowers the VMMs' priority, so that luod, on which
     # every VMM waits, gets the CPUs first.
+    if [ -n "${LUOKIT_EARLY_HOLDER:-}" ]; then
+      mkdir -p /run/luod
+      # Its own session, as luod starts it: a signal to the job's group does not reach it.
+      setsid node "$BIN/daemon/holder-bin.cjs" --socket "$SOCK.holder" </dev/null >/dev/null 2>&1 &
+    fi
     start_luod
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-start"
     PIDS=""
@@ -113,7 +127,7 @@ case "$BOOT" in
     for size in $(echo "$SIZES" | tr , ' '); do
       i=$((i + 1))
       (
-        nice -n "${LUOKIT_VMM_NICE:-0}" node "$BIN/example-vmm/vmm-bin.cjs" --id "vm-$i" --mem "$size" --claim $VCPU $MARKS --socket "$SOCK" \
+        nice -n "${LUOKIT_VMM_NICE:-0}" $VMM --id "vm-$i" --mem "$size" --claim $VCPU $MARKS --socket "$SOCK" \
           2>"$OUT/vm-$i.boot1.log" | while IFS= read -r line; do
           echo "LUOKIT-VMM boot=1 id=vm-$i result=$line"
         done
