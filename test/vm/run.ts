@@ -259,8 +259,11 @@ async function guest(
           sampler: jitSampler(path.join(dir, 'jit-qmp.sock'), jitSampleMs),
         }
       : {};
+  // LUOKIT_VM_TB_SIZE=MIB: QEMU's translated-code buffer (docs/vm.md, "Results").
+  const tbSizeMb = Number(process.env.LUOKIT_VM_TB_SIZE ?? 0);
   const result = await runGuestJob({
     ...jit,
+    ...(tbSizeMb > 0 && { tbSizeMb }),
     ...(guestDisk !== undefined && { disk: guestDisk }),
     dir,
     kernels,
