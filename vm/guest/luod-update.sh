@@ -119,11 +119,11 @@ case "$BOOT" in
       mkdir -p /run/luod
       # Its own session, as luod starts it: a signal to the job's group does not reach it.
       setsid node "$BIN/daemon/holder-bin.cjs" --socket "$SOCK.holder" </dev/null >/dev/null 2>&1 &
-      # When it listens, for the report's reader (docs/vm.md): polled, 5 times a second.
+      # When it listens, for the report's reader (docs/vm.md): polled twice a second.
       (
         n=0
-        until [ -S "$SOCK.holder" ] || [ "$n" -ge 300 ]; do
-          sleep 0.2
+        until [ -S "$SOCK.holder" ] || [ "$n" -ge 120 ]; do
+          sleep 0.5
           n=$((n + 1))
         done
         echo "LUOKIT-PHASE path=luod boot=1 phase=holder-listening"
