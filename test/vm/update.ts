@@ -41,6 +41,18 @@ export const UPDATE_SHMEM_THP = process.env.LUOKIT_VM_SHMEM_THP ?? 'within_size'
 
 type CheckStatus = 'pass' | 'fail' | 'infra' | 'skip';
 
+/**
+ * QEMU's translated-code buffer for both paths' runs, in MiB (QEMU's default here is 512).
+ * TCG keeps translations across a kexec; in the next kernel every write to a page that held
+ * code boot 0's processes ran invalidates them first (QEMU's self-modifying-code path). With
+ * 512 MiB nothing is flushed in boot 0, so the luod path's boot 1 (Node starts: luod, the
+ * holder) ran through hundreds of thousands of such invalidations, and took 3 to 8 times its
+ * boot-0 start; the floor, a small C program, barely any. A 64 MiB buffer is flushed every
+ * few seconds, so few stale translations reach the next kernel (docs/vm.md, "Results").
+ * The same for both paths; LUOKIT_VM_TB_SIZE overrides it. KVM has none of this.
+ */
+export const UPDATE_TB_SIZE_MB = 64;
+
 /** What run.ts lends this part: its guest runner, its checks and timings. */
 export interface BenchContext {
   root: string;
@@ -53,6 +65,7 @@ export interface BenchContext {
     env: Record<string, string>,
     timeoutMs: number,
     image: string,
+    extra?: { tbSizeMb?: number },
   ): Promise<{ name: string; dir: string; result: QemuResult }>;
   check(name: string, status: CheckStatus, detail?: string): void;
   timings: Record<string, number | string>;
@@ -208,6 +221,7 @@ async function luodPath(
       LUOKIT_SHMEM_THP: UPDATE_SHMEM_THP,
       ...(vmm !== undefined && { LUOKIT_NATIVE_VMM: vmm }),
       ...(EARLY_HOLDER && { LUOKIT_EARLY_HOLDER: '1' }),
+      ...(process.env.LUOKIT_VM_CPU_PROF === '1' && { LUOKIT_CPU_PROF: '1' }),
       ...(process.env.LUOKIT_VM_VMM_NICE !== undefined && {
         LUOKIT_VMM_NICE: process.env.LUOKIT_VM_VMM_NICE,
       }),
@@ -215,6 +229,7 @@ async function luodPath(
     },
     600_000 * ctx.timeoutScale,
     image,
+    { tbSizeMb: UPDATE_TB_SIZE_MB },
   );
   if (refuse) {
     const refused = readIf(path.join(g.dir, 'gate-refused.json'));
@@ -282,6 +297,7 @@ async function floorPath(
     { LUOKIT_FLOOR: floor, LUOKIT_SIZES: UPDATE_SIZES.join(','), LUOKIT_SHMEM_THP: UPDATE_SHMEM_THP },
     300_000 * ctx.timeoutScale,
     image,
+    { tbSizeMb: UPDATE_TB_SIZE_MB },
   );
   const run = marksOf(g.dir);
   const problems = [
@@ -341,6 +357,8 @@ export async function liveUpdates(
 ): Promise<BlackoutReport[]> {
   const [floor, vmm, bin] = [await buildFloor(ctx), await buildVmm(ctx), await guestPrograms(ctx)];
   ctx.timings['live update part: VMMs'] = vmmName(vmm);
+  ctx.timings["live update part: QEMU's translated-code buffer, MiB"] =
+    Number(process.env.LUOKIT_VM_TB_SIZE ?? 0) || UPDATE_TB_SIZE_MB;
   ctx.timings['live update part: fd holder started by'] = EARLY_HOLDER
     ? 'the guest job, beside luod'
     : 'luod, after its restore found an update';

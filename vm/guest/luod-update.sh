@@ -115,6 +115,9 @@ case "$BOOT" in
     # and it CLAIMs as soon as luod listens (the client library retries the connect).
     # ${LUOKIT_VMM_NICE} (default 0) lowers the VMMs' priority, so that luod, on which
     # every VMM waits, gets the CPUs first.
+    # LUOKIT_CPU_PROF=1 (investigations): V8 CPU profiles of boot 1's Node processes (luod,
+    # the holder) in $OUT/cpu-prof, written when they exit.
+    [ -z "${LUOKIT_CPU_PROF:-}" ] || export NODE_OPTIONS="--cpu-prof --cpu-prof-dir=$OUT/cpu-prof"
     if [ -n "${LUOKIT_EARLY_HOLDER:-}" ]; then
       mkdir -p /run/luod
       # Its own session, as luod starts it: a signal to the job's group does not reach it.
