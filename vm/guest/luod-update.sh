@@ -117,11 +117,12 @@ case "$BOOT" in
     # every VMM waits, gets the CPUs first.
     # LUOKIT_CPU_PROF=1 (investigations): V8 CPU profiles of boot 1's Node processes (luod,
     # the holder) in $OUT/cpu-prof, written when they exit.
-    [ -z "${LUOKIT_CPU_PROF:-}" ] || export NODE_OPTIONS="--cpu-prof --cpu-prof-dir=$OUT/cpu-prof"
+    # (Node refuses --cpu-prof in NODE_OPTIONS: start_luod puts LUOD_NODE_FLAGS on its command line.)
+    [ -z "${LUOKIT_CPU_PROF:-}" ] || LUOD_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/cpu-prof"
     if [ -n "${LUOKIT_EARLY_HOLDER:-}" ]; then
       mkdir -p /run/luod
       # Its own session, as luod starts it: a signal to the job's group does not reach it.
-      setsid node "$BIN/daemon/holder-bin.cjs" --socket "$SOCK.holder" </dev/null >/dev/null 2>&1 &
+      setsid node ${LUOD_NODE_FLAGS:-} "$BIN/daemon/holder-bin.cjs" --socket "$SOCK.holder" </dev/null >/dev/null 2>&1 &
       # When it listens, for the report's reader (docs/vm.md): polled twice a second.
       (
         n=0
