@@ -107,12 +107,16 @@ describe('a C client written from docs/protocol.md', { skip }, () => {
       { id: result.id, verified: result.verified, bytes: result.bytes, bad: result.bad_bytes },
       { id, verified: true, bytes: size, bad: 0 },
     );
+    // RESUMED: luod recorded the blackout the client measured (resumed_at - paused_at).
+    assert.equal(typeof result.blackout_ms, 'number');
+    assert.ok(result.blackout_ms >= 0, JSON.stringify(result));
+    assert.equal(result.recorded_blackout_ms, result.blackout_ms, JSON.stringify(result));
     await peer.claimAndCheck();
     const status = await admin.status();
     assert.deepEqual(status.pending_claims, []);
   }
 
-  test('SUBSCRIBE, START_PRESERVATION + fd, PRESERVE_FD, READY, KEXEC; reconnect, CLAIM, RETRIEVE_FD, verify, FINISH', async (t) => {
+  test('SUBSCRIBE, START_PRESERVATION + fd, PRESERVE_FD, READY, KEXEC; reconnect, CLAIM, RETRIEVE_FD, FINISH, RESUMED, verify', async (t) => {
     const size = 4 << 20;
     await runUpdate(
       t,

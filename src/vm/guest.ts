@@ -33,6 +33,7 @@ export interface GuestJob {
   /** Appended to the kernel command line of the first boot (the next boots inherit it). */
   append?: string;
   memory?: QemuOptions['memory'];
+  tbSizeMb?: QemuOptions['tbSizeMb'];
   qmpSocket?: QemuOptions['qmpSocket'];
   onLine?: QemuOptions['onLine'];
   /** Watches QEMU while it runs, writing into the console log (QemuOptions.sampler). */
@@ -65,6 +66,7 @@ export async function runGuestJob(job: GuestJob): Promise<QemuResult> {
     timeoutMs: job.timeoutMs,
     consoleLog: path.join(job.dir, 'console.log'),
     ...(job.memory !== undefined && { memory: job.memory }),
+    ...(job.tbSizeMb !== undefined && { tbSizeMb: job.tbSizeMb }),
     ...(job.qmpSocket !== undefined && { qmpSocket: job.qmpSocket }),
     ...(job.onLine !== undefined && { onLine: job.onLine }),
     ...(job.sampler !== undefined && { sampler: job.sampler }),

@@ -37,6 +37,11 @@ export interface QemuOptions {
   consoleLog: string;
   memory?: string;
   smp?: number;
+  /**
+   * TCG's translated-code buffer in MiB (default 512). Translations outlive a kexec: a write
+   * to a page that held code the previous kernel's processes ran invalidates them first.
+   */
+  tbSizeMb?: number;
   qemu?: string;
   /** A QMP socket to create (`-qmp unix:PATH,server=on,wait=off`): test/vm/qmp.ts talks to it. */
   qmpSocket?: string;
@@ -127,7 +132,7 @@ export function qemuCommand(options: QemuOptions): string[] {
   const args = [
     options.qemu ?? 'qemu-system-x86_64',
     '-accel',
-    'tcg,thread=multi,tb-size=512',
+    `tcg,thread=multi,tb-size=${options.tbSizeMb ?? 512}`,
     '-cpu',
     'max',
     '-m',

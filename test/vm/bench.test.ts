@@ -54,6 +54,9 @@ describe('console markers', () => {
     assert.ok(args.includes('-no-reboot'));
     assert.equal(args[args.indexOf('-append') + 1], `${BASE_CMDLINE} luokit.boot=0`);
     assert.match(args[args.indexOf('-virtfs') + 1]!, /^local,path=\/,mount_tag=host,.*readonly=on$/);
+    // LUOKIT_VM_TB_SIZE: the translated-code buffer of an investigation run.
+    const small = qemuCommand({ ...options('qemu-system-x86_64'), tbSizeMb: 64 });
+    assert.equal(small[small.indexOf('-accel') + 1], 'tcg,thread=multi,tb-size=64');
   });
 });
 

@@ -231,6 +231,10 @@ test('the report of several pairs: one table each, in order, and one JSON holdin
   assert.equal(text.match(/one example VMM each\), shmem THP within_size$/gm)?.length, 2);
   assert.equal(reports[0]!.shmemThp, 'within_size');
   assert.equal(blackoutReport({ kernels: 'x', sizes: [], luod, floor }).shmemThp, null);
+  // Which VMM program the luod path ran is named too (the C VMM or the example VMM).
+  const native = blackoutReport({ kernels: 'x', sizes: ['64M'], vmm: 'C VMM (luo_vmm)', luod, floor });
+  assert.equal(native.vmm, 'C VMM (luo_vmm)');
+  assert.match(formatBlackouts([native]), /\(luod: one C VMM \(luo_vmm\) each\)/);
   assert.equal(text.match(/BLACKOUT \(pause to resume\)/g)?.length, 2);
   const file = JSON.parse(JSON.stringify(blackoutFile(reports)));
   assert.deepEqual(

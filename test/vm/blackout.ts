@@ -303,6 +303,8 @@ export interface BlackoutReport {
   sizes: string[];
   /** The guests' shmem THP policy (shmem_enabled) for guest RAM; null: the kernel default. */
   shmemThp: string | null;
+  /** The VMM program of the luod path (`example VMM`, `C VMM`); null: the example VMM. */
+  vmm: string | null;
   rows: PhaseRow[];
   luod: PathReport;
   floor: PathReport;
@@ -368,6 +370,7 @@ export function blackoutReport(input: {
   kernels: string;
   sizes: string[];
   shmemThp?: string;
+  vmm?: string;
   luod: RunMarks;
   floor: RunMarks;
 }): BlackoutReport {
@@ -399,6 +402,7 @@ export function blackoutReport(input: {
     clock: CLOCK,
     sizes: input.sizes,
     shmemThp: input.shmemThp ?? null,
+    vmm: input.vmm ?? null,
     rows,
     luod,
     floor,
@@ -446,7 +450,7 @@ export function formatBlackout(r: BlackoutReport): string {
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   const out = [
-    `Blackout, kernels ${r.kernels}, memfds ${r.sizes.join(' + ')} (luod: one example VMM each)${r.shmemThp ? `, shmem THP ${r.shmemThp}` : ''}`,
+    `Blackout, kernels ${r.kernels}, memfds ${r.sizes.join(' + ')} (luod: one ${r.vmm ?? 'example VMM'} each)${r.shmemThp ? `, shmem THP ${r.shmemThp}` : ''}`,
     `clock: ${r.clock}`,
     '',
     line(header),

@@ -246,7 +246,7 @@ async function guest(
   env: Record<string, string>,
   timeoutMs: number,
   image: string,
-  extra: Pick<QemuOptions, 'memory' | 'qmpSocket' | 'onLine'> & { append?: string } = {},
+  extra: Pick<QemuOptions, 'memory' | 'qmpSocket' | 'onLine' | 'tbSizeMb'> & { append?: string } = {},
 ): Promise<GuestRun> {
   const dir = path.join(OUT, 'runs', name);
   log(
@@ -261,8 +261,12 @@ async function guest(
           sampler: jitSampler(path.join(dir, 'jit-qmp.sock'), jitSampleMs),
         }
       : {};
+  // LUOKIT_VM_TB_SIZE=MIB: QEMU's translated-code buffer for every run (docs/vm.md, "Results");
+  // else the part's own choice (the update part's), else QEMU's default here (512).
+  const tbSizeMb = Number(process.env.LUOKIT_VM_TB_SIZE ?? extra.tbSizeMb ?? 0);
   const result = await runGuestJob({
     ...jit,
+    ...(tbSizeMb > 0 && { tbSizeMb }),
     ...(guestDisk !== undefined && { disk: guestDisk }),
     dir,
     kernels,

@@ -41,6 +41,18 @@ export const UPDATE_SHMEM_THP = process.env.LUOKIT_VM_SHMEM_THP ?? 'within_size'
 
 type CheckStatus = 'pass' | 'fail' | 'infra' | 'skip';
 
+/**
+ * QEMU's translated-code buffer for both paths' runs, in MiB (QEMU's default here is 512).
+ * TCG keeps translations across a kexec; in the next kernel every write to a page that held
+ * code boot 0's processes ran invalidates them first (QEMU's self-modifying-code path). With
+ * 512 MiB nothing is flushed in boot 0, so the luod path's boot 1 (Node starts: luod, the
+ * holder) ran through hundreds of thousands of such invalidations, and took 3 to 8 times its
+ * boot-0 start; the floor, a small C program, barely any. A 64 MiB buffer is flushed every
+ * few seconds, so few stale translations reach the next kernel (docs/vm.md, "Results").
+ * The same for both paths; LUOKIT_VM_TB_SIZE overrides it. KVM has none of this.
+ */
+export const UPDATE_TB_SIZE_MB = 64;
+
 /** What run.ts lends this part: its guest runner, its checks and timings. */
 export interface BenchContext {
   root: string;
@@ -53,6 +65,7 @@ export interface BenchContext {
     env: Record<string, string>,
     timeoutMs: number,
     image: string,
+    extra?: { tbSizeMb?: number },
   ): Promise<{ name: string; dir: string; result: QemuResult }>;
   check(name: string, status: CheckStatus, detail?: string): void;
   timings: Record<string, number | string>;
@@ -66,23 +79,44 @@ export interface BenchContext {
   infra(message: string): Error;
 }
 
-/** gcc -static the floor program into build/vm/guest/ (a missing gcc is infrastructure). */
-async function buildFloor(ctx: BenchContext): Promise<string> {
-  const binary = path.join(ctx.out, 'guest/luo_floor');
+/** gcc -static one of the bench's C programs into build/vm/guest/ (a missing gcc is infrastructure). */
+async function buildStatic(ctx: BenchContext, source: string, name: string): Promise<string> {
+  const binary = path.join(ctx.out, 'guest', name);
   fs.mkdirSync(path.dirname(binary), { recursive: true });
-  const r = await ctx.run(
-    'gcc',
-    ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, 'test/vm/floor/luo_floor.c'],
-    { prefix: '[gcc] ' },
-  );
+  const r = await ctx.run('gcc', ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, source], {
+    prefix: '[gcc] ',
+  });
   if (r.error)
-    throw ctx.infra(
-      `cannot run gcc for the floor program: ${r.error.message} (apt-get install gcc libc6-dev)`,
-    );
-  if (r.status !== 0)
-    throw new Error(`gcc failed on test/vm/floor/luo_floor.c (exit ${r.status}): ${r.stderr.trim()}`);
+    throw ctx.infra(`cannot run gcc for ${source}: ${r.error.message} (apt-get install gcc libc6-dev)`);
+  if (r.status !== 0) throw new Error(`gcc failed on ${source} (exit ${r.status}): ${r.stderr.trim()}`);
   return binary;
 }
+
+/** The floor program (test/vm/floor/luo_floor.c). */
+function buildFloor(ctx: BenchContext): Promise<string> {
+  return buildStatic(ctx, 'test/vm/floor/luo_floor.c', 'luo_floor');
+}
+
+/**
+ * The VMMs of the luod path: the C VMM (test/vm/vmm/luo_vmm.c), a native program as real VMMs
+ * are, unless LUOKIT_VM_NODE_VMM=1 asks for the example VMM (Node), for comparison. Returns
+ * the binary, or undefined for the example VMM.
+ */
+async function buildVmm(ctx: BenchContext): Promise<string | undefined> {
+  if (process.env.LUOKIT_VM_NODE_VMM === '1') return undefined;
+  return buildStatic(ctx, 'test/vm/vmm/luo_vmm.c', 'luo_vmm');
+}
+
+/** What the luod path's VMMs are, in the report. */
+export function vmmName(binary: string | undefined): string {
+  return binary === undefined ? 'example VMM (Node)' : 'C VMM (luo_vmm)';
+}
+
+/**
+ * luod's fd holder started by the guest job beside luod in the next boot (LUOKIT_EARLY_HOLDER),
+ * unless LUOKIT_VM_EARLY_HOLDER=0: luod then starts it itself once its restore finds an update.
+ */
+const EARLY_HOLDER = process.env.LUOKIT_VM_EARLY_HOLDER !== '0';
 
 /**
  * luod, luoctl, the example VMM and luo-qemu as the guest runs them: the project's own
@@ -170,6 +204,7 @@ async function luodPath(
   runLabel: string,
   image: string,
   bin: string,
+  vmm: string | undefined,
 ): Promise<RunMarks> {
   // The gate's refusal on the real kernel: Debian's stock kernel (no KHO), read in the guest.
   const gateCheck = `the gate refuses Debian's stock kernel (no KHO) on the real kernel (${label})`;
@@ -184,6 +219,9 @@ async function luodPath(
       LUOKIT_GUEST_BIN: bin,
       LUOKIT_SIZES: UPDATE_SIZES.join(','),
       LUOKIT_SHMEM_THP: UPDATE_SHMEM_THP,
+      ...(vmm !== undefined && { LUOKIT_NATIVE_VMM: vmm }),
+      ...(EARLY_HOLDER && { LUOKIT_EARLY_HOLDER: '1' }),
+      ...(process.env.LUOKIT_VM_CPU_PROF === '1' && { LUOKIT_CPU_PROF: '1' }),
       ...(process.env.LUOKIT_VM_VMM_NICE !== undefined && {
         LUOKIT_VMM_NICE: process.env.LUOKIT_VM_VMM_NICE,
       }),
@@ -191,6 +229,7 @@ async function luodPath(
     },
     600_000 * ctx.timeoutScale,
     image,
+    { tbSizeMb: UPDATE_TB_SIZE_MB },
   );
   if (refuse) {
     const refused = readIf(path.join(g.dir, 'gate-refused.json'));
@@ -258,6 +297,7 @@ async function floorPath(
     { LUOKIT_FLOOR: floor, LUOKIT_SIZES: UPDATE_SIZES.join(','), LUOKIT_SHMEM_THP: UPDATE_SHMEM_THP },
     300_000 * ctx.timeoutScale,
     image,
+    { tbSizeMb: UPDATE_TB_SIZE_MB },
   );
   const run = marksOf(g.dir);
   const problems = [
@@ -315,9 +355,15 @@ export async function liveUpdates(
   pairs: readonly UpdatePair[],
   image: string,
 ): Promise<BlackoutReport[]> {
-  const [floor, bin] = [await buildFloor(ctx), await guestPrograms(ctx)];
+  const [floor, vmm, bin] = [await buildFloor(ctx), await buildVmm(ctx), await guestPrograms(ctx)];
+  ctx.timings['live update part: VMMs'] = vmmName(vmm);
+  ctx.timings["live update part: QEMU's translated-code buffer, MiB"] =
+    Number(process.env.LUOKIT_VM_TB_SIZE ?? 0) || UPDATE_TB_SIZE_MB;
+  ctx.timings['live update part: fd holder started by'] = EARLY_HOLDER
+    ? 'the guest job, beside luod'
+    : 'luod, after its restore found an update';
   const reports: BlackoutReport[] = [];
-  for (const pair of pairs) reports.push(await liveUpdate(ctx, pair, image, floor, bin));
+  for (const pair of pairs) reports.push(await liveUpdate(ctx, pair, image, floor, bin, vmm));
   console.log(writeBlackoutFiles(ctx.out, { pairs: reports }));
   return reports;
 }
@@ -329,13 +375,15 @@ async function liveUpdate(
   image: string,
   floor: string,
   bin: string,
+  vmm: string | undefined,
 ): Promise<BlackoutReport> {
-  const luod = await luodPath(ctx, kernels, label, runLabel, image, bin);
+  const luod = await luodPath(ctx, kernels, label, runLabel, image, bin, vmm);
   const floorRun = await floorPath(ctx, kernels, label, runLabel, image, floor);
   const report = blackoutReport({
     kernels: label,
     sizes: UPDATE_SIZES,
     shmemThp: UPDATE_SHMEM_THP,
+    vmm: vmmName(vmm),
     luod,
     floor: floorRun,
   });

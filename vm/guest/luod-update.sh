@@ -24,6 +24,12 @@
 # load.json). `luoctl qualify` runs the same luod and VMMs (vmm-lib.sh) inside its fuller
 # workload (qualify.sh).
 # Boot 1 also keeps the kernel's log (dmesg.boot1.txt): what KHO and LUO said of the handover.
+# LUOKIT_NATIVE_VMM (optional): a native VMM with the example VMM's options (the bench's C VMM,
+# test/vm/vmm/luo_vmm.c) instead of the example VMM: real VMMs are native programs, and Node
+# starting three times in the next kernel competes with luod for the CPUs.
+# LUOKIT_EARLY_HOLDER=1 (optional): in boot 1, start luod's fd holder process beside luod
+# (as an init system would), so that its Node start overlaps luod's instead of following
+# luod's restore; luod finds it listening and uses it as it would one it started itself.
 set -u
 DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 BIN=${LUOKIT_GUEST_BIN:?}
@@ -90,6 +96,24 @@ case "$BOOT" in
   1)
     # luod and the VMMs start at once: a VMM's own start (Node, its bundle) overlaps luod's,
     # and it CLAIMs as soon as luod listens (the client library retries the connect).
+    # LUOKIT_CPU_PROF=1 (investigations): V8 CPU profiles of boot 1's Node processes (luod,
+    # the holder) in $OUT/cpu-prof, written when they exit.
+    # (Node refuses --cpu-prof in NODE_OPTIONS: start_luod puts LUOD_NODE_FLAGS on its command line.)
+    [ -z "${LUOKIT_CPU_PROF:-}" ] || LUOD_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/cpu-prof"
+    if [ -n "${LUOKIT_EARLY_HOLDER:-}" ]; then
+      mkdir -p /run/luod
+      # Its own session, as luod starts it: a signal to the job's group does not reach it.
+      setsid node ${LUOD_NODE_FLAGS:-} "$BIN/daemon/holder-bin.cjs" --socket "$SOCK.holder" </dev/null >/dev/null 2>&1 &
+      # When it listens, for the report's reader (docs/vm.md): polled twice a second.
+      (
+        n=0
+        until [ -S "$SOCK.holder" ] || [ "$n" -ge 120 ]; do
+          sleep 0.5
+          n=$((n + 1))
+        done
+        echo "LUOKIT-PHASE path=luod boot=1 phase=holder-listening"
+      ) &
+    fi
     start_luod
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-start"
     start_vmms_claiming

@@ -57,48 +57,9 @@
 #define TOKEN 1
 #define MAX_FILES 16
 
-/* ---- the data pattern (src/example-vmm/pattern.ts) ------------------------- */
+/* ---- the data pattern (src/example-vmm/pattern.ts) ---------------------- */
 
-#define PATTERN_CHUNK (64u << 20)
-#define PATTERN_PAGE 4096u
-#define PATTERN_MAGIC 0x424f554cu
-#define PATTERN_SEED 0x2545f491u
-
-static uint32_t *pattern;	/* one chunk: the xorshift words, headers stamped for `stamped` */
-static long long stamped = -1;
-
-static void pattern_init(void)
-{
-	pattern = malloc(PATTERN_CHUNK);
-	if (!pattern) {
-		perror("luo_floor: malloc");
-		exit(2);
-	}
-	uint32_t x = PATTERN_SEED;
-	for (size_t i = 0; i < PATTERN_CHUNK / 4; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		pattern[i] = x;
-	}
-}
-
-/* The bytes of chunk `index` (every page's header stamped for it). */
-static const uint8_t *pattern_chunk(long long index)
-{
-	if (stamped != index) {
-		for (size_t page = 0; page < PATTERN_CHUNK / PATTERN_PAGE; page++) {
-			uint64_t offset = (uint64_t)index * PATTERN_CHUNK + page * PATTERN_PAGE;
-			uint32_t *w = pattern + page * (PATTERN_PAGE / 4);
-			w[0] = PATTERN_MAGIC;
-			w[1] = (uint32_t)index;
-			w[2] = (uint32_t)offset;
-			w[3] = (uint32_t)(offset >> 32);
-		}
-		stamped = index;
-	}
-	return (const uint8_t *)pattern;
-}
+#include "pattern.h"
 
 /* ---- output ------------------------------------------------------------ */
 
