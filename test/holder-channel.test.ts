@@ -21,6 +21,17 @@ import { interrupted } from '../src/sys/libc.js';
 import { peersClosed } from '../src/sys/mm.js';
 import { processStatus } from '../src/sys/proc.js';
 import { socketpair } from '../src/sys/socket.js';
+import { HolderHost } from './crash/hosts.js';
+import {
+  admin,
+  claimAndCheck,
+  closeAllVms,
+  startVm,
+  status,
+  type Vm,
+  waitSubscribed,
+  withHost,
+} from './crash/vms.js';
 import { reapOnExit } from './support/reaper.js';
 import { waitUntil } from './support/wait.js';
 
@@ -153,6 +164,46 @@ describe('the fd holder under load and failure', () => {
     }
   });
 
+  test('a holder stopped while it starts: luod waits for it as long as it runs, and warns', async () => {
+    const socketPath = path.join(dir, 'start.sock.holder');
+    const { log, lines } = capturedLog();
+    const luod = new HolderProcess(socketPath, log, { startWarningMs: 300 });
+    const memfd = memfdWith('guest memory');
+    let pid = 0;
+    try {
+      assert.deepEqual(await luod.takeBack(), []);
+      luod.warm();
+      pid = luod.lastStartedPid!;
+      process.kill(pid, 'SIGSTOP'); // long before a Node start listens
+      let settled = false;
+      const held = luod.hold(name(0), source(memfd)).finally(() => {
+        settled = true;
+      });
+      const warning = await waitUntil(
+        () => lines.find((l) => /has not listened/.test(l.msg)),
+        'luod warns that the holder it started is slow to listen',
+      );
+      assert.match(warning.msg, new RegExp(`pid ${pid}, stopped \\(T\\)`));
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(settled, false, 'the hold waits for the starting holder');
+      assert.equal(fs.existsSync(socketPath), false, 'it has not listened yet');
+      process.kill(pid, 'SIGCONT');
+      pid = 0;
+      await held;
+      const back = await heldNow(socketPath);
+      try {
+        assert.deepEqual([...back.keys()], [name(0)]);
+        assert.equal(contents(back.get(name(0))!), 'guest memory');
+      } finally {
+        for (const fd of back.values()) fd.close();
+      }
+    } finally {
+      if (pid) process.kill(pid, 'SIGCONT');
+      luod.close();
+      memfd.close();
+    }
+  });
+
   test('a holder stopped longer than the warning, with its socket buffer full: every hold waits, none fails, all arrive', async () => {
     const socketPath = path.join(dir, 'stop.sock.holder');
     const { log, lines } = capturedLog();
@@ -267,8 +318,11 @@ describe('the fd holder under load and failure', () => {
           return true;
         },
       );
-      const said = lines.find((l) => /while the holder runs on/.test(l.msg));
-      assert.ok(said, JSON.stringify(lines.map((l) => l.msg)));
+      // The close comes right after the reply, maybe in a later read.
+      const said = await waitUntil(
+        () => lines.find((l) => /while the holder runs on/.test(l.msg)),
+        'luod says the connection failed while the holder runs on',
+      );
       assert.match(
         said.msg,
         new RegExp(`the connection to the fd holder \\(pid ${pid}\\) failed \\(ECONNRESET`),
@@ -290,5 +344,121 @@ describe('the fd holder under load and failure', () => {
       poison.close();
       for (const fd of memfds) fd.close();
     }
+  });
+});
+
+/**
+ * The same through luod, on the emulated kernel, as the bench saw it: an
+ * update whose holder is stopped or killed while luod hands it the outgoing
+ * sessions, and a holder killed after the kexec followed by luod's own death.
+ */
+describe('an update whose holder is slow or dies', () => {
+  after(closeAllVms);
+
+  async function holderOf(host: HolderHost): Promise<number> {
+    // Listening (a holder stopped before it listens is the unit test's case above).
+    const pids = await waitUntil(() => {
+      const found = host.holderPids();
+      return found.length === 1 && fs.existsSync(`${host.socket}.holder`) ? found : undefined;
+    }, 'one holder process, listening');
+    return pids[0]!;
+  }
+
+  async function vmsOn(host: HolderHost, count: number): Promise<Vm[]> {
+    const list: Vm[] = [];
+    for (let i = 0; i < count; i++) list.push(await startVm(host, `vm-${i}`));
+    await waitSubscribed(
+      host,
+      list.map((v) => v.id),
+    );
+    return list;
+  }
+
+  /** An update started with the holder stopped: it is in `preserving`, waiting for the holds. */
+  async function updateBehindStoppedHolder(host: HolderHost, holder: number) {
+    process.kill(holder, 'SIGSTOP');
+    const operator = await admin(host);
+    const outcome = operator.update({ timeoutMs: 120_000 });
+    outcome.catch(() => {});
+    await waitUntil(async () => (await status(host)).phase === 'preserving', 'the update preserving');
+    return { operator, outcome };
+  }
+
+  test('the holder stopped longer than the clients line timeout: the update waits, completes, every VM claims its bytes', async () => {
+    await withHost(new HolderHost(['--claim-timeout', '120']), async (host) => {
+      await host.start();
+      const list = await vmsOn(host, 3);
+      const holder = await holderOf(host);
+      const { operator, outcome } = await updateBehindStoppedHolder(host, holder);
+      try {
+        // Past luod's 10 s line timeout and its 10 s warning: nothing gives up on a live holder.
+        await waitUntil(
+          () => /has not answered a hold for \d+ s; luod waits/.test(host.log()),
+          'luod warns that the holder is slow',
+          60_000,
+        );
+        assert.match(host.log(), new RegExp(`pid ${holder}, stopped \\(T\\)`));
+        assert.deepEqual(
+          list.map((vm) => vm.preserved),
+          [0, 0, 0],
+          'no START_PRESERVATION before the holder has every session',
+        );
+      } finally {
+        process.kill(holder, 'SIGCONT');
+      }
+      const result = await outcome;
+      operator.close();
+      assert.equal(result.outcome, 'rebooted', JSON.stringify(result));
+      assert.doesNotMatch(host.log(), /went away|connection to the fd holder/);
+      for (const vm of list) await claimAndCheck(host, vm);
+    });
+  });
+
+  test('the holder killed while luod hands it the outgoing sessions: the update completes, every VM claims its bytes', async () => {
+    await withHost(new HolderHost(['--claim-timeout', '120']), async (host) => {
+      await host.start();
+      const list = await vmsOn(host, 3);
+      const holder = await holderOf(host);
+      const { operator, outcome } = await updateBehindStoppedHolder(host, holder);
+      process.kill(holder, 'SIGKILL');
+      const result = await outcome;
+      operator.close();
+      assert.equal(result.outcome, 'rebooted', JSON.stringify(result));
+      assert.match(host.log(), new RegExp(`the fd holder process \\(pid ${holder}\\) went away`));
+      for (const vm of list) await claimAndCheck(host, vm);
+    });
+  });
+
+  test('the holder killed after the kexec, then luod killed once the new holder has every session: nothing is lost', async () => {
+    await withHost(new HolderHost(['--claim-timeout', '120']), async (host) => {
+      await host.start();
+      const list = await vmsOn(host, 4);
+      const operator = await admin(host);
+      const result = await operator.update({ timeoutMs: 60_000 });
+      operator.close();
+      assert.equal(result.outcome, 'rebooted', JSON.stringify(result));
+      await waitUntil(
+        async () => ((await status(host)).holder as { held: number }).held === list.length,
+        'the holder has every incoming session',
+      );
+      const holder = await holderOf(host);
+      process.kill(holder, 'SIGKILL');
+      await waitUntil(
+        () => /the fd holder has every session fd again/.test(host.log()),
+        'luod gave a new holder every session',
+      );
+      await host.kill();
+      // luod and the first holder are dead: only the new holder keeps the sessions.
+      assert.deepEqual(
+        (await host.sessions()).incoming,
+        list.map((vm) => vm.id),
+      );
+      await host.start();
+      assert.deepEqual(
+        ((await status(host)).pending_claims as string[]).sort(),
+        list.map((vm) => vm.id),
+      );
+      for (const vm of list) await claimAndCheck(host, vm);
+    });
   });
 });

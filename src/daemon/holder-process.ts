@@ -49,8 +49,12 @@ const CHANNEL = { maxFdsPerLine: MAX_FDS_PER_MESSAGE };
 /** Holds sent again to a new holder before their replies are awaited. */
 const REHOLDS_IN_FLIGHT = 64;
 
-/** How long luod waits for a holder it started to listen. */
-const START_TIMEOUT_MS = 20_000;
+/**
+ * How long a holder luod started may take to listen before luod warns (and
+ * warns again). It is waited for as long as it runs: under CPU starvation a
+ * Node start took longer than the 20 s that used to fail the update.
+ */
+const START_WARNING_MS = 20_000;
 
 /** How often a request waiting for a live holder is reported (it is never given up for that). */
 const SLOW_AFTER_MS = 10_000;
@@ -82,6 +86,8 @@ function delay(ms: number): Promise<void> {
 export interface HolderProcessOptions {
   /** How long a request waits for a live holder before luod warns (and warns again). */
   slowAfterMs?: number;
+  /** How long a holder luod started may take to listen before luod warns (and warns again). */
+  startWarningMs?: number;
 }
 
 export class HolderProcess implements FdHolder {
@@ -89,6 +95,7 @@ export class HolderProcess implements FdHolder {
   readonly socketPath: string;
   readonly #log: Logger;
   readonly #slowAfterMs: number;
+  readonly #startWarningMs: number;
   readonly #held = new Map<string, FdSource>();
   #channel: LineChannel | null = null;
   /** The process at the other end of #channel (SO_PEERCRED), to tell its death from a failed connection. */
@@ -105,6 +112,7 @@ export class HolderProcess implements FdHolder {
     this.socketPath = socketPath;
     this.#log = log;
     this.#slowAfterMs = options.slowAfterMs ?? SLOW_AFTER_MS;
+    this.#startWarningMs = options.startWarningMs ?? START_WARNING_MS;
   }
 
   /** The pid of a holder started by this luod (for tests and logs). */
@@ -240,25 +248,31 @@ export class HolderProcess implements FdHolder {
     let channel = this.#tryConnect();
     if (!channel) {
       const started = this.#start();
-      const deadline = Date.now() + START_TIMEOUT_MS;
+      const since = Date.now();
+      let warnAt = since + this.#startWarningMs;
       while (!channel) {
+        await delay(25);
+        // Another holder may own the path (this one then exits at once): connect first.
+        channel = this.#tryConnect();
+        if (channel) break;
+        if (this.#closing) throw new SysError('holder', Errno.ECANCELED, 'luod is stopping');
         if (started.exit !== null) {
-          // It could not bind (its directory gone, no permission): say so now, not in 20 s.
+          // It could not bind (its directory gone, no permission): say so now.
           throw new SysError(
             'holder',
             Errno.EIO,
             `the fd holder exited (${started.exit}) before listening at ${this.socketPath}: is its directory there and writable?`,
           );
         }
-        if (Date.now() > deadline) {
-          throw new SysError(
-            'holder',
-            Errno.ETIMEDOUT,
-            `the fd holder did not listen at ${this.socketPath} within ${START_TIMEOUT_MS} ms`,
+        if (Date.now() >= warnAt) {
+          // Still starting: slow (a starved or stopped process), not dead. Its exit ends the wait.
+          warnAt += this.#startWarningMs;
+          const state = started.pid ? processStatus(started.pid)?.state : undefined;
+          this.#log.warn(
+            { holder: started.pid, state, waitedMs: Date.now() - since },
+            `the fd holder luod started (pid ${started.pid}, ${describeState(state ?? '?')}) has not listened at ${this.socketPath} for ${Math.round((Date.now() - since) / 1000)} s; luod waits for it as long as it runs`,
           );
         }
-        await delay(25);
-        channel = this.#tryConnect();
       }
     }
     this.#attach(channel);
@@ -288,7 +302,7 @@ export class HolderProcess implements FdHolder {
   }
 
   /** Start a holder in its own session, so that it outlives luod and luod's process group. */
-  #start(): { exit: string | null } {
+  #start(): { exit: string | null; pid: number | undefined } {
     const here = import.meta.url;
     // Built: holder-bin.cjs, which runs the holder's bundle (a faster start). Under tsx: the source.
     const entry = new URL(here.endsWith('.ts') ? './holder-main.ts' : './holder-bin.cjs', here);
@@ -300,7 +314,7 @@ export class HolderProcess implements FdHolder {
         stdio: 'ignore',
       },
     );
-    const started: { exit: string | null } = { exit: null };
+    const started: { exit: string | null; pid: number | undefined } = { exit: null, pid: child.pid };
     child.once('exit', (code, signal) => {
       started.exit = signal ? `signal ${signal}` : `status ${code}`;
     });
