@@ -12,6 +12,9 @@
  *     attached: the holder keeps it), `release` (name), `list` (every held
  *     fd comes back as an `item` line with its fd, then the reply; with
  *     `batch: N`, as `items` lines of up to N names and their fds, in order).
+ *     A request with `events: true` marks a luod that takes `event` lines
+ *     (level, pid, code, message: what went wrong in the holder), sent
+ *     between replies; an older luod never gets one.
  *  3. luod dies: the holder keeps everything; the next luod connects, lists,
  *     and carries on.
  *  4. The holder drops an fd whose peer hung up (POLLHUP: an emulated
