@@ -410,6 +410,8 @@ describe('an update whose holder is slow or dies', () => {
       operator.close();
       assert.equal(result.outcome, 'rebooted', JSON.stringify(result));
       assert.doesNotMatch(host.log(), /went away|connection to the fd holder/);
+      // The VMMs' deadline counts from the barrier, not from before the holder's stall.
+      for (const vm of list) assert.ok(vm.deadlines[0]! > 115_000, `${vm.id}: deadline_ms ${vm.deadlines}`);
       for (const vm of list) await claimAndCheck(host, vm);
     });
   });
