@@ -271,7 +271,7 @@ describe('the fd holder under load and failure', () => {
       await waitUntil(() => luod.queuedBytes > 0, 'requests queued behind the stopped holder');
       process.kill(first, 'SIGKILL');
       await Promise.all(inFlight);
-      assert.equal(luod.connectionsLost, 1);
+      assert.ok(luod.connectionsLost >= 1);
       assert.notEqual(luod.holderPid, first, 'a new holder');
       const said = lines.find((l) => /went away/.test(l.msg));
       assert.ok(said, 'luod logged the holder death');

@@ -388,28 +388,21 @@ export class HolderProcess implements FdHolder {
     if (this.#closing) return;
     this.connectionsLost++;
     this.#generation++;
-    const running = peer !== null && stillRunning(peer);
-    const now = peer ? processStatus(peer.pid) : null;
-    const fields = {
-      holder: peer?.pid,
-      code: reason?.code ?? 'ECONNRESET',
-      reason: why,
-      held: this.#held.size,
-      pending: pending.map((w) => w.op),
-      holderRunning: running,
-    };
-    if (running) {
-      this.#log.warn(
-        fields,
-        `the connection to the fd holder (pid ${peer!.pid}) failed (${why}) while the holder runs on (${describeState(now?.state ?? '?')}): connecting again and giving it every session fd again`,
-      );
-    } else {
-      this.#log.warn(
-        fields,
-        `the fd holder process${peer ? ` (pid ${peer.pid})` : ''} went away (${why}): starting a new one and giving it a copy of every session fd luod holds`,
-      );
-    }
-    void this.#rehold();
+    // Whether the holder died or only this connection failed is known once luod has
+    // connected again: to the same process, or to a new one it had to start. (Right
+    // after the connection closes, /proc may still show a killed holder running: its
+    // fds are closed before it becomes a zombie.)
+    void this.#rehold({
+      peer,
+      why,
+      fields: {
+        holder: peer?.pid,
+        code: reason?.code ?? 'ECONNRESET',
+        reason: why,
+        held: this.#held.size,
+        pending: pending.map((w) => w.op),
+      },
+    });
   }
 
   /** Warn, every slowAfterMs, while the oldest request waits for a holder that still runs. */
@@ -439,13 +432,43 @@ export class HolderProcess implements FdHolder {
     this.#slowTimer.unref();
   }
 
-  async #rehold(): Promise<void> {
+  async #rehold(lost: {
+    peer: ProcessStatus | null;
+    why: string;
+    fields: Record<string, unknown>;
+  }): Promise<void> {
     const generation = this.#generation;
     try {
+      // What luod holds when the connection ended; each is checked again before it is sent.
       const live: [string, FdSource][] = [];
       for (const [name, source] of [...this.#held]) {
         if (source.closed) this.#held.delete(name);
         else live.push([name, source]);
+      }
+      const old = lost.peer;
+      try {
+        await this.#connected();
+      } catch (err) {
+        if (generation !== this.#generation) return;
+        this.#log.error(
+          { ...lost.fields, holderRunning: old !== null && stillRunning(old), err },
+          `the connection to the fd holder${old ? ` (pid ${old.pid})` : ''} ended (${lost.why}) and no holder can be reached (${errorCode(err)}: ${(err as Error).message}): luod is the only holder of ${this.#held.size} session fds`,
+        );
+        return;
+      }
+      if (generation !== this.#generation) return;
+      const now = this.#peer;
+      const same = old !== null && now !== null && now.pid === old.pid && now.startTime === old.startTime;
+      if (same) {
+        this.#log.warn(
+          { ...lost.fields, holderRunning: true },
+          `the connection to the fd holder (pid ${old.pid}) failed (${lost.why}) while the holder runs on (${describeState(processStatus(old.pid)?.state ?? '?')}): connected again, giving it every session fd again`,
+        );
+      } else {
+        this.#log.warn(
+          { ...lost.fields, holderRunning: false, newHolder: now?.pid },
+          `the fd holder process${old ? ` (pid ${old.pid})` : ''} went away (${lost.why}): giving the new one${now ? ` (pid ${now.pid})` : ''} a copy of every session fd luod holds`,
+        );
       }
       // A window at a time, as the keeper holds (keeper.ts #holdAll). Each goes
       // through #lasting: skipped if released meanwhile, sent again if this
