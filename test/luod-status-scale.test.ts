@@ -8,13 +8,17 @@
  *    the whole, in order;
  *  - against luod (its bundle) with 1400 subscribed connections: a raw STATUS
  *    is one page that fits the line and says how many there are, and
- *    `luoctl status --json` (and LuoClient.status()) list every subscriber.
+ *    `luoctl status --json` (and LuoClient.status()) list every subscriber;
+ *  - CLIENTS and SESSIONS likewise (src/protocol/list-page.ts): pages that fit
+ *    the line and join back to the whole; `luoctl clients --json` and
+ *    LuoClient.clients() list all 1400.
  */
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { after, test } from 'node:test';
 import { LuoClient } from '../src/client/index.js';
 import { MAX_LINE_BYTES } from '../src/protocol/lines.js';
+import { LIST_PAGE_LIMIT, pageList } from '../src/protocol/list-page.js';
 import { MAX_ID_LENGTH } from '../src/protocol/messages.js';
 import type { StatusReply } from '../src/protocol/replies.js';
 import { pageStatus, STATUS_PAGE_LIMIT, wholeStatus } from '../src/protocol/status-page.js';
@@ -167,4 +171,90 @@ test(`luoctl status --json lists all of ${CLIENTS} subscribers; a raw STATUS is 
   } finally {
     admin.close();
   }
+});
+
+test('CLIENTS and SESSIONS longer than a line go in pages that fit it, and join back to the whole', () => {
+  const max = MAX_LINE_BYTES - 256;
+  const sessions = Array.from({ length: 1400 * 2 }, (_, i) => ({
+    name: `${longId(i >> 1)}.${i & 1}`,
+    client: longId(i >> 1),
+    direction: 'incoming' as const,
+    claimed: false,
+  }));
+  assert.ok(bytes({ sessions }) > MAX_LINE_BYTES, `the whole is ${bytes({ sessions })} bytes`);
+  const first = pageList('sessions', sessions, {}, max);
+  assert.ok(bytes(first) <= max, `${bytes(first)} bytes`);
+  assert.equal(first.count, sessions.length);
+  assert.deepEqual(first.sessions, sessions.slice(0, first.page!.limit));
+  assert.equal(first.page!.next, first.page!.limit);
+  // Every page fits; joined, they are the whole, in order.
+  const pages: (typeof first)[] = [first];
+  for (let next: number | null = first.page!.next; next !== null; ) {
+    const page: typeof first = pageList(
+      'sessions',
+      sessions,
+      { offset: next, limit: first.page!.limit },
+      max,
+    );
+    assert.ok(bytes(page) <= max, `${bytes(page)} bytes`);
+    pages.push(page);
+    next = page.page!.next;
+  }
+  assert.deepEqual(
+    pages.flatMap((p) => p.sessions),
+    sessions,
+  );
+  // A short list stays whole, with its count.
+  assert.deepEqual(pageList('sessions', sessions.slice(0, 3), {}, max), {
+    sessions: sessions.slice(0, 3),
+    count: 3,
+  });
+  assert.equal(LIST_PAGE_LIMIT, 500);
+});
+
+test(`luoctl clients --json lists all of ${CLIENTS} clients; a raw CLIENTS is a page that fits the line`, async () => {
+  // The connections of the test before are still subscribed.
+  const raw = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(host.socket);
+    let text = '';
+    s.on('error', reject);
+    s.on('data', (d) => {
+      text += d;
+      if (text.includes('\n')) {
+        s.destroy();
+        resolve(text.slice(0, text.indexOf('\n')));
+      }
+    });
+    s.on('connect', () => s.write('{"cmd":"CLIENTS"}\n'));
+  });
+  assert.ok(Buffer.byteLength(raw) <= MAX_LINE_BYTES, `${Buffer.byteLength(raw)} bytes`);
+  const first = JSON.parse(raw);
+  assert.equal(first.ok, true);
+  assert.ok(first.count > CLIENTS, `${first.count} clients`); // this connection counts too
+  assert.ok(first.page && first.page.next !== null, JSON.stringify(first.page));
+  assert.ok(first.clients.length < CLIENTS);
+
+  const expected = Array.from({ length: CLIENTS }, (_, i) => longId(i)).sort();
+  const ids = (list: { id: string | null }[]) =>
+    list
+      .map((c) => c.id)
+      .filter((id): id is string => id !== null)
+      .sort();
+  const run = host.luoctl('clients', '--json');
+  assert.equal(run.status, 0, run.stderr);
+  const reply = JSON.parse(run.stdout);
+  assert.equal(reply.ok, true);
+  assert.equal(reply.page, undefined);
+  assert.deepEqual(ids(reply.clients), expected);
+  const admin = await LuoClient.connect(host.socket);
+  try {
+    assert.deepEqual(ids(await admin.clients()), expected);
+    // No update: no sessions, and the reply says how many there are.
+    assert.deepEqual(await admin.sessions(), []);
+  } finally {
+    admin.close();
+  }
+  const sessions = host.luoctl('sessions', '--json');
+  assert.equal(sessions.status, 0, sessions.stderr);
+  assert.equal(JSON.parse(sessions.stdout).count, 0);
 });

@@ -5,6 +5,8 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { wholeList } from '../protocol/list-page.js';
+import type { ClientsReply, SessionsReply } from '../protocol/replies.js';
 import { wholeStatus } from '../protocol/status-page.js';
 import { CodedError } from '../sys/error.js';
 import type { RegisterCommand } from './environment.js';
@@ -80,7 +82,12 @@ export const register: RegisterCommand = (program) => {
     .description('connected clients and their subscriptions')
     .action(
       commandAction(async (command, out) => {
-        const reply = await askFor({ cmd: 'CLIENTS' }, { socket: socketOf(command) });
+        // Every page of it (list-page.ts).
+        const reply = await wholeList(
+          'clients',
+          (c: ClientsReply['clients'][number]) => (c.id === null ? null : `id:${c.id}`),
+          (page) => askFor({ cmd: 'CLIENTS', ...page }, { socket: socketOf(command) }),
+        );
         const clients = reply.clients;
         out.result(reply, () =>
           clients.length === 0
@@ -101,7 +108,11 @@ export const register: RegisterCommand = (program) => {
     .description('sessions luod holds (outgoing during an update, incoming until claimed)')
     .action(
       commandAction(async (command, out) => {
-        const reply = await askFor({ cmd: 'SESSIONS' }, { socket: socketOf(command) });
+        const reply = await wholeList(
+          'sessions',
+          (s: SessionsReply['sessions'][number]) => s.name,
+          (page) => askFor({ cmd: 'SESSIONS', ...page }, { socket: socketOf(command) }),
+        );
         const sessions = reply.sessions;
         out.result(reply, () =>
           sessions.length === 0

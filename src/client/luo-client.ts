@@ -37,6 +37,7 @@ import {
   StartPreservationEvent,
 } from '../protocol/events.js';
 import { LineChannel } from '../protocol/lines.js';
+import { wholeList } from '../protocol/list-page.js';
 import { checkMessage, PROTOCOL_VERSION, socketPath } from '../protocol/messages.js';
 import {
   ClaimReply,
@@ -519,12 +520,30 @@ export class LuoClient extends EventEmitter<LuoClientEvents> {
     await this.request('ABORT', reason !== undefined ? { reason } : {});
   }
 
+  /** Every connected client (the pages of a long list joined: list-page.ts). */
   async clients(): Promise<ClientsReply['clients']> {
-    return ((await this.request('CLIENTS')).body as Partial<ClientsReply>).clients ?? [];
+    const reply = await wholeList(
+      'clients',
+      (c: ClientsReply['clients'][number]) => (c.id === null ? null : `id:${c.id}`),
+      async (page) => ({
+        clients: [],
+        ...((await this.request('CLIENTS', page ?? {})).body as Partial<ClientsReply>),
+      }),
+    );
+    return reply.clients;
   }
 
+  /** Every session luod holds (the pages of a long list joined: list-page.ts). */
   async sessions(): Promise<SessionsReply['sessions']> {
-    return ((await this.request('SESSIONS')).body as Partial<SessionsReply>).sessions ?? [];
+    const reply = await wholeList(
+      'sessions',
+      (s: SessionsReply['sessions'][number]) => s.name,
+      async (page) => ({
+        sessions: [],
+        ...((await this.request('SESSIONS', page ?? {})).body as Partial<SessionsReply>),
+      }),
+    );
+    return reply.sessions;
   }
 
   async load(

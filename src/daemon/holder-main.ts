@@ -12,15 +12,27 @@
  *     attached: the holder keeps it), `release` (name), `list` (every held
  *     fd comes back as an `item` line with its fd, then the reply; with
  *     `batch: N`, as `items` lines of up to N names and their fds, in order).
+ *     A request with `events: true` marks a luod that takes `event` lines
+ *     (level, pid, code, message: what went wrong in the holder), sent
+ *     between replies; an older luod never gets one.
  *  3. luod dies: the holder keeps everything; the next luod connects, lists,
  *     and carries on.
  *  4. The holder drops an fd whose peer hung up (POLLHUP: an emulated
  *     session whose kernel went away; a real LUO session never reports it),
  *     and exits when it holds nothing and no luod is connected.
  * Only its own uid (and root) may connect: it hands out session fds.
+ *
+ * It must not die while it holds anything: its death closes every copy, and
+ * a luod killed before it has given a new holder its fds again loses them.
+ * So no error of its own ends it: the periodic sweep and every handler
+ * report what failed to each connected luod (an `event` line with the errno
+ * name and a sentence, which luod logs) and the holder carries on. (Once a
+ * poll(2) interrupted by a signal, EINTR, escaped the sweep and killed it
+ * under a sampling profiler: docs/operations.md.)
  */
 import * as fs from 'node:fs';
 import { LineChannel } from '../protocol/lines.js';
+import { errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
 import { peersClosed } from '../sys/mm.js';
 import { MAX_FDS_PER_MESSAGE } from '../sys/socket.js';
@@ -28,7 +40,9 @@ import { UnixServer, UnixSocket } from '../sys/unix-socket.js';
 
 /** How long a fresh holder waits for its first luod before giving up. */
 const FIRST_CONNECTION_MS = 15_000;
-const SWEEP_MS = 1000;
+/** How often dead fds are looked for ($LUOKIT_HOLDER_SWEEP_MS: tests run many sweeps in a short time). */
+const SWEEP_MS =
+  Number(process.env.LUOKIT_HOLDER_SWEEP_MS) > 0 ? Number(process.env.LUOKIT_HOLDER_SWEEP_MS) : 1000;
 
 function argument(name: string): string {
   const i = process.argv.indexOf(name);
@@ -45,6 +59,18 @@ const held = new Map<string, OwnedFd>();
 const connections = new Set<LineChannel>();
 let everConnected = false;
 const started = Date.now();
+/** The inode of the socket file this holder bound: it removes the path only while it is still its own. */
+let boundInode: number | null = null;
+
+/** Tell every connected luod (its log has the line); the holder itself has no log. */
+function report(level: 'warn' | 'error', code: string, message: string): void {
+  for (const channel of connections)
+    if (listening.has(channel))
+      void channel.send({ op: 'event', level, pid: process.pid, code, message }).catch(() => {});
+}
+
+/** Connections whose luod said it takes `event` lines (`events: true` on a request): an older one would take them for replies. */
+const listening = new WeakSet<LineChannel>();
 
 function drop(name: string): void {
   held.get(name)?.close();
@@ -62,7 +88,9 @@ function listenOnce(): UnixServer | null {
   }
   const previous = process.umask(0o077);
   try {
-    return UnixServer.listen(socketPath);
+    const server = UnixServer.listen(socketPath);
+    boundInode = fs.statSync(socketPath).ino;
+    return server;
   } finally {
     process.umask(previous);
   }
@@ -70,7 +98,13 @@ function listenOnce(): UnixServer | null {
 
 function exit(): void {
   for (const name of [...held.keys()]) drop(name);
-  fs.rmSync(socketPath, { force: true });
+  // A holder that lost its path to another (one started while this one was
+  // slow to listen) must not remove the other's: that one may hold everything.
+  try {
+    if (fs.statSync(socketPath).ino === boundInode) fs.rmSync(socketPath, { force: true });
+  } catch {
+    // gone already
+  }
   process.exit(0);
 }
 
@@ -100,7 +134,8 @@ function serve(channel: LineChannel): void {
     void channel.send({ ok: false, error: { code: reason.code, message: reason.message } }).catch(() => {});
   });
   channel.on('message', (value, fds) => {
-    const message = value as { op?: unknown; name?: unknown };
+    const message = value as { op?: unknown; name?: unknown; events?: unknown };
+    if (message.events === true) listening.add(channel);
     const name = typeof message.name === 'string' ? message.name : '';
     const reply = (body: object) => channel.send({ op: message.op, ...body }).catch(() => {});
     switch (message.op) {
@@ -176,8 +211,17 @@ function batches<T extends [string, OwnedFd]>(entries: T[], size: number): T[][]
 
 /** Drop the fds nobody can use any more; exit when there is nothing left to do. */
 function check(): void {
-  const byFd = new Map([...held].map(([name, fd]) => [fd.fd, name]));
-  for (const fd of peersClosed([...byFd.keys()])) drop(byFd.get(fd)!);
+  try {
+    const byFd = new Map([...held].map(([name, fd]) => [fd.fd, name]));
+    for (const fd of peersClosed([...byFd.keys()])) drop(byFd.get(fd)!);
+  } catch (err) {
+    // Dropping dead fds can wait for the next sweep; the live ones must not go.
+    report(
+      'warn',
+      errorCode(err),
+      `the sweep for dead fds failed (it runs again in ${SWEEP_MS} ms): ${(err as Error).message}`,
+    );
+  }
   if (held.size > 0 || connections.size > 0) return;
   if (everConnected || Date.now() - started > FIRST_CONNECTION_MS) exit();
 }
@@ -188,4 +232,13 @@ server.on('connection', (socket) => serve(new LineChannel(socket)));
 process.on('SIGHUP', () => {});
 process.on('SIGINT', () => {});
 process.on('SIGTERM', exit);
+// The holder's state is a map of fds, consistent between any two calls: carrying on
+// after a bug keeps every session's copy; exiting would close them all.
+process.on('uncaughtException', (err) => {
+  report(
+    'error',
+    errorCode(err),
+    `the fd holder caught an error it did not expect and carries on: ${err.message}`,
+  );
+});
 setInterval(check, SWEEP_MS);

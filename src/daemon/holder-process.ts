@@ -4,16 +4,37 @@
  *
  * Supervision: luod connects to the holder at the well-known path next to
  * its socket, starting one when none answers. If the connection drops while
- * luod runs, the holder died: luod starts a new one and gives it a copy of
- * every fd it still holds itself, so a holder that died holding fds costs
- * nothing as long as luod lives (and luod dying as long as the holder lives).
+ * luod runs, luod connects again (to the same holder when it still runs,
+ * else to a new one it starts) and gives it a copy of every fd it still
+ * holds, so a holder that died holding fds costs nothing as long as luod
+ * lives (and luod dying as long as the holder lives).
+ *
+ * Liveness is the connection, never a clock: the holder's death closes its
+ * end (the kernel does it, however the process ends), and nothing else
+ * does. A holder that is slow (starved of CPU, stopped) is waited for, with
+ * a warning naming its pid and state every `slowAfterMs`; a timeout would
+ * take a slow holder for a dead one and abort an update for nothing.
+ *
+ * Every way the connection can end (docs/operations.md, "When the holder's
+ * connection fails"), all handled the same way:
+ *  - the holder exited or was killed: EOF or ECONNRESET; /proc says it is gone;
+ *  - a send or receive failed on luod's side (ENOBUFS, ENOMEM, EMSGSIZE when
+ *    luod cannot take the fds it is sent...): luod closes it, the holder runs on;
+ *  - the holder closed it after a line it could not parse (a bug): EOF, it runs on.
+ * The log says which (errno name, sentence, the holder's pid and whether it
+ * still runs). Holds and releases that were on their way are sent again on
+ * the next connection (both are idempotent: a name's last operation wins),
+ * so an update does not fail because its holder was replaced; only a holder
+ * that cannot be reached LOST_CONNECTIONS times in a row fails them.
  */
 import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
-import { LineChannel } from '../protocol/lines.js';
+import { type ChannelCloseReason, LineChannel } from '../protocol/lines.js';
 import { Errno } from '../sys/errno.js';
 import { CodedError, errorCode, SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
+import { dup } from '../sys/file.js';
+import { describeState, type ProcessStatus, processStatus, stillRunning } from '../sys/proc.js';
 import { MAX_FDS_PER_MESSAGE } from '../sys/socket.js';
 import { type FdHolder, type FdSource, type HeldFd, settleAll } from './fd-holder.js';
 
@@ -28,37 +49,87 @@ const CHANNEL = { maxFdsPerLine: MAX_FDS_PER_MESSAGE };
 /** Holds sent again to a new holder before their replies are awaited. */
 const REHOLDS_IN_FLIGHT = 64;
 
-/** How long luod waits for a holder it started to listen. */
-const START_TIMEOUT_MS = 20_000;
+/**
+ * How long a holder luod started may take to listen before luod warns (and
+ * warns again). It is waited for as long as it runs: under CPU starvation a
+ * Node start took longer than the 20 s that used to fail the update.
+ */
+const START_WARNING_MS = 20_000;
+
+/** How often a request waiting for a live holder is reported (it is never given up for that). */
+const SLOW_AFTER_MS = 10_000;
+
+/**
+ * Connections a hold or release may see lost before it fails: each loss
+ * means a holder died or a connection failed, and a new one was tried.
+ */
+const LOST_CONNECTIONS = 5;
 
 interface Waiter {
   readonly op: string;
+  readonly since: number;
   readonly resolve: (reply: Record<string, unknown>) => void;
   readonly reject: (err: Error) => void;
+}
+
+/** A request that did not get its reply because the connection ended: worth sending again. */
+class ConnectionLost extends SysError {
+  constructor(message: string) {
+    super('holder', Errno.ECONNRESET, message);
+  }
 }
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+export interface HolderProcessOptions {
+  /** How long a request waits for a live holder before luod warns (and warns again). */
+  slowAfterMs?: number;
+  /** How long a holder luod started may take to listen before luod warns (and warns again). */
+  startWarningMs?: number;
+}
+
 export class HolderProcess implements FdHolder {
   readonly kind = 'holder-process';
   readonly socketPath: string;
   readonly #log: Logger;
+  readonly #slowAfterMs: number;
+  readonly #startWarningMs: number;
   readonly #held = new Map<string, FdSource>();
   #channel: LineChannel | null = null;
+  /** The process at the other end of #channel (SO_PEERCRED), to tell its death from a failed connection. */
+  #peer: ProcessStatus | null = null;
   #connecting: Promise<LineChannel> | null = null;
   #waiters: Waiter[] = [];
   #items: HeldFd[] = [];
   #closing = false;
+  /** Counts lost connections: a rehold stops once a newer one has begun. */
+  #generation = 0;
+  #slowTimer: NodeJS.Timeout | null = null;
 
-  constructor(socketPath: string, log: Logger) {
+  constructor(socketPath: string, log: Logger, options: HolderProcessOptions = {}) {
     this.socketPath = socketPath;
     this.#log = log;
+    this.#slowAfterMs = options.slowAfterMs ?? SLOW_AFTER_MS;
+    this.#startWarningMs = options.startWarningMs ?? START_WARNING_MS;
   }
 
   /** The pid of a holder started by this luod (for tests and logs). */
   lastStartedPid: number | undefined;
+
+  /** The pid of the holder luod is connected to, if any (for tests and logs). */
+  get holderPid(): number | undefined {
+    return this.#channel && !this.#channel.closed ? this.#peer?.pid : undefined;
+  }
+
+  /** Connections to a holder that ended while luod ran (each followed by a new one). */
+  connectionsLost = 0;
+
+  /** Bytes of requests queued in luod, not yet taken by the kernel (the holder is not reading). */
+  get queuedBytes(): number {
+    return this.#channel?.socket.pendingBytes ?? 0;
+  }
 
   /**
    * No holder listening means nothing is held (a holder holding fds never
@@ -74,8 +145,10 @@ export class HolderProcess implements FdHolder {
         reply = await this.#request('list', { batch: MAX_FDS_PER_MESSAGE });
         break;
       } catch (err) {
-        // A holder that was exiting (nothing held, no luod) as we connected: the next one will do.
-        if ((err as SysError).code !== 'ECONNRESET' || attempt >= 3) throw err;
+        // A holder that was exiting (nothing held, no luod) as we connected, or a
+        // connection that failed while the holder runs on: ask again. The items of
+        // the failed attempt were closed with it (#onClose): the holder still has them.
+        if (!(err instanceof ConnectionLost) || attempt >= 3) throw err;
       }
     }
     const items = this.#items;
@@ -91,31 +164,75 @@ export class HolderProcess implements FdHolder {
 
   async hold(name: string, source: FdSource): Promise<void> {
     this.#held.set(name, source);
-    await this.#request('hold', { name }, [source.fd]);
+    await this.#lasting('hold', name, source);
   }
 
   async release(name: string): Promise<void> {
     this.#held.delete(name);
-    await this.#request('release', { name });
+    await this.#lasting('release', name);
   }
 
   warm(): void {
     if (this.#closing) return;
     this.#connected().catch((err) =>
-      this.#log.warn({ err }, 'the fd holder did not start; the first hold starts another'),
+      this.#log.warn(
+        { err, code: errorCode(err) },
+        'the fd holder did not start; the first hold starts another',
+      ),
     );
   }
 
   close(): void {
     this.#closing = true;
+    if (this.#slowTimer) clearInterval(this.#slowTimer);
+    this.#slowTimer = null;
     this.#channel?.close();
   }
 
-  async #request(op: string, fields: object, fds: number[] = []): Promise<Record<string, unknown>> {
+  /**
+   * A hold or release that outlives lost connections: sent again on the
+   * next one, unless a later operation on the same name decided since (it
+   * is on its way itself). Throws only when the holder cannot be reached.
+   */
+  async #lasting(op: 'hold' | 'release', name: string, source?: FdSource): Promise<void> {
+    for (let lost = 0; ; ) {
+      if (op === 'hold' ? this.#held.get(name) !== source : this.#held.has(name)) return;
+      // luod closed its copy meanwhile (a claim delivered, an abort): nothing to give.
+      if (source?.closed) return;
+      try {
+        await this.#request(op, { name }, source);
+        return;
+      } catch (err) {
+        if (!(err instanceof ConnectionLost) || ++lost >= LOST_CONNECTIONS || this.#closing) throw err;
+      }
+    }
+  }
+
+  async #request(op: string, fields: object, source?: FdSource): Promise<Record<string, unknown>> {
     const channel = await this.#connected();
+    if (channel.closed) throw new ConnectionLost(`the connection to the fd holder closed before ${op}`);
+    // A copy of our own rides in the message: the caller may close its fd while
+    // the message waits for room in the socket (a holder that does not read),
+    // and its number could by then name another file.
+    let copy: OwnedFd | null = null;
+    if (source) {
+      try {
+        copy = dup(source.fd);
+      } catch (err) {
+        throw new SysError('holder', Errno.EBADF, `cannot hand the fd holder a copy (${errorCode(err)})`);
+      }
+    }
     return new Promise((resolve, reject) => {
-      this.#waiters.push({ op, resolve, reject });
-      channel.send({ op, ...fields }, fds).catch((err) => reject(err));
+      this.#waiters.push({ op, since: Date.now(), resolve, reject });
+      this.#watchSlow();
+      channel
+        // `events`: this luod takes the holder's `event` lines (an older one would
+        // take them for replies).
+        .send({ op, ...fields, events: true }, copy ? [copy] : [])
+        .catch(() => {
+          // The socket failed: the channel closes, and #onClose rejects every waiter, this one included.
+        })
+        .finally(() => copy?.close());
     });
   }
 
@@ -131,25 +248,31 @@ export class HolderProcess implements FdHolder {
     let channel = this.#tryConnect();
     if (!channel) {
       const started = this.#start();
-      const deadline = Date.now() + START_TIMEOUT_MS;
+      const since = Date.now();
+      let warnAt = since + this.#startWarningMs;
       while (!channel) {
+        await delay(25);
+        // Another holder may own the path (this one then exits at once): connect first.
+        channel = this.#tryConnect();
+        if (channel) break;
+        if (this.#closing) throw new SysError('holder', Errno.ECANCELED, 'luod is stopping');
         if (started.exit !== null) {
-          // It could not bind (its directory gone, no permission): say so now, not in 20 s.
+          // It could not bind (its directory gone, no permission): say so now.
           throw new SysError(
             'holder',
             Errno.EIO,
             `the fd holder exited (${started.exit}) before listening at ${this.socketPath}: is its directory there and writable?`,
           );
         }
-        if (Date.now() > deadline) {
-          throw new SysError(
-            'holder',
-            Errno.ETIMEDOUT,
-            `the fd holder did not listen at ${this.socketPath} within ${START_TIMEOUT_MS} ms`,
+        if (Date.now() >= warnAt) {
+          // Still starting: slow (a starved or stopped process), not dead. Its exit ends the wait.
+          warnAt += this.#startWarningMs;
+          const state = started.pid ? processStatus(started.pid)?.state : undefined;
+          this.#log.warn(
+            { holder: started.pid, state, waitedMs: Date.now() - since },
+            `the fd holder luod started (pid ${started.pid}, ${describeState(state ?? '?')}) has not listened at ${this.socketPath} for ${Math.round((Date.now() - since) / 1000)} s; luod waits for it as long as it runs`,
           );
         }
-        await delay(25);
-        channel = this.#tryConnect();
       }
     }
     this.#attach(channel);
@@ -179,7 +302,7 @@ export class HolderProcess implements FdHolder {
   }
 
   /** Start a holder in its own session, so that it outlives luod and luod's process group. */
-  #start(): { exit: string | null } {
+  #start(): { exit: string | null; pid: number | undefined } {
     const here = import.meta.url;
     // Built: holder-bin.cjs, which runs the holder's bundle (a faster start). Under tsx: the source.
     const entry = new URL(here.endsWith('.ts') ? './holder-main.ts' : './holder-bin.cjs', here);
@@ -191,7 +314,7 @@ export class HolderProcess implements FdHolder {
         stdio: 'ignore',
       },
     );
-    const started: { exit: string | null } = { exit: null };
+    const started: { exit: string | null; pid: number | undefined } = { exit: null, pid: child.pid };
     child.once('exit', (code, signal) => {
       started.exit = signal ? `signal ${signal}` : `status ${code}`;
     });
@@ -206,8 +329,13 @@ export class HolderProcess implements FdHolder {
 
   #attach(channel: LineChannel): void {
     this.#channel = channel;
+    try {
+      this.#peer = processStatus(channel.socket.peerCredentials().pid);
+    } catch {
+      this.#peer = null; // gone already: its close follows
+    }
     channel.on('message', (value, fds) => this.#onMessage(value as Record<string, unknown>, fds));
-    channel.on('close', () => this.#onClose(channel));
+    channel.on('close', (reason) => this.#onClose(channel, reason));
   }
 
   #onMessage(message: Record<string, unknown>, fds: OwnedFd[]): void {
@@ -228,6 +356,15 @@ export class HolderProcess implements FdHolder {
       return;
     }
     for (const fd of fds) fd.close();
+    if (message.op === 'event') {
+      // The holder has no log of its own: what went wrong in it is told here.
+      const level = message.level === 'error' ? 'error' : 'warn';
+      this.#log[level](
+        { holder: message.pid, code: message.code },
+        `the fd holder reports: ${String(message.code)}: ${String(message.message)}`,
+      );
+      return;
+    }
     const waiter = this.#waiters.shift();
     if (!waiter) return;
     if (message.ok === true) waiter.resolve(message);
@@ -239,36 +376,117 @@ export class HolderProcess implements FdHolder {
     }
   }
 
-  #onClose(channel: LineChannel): void {
+  #onClose(channel: LineChannel, reason: ChannelCloseReason | null): void {
     if (this.#channel === channel) this.#channel = null;
+    const peer = this.#peer;
     for (const item of this.#items.splice(0)) item.fd.close();
-    for (const waiter of this.#waiters.splice(0)) {
-      waiter.reject(new SysError('holder', Errno.ECONNRESET, `the fd holder went away during ${waiter.op}`));
+    const pending = this.#waiters.splice(0);
+    const why = reason ? `${reason.code}: ${reason.message}` : 'luod closed it';
+    for (const waiter of pending) {
+      waiter.reject(new ConnectionLost(`the connection to the fd holder ended during ${waiter.op} (${why})`));
     }
     if (this.#closing) return;
-    // The holder died: a new one gets a copy of every fd luod still holds.
-    this.#log.warn({ held: this.#held.size }, 'the fd holder process went away; starting a new one');
-    void this.#rehold();
+    this.connectionsLost++;
+    this.#generation++;
+    // Whether the holder died or only this connection failed is known once luod has
+    // connected again: to the same process, or to a new one it had to start. (Right
+    // after the connection closes, /proc may still show a killed holder running: its
+    // fds are closed before it becomes a zombie.)
+    void this.#rehold({
+      peer,
+      why,
+      fields: {
+        holder: peer?.pid,
+        code: reason?.code ?? 'ECONNRESET',
+        reason: why,
+        held: this.#held.size,
+        pending: pending.map((w) => w.op),
+      },
+    });
   }
 
-  async #rehold(): Promise<void> {
+  /** Warn, every slowAfterMs, while the oldest request waits for a holder that still runs. */
+  #watchSlow(): void {
+    if (this.#slowTimer) return;
+    this.#slowTimer = setInterval(() => {
+      const oldest = this.#waiters[0];
+      if (!oldest) {
+        if (this.#slowTimer) clearInterval(this.#slowTimer);
+        this.#slowTimer = null;
+        return;
+      }
+      const waited = Date.now() - oldest.since;
+      if (waited < this.#slowAfterMs) return;
+      const peer = this.#peer ? processStatus(this.#peer.pid) : null;
+      this.#log.warn(
+        {
+          holder: this.#peer?.pid,
+          state: peer?.state,
+          waitedMs: waited,
+          waiting: this.#waiters.length,
+          queuedBytes: this.queuedBytes,
+        },
+        `the fd holder${this.#peer ? ` (pid ${this.#peer.pid}, ${describeState(peer?.state ?? '?')})` : ''} has not answered a ${oldest.op} for ${Math.round(waited / 1000)} s; luod waits: a slow holder is not a dead one (a dead one's connection closes)`,
+      );
+    }, this.#slowAfterMs);
+    this.#slowTimer.unref();
+  }
+
+  async #rehold(lost: {
+    peer: ProcessStatus | null;
+    why: string;
+    fields: Record<string, unknown>;
+  }): Promise<void> {
+    const generation = this.#generation;
     try {
+      // What luod holds when the connection ended; each is checked again before it is sent.
       const live: [string, FdSource][] = [];
       for (const [name, source] of [...this.#held]) {
         if (source.closed) this.#held.delete(name);
         else live.push([name, source]);
       }
-      // A window at a time, as the keeper holds (keeper.ts #holdAll).
-      for (let i = 0; i < live.length; i += REHOLDS_IN_FLIGHT) {
-        await settleAll(
-          live
-            .slice(i, i + REHOLDS_IN_FLIGHT)
-            .map(([name, source]) => this.#request('hold', { name }, [source.fd])),
+      const old = lost.peer;
+      try {
+        await this.#connected();
+      } catch (err) {
+        if (generation !== this.#generation) return;
+        this.#log.error(
+          { ...lost.fields, holderRunning: old !== null && stillRunning(old), err },
+          `the connection to the fd holder${old ? ` (pid ${old.pid})` : ''} ended (${lost.why}) and no holder can be reached (${errorCode(err)}: ${(err as Error).message}): luod is the only holder of ${this.#held.size} session fds`,
+        );
+        return;
+      }
+      if (generation !== this.#generation) return;
+      const now = this.#peer;
+      const same = old !== null && now !== null && now.pid === old.pid && now.startTime === old.startTime;
+      if (same) {
+        this.#log.warn(
+          { ...lost.fields, holderRunning: true },
+          `the connection to the fd holder (pid ${old.pid}) failed (${lost.why}) while the holder runs on (${describeState(processStatus(old.pid)?.state ?? '?')}): connected again, giving it every session fd again`,
+        );
+      } else {
+        this.#log.warn(
+          { ...lost.fields, holderRunning: false, newHolder: now?.pid },
+          `the fd holder process${old ? ` (pid ${old.pid})` : ''} went away (${lost.why}): giving the new one${now ? ` (pid ${now.pid})` : ''} a copy of every session fd luod holds`,
         );
       }
-      this.#log.info({ held: this.#held.size }, 'the new fd holder has every session fd again');
+      // A window at a time, as the keeper holds (keeper.ts #holdAll). Each goes
+      // through #lasting: skipped if released meanwhile, sent again if this
+      // connection is lost too.
+      for (let i = 0; i < live.length; i += REHOLDS_IN_FLIGHT) {
+        if (generation !== this.#generation) return; // a newer rehold took over
+        await settleAll(
+          live.slice(i, i + REHOLDS_IN_FLIGHT).map(([name, source]) => this.#lasting('hold', name, source)),
+        );
+      }
+      if (generation !== this.#generation) return;
+      this.#log.info({ held: this.#held.size }, 'the fd holder has every session fd again');
     } catch (err) {
-      this.#log.error({ err }, 'could not give the new fd holder its fds');
+      if (this.#closing || generation !== this.#generation) return;
+      this.#log.error(
+        { err, code: errorCode(err), held: this.#held.size },
+        `could not give the fd holder its fds again (${errorCode(err)}: ${(err as Error).message}); each hold still pending fails with this error`,
+      );
     }
   }
 }

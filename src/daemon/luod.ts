@@ -38,6 +38,7 @@ import { gateVerdict } from '../image/gate.js';
 import type { Session } from '../kernel/device.js';
 import type { AbortedEvent, ProgressEvent } from '../protocol/events.js';
 import { type LineChannel, MAX_FDS_PER_LINE, MAX_LINE_BYTES } from '../protocol/lines.js';
+import { pageList } from '../protocol/list-page.js';
 import {
   ADMIN_COMMANDS,
   Command,
@@ -447,10 +448,20 @@ export class Luod {
           ),
         };
       }
+      // Whole when they fit a line, else a page (list-page.ts), as STATUS.
       case 'CLIENTS':
-        return { body: { clients: this.#clientList() } };
+        return {
+          body: pageList('clients', this.#clientList(), command, MAX_LINE_BYTES - 256) satisfies ClientsReply,
+        };
       case 'SESSIONS':
-        return { body: { sessions: this.#sessionList() } };
+        return {
+          body: pageList(
+            'sessions',
+            this.#sessionList(),
+            command,
+            MAX_LINE_BYTES - 256,
+          ) satisfies SessionsReply,
+        };
       case 'LOAD':
         return { body: await this.#load(command) };
       case 'UPDATE': {

@@ -230,6 +230,9 @@ export class UpdateRun {
       };
       this.#barrierDone = () => settle(null);
     });
+    // The clients' deadline is the barrier's own, counted from now: the holds before it
+    // wait for a slow holder as long as it runs, and must not eat the VMMs' time.
+    this.#deadline = Date.now() + this.#timeoutMs;
     this.#ctx.mark(this.timeline, this.id, 'barrier-start');
     this.#record.end('preserve');
     this.#record.begin('barrier');

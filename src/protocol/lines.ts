@@ -18,7 +18,17 @@ export interface LineChannelEvents {
   message: [value: unknown, fds: OwnedFd[]];
   /** A line that is not JSON, too long, or carries too many fds; `fatal` means the channel is being closed. */
   malformed: [reason: { code: string; message: string; fatal: boolean }];
-  close: [];
+  /** `reason`: why the channel closed (closeReason), null when this side closed it. */
+  close: [reason: ChannelCloseReason | null];
+}
+
+/**
+ * Why a channel closed, when this side did not close it on purpose: the
+ * errno name and a sentence. `eof` (code ECONNRESET): the peer closed its end.
+ */
+export interface ChannelCloseReason {
+  readonly code: string;
+  readonly message: string;
 }
 
 export interface LineChannelOptions {
@@ -46,6 +56,7 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
   #paused = false;
   #lineTimer: NodeJS.Timeout | null = null;
   #closed = false;
+  #closeReason: ChannelCloseReason | null = null;
 
   constructor(socket: UnixSocket, options: LineChannelOptions = {}) {
     super();
@@ -56,7 +67,7 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
     socket.on('data', (data, fds) => this.#onData(data, fds));
     socket.on('end', () => this.#onEnd());
     socket.on('close', () => this.close());
-    socket.on('error', () => this.close());
+    socket.on('error', (err) => this.#closeWith(errorCode(err), err.message));
   }
 
   static connect(path: string, options: LineChannelOptions = {}): LineChannel {
@@ -65,6 +76,11 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Why the channel closed (null while open, or when this side closed it). */
+  get closeReason(): ChannelCloseReason | null {
+    return this.#closeReason;
   }
 
   /** Send one message, with fds on its first byte. */
@@ -106,7 +122,13 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
     for (const entry of this.#queue) for (const fd of entry.fds) fd.close();
     this.#queue = [];
     this.socket.close();
-    this.emit('close');
+    this.emit('close', this.#closeReason);
+  }
+
+  #closeWith(code: string, message: string): void {
+    if (this.#closed) return;
+    this.#closeReason = { code, message };
+    this.close();
   }
 
   #onData(data: Buffer, fds: OwnedFd[]): void {
@@ -123,7 +145,7 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
         message: (err as Error).message,
         fatal: true,
       });
-      this.close();
+      this.#closeWith(errorCode(err), (err as Error).message);
       return;
     }
     this.#queue.push(...lines);
@@ -134,7 +156,7 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
   /** The peer half-closed: what it sent before still counts, then the channel closes. */
   #onEnd(): void {
     this.#pump();
-    this.close();
+    this.#closeWith('ECONNRESET', 'the peer closed the connection');
   }
 
   #pump(): void {
@@ -160,7 +182,7 @@ export class LineChannel extends EventEmitter<LineChannelEvents> {
         message: `a line was left unfinished for ${ms} ms`,
         fatal: true,
       });
-      this.close();
+      this.#closeWith('ETIMEDOUT', `a line was left unfinished for ${ms} ms`);
     }, ms);
     this.#lineTimer.unref();
   }

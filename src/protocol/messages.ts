@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { onFirstUse } from '../sys/on-first-use.js';
+import { LIST_MAX_LIMIT } from './list-page.js';
 import { STATUS_MAX_LIMIT } from './status-page.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -84,8 +85,19 @@ export const Command = onFirstUse(() =>
       offset: z.number().int().min(0).optional(),
       limit: z.number().int().min(1).max(STATUS_MAX_LIMIT).optional(),
     }),
-    z.object({ cmd: z.literal('CLIENTS'), seq }),
-    z.object({ cmd: z.literal('SESSIONS'), seq }),
+    z.object({
+      cmd: z.literal('CLIENTS'),
+      seq,
+      /** A page of the list (list-page.ts): from entry `offset`, at most `limit`. */
+      offset: z.number().int().min(0).optional(),
+      limit: z.number().int().min(1).max(LIST_MAX_LIMIT).optional(),
+    }),
+    z.object({
+      cmd: z.literal('SESSIONS'),
+      seq,
+      offset: z.number().int().min(0).optional(),
+      limit: z.number().int().min(1).max(LIST_MAX_LIMIT).optional(),
+    }),
     z.object({
       cmd: z.literal('LOAD'),
       seq,

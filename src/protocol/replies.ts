@@ -161,11 +161,22 @@ export const StatusReply = onFirstUse(() =>
 );
 export type StatusReply = z.infer<typeof StatusReply>;
 
+/** A list reply longer than a line comes in pages (list-page.ts); both absent from a luod older than pages. */
+const listPaging = () => ({
+  /** How many entries the whole list has. */
+  count: z.number().int().optional(),
+  /** This reply is one page: entries [offset, offset + limit); `next`: the next page's offset. */
+  page: z
+    .object({ offset: z.number().int(), limit: z.number().int(), next: z.number().int().nullable() })
+    .optional(),
+});
+
 export const ClientsReply = onFirstUse(() =>
   z.object({
     clients: z.array(
       z.object({ id: z.string().nullable(), uid: z.number(), pid: z.number(), sessions: z.number() }),
     ),
+    ...listPaging(),
   }),
 );
 export type ClientsReply = z.infer<typeof ClientsReply>;
@@ -181,6 +192,7 @@ export const SessionsReply = onFirstUse(() =>
         claimed: z.boolean().optional(),
       }),
     ),
+    ...listPaging(),
   }),
 );
 export type SessionsReply = z.infer<typeof SessionsReply>;

@@ -199,4 +199,5 @@ export const Errno = {
   ETIMEDOUT: 110,
   ECONNREFUSED: 111,
   EINPROGRESS: 115,
+  ECANCELED: 125,
 } as const;

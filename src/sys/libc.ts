@@ -120,19 +120,37 @@ export function accept4Raw(fd: number, flags: number): number {
   return ret < 0 ? -koffi.errno() : ret;
 }
 
+/**
+ * The calls below may block (a blocking socket, with or without SO_RCVTIMEO or
+ * SO_SNDTIMEO) and then return EINTR when a handled signal arrives: nothing
+ * happened, so they are made again. (AF_UNIX connect() interrupted while it
+ * waits for room in a full backlog leaves the socket unconnected, unlike TCP.)
+ */
+function again(call: () => number | bigint): number {
+  for (;;) {
+    const ret = Number(call());
+    if (ret >= 0) return ret;
+    const errno = koffi.errno();
+    if (errno !== Errno.EINTR) return -errno;
+    interrupted.count++;
+  }
+}
+
+/** How many calls a signal interrupted (EINTR) and that were made again: tests show the path ran. */
+export const interrupted = { count: 0 };
+
 export function connectRaw(fd: number, addr: Buffer): void {
-  check('connect', fn.connect(fd, addr, addr.length));
+  const ret = again(() => fn.connect(fd, addr, addr.length));
+  if (ret < 0) throw new SysError('connect', -ret);
 }
 
 /** sendmsg()/recvmsg() on a native msghdr; return -errno instead of throwing (EAGAIN is routine). */
 export function sendmsgRaw(fd: number, msghdr: bigint, flags: number): number {
-  const ret = Number(fn.sendmsg(fd, msghdr, flags));
-  return ret < 0 ? -koffi.errno() : ret;
+  return again(() => fn.sendmsg(fd, msghdr, flags));
 }
 
 export function recvmsgRaw(fd: number, msghdr: bigint, flags: number): number {
-  const ret = Number(fn.recvmsg(fd, msghdr, flags));
-  return ret < 0 ? -koffi.errno() : ret;
+  return again(() => fn.recvmsg(fd, msghdr, flags));
 }
 
 export function shutdownRaw(fd: number, how: number): void {
@@ -249,7 +267,15 @@ export function pollManyRaw(fds: readonly number[], events: number): Int16Array 
     pfds.writeInt32LE(fd, 8 * i);
     pfds.writeInt16LE(events, 8 * i + 4);
   });
-  if (fds.length > 0 && fn.poll(pfds, fds.length, 0) < 0) throw new SysError('poll', koffi.errno());
+  // A zero timeout still returns EINTR when a signal lands while the kernel walks
+  // the fds (do_poll: nothing ready and a signal pending): with a thousand fds and a
+  // sampling profiler's SIGPROF, or any handled signal, that is routine, and once it
+  // killed the fd holder with every session's copy in it. Ask again.
+  while (fds.length > 0 && fn.poll(pfds, fds.length, 0) < 0) {
+    const errno = koffi.errno();
+    if (errno !== Errno.EINTR) throw new SysError('poll', errno);
+    interrupted.count++;
+  }
   return Int16Array.from(fds, (_fd, i) => pfds.readInt16LE(8 * i + 6));
 }
 

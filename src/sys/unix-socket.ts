@@ -230,7 +230,13 @@ export class UnixSocket extends EventEmitter<UnixSocketEvents> {
       if (got.fdsTruncated) {
         for (const fd of got.fds) fd.close();
         this.#fail(
-          new SysError('recvmsg', Errno.EMSGSIZE, 'recvmsg: peer sent more fds than one message may carry'),
+          // MSG_CTRUNC: the kernel could not hand over every fd, because the peer sent more
+          // than one message carries, or this process reached its RLIMIT_NOFILE.
+          new SysError(
+            'recvmsg',
+            Errno.EMSGSIZE,
+            'recvmsg: fds that came with a message were dropped (MSG_CTRUNC): the peer sent more than one message may carry, or this process is out of fds (RLIMIT_NOFILE)',
+          ),
         );
         return;
       }

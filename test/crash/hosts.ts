@@ -187,7 +187,11 @@ export class HolderHost extends BaseHost implements Host {
       if (!/^\d+$/.test(entry)) continue;
       try {
         const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-        if (cmdline.some((a) => a.endsWith('holder-main.js')) && cmdline.includes(`${this.socket}.holder`))
+        // Built luod starts the holder's bundle (holder-bin.cjs); holder-main.js when run unbundled.
+        if (
+          cmdline.some((a) => /holder-(main\.js|bin\.cjs)$/.test(a)) &&
+          cmdline.includes(`${this.socket}.holder`)
+        )
           pids.push(Number(entry));
       } catch {
         // gone

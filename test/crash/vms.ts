@@ -19,6 +19,8 @@ export interface Vm {
   answer: Answer;
   preserved: number;
   readied: number;
+  /** deadline_ms of each START_PRESERVATION, as luod sent it. */
+  readonly deadlines: number[];
   readonly aborted: AbortedEvent[];
   rebooted: number;
   /** Handler sessions still open (closed by the client library on abort or disconnect). */
@@ -47,6 +49,7 @@ export async function startVm(host: Host, id: string, answer: Answer = 'ready'):
     onPreserve: async (got, request) => {
       const vm = state.vm!;
       sessions.push(...got);
+      vm.deadlines.push(request.deadlineMs);
       got[0]!.preserveFd(ram, 1n);
       vm.preserved++;
       const cancelled = new Promise<void>((resolve) =>
@@ -75,6 +78,7 @@ export async function startVm(host: Host, id: string, answer: Answer = 'ready'):
     answer,
     preserved: 0,
     readied: 0,
+    deadlines: [],
     aborted,
     rebooted: 0,
     openSessions: () => sessions.filter((s) => !s.closed).length,
