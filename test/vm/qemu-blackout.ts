@@ -15,6 +15,8 @@
  *   the step is their difference. The pause is reported as the guest's clocks read it, and
  *   with that step taken out.
  */
+
+import { logEvents } from '../../src/vm/luod-job.js';
 import type { ConsoleLine, Marks, RunMarks } from './blackout.js';
 
 export interface ClockSample {
@@ -163,20 +165,8 @@ export interface QemuBlackout {
   substituted: string[];
 }
 
-/** luo-qemu's JSON log lines with `event` (other lines, QEMU's own, are skipped). */
-export function luoQemuEvents(log: string, event: string): Record<string, unknown>[] {
-  const out: Record<string, unknown>[] = [];
-  for (const line of log.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      if (entry.event === event) out.push(entry);
-    } catch {
-      // not a log line
-    }
-  }
-  return out;
-}
+/** luo-qemu's JSON log lines with `event` (other lines, QEMU's own, are skipped): src/vm's reader. */
+export const luoQemuEvents = logEvents;
 
 /** luo-qemu's log lines at level error (50) or above. */
 export function luoQemuErrors(log: string): string[] {
