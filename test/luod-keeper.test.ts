@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
+import fc from 'fast-check';
 import pino from 'pino';
 import { heldName, parseHeldName } from '../src/daemon/held-names.js';
 import { HolderProcess } from '../src/daemon/holder-process.js';
@@ -21,6 +22,7 @@ import { isValidFdName, notifyAddress, SdNotify, takeListenFds } from '../src/da
 import { statusLine, watchdogIntervalMs } from '../src/daemon/service-notify.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
 import { LineChannel } from '../src/protocol/lines.js';
+import { clientId, INTERNAL_SESSION, isClientId, MAX_ID_LENGTH } from '../src/protocol/messages.js';
 import { fstat, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
 import { bind, receiveWithFds, socket, socketpair } from '../src/sys/socket.js';
 import { MemoryHolder } from './support/memory-holder.js';
@@ -417,4 +419,23 @@ describe('the holder process', () => {
       luod.close();
     }
   });
+});
+
+test('isClientId (held names) and the clientId schema (commands) agree on any string', () => {
+  const idChars = fc.constantFrom(...'abcXYZ019_-.:/ é'.split(''));
+  const near = fc.oneof(
+    fc.string(),
+    fc.string({ unit: idChars, maxLength: MAX_ID_LENGTH + 3 }),
+    fc.constantFrom('', INTERNAL_SESSION, 'a'.repeat(MAX_ID_LENGTH), 'a'.repeat(MAX_ID_LENGTH + 1), 'vm-1'),
+  );
+  let accepted = 0;
+  fc.assert(
+    fc.property(near, (text) => {
+      const ok = isClientId(text);
+      if (ok) accepted++;
+      assert.equal(ok, clientId.safeParse(text).success, JSON.stringify(text));
+    }),
+    { numRuns: 3000 },
+  );
+  assert.ok(accepted > 100, `the check accepted ids too (${accepted}): it can fail both ways`);
 });

@@ -18,7 +18,7 @@
  * Every part is made of [A-Za-z0-9_-] (update ids and boot ids included), so
  * '.' separates them and the name is a valid FDNAME (no ':', at most 255).
  */
-import { clientId, INTERNAL_SESSION } from '../protocol/messages.js';
+import { INTERNAL_SESSION, isClientId } from '../protocol/messages.js';
 import { isValidFdName } from './sd-notify.js';
 
 export type HeldRole = 'out' | 'in' | 'state';
@@ -67,7 +67,7 @@ export function parseHeldName(text: string): HeldName | null {
       : null;
   }
   const client = rest[0]!;
-  if (!clientId.safeParse(client).success) return null;
+  if (!isClientId(client)) return null;
   if (rest.length > 2 || (rest.length === 2 && !/^[1-9]\d?$/.test(rest[1]!))) return null;
   return { role, boot, update, uid: Number(uid), session, client };
 }
