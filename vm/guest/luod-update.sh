@@ -45,22 +45,8 @@ failed() {
   exit 1
 }
 
-# luoctl and start_luod.
+# luoctl, start_luod, wait_for.
 . "$DIR/luod-lib.sh"
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll every 0.1 s.
-wait_for() {
-  limit=$(($1 * 10))
-  what=$2
-  shift 2
-  n=0
-  until "$@"; do
-    n=$((n + 1))
-    [ "$n" -lt "$limit" ] || failed "timeout waiting for $what"
-    kill -0 "$LUOD_PID" 2>/dev/null || failed "luod exited (see luod.boot$BOOT.log)"
-    sleep 0.1
-  done
-}
 
 # start_vmms_filled, start_vmms_claiming (they use wait_for).
 . "$DIR/vmm-lib.sh"

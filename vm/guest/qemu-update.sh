@@ -53,7 +53,7 @@ failed() {
   exit 1
 }
 
-# luoctl and start_luod.
+# luoctl, start_luod, wait_for.
 . "$DIR/luod-lib.sh"
 
 # start_luo_qemu, edges, wait_edges, clock_samples.
@@ -64,13 +64,7 @@ case "$BOOT" in
     . "$DIR/next-boot.sh" || failed "$NEXT_ERROR"
     cp "${LUOKIT_COUNTER_IMAGE:?}" "$IMG" || failed "cannot copy the counter guest image"
     start_luod
-    k=0
-    until [ -S "$SOCK" ]; do
-      k=$((k + 1))
-      [ "$k" -lt 1200 ] || failed "timeout waiting for luod's socket"
-      kill -0 "$LUOD_PID" 2>/dev/null || failed "luod exited (see luod.boot$BOOT.log)"
-      sleep 0.1
-    done
+    wait_for 120 "luod's socket" test -S "$SOCK"
     start_luo_qemu
     wait_edges "$SERIAL" "$EDGES" || exit 1
     clock_samples

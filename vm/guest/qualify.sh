@@ -66,27 +66,7 @@ phase() {
   echo "LUOKIT-PHASE path=qualify boot=$BOOT phase=$1"
 }
 
-# wait_for SECONDS DESCRIPTION COMMAND...: poll every 0.1 s (and luod must stay up once started).
-wait_for() {
-  limit=$(($1 * 10))
-  what=$2
-  shift 2
-  n=0
-  until "$@"; do
-    n=$((n + 1))
-    [ "$n" -lt "$limit" ] || {
-      failed "timeout waiting for $what"
-      return 1
-    }
-    if [ -n "$LUOD_PID" ] && ! kill -0 "$LUOD_PID" 2>/dev/null; then
-      failed "luod exited (see luod.boot$BOOT.log)"
-      return 1
-    fi
-    sleep 0.1
-  done
-}
-
-# luoctl, start_luod; start_vmms_filled, start_vmms_claiming; start_luo_qemu, wait_edges,
+# luoctl, start_luod, wait_for; start_vmms_filled, start_vmms_claiming; start_luo_qemu, wait_edges,
 # clock_samples; run_selftest.
 . "$DIR/luod-lib.sh"
 . "$DIR/vmm-lib.sh"
