@@ -50,6 +50,14 @@ export function stopSignal(): { signal: AbortSignal; done: () => void } {
   };
 }
 
+/** A positive number (fractions allowed, e.g. seconds between retries). */
+export function positiveNumber(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new CodedError('EINVAL', `${name} must be a positive number, not ${text}`);
+  return n;
+}
+
 export function positiveInt(name: string, text: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1)

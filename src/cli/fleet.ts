@@ -5,6 +5,7 @@
  * free of etcd, gRPC and the network, the agent is an admin client of luod's socket like
  * luoctl itself, and each can be restarted without the other.
  */
+import type { Command } from 'commander';
 import { Agent } from '../fleet/agent.js';
 import { etcdError } from '../fleet/etcd.js';
 import { FleetLockClient } from '../fleet/fleetlock-client.js';
@@ -19,30 +20,46 @@ import {
   fleetLog,
   openFleet,
   positiveInt,
+  positiveNumber,
   stopSignal,
   withFleetOptions,
 } from './fleet-connection.js';
 import { commandAction, ExitCode } from './output.js';
 import { parsePairs } from './rollout.js';
 
+interface UpdateTimeoutOptions {
+  readyTimeout: string;
+  settleTimeout: string;
+}
+
+/** The two timeouts of a host's update (fleet/host-update.ts), the same for the agent and a FleetLock update. */
+function withUpdateTimeouts(command: Command): Command {
+  return command
+    .option('--ready-timeout <seconds>', 'how long VMs have to say READY', '30')
+    .option('--settle-timeout <seconds>', 'how long VMs have to come back after the reboot', '120');
+}
+
+function updateTimeouts(o: UpdateTimeoutOptions): { readyTimeoutMs: number; settleTimeoutMs: number } {
+  return {
+    readyTimeoutMs: positiveInt('--ready-timeout', o.readyTimeout) * 1000,
+    settleTimeoutMs: positiveInt('--settle-timeout', o.settleTimeout) * 1000,
+  };
+}
+
 export const register: RegisterCommand = (program) => {
   const fleet = program
     .command('fleet')
     .description('per-host fleet agent and FleetLock server (docs/fleet.md)');
 
-  withFleetOptions(fleet.command('agent'))
+  withUpdateTimeouts(withFleetOptions(fleet.command('agent')))
     .description(
       "take part in rollouts: update this host's luod when the controller says (runs until SIGTERM)",
     )
     .requiredOption('--id <host>', "this host's id in the fleet")
     .option('--ttl <seconds>', 'lease TTL: a dead agent gives its slot back after about this long', '10')
-    .option('--ready-timeout <seconds>', 'how long VMs have to say READY', '30')
-    .option('--settle-timeout <seconds>', 'how long VMs have to come back after the reboot', '120')
     .action(
       commandAction(async (command, out) => {
-        const o = command.opts<
-          FleetOptions & { id: string; ttl: string; readyTimeout: string; settleTimeout: string }
-        >();
+        const o = command.opts<FleetOptions & UpdateTimeoutOptions & { id: string; ttl: string }>();
         const socket = socketPath(command.optsWithGlobals<{ socket?: string }>().socket);
         const { etcd, keys } = openFleet(o);
         const log = fleetLog('luoctl-fleet-agent').child({ host: o.id });
@@ -53,8 +70,7 @@ export const register: RegisterCommand = (program) => {
           log,
           socket,
           ttlSeconds: positiveInt('--ttl', o.ttl),
-          readyTimeoutMs: positiveInt('--ready-timeout', o.readyTimeout) * 1000,
-          settleTimeoutMs: positiveInt('--settle-timeout', o.settleTimeout) * 1000,
+          ...updateTimeouts(o),
         });
         const { signal, done } = stopSignal();
         try {
@@ -71,8 +87,7 @@ export const register: RegisterCommand = (program) => {
       }),
     );
 
-  fleet
-    .command('update')
+  withUpdateTimeouts(fleet.command('update'))
     .description("update this host's luod under a FleetLock server (airlock, Kubernetes FleetLock, luokit's)")
     .requiredOption('--fleetlock <url>', "the FleetLock server's base URL")
     .requiredOption('--id <host>', "this host's FleetLock client id")
@@ -85,22 +100,20 @@ export const register: RegisterCommand = (program) => {
     )
     .option('--lock-timeout <seconds>', 'give up waiting for a slot after this long')
     .option('--retry <seconds>', 'pause between two pre-reboot attempts', '1')
-    .option('--ready-timeout <seconds>', 'how long VMs have to say READY', '30')
-    .option('--settle-timeout <seconds>', 'how long VMs have to come back after the reboot', '120')
     .action(
       commandAction(async (command, out) => {
-        const o = command.opts<{
-          fleetlock: string;
-          id: string;
-          group: string;
-          kernel: string;
-          initrd?: string;
-          qualified?: string;
-          lockTimeout?: string;
-          retry: string;
-          readyTimeout: string;
-          settleTimeout: string;
-        }>();
+        const o = command.opts<
+          {
+            fleetlock: string;
+            id: string;
+            group: string;
+            kernel: string;
+            initrd?: string;
+            qualified?: string;
+            lockTimeout?: string;
+            retry: string;
+          } & UpdateTimeoutOptions
+        >();
         const socket = socketPath(command.optsWithGlobals<{ socket?: string }>().socket);
         const { signal, done } = stopSignal();
         try {
@@ -113,9 +126,8 @@ export const register: RegisterCommand = (program) => {
             ...(o.lockTimeout !== undefined && {
               lockTimeoutMs: positiveInt('--lock-timeout', o.lockTimeout) * 1000,
             }),
-            retryMs: Number(o.retry) * 1000,
-            readyTimeoutMs: positiveInt('--ready-timeout', o.readyTimeout) * 1000,
-            settleTimeoutMs: positiveInt('--settle-timeout', o.settleTimeout) * 1000,
+            retryMs: positiveNumber('--retry', o.retry) * 1000,
+            ...updateTimeouts(o),
             signal,
           });
           out.result(
