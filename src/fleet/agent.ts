@@ -12,10 +12,16 @@
  * the agent moves it to `updating` before it asks luod for anything but the LOAD.
  */
 import type { Logger } from 'pino';
-import { LuoClient } from '../client/index.js';
 import { CodedError, errorCode } from '../sys/error.js';
 import { type Etcd3, isUnavailable, type Lease } from './etcd.js';
-import { type HostOutcome, type HostUpdateOptions, precheck, runUpdate, settleAfter } from './host-update.js';
+import {
+  type HostOutcome,
+  type HostUpdateOptions,
+  luodStatus,
+  precheck,
+  runUpdate,
+  settleAfter,
+} from './host-update.js';
 import type { FleetKeys } from './keys.js';
 import { type HostProgress, type RolloutSpec, readRollout, writeHost } from './rollout.js';
 import { Semaphore } from './semaphore.js';
@@ -246,15 +252,6 @@ export class Agent {
       }
       await new Promise((r) => setTimeout(r, 200));
     }
-  }
-}
-
-async function luodStatus(socket: string): Promise<Awaited<ReturnType<LuoClient['status']>>> {
-  const luod = await LuoClient.connectWithRetry(socket, { timeoutMs: 30_000 });
-  try {
-    return await luod.status();
-  } finally {
-    luod.close();
   }
 }
 

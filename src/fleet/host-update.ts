@@ -53,6 +53,16 @@ async function connect(socket: string): Promise<LuoClient> {
   return LuoClient.connectWithRetry(socket, { timeoutMs: 30_000, commandTimeoutMs: 0 });
 }
 
+/** luod's STATUS, on a connection of its own. */
+export async function luodStatus(socket: string): Promise<Awaited<ReturnType<LuoClient['status']>>> {
+  const luod = await connect(socket);
+  try {
+    return await luod.status();
+  } finally {
+    luod.close();
+  }
+}
+
 /** LOAD the target and judge the pair; nothing is preserved or paused yet. */
 export async function precheck(
   options: HostUpdateOptions,
@@ -179,14 +189,9 @@ export async function settleAfter(
   let phase = '?';
   while (Date.now() < deadline) {
     try {
-      const luod = await connect(options.socket);
-      try {
-        const status = await luod.status();
-        phase = status.phase;
-        missing = before.filter((id) => !status.subscribers.includes(id));
-      } finally {
-        luod.close();
-      }
+      const status = await luodStatus(options.socket);
+      phase = status.phase;
+      missing = before.filter((id) => !status.subscribers.includes(id));
     } catch (err) {
       phase = `unreachable (${errorCode(err)})`;
     }
