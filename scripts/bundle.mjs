@@ -216,7 +216,7 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
     platform: 'node',
     format: 'cjs',
     target: 'node20',
-    minify: true,
+    minify: process.env.LUOKIT_BUNDLE_MINIFY !== '0', // 0: readable bundles, for CPU profiles
     legalComments: 'none',
     charset: 'ascii', // bundle-runner.cts reads it as latin1
     external: ['koffi', 'prom-client', 'etcd3'],
