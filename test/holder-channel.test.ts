@@ -16,11 +16,13 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
 import { HolderProcess } from '../src/daemon/holder-process.js';
+import { LineChannel } from '../src/protocol/lines.js';
 import { fstat, memfdCreate, type OwnedFd, pread, pwriteAll } from '../src/sys/index.js';
 import { interrupted } from '../src/sys/libc.js';
 import { peersClosed } from '../src/sys/mm.js';
 import { processStatus } from '../src/sys/proc.js';
 import { socketpair } from '../src/sys/socket.js';
+import { UnixServer } from '../src/sys/unix-socket.js';
 import { HolderHost } from './crash/hosts.js';
 import {
   admin,
@@ -352,6 +354,150 @@ describe('the fd holder under load and failure', () => {
  * update whose holder is stopped or killed while luod hands it the outgoing
  * sessions, and a holder killed after the kexec followed by luod's own death.
  */
+/**
+ * A holder speaking the line protocol in the test's process, to see the lines
+ * luod sends: as holder-main.ts does today (`release-many`), or as a holder
+ * from before it (which answers ENOTSUP to an op it does not know).
+ */
+function stubHolder(socketPath: string, options: { releaseMany: boolean }) {
+  const held = new Map<string, OwnedFd>();
+  const ops: { op: string; names?: string[] }[] = [];
+  const server = UnixServer.listen(socketPath);
+  server.on('connection', (socket) => {
+    const channel = new LineChannel(socket);
+    channel.on('message', (value, fds) => {
+      const m = value as { op: string; name?: string; names?: string[] };
+      ops.push({ op: m.op, ...(m.names && { names: m.names }) });
+      const reply = (body: object) => void channel.send({ op: m.op, ...body }).catch(() => {});
+      if (m.op === 'hold') {
+        held.get(m.name!)?.close();
+        held.set(m.name!, fds[0]!);
+        return reply({ ok: true, name: m.name });
+      }
+      for (const fd of fds) fd.close();
+      const drop = (name: string) => {
+        held.get(name)?.close();
+        held.delete(name);
+      };
+      if (m.op === 'release') {
+        drop(m.name!);
+        return reply({ ok: true, name: m.name });
+      }
+      if (m.op === 'release-many' && options.releaseMany) {
+        for (const name of m.names!) drop(name);
+        return reply({ ok: true, count: m.names!.length });
+      }
+      if (m.op === 'list') return reply({ ok: true, count: 0 });
+      reply({ ok: false, error: { code: 'ENOTSUP', message: 'unknown op' } });
+    });
+  });
+  return {
+    held,
+    ops,
+    close() {
+      server.close();
+      for (const fd of held.values()) fd.close();
+    },
+  };
+}
+
+describe("releases, one line per turn of luod's event loop", () => {
+  test('the releases of one turn go to the holder as one release-many line', async () => {
+    const socketPath = path.join(dir, 'many.sock.holder');
+    const stub = stubHolder(socketPath, { releaseMany: true });
+    const luod = new HolderProcess(socketPath, pino({ level: 'silent' }));
+    const memfds = Array.from({ length: 100 }, (_, i) => memfdWith(`vm-${i} memory`));
+    try {
+      await Promise.all(memfds.map((fd, i) => luod.hold(name(i), source(fd))));
+      assert.equal(stub.held.size, 100);
+      stub.ops.length = 0;
+      await Promise.all(memfds.map((_, i) => luod.release(name(i))));
+      assert.equal(stub.held.size, 0, 'every fd released');
+      assert.deepEqual(
+        stub.ops.map((o) => o.op),
+        ['release-many'],
+        'one line for the hundred releases',
+      );
+      assert.deepEqual(
+        stub.ops[0]!.names,
+        memfds.map((_, i) => name(i)),
+      );
+    } finally {
+      luod.close();
+      stub.close();
+      for (const fd of memfds) fd.close();
+    }
+  });
+
+  test('a holder from before release-many: luod releases one name per line, and keeps doing so', async () => {
+    const socketPath = path.join(dir, 'old.sock.holder');
+    const stub = stubHolder(socketPath, { releaseMany: false });
+    const { log, lines } = capturedLog();
+    const luod = new HolderProcess(socketPath, log);
+    const memfds = Array.from({ length: 50 }, (_, i) => memfdWith(`vm-${i} memory`));
+    try {
+      await Promise.all(memfds.map((fd, i) => luod.hold(name(i), source(fd))));
+      stub.ops.length = 0;
+      await Promise.all(memfds.slice(0, 40).map((_, i) => luod.release(name(i))));
+      assert.deepEqual(
+        [...stub.held.keys()],
+        memfds.slice(40).map((_, i) => name(40 + i)),
+        'the released ones are gone, the others held',
+      );
+      assert.deepEqual(
+        stub.ops.map((o) => o.op),
+        ['release-many', ...Array(40).fill('release')],
+        'refused once, then a release per name',
+      );
+      assert.ok(lines.some((l) => /predates release-many/.test(l.msg)));
+      stub.ops.length = 0;
+      await Promise.all(memfds.slice(40).map((_, i) => luod.release(name(40 + i))));
+      assert.equal(stub.held.size, 0);
+      assert.deepEqual(
+        stub.ops.map((o) => o.op),
+        Array(10).fill('release'),
+        'not asked again',
+      );
+    } finally {
+      luod.close();
+      stub.close();
+      for (const fd of memfds) fd.close();
+    }
+  });
+
+  test('a name released and held again in the same turn stays held (the real holder)', async () => {
+    const socketPath = path.join(dir, 'again.sock.holder');
+    const luod = new HolderProcess(socketPath, pino({ level: 'silent' }));
+    const memfds = Array.from({ length: 300 }, (_, i) => memfdWith(`vm-${i} memory`));
+    try {
+      for (let i = 0; i < 300; i += 64)
+        await Promise.all(memfds.slice(i, i + 64).map((fd, j) => luod.hold(name(i + j), source(fd))));
+      // One turn: 200 releases, and one of them held again right after its release.
+      await Promise.all([
+        ...memfds.slice(0, 200).map((_, i) => luod.release(name(i))),
+        luod.release(name(250)),
+        luod.hold(name(250), source(memfds[250]!)),
+        luod.release(name(150)).then(() => luod.hold(name(150), source(memfds[150]!))),
+      ]);
+      const back = await heldNow(socketPath);
+      try {
+        assert.deepEqual(
+          [...back.keys()].sort(),
+          [name(150), ...memfds.slice(200).map((_, i) => name(200 + i))].sort(),
+          'the released ones gone; the ones held again after their release, held',
+        );
+        for (const [held, fd] of back) assert.equal(contents(fd), `${held.split('.').at(-1)} memory`);
+      } finally {
+        for (const fd of back.values()) fd.close();
+      }
+    } finally {
+      for (let i = 0; i < 300; i++) await luod.release(name(i));
+      luod.close();
+      for (const fd of memfds) fd.close();
+    }
+  });
+});
+
 describe('an update whose holder is slow or dies', () => {
   after(closeAllVms);
 

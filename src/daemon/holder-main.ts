@@ -11,7 +11,9 @@
  *  2. luod connects and sends, one JSON line each: `hold` (name, one fd
  *     attached: the holder keeps it), `release` (name), `list` (every held
  *     fd comes back as an `item` line with its fd, then the reply; with
- *     `batch: N`, as `items` lines of up to N names and their fds, in order).
+ *     `batch: N`, as `items` lines of up to N names and their fds, in order),
+ *     `release-many` (names: one reply for them all; an older holder answers
+ *     ENOTSUP, and luod sends one `release` per name instead).
  *     A request with `events: true` marks a luod that takes `event` lines
  *     (level, pid, code, message: what went wrong in the holder), sent
  *     between replies; an older luod never gets one.
@@ -157,6 +159,21 @@ function serve(channel: LineChannel): void {
         drop(name);
         void reply({ ok: true, name });
         return;
+      case 'release-many': {
+        // Many releases in one line (a luod batches those of one turn of its event loop).
+        for (const fd of fds) fd.close();
+        const names = (message as { names?: unknown }).names;
+        if (!Array.isArray(names) || !names.every((n) => typeof n === 'string' && n !== '')) {
+          void reply({
+            ok: false,
+            error: { code: 'EINVAL', message: 'release-many takes `names`, a list of names' },
+          });
+          return;
+        }
+        for (const n of names as string[]) drop(n);
+        void reply({ ok: true, count: names.length });
+        return;
+      }
       case 'list': {
         for (const fd of fds) fd.close();
         const batch = (message as { batch?: unknown }).batch;
