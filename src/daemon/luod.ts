@@ -47,6 +47,7 @@ import {
   MAX_ID_LENGTH,
   OPTIONAL_COMMANDS,
   PROTOCOL_VERSION,
+  parseHotCommand,
   sessionNames,
 } from '../protocol/messages.js';
 import type {
@@ -333,7 +334,9 @@ export class Luod {
           fds.map((f) => f.fd),
         )
         .catch(() => {});
-    const parsed = Command.safeParse(value);
+    // The hot commands by hand (parseHotCommand), every other message through the schema.
+    const hot = parseHotCommand(value);
+    const parsed = hot ? { success: true as const, data: hot } : Command.safeParse(value);
     if (!parsed.success) {
       client.malformed++;
       const cmd = (value as { cmd?: unknown }).cmd;

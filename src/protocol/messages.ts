@@ -135,6 +135,50 @@ export const Command = onFirstUse(() =>
 );
 export type Command = z.infer<typeof Command>;
 
+/** `seq` as the Command schema takes it (a number, or a string of at most 64). */
+function isSeq(seq: unknown): boolean {
+  return (typeof seq === 'number' && Number.isFinite(seq)) || (typeof seq === 'string' && seq.length <= 64);
+}
+
+/**
+ * The commands a thousand VMMs send at once (SUBSCRIBE, READY, CLAIM), in
+ * the shape they are valid in, checked by hand; undefined for anything else.
+ * `Command` stays the validator of record: every other message, and any that
+ * does not pass here, goes through it, and its error is the one a client
+ * gets. This only spares building and running it where its answer is known
+ * (a restarted luod's thousand CLAIMs are its first commands). Like the
+ * schema, it keeps the known fields only. A test holds the two to the same
+ * answer (test/hot-command.test.ts).
+ */
+export function parseHotCommand(value: unknown): Command | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const v = value as Record<string, unknown>;
+  if (v.seq !== undefined && !isSeq(v.seq)) return undefined;
+  const seq = v.seq === undefined ? {} : { seq: v.seq as number | string };
+  switch (v.cmd) {
+    case 'CLAIM':
+      if (typeof v.id !== 'string' || !isClientId(v.id)) return undefined;
+      if (v.force !== undefined && typeof v.force !== 'boolean') return undefined;
+      return { cmd: 'CLAIM', ...seq, id: v.id, ...(v.force !== undefined && { force: v.force }) };
+    case 'READY':
+      if (v.update !== undefined && !(typeof v.update === 'string' && v.update.length <= 64))
+        return undefined;
+      return { cmd: 'READY', ...seq, ...(v.update !== undefined && { update: v.update }) };
+    case 'SUBSCRIBE': {
+      if (typeof v.id !== 'string' || !isClientId(v.id)) return undefined;
+      const n = v.sessions;
+      if (
+        n !== undefined &&
+        !(Number.isSafeInteger(n) && (n as number) >= 1 && (n as number) <= MAX_SESSIONS_PER_CLIENT)
+      )
+        return undefined;
+      return { cmd: 'SUBSCRIBE', ...seq, id: v.id, ...(n !== undefined && { sessions: n as number }) };
+    }
+    default:
+      return undefined;
+  }
+}
+
 export const ADMIN_COMMANDS = new Set(['LOAD', 'UPDATE', 'ABORT', 'CLIENTS', 'SESSIONS']);
 
 /**
