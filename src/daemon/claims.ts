@@ -60,6 +60,12 @@ export class Claims {
    * quadratic (bench/scale.ts). Kept by #put, #drop and #setClaim only.
    */
   #counts = { waiting: 0, sending: 0, done: 0 };
+  /**
+   * Per uid, how many entries are not yet claimed: every connection asks
+   * (hasPendingFor, a reserved slot), and looking through every entry for
+   * each made a thousand VMMs reconnecting quadratic. Kept with #counts.
+   */
+  readonly #pendingByUid = new Map<number, number>();
   /** When unclaimed sessions are released (epoch ms). */
   #deadline = 0;
   #deadlinePassed = false;
@@ -368,29 +374,38 @@ export class Claims {
 
   #put(entry: Incoming): void {
     const previous = this.#incoming.get(entry.id);
-    if (previous) this.#counts[previous.claim]--;
+    if (previous) this.#count(previous, -1);
     this.#incoming.set(entry.id, entry);
-    this.#counts[entry.claim]++;
+    this.#count(entry, 1);
   }
 
   #drop(entry: Incoming): void {
     if (this.#incoming.get(entry.id) !== entry) return;
     this.#incoming.delete(entry.id);
-    this.#counts[entry.claim]--;
+    this.#count(entry, -1);
   }
 
   #setClaim(entry: Incoming, claim: Incoming['claim']): void {
-    if (this.#incoming.get(entry.id) === entry) {
-      this.#counts[entry.claim]--;
-      this.#counts[claim]++;
-    }
+    const counted = this.#incoming.get(entry.id) === entry;
+    if (counted) this.#count(entry, -1);
     entry.claim = claim;
+    if (counted) this.#count(entry, 1);
+  }
+
+  /** `entry`, as it stands, counted in (1) or out (-1) of #counts and #pendingByUid. */
+  #count(entry: Incoming, by: 1 | -1): void {
+    this.#counts[entry.claim] += by;
+    if (entry.claim === 'done') return;
+    const pending = (this.#pendingByUid.get(entry.uid) ?? 0) + by;
+    if (pending > 0) this.#pendingByUid.set(entry.uid, pending);
+    else this.#pendingByUid.delete(entry.uid);
   }
 
   /** A new update begins: what the last one left (claims, its record, ABORTED to tell) is over. */
   forgetPrevious(): void {
     this.#incoming.clear();
     this.#counts = { waiting: 0, sending: 0, done: 0 };
+    this.#pendingByUid.clear();
     this.#interrupted.clear(); // an ABORTED from before this update would only confuse
     // A previous update still waiting for claims is closed by this one.
     if (this.#ctx.records.current) this.#ctx.records.closeAfterClaims();
@@ -410,7 +425,7 @@ export class Claims {
 
   /** Whether `uid` has sessions still to claim (a reserved connection slot). */
   hasPendingFor(uid: number): boolean {
-    return [...this.#incoming.values()].some((e) => e.claim !== 'done' && e.uid === uid);
+    return this.#pendingByUid.has(uid);
   }
 
   /** Whether `id` has sessions still to claim: an id its owner must not lose. */

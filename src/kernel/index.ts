@@ -46,8 +46,10 @@ const REAL_SESSION_TARGET = /^anon_inode:\[luo_session\]/;
 
 /** Which kernel a session fd belongs to, or null when it is not a session fd at all. */
 export function sessionBackend(fd: OwnedFd): Backend | null {
-  if (REAL_SESSION_TARGET.test(fdTarget(fd))) return 'real';
-  if (isEmulatedSessionFd(fd)) return 'emulated';
+  // One readlink of /proc/self/fd for both questions (a restarted luod asks for a thousand fds).
+  const target = fdTarget(fd);
+  if (REAL_SESSION_TARGET.test(target)) return 'real';
+  if (isEmulatedSessionFd(fd, target)) return 'emulated';
   return null;
 }
 

@@ -145,10 +145,11 @@ export function openEmulatedDevice(options: OpenEmulatedOptions = {}): LuoDevice
 
 /**
  * Is this fd a session of an emulated kernel? Emulator fds are
- * SOCK_SEQPACKET sockets (real session fds are anon inodes).
+ * SOCK_SEQPACKET sockets (real session fds are anon inodes). `target`: what
+ * /proc/self/fd says `fd` is, when the caller has read it already.
  */
-export function isEmulatedSessionFd(fd: OwnedFd): boolean {
-  if (!fdTarget(fd).startsWith('socket:')) return false;
+export function isEmulatedSessionFd(fd: OwnedFd, target = fdTarget(fd)): boolean {
+  if (!target.startsWith('socket:')) return false;
   try {
     return socketType(fd) === 'seqpacket';
   } catch {
