@@ -125,6 +125,53 @@ describe('records', () => {
     });
   });
 
+  test('a luod restarted during the claims continues the record on disk, writing it only when it adds to it', () => {
+    const store = new RecordStore(path.join(dir, 'claims-restart'));
+    const builder = RecordBuilder.start(
+      {
+        update: 'u-claims',
+        backend: 'emulated',
+        from: '7.2',
+        to: '7.2',
+        at: 1_800_000_000_000,
+        load: null,
+        clients: [
+          { id: 'vm-a', uid: 0, sessions: ['vm-a.1'] },
+          { id: 'vm-b', uid: 0, sessions: ['vm-b.1'] },
+        ],
+      },
+      silentLog,
+    );
+    builder.begin('claims', 1_800_000_001_000);
+    const file = store.write(builder.snapshot());
+    const incoming = (claimed: string[]) => ({
+      update: 'u-claims',
+      timeline: [{ phase: 'claim', at: 1_800_000_001_500, client: 'vm-a' }],
+      clients: [],
+      claimed,
+    });
+    const fresh = () =>
+      new UpdateRecords({
+        store,
+        metrics: null,
+        log: silentLog,
+        kernel: { backend: 'emulated' } as unknown as LuodKernel,
+      });
+    // No claim answered before the restart: the record on disk is already right, and stays as it is.
+    const inode = fs.statSync(file).ino;
+    const quiet = fresh();
+    assert.ok(quiet.resumeAfterRestart(incoming([])));
+    assert.equal(fs.statSync(file).ino, inode, 'not written again');
+    assert.equal(quiet.lastPath, file, 'STATUS still names it');
+    // vm-a claimed before luod died: that goes into the record, written again.
+    const busy = fresh();
+    assert.ok(busy.resumeAfterRestart(incoming(['vm-a'])));
+    assert.notEqual(fs.statSync(file).ino, inode, 'written again');
+    const lanes = readRecordFile(file).clients;
+    assert.deepEqual(lanes[0]!.claim, { start: 1_800_000_001_500, end: 1_800_000_001_500 });
+    assert.equal(lanes[1]!.claim, null);
+  });
+
   test('the store keeps a bounded number, and a damaged record is named, never trusted', () => {
     const store = new RecordStore(path.join(dir, 'bounded'), 3);
     for (let i = 0; i < 5; i++) {

@@ -23,7 +23,7 @@
  */
 import type { Logger } from 'pino';
 import type { UpdateRecord } from '../record/format.js';
-import type { RecordStore } from '../record/store.js';
+import { type RecordStore, recordPath } from '../record/store.js';
 import { errorCode } from '../sys/error.js';
 import { fail } from './context.js';
 import type { CarriedState, CarriedStateV1 } from './handover-state.js';
@@ -268,15 +268,29 @@ export class UpdateRecords {
       return null;
     }
     const record = RecordBuilder.resume(draft, this.#log);
+    // By id, once: a search per claimed client through every lane and mark was quadratic.
+    const lanes = new Map(draft.clients.map((c) => [c.id, c]));
+    const claimMarks = new Map<string, number>();
+    for (const m of incoming.timeline)
+      if (m.phase === 'claim' && m.client !== undefined && !claimMarks.has(m.client))
+        claimMarks.set(m.client, m.at);
+    let changed = false;
     for (const id of incoming.claimed) {
-      const lane = draft.clients.find((c) => c.id === id);
+      const lane = lanes.get(id);
       if (!lane || lane.claim?.end) continue;
-      const at = incoming.timeline.find((m) => m.phase === 'claim' && m.client === id)?.at ?? Date.now();
+      const at = claimMarks.get(id) ?? Date.now();
       record.claimStarted(id, lane.claim?.start ?? at);
       record.claimed(id, at);
+      changed = true;
     }
-    if (!record.isOpen('claims')) record.begin('claims');
-    this.save(record.snapshot());
+    if (!record.isOpen('claims')) {
+      record.begin('claims');
+      changed = true;
+    }
+    // The record on disk is the one just read: written again only when this added to it
+    // (before luod listens, a thousand clients' record is worth not writing twice).
+    if (changed) this.save(record.snapshot());
+    else if (this.#store) this.#lastPath = recordPath(this.#store.dir, draft.update);
     return record;
   }
 
