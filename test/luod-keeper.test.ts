@@ -17,7 +17,15 @@ import { HolderProcess } from '../src/daemon/holder-process.js';
 import { SessionKeeper } from '../src/daemon/keeper.js';
 import { emulatedKernel } from '../src/daemon/kernel.js';
 import { chooseKexecMode } from '../src/daemon/kexec-mode.js';
-import { readStateFile, type StateBody, writeStateFile } from '../src/daemon/restart-state.js';
+import {
+  ClaimsLog,
+  claimsLogPath,
+  readClaimsLog,
+  readStateFile,
+  type StateBody,
+  withLoggedClaims,
+  writeStateFile,
+} from '../src/daemon/restart-state.js';
 import { isValidFdName, notifyAddress, SdNotify, takeListenFds } from '../src/daemon/sd-notify.js';
 import { statusLine, watchdogIntervalMs } from '../src/daemon/service-notify.js';
 import { statePaths, stopEmulator } from '../src/kernel/emu/index.js';
@@ -196,6 +204,50 @@ describe('the state file', () => {
     const sha = createHash('sha256').update(JSON.stringify(wrongShape)).digest('hex');
     fs.writeFileSync(file, JSON.stringify({ format: 'luod-state-file-v1', sha256: sha, body: wrongShape }));
     assert.throws(() => readStateFile(file), { code: 'EINVAL', message: /content is invalid \(phase: / });
+    fs.rmSync(file);
+  });
+
+  test('the claims log: a line per claim; torn, damaged and foreign lines skipped; emptied on reset', () => {
+    const two: StateBody = {
+      ...body,
+      clients: [
+        { id: 'vm-a', uid: 0, sessions: ['vm-a'], claimed: false },
+        { id: 'vm-b', uid: 0, sessions: ['vm-b'], claimed: false },
+        { id: 'vm-c', uid: 0, sessions: ['vm-c'], claimed: false },
+      ],
+    };
+    writeStateFile(file, two);
+    const log = new ClaimsLog(file);
+    log.append({ update: 'u-1', boot: 'emu1-2', client: 'vm-a', at: 10 });
+    log.append({ update: 'u-0', boot: 'emu1-2', client: 'vm-b', at: 11 }); // another update
+    log.append({ update: 'u-1', boot: 'emu0-1', client: 'vm-b', at: 12 }); // another boot
+    log.append({ update: 'u-1', boot: 'emu1-2', client: 'vm-c', at: 13 });
+    const good = fs.readFileSync(claimsLogPath(file), 'utf8');
+    const lines = good.trimEnd().split('\n');
+    assert.equal(lines.length, 4, 'one line per claim');
+    // vm-c's line damaged (its client changed, its SHA-256 not), then a line torn by a kill.
+    fs.writeFileSync(
+      claimsLogPath(file),
+      `${[...lines.slice(0, 3), lines[3]!.replace('vm-c', 'vm-b')].join('\n')}\n${lines[0]!.slice(0, 30)}`,
+    );
+    const read = readClaimsLog(file, two);
+    assert.deepEqual(read.claims, [{ client: 'vm-a', at: 10 }]);
+    assert.equal(read.skipped, 4);
+    const applied = withLoggedClaims(readStateFile(file)!, read.claims);
+    assert.deepEqual(
+      applied.clients.map((c) => [c.id, c.claimed]),
+      [
+        ['vm-a', true],
+        ['vm-b', false],
+        ['vm-c', false],
+      ],
+      'only the good line of this update and boot counts: the others are offered again',
+    );
+    assert.deepEqual(applied.timeline.at(-1), { phase: 'claim', at: 10, client: 'vm-a' });
+    assert.equal(fs.statSync(claimsLogPath(file)).mode & 0o777, 0o600);
+    log.reset();
+    assert.equal(fs.existsSync(claimsLogPath(file)), false);
+    assert.deepEqual(readClaimsLog(file, two), { claims: [], skipped: 0 }, 'no log: no claims');
     fs.rmSync(file);
   });
 

@@ -8,7 +8,7 @@
  *  - kexec: `luod-internal` is held too (role `state`); the file says `kexec`.
  *  - after the kexec: every retrieved session is held (role `in`) until its
  *    client has it (CLAIM delivered) or the claim deadline releases it; the
- *    file says `claiming` and records who claimed.
+ *    file says `claiming`, and its claims log (restart-state.ts) who claimed.
  *  - abort, or the last claim: everything is released and the file removed.
  *
  * start() is a restarted luod's first step: it takes the holder's fds back
@@ -35,12 +35,15 @@ import {
   readCarriedState,
 } from './handover-state.js';
 import { bootPart, type HeldName, type HeldRole, heldName, parseHeldName } from './held-names.js';
-import { PacedWrite } from './paced-write.js';
 import {
+  ClaimsLog,
+  claimsLogPath,
   clearStateFile,
+  readClaimsLog,
   readStateFile,
   type StateBody,
   type StateFileError,
+  withLoggedClaims,
   writeStateFile,
 } from './restart-state.js';
 
@@ -106,9 +109,13 @@ export class SessionKeeper {
   #clientsById = new Map<string, StateBody['clients'][number]>();
   #unclaimed = 0;
 
+  /** The claims since the state file was last written (restart-state.ts). */
+  readonly #claimsLog: ClaimsLog;
+
   constructor(options: KeeperOptions) {
     this.holder = options.holder;
     this.stateFile = options.stateFile;
+    this.#claimsLog = new ClaimsLog(options.stateFile);
     this.#bootId = options.bootId;
     this.#log = options.log;
   }
@@ -202,7 +209,7 @@ export class SessionKeeper {
 
   /** A client has its sessions (CLAIM delivered) or lost them (claim deadline): let go. */
   async done(clientId: string, sessions: Session[], timeline?: PhaseMark[]): Promise<void> {
-    // Order for a kill at any point: first the file says "claimed" (a
+    // Order for a kill at any point: first the claims log says "claimed" (a
     // restarted luod then drops the holder's copies instead of offering
     // them again), then the holder lets go, and only then the file goes.
     if (this.#body) {
@@ -213,7 +220,7 @@ export class SessionKeeper {
         this.#unclaimed--;
       }
       if (timeline) this.#body.timeline = timeline;
-      await this.#recordClaims();
+      this.#recordClaim(clientId, timeline);
     }
     // Together, not one round trip after another: the holder process takes the
     // releases of a turn of luod's event loop in one line (holder-process.ts).
@@ -221,23 +228,32 @@ export class SessionKeeper {
     if (this.#body && this.#unclaimed === 0) this.#clear();
   }
 
-  /** The file during the claims: written at the first claim, then paced (paced-write.ts). */
-  readonly #claimsWrite = new PacedWrite(() => {
-    if (this.#body) this.#record(this.#body);
-  });
-
   /**
-   * The file, with this claim: written at once when it has been quiet (a
-   * luod killed right after the claim then never offers those sessions
-   * again), else together with the claims that come while the last write
-   * cools down. Each write holds every client, so one per claim made a
-   * thousand VMMs' claims quadratic (bench/scale.ts). A claim's copies are
-   * released only after a write that has it; a luod killed before that
-   * write offers the just-claimed sessions again until the claim deadline
-   * (nothing is lost: the client has its copies, the holder its own).
+   * This claim, on disk before its copies are released: a line in the
+   * claims log (restart-state.ts), not the whole file again (a thousand
+   * clients per claim was quadratic; paced, still a quarter of luod's time
+   * during a thousand claims). When the log cannot be written, the whole
+   * file is; when neither can, a restarted luod offers the sessions again
+   * until the claim deadline (nothing is lost: the client has its copies,
+   * the holder its own).
    */
-  #recordClaims(): Promise<void> {
-    return this.#claimsWrite.request();
+  #recordClaim(clientId: string, timeline: PhaseMark[] | undefined): void {
+    const body = this.#body!;
+    const mark = timeline?.findLast((m) => m.phase === 'claim' && m.client === clientId);
+    try {
+      this.#claimsLog.append({
+        update: body.update,
+        boot: body.boot,
+        client: clientId,
+        at: mark?.at ?? Date.now(),
+      });
+    } catch (err) {
+      this.#log.warn(
+        { err, file: this.#claimsLog.path },
+        'cannot append to the claims log; writing the state file',
+      );
+      this.#record(body);
+    }
   }
 
   /** Abort, or the old kernel's fds died in a kexec: release everything. */
@@ -265,6 +281,15 @@ export class SessionKeeper {
     let stateFileError: StateFileError | null = null;
     try {
       file = readStateFile(this.stateFile);
+      if (file) {
+        const logged = readClaimsLog(this.stateFile, file);
+        if (logged.skipped > 0)
+          this.#log.warn(
+            { file: claimsLogPath(this.stateFile), skipped: logged.skipped },
+            'the claims log has lines that are torn, damaged or of another update; their clients are offered their sessions again',
+          );
+        file = withLoggedClaims(file, logged.claims);
+      }
     } catch (err) {
       stateFileError = err as StateFileError;
       this.#log.error({ code: stateFileError.code, file: this.stateFile }, stateFileError.message);
@@ -475,6 +500,7 @@ export class SessionKeeper {
         `the state file ${this.stateFile} cannot be written (${code}): a luod restarted after a crash could not recover this update, so it does not go ahead`,
       );
     }
+    this.#resetClaimsLog(); // the file holds every claim it had
   }
 
   /** After the kexec there is no going back: a failed write is logged, and the update goes on. */
@@ -484,7 +510,9 @@ export class SessionKeeper {
       writeStateFile(this.stateFile, body);
     } catch (err) {
       this.#log.error({ err, file: this.stateFile }, 'cannot write the state file');
+      return; // the log keeps the claims the file does not have
     }
+    this.#resetClaimsLog(); // the file holds every claim it had
   }
 
   /** What the state file says from now on (written by the caller). */
@@ -503,5 +531,15 @@ export class SessionKeeper {
   #clear(): void {
     this.#setBody(null);
     clearStateFile(this.stateFile);
+    this.#resetClaimsLog();
+  }
+
+  #resetClaimsLog(): void {
+    try {
+      this.#claimsLog.reset();
+    } catch (err) {
+      // Harmless left behind: its lines name this update, which no later file does.
+      this.#log.warn({ err, file: this.#claimsLog.path }, 'cannot empty the claims log');
+    }
   }
 }

@@ -9,6 +9,17 @@
  * its envelope, a SHA-256 of the body and a zod schema, and reported with an
  * errno name, a sentence and the file's path: never half-trusted. The names
  * of the held fds stay the truth about which sessions exist.
+ *
+ * During the claims, each claim is appended to the claims log beside it
+ * (`<state file>.claims`, ClaimsLog below) instead of the whole file being
+ * written again: one line per claim, on disk before the holder lets go of
+ * that client's copies. Rewriting a thousand clients per claim was
+ * quadratic, and paced, it still took a quarter of luod's time during a
+ * thousand claims. A line names its update and boot and carries the
+ * SHA-256 of its content: a torn line (luod killed mid-write), a damaged
+ * one, or one of another update is skipped, and its client's sessions are
+ * offered again (never the other way round). The log is emptied whenever
+ * the file is written, which then holds every claim the log had.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -146,4 +157,119 @@ export function readStateFile(path: string): StateBody | null {
     );
   }
   return body.data;
+}
+
+/** The claims log of `stateFile`: one line per claim since the file was last written. */
+export function claimsLogPath(stateFile: string): string {
+  return `${stateFile}.claims`;
+}
+
+/** One claim, as the log holds it. */
+export interface LoggedClaim {
+  readonly update: string;
+  readonly boot: string;
+  readonly client: string;
+  /** When it was answered (epoch ms): the claim's mark in the update's timeline. */
+  readonly at: number;
+}
+
+/** A claim's line: its JSON and the SHA-256 of that JSON, so a damaged line is told from a good one. */
+function claimLine(claim: LoggedClaim): string {
+  const json = JSON.stringify({
+    update: claim.update,
+    boot: claim.boot,
+    client: claim.client,
+    at: claim.at,
+  });
+  return `{"claim":${json},"sha256":"${createHash('sha256').update(json).digest('hex')}"}\n`;
+}
+
+/**
+ * The claims log, appended to with one write(2) per claim on a descriptor
+ * kept open (O_APPEND, mode 0600). Not fsynced, like the state file.
+ */
+export class ClaimsLog {
+  readonly path: string;
+  #fd: number | null = null;
+
+  constructor(stateFile: string) {
+    this.path = claimsLogPath(stateFile);
+  }
+
+  /** On disk (in the page cache) when this returns; throws the write's error. */
+  append(claim: LoggedClaim): void {
+    this.#fd ??= fs.openSync(this.path, 'a', 0o600);
+    fs.writeSync(this.#fd, claimLine(claim));
+  }
+
+  /** Empty it (the state file now holds every claim it had), or remove it (the update is over). */
+  reset(): void {
+    if (this.#fd !== null) fs.closeSync(this.#fd);
+    this.#fd = null;
+    fs.rmSync(this.path, { force: true });
+  }
+}
+
+/**
+ * The claims logged for `body`'s update and boot, in the order they were
+ * answered. Lines that are torn, damaged (their SHA-256), or of another
+ * update or boot are skipped and counted.
+ */
+export function readClaimsLog(
+  stateFile: string,
+  body: Pick<StateBody, 'update' | 'boot'>,
+): {
+  claims: { client: string; at: number }[];
+  skipped: number;
+} {
+  let text: string;
+  try {
+    text = fs.readFileSync(claimsLogPath(stateFile), 'utf8');
+  } catch {
+    return { claims: [], skipped: 0 }; // no log: no claim since the file was written
+  }
+  const claims: { client: string; at: number }[] = [];
+  let skipped = 0;
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const claim = parseClaimLine(line);
+    if (claim && claim.update === body.update && claim.boot === body.boot)
+      claims.push({ client: claim.client, at: claim.at });
+    else skipped++;
+  }
+  return { claims, skipped };
+}
+
+function parseClaimLine(line: string): LoggedClaim | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return null;
+  }
+  const { claim, sha256 } = (value ?? {}) as { claim?: Partial<LoggedClaim>; sha256?: unknown };
+  if (
+    typeof claim?.update !== 'string' ||
+    typeof claim.boot !== 'string' ||
+    typeof claim.client !== 'string' ||
+    typeof claim.at !== 'number' ||
+    !Number.isFinite(claim.at)
+  )
+    return null;
+  const good = claimLine(claim as LoggedClaim);
+  return good === `${line}\n` && typeof sha256 === 'string' ? (claim as LoggedClaim) : null;
+}
+
+/**
+ * The state file's body with the claims its log holds: those clients
+ * claimed, and each claim's mark added to the timeline.
+ */
+export function withLoggedClaims(body: StateBody, claims: { client: string; at: number }[]): StateBody {
+  if (claims.length === 0) return body;
+  const claimed = new Set(claims.map((c) => c.client));
+  return {
+    ...body,
+    clients: body.clients.map((c) => (claimed.has(c.id) && !c.claimed ? { ...c, claimed: true } : c)),
+    timeline: [...body.timeline, ...claims.map((c) => ({ phase: 'claim', at: c.at, client: c.client }))],
+  };
 }
