@@ -21,7 +21,7 @@
  * offered again (never the other way round). The log is emptied whenever
  * the file is written, which then holds every claim the log had.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
@@ -181,7 +181,8 @@ function claimLine(claim: LoggedClaim): string {
     client: claim.client,
     at: claim.at,
   });
-  return `{"claim":${json},"sha256":"${createHash('sha256').update(json).digest('hex')}"}\n`;
+  // One-shot hash (Node >= 20.12): a Hash object per claim was half the cost of a line.
+  return `{"claim":${json},"sha256":"${hash('sha256', json, 'hex')}"}\n`;
 }
 
 /**
