@@ -290,7 +290,8 @@ async function main(): Promise<void> {
         : () => {};
     const recovered = await keeper.start();
     luod.adoptRecovered(recovered);
-    if (!recovered.incoming) await luod.recover();
+    // The incoming sessions are back in luod; the holder takes its copies while luod listens.
+    if (!recovered.incoming) await luod.restore();
     const server = listen(luod, {
       socketPath: path,
       lineTimeoutMs: lineTimeout * 1000,
@@ -319,7 +320,10 @@ async function main(): Promise<void> {
       holder.close();
       server.close();
       fs.rmSync(path, { force: true });
-      process.exit(0);
+      // An update record being written is finished first (a slow disk gets 10 s).
+      const written = luod.recordsWritten();
+      const timeout = new Promise((resolve) => setTimeout(resolve, 10_000).unref());
+      void Promise.race([written, timeout]).finally(() => process.exit(0));
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
