@@ -64,6 +64,7 @@ import { pageStatus } from '../protocol/status-page.js';
 import type { RecordStore } from '../record/store.js';
 import { errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
+import { tieredSafeParse } from '../sys/tiered-parse.js';
 import { capacity } from './capacity.js';
 import { Claims } from './claims.js';
 import {
@@ -348,7 +349,7 @@ export class Luod {
           fds.map((f) => f.fd),
         )
         .catch(() => {});
-    const parsed = Command.safeParse(value);
+    const parsed = tieredSafeParse(Command, value);
     if (!parsed.success) {
       client.malformed++;
       const cmd = (value as { cmd?: unknown }).cmd;

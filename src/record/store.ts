@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { writeFileAtomic, writeFileAtomicAsync } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
+import { tieredSafeParse } from '../sys/tiered-parse.js';
 import { describeRecordIssue, UpdateId, UpdateRecord } from './format.js';
 
 /** Where luod keeps records on a real host. */
@@ -60,7 +61,9 @@ export class RecordStore {
   }
 
   #prepare(record: UpdateRecord): { file: string; text: string } {
-    const checked = UpdateRecord.parse(record);
+    const result = tieredSafeParse(UpdateRecord, record);
+    if (!result.success) throw result.error;
+    const checked = result.data;
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
     return { file: recordPath(this.dir, checked.update), text: `${JSON.stringify(checked, null, 2)}\n` };
   }
@@ -131,7 +134,7 @@ export function readRecordFile(file: string): UpdateRecord {
   } catch {
     throw new SysError('record', Errno.EINVAL, `record ${file} is corrupt: not JSON`);
   }
-  const result = UpdateRecord.safeParse(parsed);
+  const result = tieredSafeParse(UpdateRecord, parsed);
   if (!result.success)
     throw new SysError(
       'record',
