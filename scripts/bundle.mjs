@@ -24,6 +24,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
 const out = path.join(dist, 'bundle');
 const require = createRequire(import.meta.url);
+const packageJson = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 
 /** name -> [entry module in dist, its launcher in dist (run once to write the code cache)]. */
 const BUNDLES = {
@@ -271,6 +272,8 @@ for (const [name, [entry]] of Object.entries(BUNDLES)) {
     legalComments: 'none',
     charset: 'ascii', // bundle-runner.cts reads it as latin1
     external: ['prom-client', 'etcd3'],
+    // src/sys/package-version.ts: the version without reading package.json at start.
+    define: { LUOKIT_PACKAGE_VERSION: JSON.stringify(packageJson.version) },
     logLevel: 'warning',
     plugins: [metaUrl, zodLean, zodEnglishOnly, lazyBuiltins, koffiDirect],
     banner: {

@@ -126,12 +126,9 @@ export class UpdateRecords {
     this.#writing ??= this.#drain(this.#store);
   }
 
-  /** Settles once no record write is under way (luod's stop, tests). */
-  idle(): Promise<void> {
-    return this.#writing ?? Promise.resolve();
-  }
-
   async #drain(store: RecordStore): Promise<void> {
+    // Not even the record's check and JSON in this turn: luod is about to listen.
+    await new Promise((resolve) => setImmediate(resolve));
     for (let record = this.#next; record; record = this.#next) {
       this.#next = null;
       try {
@@ -141,6 +138,11 @@ export class UpdateRecords {
       }
     }
     this.#writing = null;
+  }
+
+  /** Settles once no record write is under way (luod's stop, tests). */
+  idle(): Promise<void> {
+    return this.#writing ?? Promise.resolve();
   }
 
   #written(record: UpdateRecord, file: string): void {
