@@ -399,6 +399,9 @@ async function liveUpdate(
   ctx.timings[`blackout (pause to resume) luod (${label}), ms`] = report.luod.totalMs ?? 'n/a';
   ctx.timings[`blackout (pause to resume) floor (${label}), ms`] = report.floor.totalMs ?? 'n/a';
   ctx.timings[`blackout ratio luod/floor (${label})`] = report.ratio ?? 'n/a';
+  ctx.timings[`Node's own start in the next kernel, cold page cache (${label}), ms`] =
+    report.nodeStart?.coldMs ?? 'n/a';
+  ctx.timings[`blackout ratio luod/(floor + Node's cold start) (${label})`] = report.ratioBeyondNode ?? 'n/a';
   ctx.timings[`verification after the blackout, luod (${label}), ms`] = report.luod.verifyMs ?? 'n/a';
   ctx.timings[`verification after the blackout, floor (${label}), ms`] = report.floor.verifyMs ?? 'n/a';
   return report;
