@@ -86,9 +86,12 @@ case "$BOOT" in
     # the holder) in $OUT/cpu-prof, written when they exit.
     # (Node refuses --cpu-prof in NODE_OPTIONS: start_luod puts LUOD_NODE_FLAGS on its command line.)
     [ -z "${LUOKIT_CPU_PROF:-}" ] || LUOD_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/cpu-prof"
+    # luod first, as an init system would start it: everything in this boot waits for it
+    # (the job's own commands are execs over the 9p share, slow in a fresh boot under TCG).
+    start_luod
     if [ -n "${LUOKIT_EARLY_HOLDER:-}" ]; then
-      mkdir -p /run/luod
       # Its own session, as luod starts it: a signal to the job's group does not reach it.
+      # (start_luod made /run/luod; luod uses this holder if it listens in time, else starts one.)
       setsid node ${LUOD_NODE_FLAGS:-} "$BIN/daemon/holder-bin.cjs" --socket "$SOCK.holder" </dev/null >/dev/null 2>&1 &
       # When it listens, for the report's reader (docs/vm.md): polled twice a second.
       (
@@ -100,7 +103,6 @@ case "$BOOT" in
         echo "LUOKIT-PHASE path=luod boot=1 phase=holder-listening"
       ) &
     fi
-    start_luod
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-start"
     start_vmms_claiming
     wait_for 120 "luod's socket" test -S "$SOCK"
