@@ -64,9 +64,11 @@ export class Claims {
   #deadline = 0;
   #deadlinePassed = false;
   /**
-   * Settles once every incoming session has a second holder (recover()):
-   * no CLAIM is answered before, or a fast claim could close a session
-   * while it is being handed to the holder.
+   * Settles once every incoming session has a second holder (recover()) and
+   * the update's record in progress is on disk: no CLAIM is answered
+   * before, or a fast claim could close a session while it is being handed
+   * to the holder, and a luod killed after a claim could find no record to
+   * continue.
    */
   #kept: Promise<void> = Promise.resolve();
   #keeping = false;
@@ -156,7 +158,9 @@ export class Claims {
         this.#keeping = false;
         kept();
       };
-      if (last) void this.#keepIncoming(last).finally(done);
+      // The record was queued during the restore (saveSoon): written off the event loop
+      // while luod listens and the holder takes its copies, awaited by the claims as they are.
+      if (last) void Promise.all([this.#keepIncoming(last), this.#ctx.records.idle()]).finally(done);
       else done();
     }
   }
