@@ -222,6 +222,10 @@ async function luodPath(
       ...(vmm !== undefined && { LUOKIT_NATIVE_VMM: vmm }),
       ...(EARLY_HOLDER && { LUOKIT_EARLY_HOLDER: '1' }),
       ...(process.env.LUOKIT_VM_CPU_PROF === '1' && { LUOKIT_CPU_PROF: '1' }),
+      // Investigations: node's own flags for luod and the holder in boot 1 (e.g. --jitless).
+      ...(process.env.LUOKIT_VM_LUOD_NODE_FLAGS && {
+        LUOD_NODE_FLAGS: process.env.LUOKIT_VM_LUOD_NODE_FLAGS,
+      }),
       ...(process.env.LUOKIT_VM_VMM_NICE !== undefined && {
         LUOKIT_VMM_NICE: process.env.LUOKIT_VM_VMM_NICE,
       }),
