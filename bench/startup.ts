@@ -9,6 +9,9 @@
  *    Target: at most 1.5x node -e 1.
  *  - luoctl --version, and luoctl status against a running luod: exec to
  *    exit. Target: at most 1.5x node -e 1 plus the command's own work.
+ *    status is also compared with that floor measured as such: `node -e`
+ *    of a few lines that connect to the same luod, send STATUS, read the
+ *    reply line and exit (Node's start plus the round trip, nothing else).
  *  - the same with LUOKIT_NO_BUNDLE=1 (every module loaded one by one, as
  *    before the bundles), shown for comparison, not compared.
  *
@@ -33,6 +36,22 @@ import {
 
 const LUOD = packageBin('luod');
 const LUOCTL = packageBin('luoctl');
+
+/**
+ * The floor of `luoctl status`: Node's start plus one STATUS round trip to
+ * luod, with node:net and no parsing beyond finding the reply's end.
+ */
+const STATUS_ROUND_TRIP = `
+const s = require('node:net').connect(process.env.LUOD_SOCKET);
+s.on('connect', () => s.write(${JSON.stringify(`${JSON.stringify({ cmd: 'STATUS' })}\n`)}));
+let text = '';
+s.on('data', (c) => {
+  text += c;
+  if (text.includes('\\n')) {
+    process.stdout.write(text);
+    s.destroy();
+  }
+});`;
 
 /** Seconds from spawn to exit (status 0 or `allowed`). */
 function timeExit(args: string[], env: NodeJS.ProcessEnv, allowed: number[] = [0]): Promise<number> {
@@ -109,6 +128,7 @@ export const startup: Benchmark = {
       versionPlain: [],
       status: [],
       statusPlain: [],
+      roundTrip: [],
     };
     try {
       for (let i = 0; i < runs; i++) {
@@ -124,6 +144,7 @@ export const startup: Benchmark = {
         }
         sides.version!.push(await timeExit([LUOCTL, '--version'], env));
         sides.versionPlain!.push(await timeExit([LUOCTL, '--version'], plain));
+        sides.roundTrip!.push(await timeExit(['-e', STATUS_ROUND_TRIP], withSocket));
         sides.status!.push(await timeExit([LUOCTL, 'status'], withSocket));
         sides.statusPlain!.push(await timeExit([LUOCTL, 'status'], { ...plain, LUOD_SOCKET: served }));
         ctx.log(
@@ -145,14 +166,18 @@ export const startup: Benchmark = {
     const luodPlain = m('luod ready (modules, no bundle)', 'luodPlain', 'subject');
     const versionPlain = m('luoctl --version (modules)', 'versionPlain', 'subject');
     const statusPlain = m('luoctl status (modules)', 'statusPlain', 'subject');
+    const roundTrip = m('node -e: STATUS round trip (node:net)', 'roundTrip', 'baseline');
     return {
       name: 'startup',
       description: this.description,
       params: { runs },
-      measurements: [node, luod, version, status, luodPlain, versionPlain, statusPlain],
-      ratios: [luod, version, status, luodPlain, versionPlain, statusPlain].map((s) => timeRatio(s, node)),
+      measurements: [node, roundTrip, luod, version, status, luodPlain, versionPlain, statusPlain],
+      ratios: [
+        ...[luod, version, status, luodPlain, versionPlain, statusPlain].map((s) => timeRatio(s, node)),
+        timeRatio(status, roundTrip),
+      ],
       notes: [
-        'ratios here are times (lower is better); targets: luod ready and luoctl --version at most 1.5x node -e 1, status 1.5x plus its round trip to luod',
+        'ratios here are times (lower is better); targets: luod ready and luoctl --version at most 1.5x node -e 1, status 1.5x node -e 1 plus its round trip to luod (the last ratio: status against node doing that round trip)',
         'the "modules" rows are the same bins with LUOKIT_NO_BUNDLE=1: every module loaded one by one, as before the bundles',
       ],
     };

@@ -7,9 +7,10 @@
  * import.meta.url is the one thing a bundle changes: each module's own use of
  * it (files next to it: package.json, the emulator's entry, the native shim)
  * is rewritten to the URL that module has in dist/, so paths stay right.
- * koffi (a native addon), prom-client (loaded only with --metrics-*) and etcd3 (the
- * fleet commands; it reads its .proto files next to itself) stay ordinary packages,
- * loaded from node_modules when needed.
+ * koffi's addon is copied next to the bundles and loaded directly (koffiDirect).
+ * prom-client (loaded only with --metrics-*) and etcd3 (the fleet commands; it
+ * reads its .proto files next to itself) stay ordinary packages, loaded from
+ * node_modules when needed.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -23,14 +24,15 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
 const out = path.join(dist, 'bundle');
 const require = createRequire(import.meta.url);
+const packageJson = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 
-/** name -> [entry module in dist, its launcher in dist (run once to write the code cache), args]. */
+/** name -> [entry module in dist, its launcher in dist (run once to write the code cache)]. */
 const BUNDLES = {
-  luod: ['daemon/main.js', 'daemon/luod-bin.cjs', ['--version']],
-  luoctl: ['cli/luoctl.js', 'cli/luoctl-bin.cjs', ['--version']],
-  holder: ['daemon/holder-main.js', 'daemon/holder-bin.cjs', []],
-  'luo-qemu': ['cli/luo-qemu.js', 'cli/luo-qemu-bin.cjs', ['--help']],
-  vmm: ['example-vmm/main.js', 'example-vmm/vmm-bin.cjs', ['--help']],
+  luod: ['daemon/main.js', 'daemon/luod-bin.cjs'],
+  luoctl: ['cli/luoctl.js', 'cli/luoctl-bin.cjs'],
+  holder: ['daemon/holder-main.js', 'daemon/holder-bin.cjs'],
+  'luo-qemu': ['cli/luo-qemu.js', 'cli/luo-qemu-bin.cjs'],
+  vmm: ['example-vmm/main.js', 'example-vmm/vmm-bin.cjs'],
 };
 
 const metaUrl = {
@@ -205,9 +207,59 @@ const lazyBuiltins = {
   },
 };
 
+/**
+ * koffi's own loader, at every start, reads the ELF header of the node binary
+ * to tell glibc from musl, then resolves `@koromix/koffi-linux-x64` (or its
+ * sibling) through node_modules before it dlopens the addon: some 10 ms of a
+ * ~140 ms start on a host, and 0.6 s of luod's start in the real-kernel bench
+ * (module resolution over 9p under TCG), on every VM's blackout. That answer
+ * cannot change between the build and the run of the same dist/: the build
+ * asks koffi once which addon it loaded, copies that file next to the
+ * bundles (dist/bundle/koffi.node), and a bundle dlopens it directly. koffi's
+ * wrapper adds only deprecated aliases luokit does not use.
+ *
+ * The addon's version is checked against the koffi package the bundle was
+ * built with; a copy that cannot be loaded (another architecture) or does not
+ * match makes the bundle load koffi the ordinary way, with its own errors.
+ */
+const KOFFI_NODE = 'koffi.node';
+function koffiAddon() {
+  const koffi = require('koffi');
+  const pkg = path.join(path.dirname(require.resolve('koffi')), 'package.json');
+  const { version } = JSON.parse(fs.readFileSync(pkg, 'utf8'));
+  const loaded = Object.keys(require.cache).filter((f) => f.endsWith(`${path.sep}koffi.node`));
+  if (loaded.length !== 1) throw new Error(`koffi loaded ${loaded.length} native addons, expected one`);
+  if (koffi.version !== version) throw new Error(`koffi's addon is ${koffi.version}, its package ${version}`);
+  return { file: loaded[0], version };
+}
+const koffiDirect = {
+  name: 'luokit-koffi-direct',
+  setup(b) {
+    b.onResolve({ filter: /^koffi$/ }, (args) =>
+      args.namespace === 'koffi-direct'
+        ? { path: 'koffi', external: true } // the ordinary load, when the copy cannot serve
+        : { path: 'koffi', namespace: 'koffi-direct' },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'koffi-direct' }, () => {
+      const { version } = koffiAddon();
+      const contents = [
+        'let native = null;',
+        'try {',
+        '  const m = { exports: {} };',
+        `  process.dlopen(m, require('node:path').join(__dirname, ${JSON.stringify(KOFFI_NODE)}));`,
+        `  if (m.exports.version === ${JSON.stringify(version)}) native = m.exports;`,
+        '} catch {}',
+        "module.exports = native ?? require('koffi');",
+      ].join('\n');
+      return { contents, loader: 'js' };
+    });
+  },
+};
+
 fs.rmSync(out, { recursive: true, force: true });
 fs.mkdirSync(out, { recursive: true });
-for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
+fs.copyFileSync(koffiAddon().file, path.join(out, KOFFI_NODE));
+for (const [name, [entry]] of Object.entries(BUNDLES)) {
   const id = randomBytes(8).toString('hex');
   await build({
     entryPoints: [path.join(dist, entry)],
@@ -219,9 +271,11 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
     minify: process.env.LUOKIT_BUNDLE_MINIFY !== '0', // 0: readable bundles, for CPU profiles
     legalComments: 'none',
     charset: 'ascii', // bundle-runner.cts reads it as latin1
-    external: ['koffi', 'prom-client', 'etcd3'],
+    external: ['prom-client', 'etcd3'],
+    // src/sys/package-version.ts: the version without reading package.json at start.
+    define: { LUOKIT_PACKAGE_VERSION: JSON.stringify(packageJson.version) },
     logLevel: 'warning',
-    plugins: [metaUrl, zodLean, zodEnglishOnly, lazyBuiltins],
+    plugins: [metaUrl, zodLean, zodEnglishOnly, lazyBuiltins, koffiDirect],
     banner: {
       js: [
         `// luokit-bundle ${id}`,
@@ -230,40 +284,86 @@ for (const [name, [entry, launcher, args]] of Object.entries(BUNDLES)) {
       ].join('\n'),
     },
   });
-  // The holder runs until stopped: once it listens (its top level has run), SIGTERM makes it
-  // exit, which writes the cache. The others print their version and exit.
-  const env = { ...process.env, LUOKIT_WRITE_CODE_CACHE: '1' };
-  let run;
-  if (name === 'holder') {
-    const holderDir = fs.mkdtempSync(path.join(out, '.h-'));
-    const socket = path.join(holderDir, 's');
-    const child = spawn(process.execPath, [path.join(dist, launcher), '--socket', socket], {
-      env,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    const deadline = Date.now() + 120_000;
-    while (!fs.existsSync(socket) && child.exitCode === null && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 20));
+}
+
+/**
+ * The code cache holds what V8 compiled by the time the process exits, so each
+ * cache is written by a run that takes the command's usual path, not just its
+ * top level: luod starts (on the emulated kernel, in a scratch directory) and
+ * listens; `luoctl status` asks it (zod's reply schemas, the socket code);
+ * then luod is stopped. The holder listens and is stopped. luo-qemu and the
+ * example VMM print their help. A path the run missed is compiled at run time,
+ * as without a cache; nothing else changes.
+ */
+const scratch = fs.mkdtempSync(path.join(out, '.cache-run-'));
+const env = { ...process.env, LUOKIT_WRITE_CODE_CACHE: '1', LUOKIT_LOG_LEVEL: 'warn' };
+const launcherOf = (name) => path.join(dist, BUNDLES[name][1]);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Start a long-running bin, wait for `socket`, run `during`, SIGTERM it (it writes its cache at exit). */
+async function runUntilListening(name, args, socket, during = async () => {}) {
+  const child = spawn(process.execPath, [launcherOf(name), ...args], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const deadline = Date.now() + 120_000;
+  while (!fs.existsSync(socket) && child.exitCode === null && Date.now() < deadline) await sleep(20);
+  if (child.exitCode === null && fs.existsSync(socket)) {
     // Its SIGTERM handler is set in the same turn as the bind; leave it that turn.
-    await new Promise((r) => setTimeout(r, 500));
-    child.kill('SIGTERM');
-    await exited;
-    fs.rmSync(holderDir, { recursive: true, force: true });
-    run = { stderr };
-  } else {
-    run = spawnSync(process.execPath, [path.join(dist, launcher), ...args], {
+    await sleep(500);
+    await during();
+  }
+  child.kill('SIGTERM');
+  await exited;
+  return { stderr };
+}
+
+const runs = {};
+try {
+  const luodSocket = path.join(scratch, 'luod.sock');
+  runs.luod = await runUntilListening(
+    'luod',
+    ['--emulate', '--state', path.join(scratch, 'emu'), '--socket', luodSocket],
+    luodSocket,
+    async () => {
+      runs.luoctl = spawnSync(process.execPath, [launcherOf('luoctl'), 'status'], {
+        env: { ...env, LUOD_SOCKET: luodSocket },
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+    },
+  );
+  // luod's holder (started with the same environment) exits once luod is gone and it
+  // holds nothing; wait for it, so that the holder's own run below writes the last cache.
+  const luodHolder = `${luodSocket}.holder`;
+  for (const deadline = Date.now() + 30_000; fs.existsSync(luodHolder) && Date.now() < deadline; )
+    await sleep(50);
+  const holderSocket = path.join(scratch, 'holder.sock');
+  runs.holder = await runUntilListening('holder', ['--socket', holderSocket], holderSocket);
+  for (const [name, args] of [
+    ['luo-qemu', ['--help']],
+    ['vmm', ['--help']],
+  ]) {
+    runs[name] = spawnSync(process.execPath, [launcherOf(name), ...args], {
       env,
       encoding: 'utf8',
       timeout: 120_000,
     });
   }
+} finally {
+  fs.rmSync(scratch, { recursive: true, force: true });
+}
+for (const name of Object.keys(BUNDLES)) {
   if (!fs.existsSync(path.join(out, `${name}.cache`))) {
-    throw new Error(`bundle ${name}: no code cache written (${run.error?.message ?? run.stderr})`);
+    const run = runs[name];
+    throw new Error(
+      `bundle ${name}: no code cache written (${run?.error?.message ?? run?.stderr ?? 'not run'})`,
+    );
   }
 }
 process.stdout.write(`bundle: ${Object.keys(BUNDLES).join(', ')} in ${path.relative(root, out)}\n`);

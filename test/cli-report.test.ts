@@ -125,7 +125,7 @@ describe('records', () => {
     });
   });
 
-  test('a luod restarted during the claims continues the record on disk, writing it only when it adds to it', () => {
+  test('a luod restarted during the claims continues the record on disk, writing it only when it adds to it', async () => {
     const store = new RecordStore(path.join(dir, 'claims-restart'));
     const builder = RecordBuilder.start(
       {
@@ -161,11 +161,13 @@ describe('records', () => {
     const inode = fs.statSync(file).ino;
     const quiet = fresh();
     assert.ok(quiet.resumeAfterRestart(incoming([])));
+    await quiet.idle();
     assert.equal(fs.statSync(file).ino, inode, 'not written again');
     assert.equal(quiet.lastPath, file, 'STATUS still names it');
     // vm-a claimed before luod died: that goes into the record, written again.
     const busy = fresh();
     assert.ok(busy.resumeAfterRestart(incoming(['vm-a'])));
+    await busy.idle(); // written after luod listens (saveSoon)
     assert.notEqual(fs.statSync(file).ino, inode, 'written again');
     const lanes = readRecordFile(file).clients;
     assert.deepEqual(lanes[0]!.claim, { start: 1_800_000_001_500, end: 1_800_000_001_500 });

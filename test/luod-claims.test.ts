@@ -10,12 +10,17 @@
  */
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
+import type { SessionKeeper } from '../src/daemon/keeper.js';
 import { emulatedFormats, type LuodKernel } from '../src/daemon/kernel.js';
 import { Luod, type PhaseEvent } from '../src/daemon/luod.js';
 import type { LiveUpdateDevice, Session } from '../src/kernel/device.js';
 import type { LineChannel } from '../src/protocol/lines.js';
+import { RecordStore, readRecordFile } from '../src/record/store.js';
 import { ftruncate, memfdCreate, pwriteAll } from '../src/sys/index.js';
 
 const UID = process.getuid?.() ?? 0;
@@ -157,4 +162,60 @@ test('all-claimed only once every CLAIM reply has arrived; a failed reply keeps 
   const timeline = (luod.status().last_update as { timeline: { phase: string }[] }).timeline;
   assert.equal(timeline.filter((m) => m.phase === 'all-claimed').length, 1);
   luod.close();
+});
+
+test('at its start luod listens while the holder takes the incoming sessions: queries are answered, CLAIM waits', async () => {
+  const closes: string[] = [];
+  let give!: () => void;
+  const taken = new Promise<void>((resolve) => {
+    give = resolve;
+  });
+  const kept: string[][] = [];
+  const keeper = {
+    holder: { kind: 'holder-process', warm: () => {} },
+    heldCount: 0,
+    claiming: async (_update: unknown, clients: { id: string }[]) => {
+      kept.push(clients.map((c) => c.id));
+      await taken;
+    },
+    done: async () => {},
+  };
+  const records = new RecordStore(fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-claims-records-')));
+  const luod = new Luod({
+    kernel: kernelAfterReboot(closes),
+    log: pino({ level: 'silent' }),
+    keeper: keeper as unknown as SessionKeeper,
+    records,
+  });
+  try {
+    await luod.restore(); // resolves with the holder still busy
+    assert.deepEqual(kept, [['vm-a', 'vm-b']], 'the holder was given every incoming session');
+    const a = new ScriptedChannel();
+    luod.accept(a as unknown as LineChannel);
+    a.emit('message', { cmd: 'STATUS', seq: 1 }, []);
+    a.emit('message', { cmd: 'CLAIM', id: 'vm-a', seq: 2 }, []);
+    a.emit('message', { cmd: 'UPDATE', seq: 3 }, []);
+    await settle();
+    assert.deepEqual(
+      a.sent.map((m) => m.seq),
+      [1],
+      'STATUS answered, CLAIM and UPDATE not while the holder takes the sessions',
+    );
+    assert.deepEqual(a.sent[0]!.pending_claims, ['vm-a', 'vm-b']);
+    assert.deepEqual(closes, ['luod-internal'], 'luod holds every incoming session meanwhile');
+    give();
+    await settle();
+    const bySeq = new Map(a.sent.map((m) => [m.seq, m]));
+    assert.deepEqual([...bySeq.keys()].sort(), [1, 2, 3]);
+    assert.equal(bySeq.get(2)!.ok, true, 'the CLAIM answered once the holder has the sessions');
+    assert.deepEqual(bySeq.get(2)!.sessions, ['vm-a']);
+    assert.equal(bySeq.get(3)!.ok, false, 'UPDATE refused then (nothing loaded), not before');
+    // The record in progress was written meanwhile, off the event loop.
+    await luod.recordsWritten();
+    const record = readRecordFile(path.join(records.dir, 'u-test.json'));
+    assert.equal(record.outcome, 'in-progress');
+  } finally {
+    luod.close();
+    fs.rmSync(records.dir, { recursive: true, force: true });
+  }
 });

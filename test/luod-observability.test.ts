@@ -145,7 +145,11 @@ describe('a completed update', () => {
     admin.close();
     assert.equal(outcome.outcome, 'rebooted', JSON.stringify(outcome));
     update = String(outcome.update);
-    const inProgress = readRecordFile(recordOf(luod, update));
+    // Written once restored, off the event loop while luod listens (update-records.ts saveSoon).
+    const inProgress = await waitUntil(
+      () => (fs.existsSync(recordOf(luod!, update)) ? readRecordFile(recordOf(luod!, update)) : undefined),
+      'the record in progress',
+    );
     assert.equal(inProgress.outcome, 'in-progress', 'written once restored, before the claims');
     assert.equal(inProgress.phases.at(-1)?.phase, 'claims');
     await claimBack(luod.socket, 'vm-a');

@@ -7,10 +7,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
+const VERSION = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
 const bins = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).bin as Record<
   string,
   string
@@ -69,7 +71,8 @@ test('the luod, luoctl, holder and luo-qemu bins run their bundles, with the cod
     });
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stderr, /^luokit: bundle \w+, code cache accepted$/m, bin);
-    assert.match(run.stdout.trim(), /^\d+\.\d+\.\d+$/);
+    // Written into the bundle at build time (src/sys/package-version.ts): the package's own.
+    assert.equal(run.stdout.trim(), VERSION, bin);
   }
   assert.ok(fs.existsSync(path.join(ROOT, 'dist/bundle/holder.cjs')), 'the holder has its bundle');
   // luo-qemu too: after a live update its start is on the VM's blackout.
@@ -87,6 +90,44 @@ test('the luod, luoctl, holder and luo-qemu bins run their bundles, with the cod
   });
   assert.equal(plain.status, 0, plain.stderr);
   assert.equal(plain.stderr, '');
+  assert.equal(plain.stdout.trim(), VERSION, 'read from package.json without a bundle');
+});
+
+test("a bundle dlopens koffi's addon from dist/bundle, without resolving koffi in node_modules", () => {
+  // A preload records every module request naming koffi and, at exit, the shared objects
+  // loaded (process.report): the bundle must take the addon copied next to it at build time.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'luokit-koffi-'));
+  try {
+    const preload = path.join(dir, 'watch.cjs');
+    const out = path.join(dir, 'out.json');
+    fs.writeFileSync(
+      preload,
+      `const Module = require('node:module');
+const fs = require('node:fs');
+const requested = [];
+const resolve = Module._resolveFilename;
+Module._resolveFilename = function (request, ...rest) {
+  if (/koffi|koromix/.test(request)) requested.push(request);
+  return resolve.call(this, request, ...rest);
+};
+process.on('exit', () => {
+  const shared = process.report.getReport().sharedObjects.filter((f) => f.includes('koffi'));
+  fs.writeFileSync(${JSON.stringify(out)}, JSON.stringify({ requested, shared }));
+});
+`,
+    );
+    // doctor probes the host through src/sys: koffi is loaded whatever it finds.
+    const run = spawnSync(path.join(ROOT, bins.luoctl!), ['doctor', '--json'], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: `--require ${preload}`, LUOKIT_BUNDLE_DEBUG: '1' },
+    });
+    assert.match(run.stderr, /^luokit: bundle luoctl, code cache accepted$/m, run.stderr);
+    const { requested, shared } = JSON.parse(fs.readFileSync(out, 'utf8'));
+    assert.deepEqual(requested, [], 'no module request names koffi');
+    assert.deepEqual(shared, [fs.realpathSync(path.join(ROOT, 'dist/bundle/koffi.node'))]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('luoctl loads the modules of the command asked for: help still lists every command', () => {

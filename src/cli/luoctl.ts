@@ -9,9 +9,9 @@
  * call paid for all of them before; docs/performance.md). Help, and a word
  * luoctl does not know, load them all, so commander can list and suggest.
  */
-import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { Command, CommanderError } from 'commander';
+import { packageVersion } from '../sys/package-version.js';
 import type { CliEnvironment, RegisterCommand } from './environment.js';
 import { ExitCode, Output } from './output.js';
 
@@ -45,12 +45,6 @@ const COMMANDS: readonly CommandModule[] = [
 
 /** Options of luoctl itself that take a value (so the word after them is not a command). */
 const GLOBAL_VALUE_OPTIONS = new Set(['--socket']);
-
-/** Read at run time so the version printed is the installed package's, from dist/ or from src/ alike. */
-function packageVersion(): string {
-  const manifest = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
-  return String(manifest.version);
-}
 
 /**
  * The modules a command line needs: the one owning its first word; none for

@@ -19,6 +19,7 @@ import type { QualificationRecord } from '../qualify/record.js';
 import { CodedError, errorCode } from '../sys/error.js';
 import { pwriteAll, read } from '../sys/file.js';
 import { memfdCreate } from '../sys/memfd.js';
+import { packageVersion } from '../sys/package-version.js';
 import type { RegisterCommand } from './environment.js';
 import { commandAction, ExitCode, type Output } from './output.js';
 
@@ -123,10 +124,6 @@ function matrix(pairs: QualifiedPair[]): string {
 
 /** Where records go, and where `luod --require-qualified` is pointed, unless told otherwise. */
 export const DEFAULT_QUALIFIED_DIR = '/var/lib/luokit/qualified';
-function packageVersion(): string {
-  return String(JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
-}
-
 export function renderQualification(record: QualificationRecord, file: string): string {
   const lines = [
     `${record.from.release} -> ${record.to.release}: ${record.result.toUpperCase()} (${record.outcome}; the gate predicted ${record.gate.outcome}${record.agrees_with_gate === false ? ': DISAGREES' : ''})`,

@@ -70,11 +70,14 @@ export class Claims {
   #deadline = 0;
   #deadlinePassed = false;
   /**
-   * Settles once every incoming session has a second holder (recover()):
-   * no CLAIM is answered before, or a fast claim could close a session
-   * while it is being handed to the holder.
+   * Settles once every incoming session has a second holder (recover()) and
+   * the update's record in progress is on disk: no CLAIM is answered
+   * before, or a fast claim could close a session while it is being handed
+   * to the holder, and a luod killed after a claim could find no record to
+   * continue.
    */
   #kept: Promise<void> = Promise.resolve();
+  #keeping = false;
 
   constructor(ctx: LuodContext) {
     this.#ctx = ctx;
@@ -130,20 +133,56 @@ export class Claims {
     else ctx.records.closeAfterClaims();
   }
 
-  /** Startup (and, on the emulated kernel, after each kexec): take back what the previous kernel handed over. */
+  /**
+   * On the emulated kernel, after each kexec: take back what the previous
+   * kernel handed over, and give the holder its copies.
+   */
   async recover(): Promise<void> {
+    await this.restore();
+    await this.#kept;
+  }
+
+  /**
+   * luod's start: recover() up to the sessions being back in luod, so that
+   * luod listens while the holder takes its copies (seconds for many sessions
+   * on a slow machine, every VM's blackout if luod waited). Nothing is
+   * holder-less meanwhile that was not before: luod holds every session, and
+   * answers no CLAIM, nor anything else but queries (luod.ts), until the
+   * holder has them all (`keeping`).
+   */
+  async restore(): Promise<void> {
     let kept!: () => void;
     this.#kept = new Promise((resolve) => {
       kept = resolve;
     });
+    this.#keeping = true;
+    let last: UpdateOutcome | null = null;
     try {
-      await this.#recover();
+      last = await this.#recover();
     } finally {
-      kept();
+      const done = () => {
+        this.#keeping = false;
+        kept();
+      };
+      // The record was queued during the restore (saveSoon): written off the event loop
+      // while luod listens and the holder takes its copies, awaited by the claims as they are.
+      if (last) void Promise.all([this.#keepIncoming(last), this.#ctx.records.idle()]).finally(done);
+      else done();
     }
   }
 
-  async #recover(): Promise<void> {
+  /** Whether the holder is still being given the incoming sessions (restore()). */
+  get keeping(): boolean {
+    return this.#keeping;
+  }
+
+  /** Settles once the holder has every incoming session. */
+  get kept(): Promise<void> {
+    return this.#kept;
+  }
+
+  /** The outcome whose sessions the holder must be given, or null when nothing came back. */
+  async #recover(): Promise<UpdateOutcome | null> {
     const ctx = this.#ctx;
     const readyAt = Date.now();
     let device: ReturnType<LuodKernel['openDevice']> | null = null;
@@ -158,7 +197,7 @@ export class Claims {
             { err, attempts: attempt },
             'cannot open the live update device to look for a previous update; sessions it holds stay in the kernel until luod is restarted',
           );
-          return;
+          return null;
         }
         ctx.log.warn({ err, attempt }, 'cannot open the live update device yet; trying again');
         await new Promise((resolve) => setTimeout(resolve, OPEN_RETRY_MS));
@@ -168,7 +207,7 @@ export class Claims {
       const state = retrieveState(device);
       if (!state) {
         ctx.log.info('no live update in progress (no luod-internal session)');
-        return;
+        return null;
       }
       // Its sessions need their second holder before any CLAIM is answered: start the
       // holder process now, beside the rest of the restore, not after it. Without systemd
@@ -218,7 +257,8 @@ export class Claims {
       );
       if (ctx.phase === 'claiming') {
         record?.begin('claims');
-        if (record) ctx.records.save(record.snapshot());
+        // Written while luod listens and the VMMs claim, not before (update-records.ts).
+        if (record) ctx.records.saveSoon(record.snapshot());
         this.#deadline = Date.now() + ctx.claimTimeoutMs;
         this.#armDeadline();
       } else {
@@ -239,7 +279,7 @@ export class Claims {
         ctx.log.warn({ err }, 'closing the live update device failed');
       }
     }
-    if (ctx.phase === 'claiming' && ctx.lastUpdate) await this.#keepIncoming(ctx.lastUpdate);
+    return ctx.phase === 'claiming' && ctx.lastUpdate ? ctx.lastUpdate : null;
   }
 
   /** Give the keeper a copy of every incoming session before any client can claim one. */

@@ -26,6 +26,7 @@ import {
   memfdCreate,
 } from '../sys/memfd.js';
 import { onFirstUse } from '../sys/on-first-use.js';
+import { tieredSafeParse } from '../sys/tiered-parse.js';
 
 export const STATE_FORMAT = 'luod-state-v2';
 const STATE_FORMAT_V1 = 'luod-state-v1';
@@ -117,7 +118,10 @@ export function readCarriedState(session: Session): CarriedState | CarriedStateV
     throw new SysError('luod-state', Errno.EINVAL, 'the luod state carried across the kexec is not JSON');
   }
   const format = (parsed as { format?: unknown } | null)?.format;
-  const result = (format === STATE_FORMAT_V1 ? CarriedStateV1 : CarriedState).safeParse(parsed);
+  const result =
+    format === STATE_FORMAT_V1
+      ? tieredSafeParse(CarriedStateV1, parsed)
+      : tieredSafeParse(CarriedState, parsed);
   if (!result.success) {
     throw new SysError(
       'luod-state',

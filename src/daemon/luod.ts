@@ -65,6 +65,7 @@ import { pageStatus } from '../protocol/status-page.js';
 import type { RecordStore } from '../record/store.js';
 import { errorCode } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
+import { tieredSafeParse } from '../sys/tiered-parse.js';
 import { capacity } from './capacity.js';
 import { Claims } from './claims.js';
 import {
@@ -104,6 +105,8 @@ const MAX_QUEUED_BYTES = 4 << 20;
 const MAX_INFLIGHT = 8;
 const OUTPUT_HIGH_WATER = 256 << 10;
 
+/** Commands that change nothing: answered even while the holder takes the incoming sessions. */
+const QUERIES = new Set(['HELLO', 'STATUS', 'CLIENTS', 'SESSIONS']);
 /**
  * Connection slots only root, luod's own uid, and uids with sessions to
  * claim may take: after a kexec a VMM must reach luod before its claim
@@ -217,9 +220,22 @@ export class Luod {
     this.#claims.adoptRecovered(recovered);
   }
 
-  /** Startup (and, on the emulated kernel, after each kexec): take back what the previous kernel handed over. */
+  /** On the emulated kernel, after each kexec: take back what the previous kernel handed over. */
   recover(): Promise<void> {
     return this.#claims.recover();
+  }
+
+  /**
+   * luod's start: recover() until the sessions are back in luod; the holder's
+   * copies follow while luod listens, and only queries are answered until then.
+   */
+  restore(): Promise<void> {
+    return this.#claims.restore();
+  }
+
+  /** Settles once no update record is being written (luod's stop). */
+  recordsWritten(): Promise<void> {
+    return this.#ctx.records.idle();
   }
 
   /** A new connection: admitted (see #refusal), or told why not and closed. */
@@ -336,7 +352,7 @@ export class Luod {
         .catch(() => {});
     // The hot commands by hand (parseHotCommand), every other message through the schema.
     const hot = parseHotCommand(value);
-    const parsed = hot ? { success: true as const, data: hot } : Command.safeParse(value);
+    const parsed = hot ? { success: true as const, data: hot } : tieredSafeParse(Command, value);
     if (!parsed.success) {
       client.malformed++;
       const cmd = (value as { cmd?: unknown }).cmd;
@@ -358,6 +374,9 @@ export class Luod {
       return;
     }
     const command = parsed.data;
+    // Started after a kexec, luod listens while the holder takes the incoming sessions
+    // (claims.ts, restore()): until it has them all, only queries are answered.
+    if (this.#claims.keeping && !QUERIES.has(command.cmd)) await this.#claims.kept;
     try {
       if (ADMIN_COMMANDS.has(command.cmd) && !this.#isAdmin(client.uid)) {
         throw fail('EPERM', `${command.cmd} is an admin command: only root or luod's own uid may send it`);

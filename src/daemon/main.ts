@@ -38,6 +38,7 @@ import {
 } from '../record/store.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
+import { packageVersion } from '../sys/package-version.js';
 import { capacity } from './capacity.js';
 import { type FdHolder, SystemdFdStore } from './fd-holder.js';
 import { HolderProcess, holderSocketPath } from './holder-process.js';
@@ -50,10 +51,6 @@ import type { LuodMetrics } from './metrics.js';
 import { SdNotify, takeListenFds } from './sd-notify.js';
 import { LINE_TIMEOUT_MS, listen, prepareSocketDir } from './server.js';
 import { ServiceNotifier } from './service-notify.js';
-
-function version(): string {
-  return String(JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version);
-}
 
 function groupId(group: string): number {
   if (/^\d+$/.test(group)) return Number(group);
@@ -106,7 +103,7 @@ function lastResort(log: pino.Logger): void {
 
 const program = new Command('luod')
   .description('the live update agent: owns /dev/liveupdate and carries VMs across kexec')
-  .version(version())
+  .version(packageVersion())
   .option('--socket <path>', 'listening socket (default $LUOD_SOCKET or /run/luod/liveupdate.sock)')
   .option('--emulate', "use luokit's emulated kernel instead of /dev/liveupdate")
   .option('--state <dir>', 'state directory of the emulated kernel (with --emulate)')
@@ -268,7 +265,7 @@ async function main(): Promise<void> {
       kernel,
       log,
       claimTimeoutMs: claimTimeout * 1000,
-      version: version(),
+      version: packageVersion(),
       records,
       owners: new IdOwners(opts.idsFile ?? `${path}.ids.json`, log),
       maxClients,
@@ -290,7 +287,8 @@ async function main(): Promise<void> {
         : () => {};
     const recovered = await keeper.start();
     luod.adoptRecovered(recovered);
-    if (!recovered.incoming) await luod.recover();
+    // The incoming sessions are back in luod; the holder takes its copies while luod listens.
+    if (!recovered.incoming) await luod.restore();
     const server = listen(luod, {
       socketPath: path,
       lineTimeoutMs: lineTimeout * 1000,
@@ -319,7 +317,10 @@ async function main(): Promise<void> {
       holder.close();
       server.close();
       fs.rmSync(path, { force: true });
-      process.exit(0);
+      // An update record being written is finished first (a slow disk gets 10 s).
+      const written = luod.recordsWritten();
+      const timeout = new Promise((resolve) => setTimeout(resolve, 10_000).unref());
+      void Promise.race([written, timeout]).finally(() => process.exit(0));
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));

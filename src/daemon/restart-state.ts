@@ -28,6 +28,7 @@ import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
 import { onFirstUse } from '../sys/on-first-use.js';
+import { tieredSafeParse } from '../sys/tiered-parse.js';
 import { PhaseMark } from './handover-state.js';
 
 export const STATE_FILE_FORMAT = 'luod-state-file-v1';
@@ -184,7 +185,7 @@ export function readStateFile(path: string): StateBody | null {
       `the state file is not valid JSON (${bytes.length} bytes): torn or damaged; it is ignored`,
     );
   }
-  const envelope = Envelope.safeParse(parsed);
+  const envelope = tieredSafeParse(Envelope, parsed);
   if (!envelope.success) {
     const format = (parsed as { format?: unknown } | null)?.format;
     throw new StateFileError(
@@ -202,7 +203,7 @@ export function readStateFile(path: string): StateBody | null {
   }
   const fast = stateBodyFast(envelope.data.body);
   if (fast) return fast;
-  const body = StateBody.safeParse(envelope.data.body);
+  const body = tieredSafeParse(StateBody, envelope.data.body);
   if (!body.success) {
     throw new StateFileError(
       path,

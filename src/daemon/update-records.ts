@@ -47,6 +47,9 @@ export class UpdateRecords {
   #closed: RecordBuilder | null = null;
   /** A write of #closed is due (RESUMED came): the replies wait for it. */
   #rewrite: Promise<void> | null = null;
+  /** saveSoon()'s write under way, and the record to write when it is done. */
+  #writing: Promise<void> | null = null;
+  #next: UpdateRecord | null = null;
 
   constructor(options: {
     store: RecordStore | null;
@@ -97,15 +100,54 @@ export class UpdateRecords {
   save(record: UpdateRecord): void {
     if (record.outcome !== 'in-progress') this.#metrics?.updateFinished(record);
     if (!this.#store) return;
+    if (this.#writing) {
+      // A write is under way off the event loop: this one follows it, or it could land first.
+      this.#next = record;
+      return;
+    }
     try {
-      this.#lastPath = this.#store.write(record);
-      this.log.info(
-        { event: 'record', path: this.#lastPath, outcome: record.outcome },
-        'update record written',
-      );
+      this.#written(record, this.#store.write(record));
     } catch (err) {
       this.log.error({ err, dir: this.#store.dir }, 'the update record could not be written');
     }
+  }
+
+  /**
+   * save(), with the disk work off the event loop: for the record written when
+   * luod restores an update, while the VMMs connect and claim. On a real host
+   * the fsync is milliseconds, on a slow disk (or the bench's 9p share under
+   * TCG) up to seconds, all of it on every VM's blackout if luod waited.
+   * Writes stay in order: a save() meanwhile is written after this one, and
+   * the last of several waiting wins.
+   */
+  saveSoon(record: UpdateRecord): void {
+    if (!this.#store) return;
+    this.#next = record;
+    this.#writing ??= this.#drain(this.#store);
+  }
+
+  async #drain(store: RecordStore): Promise<void> {
+    // Not even the record's check and JSON in this turn: luod is about to listen.
+    await new Promise((resolve) => setImmediate(resolve));
+    for (let record = this.#next; record; record = this.#next) {
+      this.#next = null;
+      try {
+        this.#written(record, await store.writeAsync(record));
+      } catch (err) {
+        this.log.error({ err, dir: store.dir }, 'the update record could not be written');
+      }
+    }
+    this.#writing = null;
+  }
+
+  /** Settles once no record write is under way (luod's stop, tests). */
+  idle(): Promise<void> {
+    return this.#writing ?? Promise.resolve();
+  }
+
+  #written(record: UpdateRecord, file: string): void {
+    this.#lastPath = file;
+    this.log.info({ event: 'record', path: file, outcome: record.outcome }, 'update record written');
   }
 
   /** Close the update's record with `outcome` and write it. */
@@ -175,8 +217,9 @@ export class UpdateRecords {
    */
   #rewriteClosed(builder: RecordBuilder): Promise<void> {
     this.#rewrite ??= new Promise<void>((resolve) => {
-      setTimeout(() => {
+      setTimeout(async () => {
         this.#rewrite = null;
+        await this.idle(); // after any write of the same record under way
         if (this.#store) {
           try {
             this.#lastPath = this.#store.write(builder.snapshot());
@@ -287,9 +330,9 @@ export class UpdateRecords {
       record.begin('claims');
       changed = true;
     }
-    // The record on disk is the one just read: written again only when this added to it
-    // (before luod listens, a thousand clients' record is worth not writing twice).
-    if (changed) this.save(record.snapshot());
+    // The record on disk is the one just read: written again only when this added to it,
+    // and then not before luod listens (the claims need not wait for it).
+    if (changed) this.saveSoon(record.snapshot());
     else if (this.#store) this.#lastPath = recordPath(this.#store.dir, draft.update);
     return record;
   }

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { onFirstUse } from '../sys/on-first-use.js';
+import { tieredSafeParse } from '../sys/tiered-parse.js';
 import { LIST_MAX_LIMIT } from './list-page.js';
 import { STATUS_MAX_LIMIT } from './status-page.js';
 
@@ -214,7 +215,7 @@ export function checkMessage<T>(
   schema: z.ZodType<T>,
   value: unknown,
 ): { ok: true; value: T } | { ok: false; problem: string } {
-  const parsed = schema.safeParse(value);
+  const parsed = tieredSafeParse(schema, value);
   return parsed.success
     ? { ok: true, value: value as T }
     : { ok: false, problem: describeInvalid(parsed.error) };

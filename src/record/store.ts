@@ -7,9 +7,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../sys/atomic-file.js';
+import { writeFileAtomic, writeFileAtomicAsync } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
+import { tieredSafeParse } from '../sys/tiered-parse.js';
 import { describeRecordIssue, UpdateId, UpdateRecord } from './format.js';
 
 /** Where luod keeps records on a real host. */
@@ -45,12 +46,26 @@ export class RecordStore {
 
   /** Write (or replace) a record, then drop the oldest beyond `keep`. Returns its path. */
   write(record: UpdateRecord): string {
-    const checked = UpdateRecord.parse(record);
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
-    const file = recordPath(this.dir, checked.update);
-    writeFileAtomic(file, `${JSON.stringify(checked, null, 2)}\n`);
+    const { file, text } = this.#prepare(record);
+    writeFileAtomic(file, text);
     this.prune();
     return file;
+  }
+
+  /** write(), its disk work off the event loop; the caller keeps writes of one record in order. */
+  async writeAsync(record: UpdateRecord): Promise<string> {
+    const { file, text } = this.#prepare(record);
+    await writeFileAtomicAsync(file, text);
+    this.prune();
+    return file;
+  }
+
+  #prepare(record: UpdateRecord): { file: string; text: string } {
+    const result = tieredSafeParse(UpdateRecord, record);
+    if (!result.success) throw result.error;
+    const checked = result.data;
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    return { file: recordPath(this.dir, checked.update), text: `${JSON.stringify(checked, null, 2)}\n` };
   }
 
   /** The record of `update`, or null when there is none; a damaged one throws, naming the file. */
@@ -119,7 +134,7 @@ export function readRecordFile(file: string): UpdateRecord {
   } catch {
     throw new SysError('record', Errno.EINVAL, `record ${file} is corrupt: not JSON`);
   }
-  const result = UpdateRecord.safeParse(parsed);
+  const result = tieredSafeParse(UpdateRecord, parsed);
   if (!result.success)
     throw new SysError(
       'record',

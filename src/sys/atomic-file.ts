@@ -24,13 +24,24 @@ export interface AtomicWriteOptions {
   durable?: boolean;
 }
 
+/** Tells apart the temporary files of writes started in the same millisecond. */
+let seq = 0;
+
+/** The temporary file a write of `target` goes through: same directory, never an existing name. */
+function temporaryFor(target: string): string {
+  const dir = path.dirname(target);
+  return path.join(
+    dir,
+    `.${path.basename(target)}.${process.pid}.${Date.now().toString(36)}.${(seq++).toString(36)}.tmp`,
+  );
+}
+
 export function writeFileAtomic(
   target: string,
   data: string | Uint8Array,
   options: AtomicWriteOptions = {},
 ): void {
-  const dir = path.dirname(target);
-  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${Date.now().toString(36)}.tmp`);
+  const tmp = temporaryFor(target);
   let fd = -1;
   try {
     fd = fs.openSync(tmp, 'wx', options.mode ?? 0o644);
@@ -44,7 +55,43 @@ export function writeFileAtomic(
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  if (options.durable !== false) syncDirectory(dir);
+  if (options.durable !== false) syncDirectory(path.dirname(target));
+}
+
+/**
+ * writeFileAtomic off the event loop (libuv's thread pool): for a durable write
+ * that must not hold up what the process does meanwhile, such as luod's update
+ * record written while the VMMs claim (an fsync can take seconds on a slow disk).
+ * The same guarantees; two writes of one target must not overlap (the caller
+ * orders them), or the older could be renamed over the newer.
+ */
+export async function writeFileAtomicAsync(
+  target: string,
+  data: string | Uint8Array,
+  options: AtomicWriteOptions = {},
+): Promise<void> {
+  const tmp = temporaryFor(target);
+  let file: fs.promises.FileHandle | null = null;
+  try {
+    file = await fs.promises.open(tmp, 'wx', options.mode ?? 0o644);
+    await file.writeFile(data);
+    if (options.durable !== false) await file.sync();
+    await file.close();
+    file = null;
+    await fs.promises.rename(tmp, target);
+  } catch (err) {
+    await file?.close().catch(() => {});
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
+  }
+  if (options.durable !== false) {
+    const dir = await fs.promises.open(path.dirname(target), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
 }
 
 /** fsync a directory so that a rename or unlink in it is durable. */

@@ -190,6 +190,9 @@ test('blackout: pause to resume (the VMMs own marks; the floor: preserve to retr
   assert.match(table, /BLACKOUT \(pause to resume\)\s+11000\s+7475\s+3525/);
   assert.match(table, /verification \(after\)\s+6100\s+6000\s+100/);
   assert.match(table, /ratio luod \/ floor \(blackout, pause to resume\): 1\.47x/);
+  assert.equal(report.nodeStart, null, 'no Node probe in this floor run');
+  assert.equal(report.ratioBeyondNode, null);
+  assert.doesNotMatch(table, /Node's own start/);
   assert.match(table, /load \(before\)/);
   assert.match(table, /verify \(after\)/);
   assert.match(table, /floor: kexec@0 <- kernel-kexec@0/);
@@ -460,4 +463,25 @@ test('blackout file: each part writes its own section and keeps the other', () =
   const text = formatBlackoutFile(withQemu);
   assert.match(text, /^Blackout, kernels 7\.2->7\.2/);
   assert.match(text, /\nQEMU VM across the live update, kernels 7\.2->7\.2/);
+});
+
+test("Node's own start, probed in the floor's next boot after its blackout: cold and warm, and the ratio beyond it", () => {
+  const probe = [
+    '[+  25.300s] LUOKIT-PHASE path=floor boot=1 phase=node-probe',
+    '[+  26.740s] LUOKIT-PHASE path=floor boot=1 phase=node-cold',
+    '[+  27.430s] LUOKIT-PHASE path=floor boot=1 phase=node-warm',
+  ].join('\n');
+  const report = blackoutReport({
+    kernels: '7.2->7.3',
+    sizes: ['64M', '128M'],
+    luod: collectMarks(parseConsoleLog(LUOD_CONSOLE)),
+    floor: collectMarks(parseConsoleLog(`${FLOOR_CONSOLE}${probe}\n`)),
+  });
+  assert.deepEqual(report.nodeStart, { coldMs: 1440, warmMs: 690 });
+  // Not part of the floor's blackout, which ended when its files were retrieved.
+  assert.equal(report.floor.totalMs, 19000 - 11525);
+  assert.equal(report.ratioBeyondNode, Math.round((11000 / (7475 + 1440)) * 100) / 100);
+  const table = formatBlackout(report);
+  assert.match(table, /Node's own start in the next kernel .*: 1440 ms cold page cache, 690 ms warm/);
+  assert.match(table, /ratio luod \/ \(floor \+ Node's cold start\): 1\.23x/);
 });

@@ -310,6 +310,17 @@ export interface BlackoutReport {
   floor: PathReport;
   /** luod's blackout over the floor's (pause to resume); null when either is missing. */
   ratio: number | null;
+  /**
+   * Node's own start (`node -e 1`) in the floor's next boot, after its blackout
+   * (vm/guest/node-probe.sh): cold, the page cache as the kexec left it, as luod
+   * finds it; then warm. null when the floor run has no probe.
+   */
+  nodeStart: { coldMs: number; warmMs: number } | null;
+  /**
+   * luod's blackout over the floor's plus Node's cold start: what a luod written in
+   * Node adds beyond starting Node at all. null without the probe.
+   */
+  ratioBeyondNode: number | null;
   vmms: VmmVerdict[];
   /** Each VM's own blackout on the host clock (its `paused` to its `resumed` mark); null when one is missing. */
   vmBlackouts: { id: string; ms: number | null }[];
@@ -397,6 +408,17 @@ export function blackoutReport(input: {
   });
   const luod = path('luod');
   const floor = path('floor');
+  const probe = paths.floor.marks;
+  const cold = probe['node-probe@1'] !== undefined && probe['node-cold@1'] !== undefined;
+  const nodeStart =
+    cold && probe['node-warm@1'] !== undefined
+      ? {
+          coldMs: probe['node-cold@1']! - probe['node-probe@1']!,
+          warmMs: probe['node-warm@1']! - probe['node-cold@1']!,
+        }
+      : null;
+  const ratioOf = (a: number | null, b: number | null) =>
+    a !== null && b !== null && b > 0 ? Math.round((a / b) * 100) / 100 : null;
   return {
     kernels: input.kernels,
     clock: CLOCK,
@@ -406,10 +428,12 @@ export function blackoutReport(input: {
     rows,
     luod,
     floor,
-    ratio:
-      luod.totalMs !== null && floor.totalMs !== null && floor.totalMs > 0
-        ? Math.round((luod.totalMs / floor.totalMs) * 100) / 100
-        : null,
+    ratio: ratioOf(luod.totalMs, floor.totalMs),
+    nodeStart,
+    ratioBeyondNode: ratioOf(
+      luod.totalMs,
+      floor.totalMs !== null && nodeStart ? floor.totalMs + nodeStart.coldMs : null,
+    ),
     vmms: input.luod.vmms,
     vmBlackouts: ids.map((id) => {
       const a = input.luod.marks[`paused:${id}@0`];
@@ -463,6 +487,12 @@ export function formatBlackout(r: BlackoutReport): string {
     'files retrieved). "(before)": done while the VMs run; "(after)": verification of every byte, once the',
     'VMs run again: not part of the blackout.',
   ];
+  if (r.nodeStart) {
+    out.push(
+      `Node's own start in the next kernel (node -e 1, in the floor's boot after its blackout): ${r.nodeStart.coldMs} ms cold page cache, ${r.nodeStart.warmMs} ms warm`,
+      `ratio luod / (floor + Node's cold start): ${r.ratioBeyondNode === null ? 'n/a' : `${r.ratioBeyondNode.toFixed(2)}x`} (what luod adds beyond starting Node at all)`,
+    );
+  }
   const perVm = r.vmBlackouts.map((v) => `${v.id} ${ms(v.ms)}`);
   if (perVm.length > 0) out.push(`each VM's own blackout (its pause to its resume), ms: ${perVm.join(', ')}`);
   for (const which of ['luod', 'floor'] as const) {

@@ -222,6 +222,10 @@ async function luodPath(
       ...(vmm !== undefined && { LUOKIT_NATIVE_VMM: vmm }),
       ...(EARLY_HOLDER && { LUOKIT_EARLY_HOLDER: '1' }),
       ...(process.env.LUOKIT_VM_CPU_PROF === '1' && { LUOKIT_CPU_PROF: '1' }),
+      // Investigations: node's own flags for luod and the holder in boot 1 (e.g. --jitless).
+      ...(process.env.LUOKIT_VM_LUOD_NODE_FLAGS && {
+        LUOD_NODE_FLAGS: process.env.LUOKIT_VM_LUOD_NODE_FLAGS,
+      }),
       ...(process.env.LUOKIT_VM_VMM_NICE !== undefined && {
         LUOKIT_VMM_NICE: process.env.LUOKIT_VM_VMM_NICE,
       }),
@@ -399,6 +403,9 @@ async function liveUpdate(
   ctx.timings[`blackout (pause to resume) luod (${label}), ms`] = report.luod.totalMs ?? 'n/a';
   ctx.timings[`blackout (pause to resume) floor (${label}), ms`] = report.floor.totalMs ?? 'n/a';
   ctx.timings[`blackout ratio luod/floor (${label})`] = report.ratio ?? 'n/a';
+  ctx.timings[`Node's own start in the next kernel, cold page cache (${label}), ms`] =
+    report.nodeStart?.coldMs ?? 'n/a';
+  ctx.timings[`blackout ratio luod/(floor + Node's cold start) (${label})`] = report.ratioBeyondNode ?? 'n/a';
   ctx.timings[`verification after the blackout, luod (${label}), ms`] = report.luod.verifyMs ?? 'n/a';
   ctx.timings[`verification after the blackout, floor (${label}), ms`] = report.floor.verifyMs ?? 'n/a';
   return report;

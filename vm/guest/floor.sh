@@ -26,7 +26,13 @@ case "${LUOKIT_BOOT:-0}" in
     exit 1
     ;;
   1)
-    exec "$FLOOR" restore --sizes "$SIZES"
+    "$FLOOR" restore --sizes "$SIZES"
+    status=$?
+    # After the blackout and its checks, not during: Node's own start in the next kernel,
+    # which a Node luod cannot start faster than (docs/vm.md, "luod-ready").
+    . "$DIR/node-probe.sh"
+    node_probe floor 1
+    exit "$status"
     ;;
   *)
     echo "floor.sh: nothing to do in boot $LUOKIT_BOOT" >&2

@@ -9,9 +9,10 @@ luoctl() {
 
 start_luod() {
   mkdir -p /run/luod
-  # The guest's / is the host's, read-only: the update records go to the output share.
+  # The guest's / is the host's, read-only: the update records go to the output share, or
+  # to LUOD_RECORDS (optional) when the job copies them there itself.
   # LUOD_NODE_FLAGS (optional, word-split): node's own flags, for investigations (--cpu-prof ...).
-  node ${LUOD_NODE_FLAGS:-} "$BIN/daemon/luod-bin.cjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 --records "$OUT/records" \
+  node ${LUOD_NODE_FLAGS:-} "$BIN/daemon/luod-bin.cjs" --socket "$SOCK" --timeline /dev/console --claim-timeout 300 --records "${LUOD_RECORDS:-$OUT/records}" \
     >"$OUT/luod.boot$BOOT.log" 2>&1 &
   LUOD_PID=$!
 }

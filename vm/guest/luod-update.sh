@@ -85,10 +85,17 @@ case "$BOOT" in
     # LUOKIT_CPU_PROF=1 (investigations): V8 CPU profiles of boot 1's Node processes (luod,
     # the holder) in $OUT/cpu-prof, written when they exit.
     # (Node refuses --cpu-prof in NODE_OPTIONS: start_luod puts LUOD_NODE_FLAGS on its command line.)
-    [ -z "${LUOKIT_CPU_PROF:-}" ] || LUOD_NODE_FLAGS="--cpu-prof --cpu-prof-dir=$OUT/cpu-prof"
+    [ -z "${LUOKIT_CPU_PROF:-}" ] || LUOD_NODE_FLAGS="${LUOD_NODE_FLAGS:-} --cpu-prof --cpu-prof-dir=$OUT/cpu-prof"
+    # luod first, as an init system would start it: everything in this boot waits for it
+    # (the job's own commands are execs over the 9p share, slow in a fresh boot under TCG).
+    # Its update record goes to the guest's tmpfs, copied to the output share once the VMs
+    # run: a host's records directory is a local disk, and the share's fsync (9p, cache=none,
+    # under TCG) took 0.3 to 2 s, which the claims wait for (docs/operations.md).
+    LUOD_RECORDS=/run/luod/records
+    start_luod
     if [ -n "${LUOKIT_EARLY_HOLDER:-}" ]; then
-      mkdir -p /run/luod
       # Its own session, as luod starts it: a signal to the job's group does not reach it.
+      # (start_luod made /run/luod; luod uses this holder if it listens in time, else starts one.)
       setsid node ${LUOD_NODE_FLAGS:-} "$BIN/daemon/holder-bin.cjs" --socket "$SOCK.holder" </dev/null >/dev/null 2>&1 &
       # When it listens, for the report's reader (docs/vm.md): polled twice a second.
       (
@@ -100,7 +107,6 @@ case "$BOOT" in
         echo "LUOKIT-PHASE path=luod boot=1 phase=holder-listening"
       ) &
     fi
-    start_luod
     echo "LUOKIT-PHASE path=luod boot=1 phase=vmms-start"
     start_vmms_claiming
     wait_for 120 "luod's socket" test -S "$SOCK"
@@ -111,6 +117,8 @@ case "$BOOT" in
     luoctl status --json >"$OUT/luod-status.boot1.json" || echo "LUOKIT-UPDATE-FAILED boot=1 reason=luoctl status exited $?"
     kill "$LUOD_PID"
     wait "$LUOD_PID"
+    # Once luod has stopped: every write of the record is done.
+    cp -r "$LUOD_RECORDS" "$OUT/" || echo "LUOKIT-UPDATE-FAILED boot=1 reason=cannot copy luod's records to the output share"
     exit 0
     ;;
   *)
