@@ -125,6 +125,12 @@ export class Claims {
     this.#deadlinePassed = false;
     ctx.phase = [...this.#incoming.values()].some((e) => e.claim !== 'done') ? 'claiming' : 'idle';
     ctx.records.resumeAfterRestart(incoming);
+    // As after a kexec (restore()): no CLAIM before the record it may have queued is on disk,
+    // or the last claim's closed record would wait behind it, and a kill lose it.
+    this.#keeping = true;
+    this.#kept = ctx.records.idle().finally(() => {
+      this.#keeping = false;
+    });
     ctx.log.info(
       { update: incoming.update, clients: incoming.clients.map((c) => c.id), claimed: incoming.claimed },
       'luod restarted after the kexec: incoming sessions taken back from the holder; waiting for claims',
