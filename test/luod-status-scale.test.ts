@@ -128,11 +128,10 @@ async function subscribeMany(socket: string, n: number): Promise<void> {
   }
 }
 
-test(`luoctl status --json lists all of ${CLIENTS} subscribers; a raw STATUS is a page that fits the line`, async () => {
-  await subscribeMany(host.socket, CLIENTS);
-  // Raw: one line, within the limit, saying how many there are and where the next page starts.
-  const raw = await new Promise<string>((resolve, reject) => {
-    const s = net.connect(host.socket);
+/** The first line luod answers to a bare `{"cmd": CMD}`, read with node:net (no client library). */
+function firstLine(socket: string, cmd: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const s = net.connect(socket);
     let text = '';
     s.on('error', reject);
     s.on('data', (d) => {
@@ -142,8 +141,14 @@ test(`luoctl status --json lists all of ${CLIENTS} subscribers; a raw STATUS is 
         resolve(text.slice(0, text.indexOf('\n')));
       }
     });
-    s.on('connect', () => s.write('{"cmd":"STATUS"}\n'));
+    s.on('connect', () => s.write(`${JSON.stringify({ cmd })}\n`));
   });
+}
+
+test(`luoctl status --json lists all of ${CLIENTS} subscribers; a raw STATUS is a page that fits the line`, async () => {
+  await subscribeMany(host.socket, CLIENTS);
+  // Raw: one line, within the limit, saying how many there are and where the next page starts.
+  const raw = await firstLine(host.socket, 'STATUS');
   assert.ok(Buffer.byteLength(raw) <= MAX_LINE_BYTES, `${Buffer.byteLength(raw)} bytes`);
   const first = JSON.parse(raw);
   assert.equal(first.ok, true);
@@ -214,19 +219,7 @@ test('CLIENTS and SESSIONS longer than a line go in pages that fit it, and join 
 
 test(`luoctl clients --json lists all of ${CLIENTS} clients; a raw CLIENTS is a page that fits the line`, async () => {
   // The connections of the test before are still subscribed.
-  const raw = await new Promise<string>((resolve, reject) => {
-    const s = net.connect(host.socket);
-    let text = '';
-    s.on('error', reject);
-    s.on('data', (d) => {
-      text += d;
-      if (text.includes('\n')) {
-        s.destroy();
-        resolve(text.slice(0, text.indexOf('\n')));
-      }
-    });
-    s.on('connect', () => s.write('{"cmd":"CLIENTS"}\n'));
-  });
+  const raw = await firstLine(host.socket, 'CLIENTS');
   assert.ok(Buffer.byteLength(raw) <= MAX_LINE_BYTES, `${Buffer.byteLength(raw)} bytes`);
   const first = JSON.parse(raw);
   assert.equal(first.ok, true);

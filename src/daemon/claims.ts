@@ -127,10 +127,7 @@ export class Claims {
     ctx.records.resumeAfterRestart(incoming);
     // As after a kexec (restore()): no CLAIM before the record it may have queued is on disk,
     // or the last claim's closed record would wait behind it, and a kill lose it.
-    this.#keeping = true;
-    this.#kept = ctx.records.idle().finally(() => {
-      this.#keeping = false;
-    });
+    this.#holdCommandsUntil(ctx.records.idle());
     ctx.log.info(
       { update: incoming.update, clients: incoming.clients.map((c) => c.id), claimed: incoming.claimed },
       'luod restarted after the kexec: incoming sessions taken back from the holder; waiting for claims',
@@ -157,24 +154,36 @@ export class Claims {
    * holder has them all (`keeping`).
    */
   async restore(): Promise<void> {
-    let kept!: () => void;
-    this.#kept = new Promise((resolve) => {
-      kept = resolve;
+    let restored!: (last: UpdateOutcome | null) => void;
+    const last = new Promise<UpdateOutcome | null>((resolve) => {
+      restored = resolve;
     });
-    this.#keeping = true;
-    let last: UpdateOutcome | null = null;
+    // The record was queued during the restore (saveSoon): written off the event loop
+    // while luod listens and the holder takes its copies, awaited by the claims as they are.
+    this.#holdCommandsUntil(
+      last.then((outcome) =>
+        outcome ? Promise.all([this.#keepIncoming(outcome), this.#ctx.records.idle()]) : undefined,
+      ),
+    );
+    let outcome: UpdateOutcome | null = null;
     try {
-      last = await this.#recover();
+      outcome = await this.#recover();
     } finally {
-      const done = () => {
-        this.#keeping = false;
-        kept();
-      };
-      // The record was queued during the restore (saveSoon): written off the event loop
-      // while luod listens and the holder takes its copies, awaited by the claims as they are.
-      if (last) void Promise.all([this.#keepIncoming(last), this.#ctx.records.idle()]).finally(done);
-      else done();
+      restored(outcome);
     }
+  }
+
+  /** Until `done` settles, CLAIM and every state-changing command wait (`keeping`, `kept`). */
+  #holdCommandsUntil(done: Promise<unknown>): void {
+    this.#keeping = true;
+    this.#kept = done.then(
+      () => {
+        this.#keeping = false;
+      },
+      () => {
+        this.#keeping = false;
+      },
+    );
   }
 
   /** Whether the holder is still being given the incoming sessions (restore()). */
