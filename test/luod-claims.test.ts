@@ -22,6 +22,7 @@ import type { LiveUpdateDevice, Session } from '../src/kernel/device.js';
 import type { LineChannel } from '../src/protocol/lines.js';
 import { RecordStore, readRecordFile } from '../src/record/store.js';
 import { ftruncate, memfdCreate, pwriteAll } from '../src/sys/index.js';
+import { waitUntil } from './support/wait.js';
 
 const UID = process.getuid?.() ?? 0;
 
@@ -204,7 +205,8 @@ test('at its start luod listens while the holder takes the incoming sessions: qu
     assert.deepEqual(a.sent[0]!.pending_claims, ['vm-a', 'vm-b']);
     assert.deepEqual(closes, ['luod-internal'], 'luod holds every incoming session meanwhile');
     give();
-    await settle();
+    // Answered once the holder has them and the record is on disk (an fsync: no fixed wait).
+    await waitUntil(() => a.sent.length >= 3, 'the CLAIM and UPDATE answered');
     const bySeq = new Map(a.sent.map((m) => [m.seq, m]));
     assert.deepEqual([...bySeq.keys()].sort(), [1, 2, 3]);
     assert.equal(bySeq.get(2)!.ok, true, 'the CLAIM answered once the holder has the sessions');
