@@ -22,7 +22,7 @@ import { interrupted } from '../src/sys/libc.js';
 import { peersClosed } from '../src/sys/mm.js';
 import { processStatus } from '../src/sys/proc.js';
 import { socketpair } from '../src/sys/socket.js';
-import { UnixServer } from '../src/sys/unix-socket.js';
+import { UnixServer, UnixSocket } from '../src/sys/unix-socket.js';
 import { HolderHost } from './crash/hosts.js';
 import {
   admin,
@@ -56,6 +56,8 @@ function memfdWith(text: string): OwnedFd {
 
 const contents = (fd: OwnedFd) => pread(fd, fstat(fd).size, 0).toString();
 const name = (i: number) => `luod.in.b.u-1.0.vm-${i}`;
+/** A long name: `hold-many` lines of these fill a socket buffer with fewer holds (16 fds a line). */
+const bulky = (i: number) => `luod.in.b.u-1.0.${'x'.repeat(400)}.vm-${i}`;
 const source = (fd: OwnedFd) => ({
   get fd() {
     return fd.fd;
@@ -214,13 +216,13 @@ describe('the fd holder under load and failure', () => {
     const memfds = Array.from({ length: COUNT }, (_, i) => memfdWith(`vm-${i} memory`));
     let pid = 0;
     try {
-      await luod.hold(name(0), source(memfds[0]!));
+      await luod.hold(bulky(0), source(memfds[0]!));
       pid = luod.holderPid!;
       process.kill(pid, 'SIGSTOP');
       let settled = 0;
       // All at once (no window): more than the socket buffer takes.
       const holds = memfds.slice(1).map((fd, i) =>
-        luod.hold(name(i + 1), source(fd)).finally(() => {
+        luod.hold(bulky(i + 1), source(fd)).finally(() => {
           settled++;
         }),
       );
@@ -241,7 +243,7 @@ describe('the fd holder under load and failure', () => {
       const back = await heldNow(socketPath);
       try {
         assert.equal(back.size, COUNT);
-        for (let i = 0; i < COUNT; i++) assert.equal(contents(back.get(name(i))!), `vm-${i} memory`);
+        for (let i = 0; i < COUNT; i++) assert.equal(contents(back.get(bulky(i))!), `vm-${i} memory`);
       } finally {
         for (const fd of back.values()) fd.close();
       }
@@ -261,14 +263,14 @@ describe('the fd holder under load and failure', () => {
     try {
       for (let i = 0; i < 600; i += 64)
         await Promise.all(
-          memfds.slice(i, Math.min(i + 64, 600)).map((fd, j) => luod.hold(name(i + j), source(fd))),
+          memfds.slice(i, Math.min(i + 64, 600)).map((fd, j) => luod.hold(bulky(i + j), source(fd))),
         );
       const first = luod.holderPid!;
       // Stopped, so that the next requests are surely in flight (queued, or unread) when it dies.
       process.kill(first, 'SIGSTOP');
       const inFlight = [
-        ...memfds.slice(600).map((fd, i) => luod.hold(name(600 + i), source(fd))),
-        ...Array.from({ length: 100 }, (_, i) => luod.release(name(i))),
+        ...memfds.slice(600).map((fd, i) => luod.hold(bulky(600 + i), source(fd))),
+        ...Array.from({ length: 100 }, (_, i) => luod.release(bulky(i))),
       ];
       await waitUntil(() => luod.queuedBytes > 0, 'requests queued behind the stopped holder');
       process.kill(first, 'SIGKILL');
@@ -287,7 +289,7 @@ describe('the fd holder under load and failure', () => {
       try {
         assert.deepEqual(
           [...back.keys()].sort(),
-          Array.from({ length: COUNT - 100 }, (_, i) => name(100 + i)).sort(),
+          Array.from({ length: COUNT - 100 }, (_, i) => bulky(100 + i)).sort(),
           'every held fd, and none of the released ones',
         );
         for (const [held, fd] of back) assert.equal(contents(fd), `${held.split('.').at(-1)} memory`);
@@ -316,7 +318,7 @@ describe('the fd holder under load and failure', () => {
         (err: Error) => {
           // The holder answers E2BIG before it closes the connection.
           assert.equal((err as { code?: string }).code, 'E2BIG');
-          assert.match(err.message, /fd holder refused hold: E2BIG: line longer than 65536 bytes/);
+          assert.match(err.message, /fd holder refused hold-many: E2BIG: line longer than 65536 bytes/);
           return true;
         },
       );
@@ -356,10 +358,10 @@ describe('the fd holder under load and failure', () => {
  */
 /**
  * A holder speaking the line protocol in the test's process, to see the lines
- * luod sends: as holder-main.ts does today (`release-many`), or as a holder
- * from before it (which answers ENOTSUP to an op it does not know).
+ * luod sends: as holder-main.ts does today (`release-many`, `hold-many`), or
+ * as a holder from before them (which answers ENOTSUP to an op it does not know).
  */
-function stubHolder(socketPath: string, options: { releaseMany: boolean }) {
+function stubHolder(socketPath: string, options: { releaseMany: boolean; holdMany: boolean }) {
   const held = new Map<string, OwnedFd>();
   const ops: { op: string; names?: string[] }[] = [];
   const server = UnixServer.listen(socketPath);
@@ -373,6 +375,13 @@ function stubHolder(socketPath: string, options: { releaseMany: boolean }) {
         held.get(m.name!)?.close();
         held.set(m.name!, fds[0]!);
         return reply({ ok: true, name: m.name });
+      }
+      if (m.op === 'hold-many' && options.holdMany) {
+        m.names!.forEach((name, i) => {
+          held.get(name)?.close();
+          held.set(name, fds[i]!);
+        });
+        return reply({ ok: true, count: fds.length });
       }
       for (const fd of fds) fd.close();
       const drop = (name: string) => {
@@ -404,7 +413,7 @@ function stubHolder(socketPath: string, options: { releaseMany: boolean }) {
 describe("releases, one line per turn of luod's event loop", () => {
   test('the releases of one turn go to the holder as one release-many line', async () => {
     const socketPath = path.join(dir, 'many.sock.holder');
-    const stub = stubHolder(socketPath, { releaseMany: true });
+    const stub = stubHolder(socketPath, { releaseMany: true, holdMany: true });
     const luod = new HolderProcess(socketPath, pino({ level: 'silent' }));
     const memfds = Array.from({ length: 100 }, (_, i) => memfdWith(`vm-${i} memory`));
     try {
@@ -431,7 +440,7 @@ describe("releases, one line per turn of luod's event loop", () => {
 
   test('a holder from before release-many: luod releases one name per line, and keeps doing so', async () => {
     const socketPath = path.join(dir, 'old.sock.holder');
-    const stub = stubHolder(socketPath, { releaseMany: false });
+    const stub = stubHolder(socketPath, { releaseMany: false, holdMany: false });
     const { log, lines } = capturedLog();
     const luod = new HolderProcess(socketPath, log);
     const memfds = Array.from({ length: 50 }, (_, i) => memfdWith(`vm-${i} memory`));
@@ -498,6 +507,107 @@ describe("releases, one line per turn of luod's event loop", () => {
   });
 });
 
+describe("holds, in lines of up to 16 fds per turn of luod's event loop", () => {
+  test('the holds of one turn go to the holder as hold-many lines, each fd under its name', async () => {
+    const socketPath = path.join(dir, 'holdmany.sock.holder');
+    const stub = stubHolder(socketPath, { releaseMany: true, holdMany: true });
+    const luod = new HolderProcess(socketPath, pino({ level: 'silent' }));
+    const memfds = Array.from({ length: 100 }, (_, i) => memfdWith(`vm-${i} memory`));
+    try {
+      await Promise.all(memfds.map((fd, i) => luod.hold(name(i), source(fd))));
+      const holds = stub.ops.filter((o) => o.op !== 'list');
+      assert.deepEqual(
+        holds.map((o) => [o.op, o.names?.length]),
+        [...Array(6).fill(['hold-many', 16]), ['hold-many', 4]],
+        'seven lines for the hundred holds',
+      );
+      assert.deepEqual(
+        holds.flatMap((o) => o.names),
+        memfds.map((_, i) => name(i)),
+      );
+      for (let i = 0; i < 100; i++) assert.equal(contents(stub.held.get(name(i))!), `vm-${i} memory`);
+    } finally {
+      luod.close();
+      stub.close();
+      for (const fd of memfds) fd.close();
+    }
+  });
+
+  test('a holder from before hold-many: luod holds one name per line, and keeps doing so', async () => {
+    const socketPath = path.join(dir, 'oldhold.sock.holder');
+    const stub = stubHolder(socketPath, { releaseMany: false, holdMany: false });
+    const { log, lines } = capturedLog();
+    const luod = new HolderProcess(socketPath, log);
+    const memfds = Array.from({ length: 40 }, (_, i) => memfdWith(`vm-${i} memory`));
+    try {
+      await Promise.all(memfds.slice(0, 30).map((fd, i) => luod.hold(name(i), source(fd))));
+      assert.deepEqual(
+        stub.ops.filter((o) => o.op !== 'list').map((o) => o.op),
+        ['hold-many', 'hold-many', ...Array(30).fill('hold')],
+        'refused (both lines of the turn), then a hold per name',
+      );
+      assert.ok(lines.some((l) => /predates hold-many/.test(l.msg)));
+      for (let i = 0; i < 30; i++) assert.equal(contents(stub.held.get(name(i))!), `vm-${i} memory`);
+      stub.ops.length = 0;
+      await Promise.all(memfds.slice(30).map((fd, i) => luod.hold(name(30 + i), source(fd))));
+      assert.deepEqual(
+        stub.ops.map((o) => o.op),
+        Array(10).fill('hold'),
+        'not asked again',
+      );
+      assert.equal(stub.held.size, 40);
+    } finally {
+      luod.close();
+      stub.close();
+      for (const fd of memfds) fd.close();
+    }
+  });
+
+  test('held and released in the same turn: released; a hold-many line the real holder cannot match is refused whole', async () => {
+    const socketPath = path.join(dir, 'holdrelease.sock.holder');
+    const luod = new HolderProcess(socketPath, pino({ level: 'silent' }));
+    const memfds = Array.from({ length: 20 }, (_, i) => memfdWith(`vm-${i} memory`));
+    try {
+      await Promise.all([
+        ...memfds.map((fd, i) => luod.hold(name(i), source(fd))),
+        ...memfds.slice(0, 5).map((_, i) => luod.release(name(i))),
+      ]);
+      const back = await heldNow(socketPath);
+      try {
+        assert.deepEqual(
+          [...back.keys()].sort(),
+          memfds
+            .slice(5)
+            .map((_, i) => name(5 + i))
+            .sort(),
+        );
+        for (const [held, fd] of back) assert.equal(contents(fd), `${held.split('.').at(-1)} memory`);
+      } finally {
+        for (const fd of back.values()) fd.close();
+      }
+      // The real holder checks the line: names and fds must pair up.
+      const client = new LineChannel(UnixSocket.connect(socketPath));
+      try {
+        const reply = new Promise<Record<string, unknown>>((resolve) =>
+          client.once('message', (value) => resolve(value as Record<string, unknown>)),
+        );
+        await client.send({ op: 'hold-many', names: [name(0), name(1)] }, [memfds[0]!]);
+        assert.deepEqual(await reply, {
+          op: 'hold-many',
+          ok: false,
+          error: { code: 'EINVAL', message: 'hold-many takes `names`, one name per fd, in order' },
+        });
+      } finally {
+        client.close();
+      }
+    } finally {
+      for (let i = 0; i < 20; i++) await luod.release(name(i));
+      luod.close();
+      for (const fd of memfds) fd.close();
+    }
+  });
+});
+
 describe('an update whose holder is slow or dies', () => {
   after(closeAllVms);
 
@@ -539,7 +649,7 @@ describe('an update whose holder is slow or dies', () => {
       try {
         // Past luod's 10 s line timeout and its 10 s warning: nothing gives up on a live holder.
         await waitUntil(
-          () => /has not answered a hold for \d+ s; luod waits/.test(host.log()),
+          () => /has not answered a hold-many for \d+ s; luod waits/.test(host.log()),
           'luod warns that the holder is slow',
           60_000,
         );

@@ -13,7 +13,9 @@
  *     fd comes back as an `item` line with its fd, then the reply; with
  *     `batch: N`, as `items` lines of up to N names and their fds, in order),
  *     `release-many` (names: one reply for them all; an older holder answers
- *     ENOTSUP, and luod sends one `release` per name instead).
+ *     ENOTSUP, and luod sends one `release` per name instead), `hold-many`
+ *     (names, one fd each in the same order, up to 16: one reply; ENOTSUP
+ *     from an older holder, and luod sends one `hold` per name instead).
  *     A request with `events: true` marks a luod that takes `event` lines
  *     (level, pid, code, message: what went wrong in the holder), sent
  *     between replies; an older luod never gets one.
@@ -154,6 +156,29 @@ function serve(channel: LineChannel): void {
         held.set(name, fds[0]!);
         void reply({ ok: true, name });
         return;
+      case 'hold-many': {
+        // Many holds in one line (a luod batches those of one turn of its event loop):
+        // the names in the order of the fds.
+        const names = (message as { names?: unknown }).names;
+        if (
+          !Array.isArray(names) ||
+          names.length !== fds.length ||
+          !names.every((n) => typeof n === 'string' && n !== '')
+        ) {
+          for (const fd of fds) fd.close();
+          void reply({
+            ok: false,
+            error: { code: 'EINVAL', message: 'hold-many takes `names`, one name per fd, in order' },
+          });
+          return;
+        }
+        for (let i = 0; i < fds.length; i++) {
+          drop(names[i] as string);
+          held.set(names[i] as string, fds[i]!);
+        }
+        void reply({ ok: true, count: fds.length });
+        return;
+      }
       case 'release':
         for (const fd of fds) fd.close();
         drop(name);

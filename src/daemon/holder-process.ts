@@ -29,7 +29,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
-import { type ChannelCloseReason, LineChannel } from '../protocol/lines.js';
+import { type ChannelCloseReason, LineChannel, MAX_FDS_PER_LINE } from '../protocol/lines.js';
 import { Errno } from '../sys/errno.js';
 import { CodedError, errorCode, SysError } from '../sys/error.js';
 import type { OwnedFd } from '../sys/fd.js';
@@ -53,6 +53,14 @@ const REHOLDS_IN_FLIGHT = 64;
 const RELEASE_NAME_BYTES = 16 * 1024;
 
 /**
+ * fds one `hold-many` line carries at most: what every holder's channel
+ * takes on a line (its default, luod's protocol limit), so a holder older
+ * than `hold-many` reads the line whole and answers ENOTSUP rather than
+ * taking it for a malformed one.
+ */
+const HOLD_MANY_FDS = MAX_FDS_PER_LINE;
+
+/**
  * How long a holder luod started may take to listen before luod warns (and
  * warns again). It is waited for as long as it runs: under CPU starvation a
  * Node start took longer than the 20 s that used to fail the update.
@@ -67,6 +75,14 @@ const SLOW_AFTER_MS = 10_000;
  * means a holder died or a connection failed, and a new one was tried.
  */
 const LOST_CONNECTIONS = 5;
+
+/** A hold waiting for the end of this turn of the event loop (#flushSoon). */
+interface PendingHold {
+  readonly name: string;
+  readonly source: FdSource;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
 
 interface Waiter {
   readonly op: string;
@@ -116,9 +132,25 @@ export class HolderProcess implements FdHolder {
    * their sessions were four thousand round trips through the holder, on
    * the cores the VMMs claim with (bench/scale.ts, the restart).
    */
-  #releases: { names: string[]; sent: Promise<void> } | null = null;
+  #releases: {
+    names: string[];
+    sent: Promise<void>;
+    resolve: () => void;
+    reject: (err: Error) => void;
+  } | null = null;
   /** False once a holder answered `release-many` with ENOTSUP (an older one): a `release` per name. */
   #releaseMany = true;
+  /**
+   * The holds asked for in this turn, sent as `hold-many` lines of up to
+   * HOLD_MANY_FDS fds when it ends: a hold per line was a sendmsg(2) and a
+   * reply per session, twice per update of a thousand VMMs (the barrier's
+   * sessions, then the incoming ones after the kexec).
+   */
+  #holds: PendingHold[] = [];
+  /** False once a holder answered `hold-many` with ENOTSUP (an older one): a `hold` per name. */
+  #holdMany = true;
+  /** A flush of this turn's holds and releases is scheduled. */
+  #flushing = false;
 
   constructor(socketPath: string, log: Logger, options: HolderProcessOptions = {}) {
     this.socketPath = socketPath;
@@ -213,7 +245,7 @@ export class HolderProcess implements FdHolder {
       if (source?.closed) return;
       try {
         if (op === 'release') await this.#batchedRelease(name);
-        else await this.#request(op, { name }, source);
+        else await this.#batchedHold(name, source!);
         return;
       } catch (err) {
         if (!(err instanceof ConnectionLost) || ++lost >= LOST_CONNECTIONS || this.#closing) throw err;
@@ -221,21 +253,92 @@ export class HolderProcess implements FdHolder {
     }
   }
 
+  /** Joins this turn's `hold-many` lines (sent when the turn ends); settles with its line's reply. */
+  #batchedHold(name: string, source: FdSource): Promise<unknown> {
+    if (!this.#holdMany) return this.#request('hold', { name }, [source]);
+    return new Promise<void>((resolve, reject) => {
+      this.#holds.push({ name, source, resolve, reject });
+      this.#flushSoon();
+    });
+  }
+
   /** Joins this turn's `release-many` (sent when the turn ends); settles with its reply. */
   #batchedRelease(name: string): Promise<unknown> {
     if (!this.#releaseMany) return this.#request('release', { name });
     if (!this.#releases) {
-      const names: string[] = [];
+      let settle!: { resolve: () => void; reject: (err: Error) => void };
       const sent = new Promise<void>((resolve, reject) => {
-        setImmediate(() => {
-          this.#releases = null;
-          this.#sendReleases(names).then(resolve, reject);
-        });
+        settle = { resolve, reject };
       });
-      this.#releases = { names, sent };
+      this.#releases = { names: [], sent, ...settle };
+      this.#flushSoon();
     }
     this.#releases.names.push(name);
     return this.#releases.sent;
+  }
+
+  /**
+   * Send this turn's holds, then its releases, once the turn ends. The order
+   * of a name's operations is kept: one held and released in the same turn
+   * is skipped by #sendHolds (no longer current) and released; one released
+   * and held again is skipped by #sendReleases and held.
+   */
+  #flushSoon(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    setImmediate(() => {
+      this.#flushing = false;
+      const holds = this.#holds;
+      this.#holds = [];
+      const releases = this.#releases;
+      this.#releases = null;
+      if (holds.length > 0) this.#sendHolds(holds);
+      if (releases) this.#sendReleases(releases.names).then(releases.resolve, releases.reject);
+    });
+  }
+
+  /** A hold still to be made: no later operation on its name decided since, and luod's copy is open. */
+  #current(hold: { name: string; source: FdSource }): boolean {
+    return this.#held.get(hold.name) === hold.source && !hold.source.closed;
+  }
+
+  #sendHolds(pending: PendingHold[]): void {
+    const holds: PendingHold[] = [];
+    for (const hold of pending) {
+      if (this.#current(hold)) holds.push(hold);
+      else hold.resolve(); // a later operation on the name is on its way itself
+    }
+    for (let i = 0; i < holds.length; i += HOLD_MANY_FDS) {
+      const line = holds.slice(i, i + HOLD_MANY_FDS);
+      this.#request(
+        'hold-many',
+        { names: line.map((h) => h.name) },
+        line.map((h) => h.source),
+      ).then(
+        () => {
+          for (const hold of line) hold.resolve();
+        },
+        (err: Error) => {
+          if (errorCode(err) !== 'ENOTSUP') {
+            for (const hold of line) hold.reject(err);
+            return;
+          }
+          // A holder older than hold-many (it outlives luod's upgrades): one line per name,
+          // for those still current (a release asked for since went out after this line).
+          if (this.#holdMany)
+            this.#log.info('the fd holder predates hold-many: holding one name per request');
+          this.#holdMany = false;
+          for (const hold of line) {
+            if (!this.#current(hold)) hold.resolve();
+            else
+              this.#request('hold', { name: hold.name }, [hold.source]).then(
+                () => hold.resolve(),
+                hold.reject,
+              );
+          }
+        },
+      );
+    }
   }
 
   async #sendReleases(asked: string[]): Promise<void> {
@@ -268,17 +371,18 @@ export class HolderProcess implements FdHolder {
     }
   }
 
-  async #request(op: string, fields: object, source?: FdSource): Promise<Record<string, unknown>> {
+  async #request(op: string, fields: object, sources: FdSource[] = []): Promise<Record<string, unknown>> {
     const channel = await this.#connected();
     if (channel.closed) throw new ConnectionLost(`the connection to the fd holder closed before ${op}`);
-    // A copy of our own rides in the message: the caller may close its fd while
+    // Copies of our own ride in the message: the caller may close its fds while
     // the message waits for room in the socket (a holder that does not read),
-    // and its number could by then name another file.
-    let copy: OwnedFd | null = null;
-    if (source) {
+    // and their numbers could by then name other files.
+    const copies: OwnedFd[] = [];
+    for (const source of sources) {
       try {
-        copy = dup(source.fd);
+        copies.push(dup(source.fd));
       } catch (err) {
+        for (const copy of copies) copy.close();
         throw new SysError('holder', Errno.EBADF, `cannot hand the fd holder a copy (${errorCode(err)})`);
       }
     }
@@ -288,15 +392,24 @@ export class HolderProcess implements FdHolder {
       channel
         // `events`: this luod takes the holder's `event` lines (an older one would
         // take them for replies).
-        .send({ op, ...fields, events: true }, copy ? [copy] : [])
+        .send({ op, ...fields, events: true }, copies)
         .catch(() => {
           // The socket failed: the channel closes, and #onClose rejects every waiter, this one included.
         })
-        .finally(() => copy?.close());
+        .finally(() => {
+          for (const copy of copies) copy.close();
+        });
     });
   }
 
+  /**
+   * The channel, through the connection under way while there is one:
+   * #connect attaches the channel before its promise settles, and a request
+   * made in between must not be sent before the ones waiting on that promise
+   * (a name's operations reach the holder in the order they were asked).
+   */
   #connected(): Promise<LineChannel> {
+    if (this.#connecting) return this.#connecting;
     if (this.#channel && !this.#channel.closed) return Promise.resolve(this.#channel);
     this.#connecting ??= this.#connect().finally(() => {
       this.#connecting = null;
