@@ -7,23 +7,62 @@
  * the owner is away (reconnecting after a kexec, restarting). Root may use
  * any id (it could take the memory anyway); the owner stays the owner.
  *
- * The table lives in a small file next to luod's socket, written atomically
- * when an id is first bound (many bindings at once: paced, paced-write.ts), so a restarted luod (or the next kernel's)
- * keeps refusing squatters. An id unused for OWNER_TTL_MS is forgotten, and a
- * uid may own at most MAX_IDS_PER_UID ids (its least recently used idle id
- * makes room): the file cannot grow without bound.
+ * The table lives next to luod's socket, so a restarted luod (or the next
+ * kernel's) keeps refusing squatters: a snapshot file, written atomically,
+ * and its log (`<file>.log`), one line appended per change on a descriptor
+ * kept open. A thousand VMMs subscribing are a thousand short appends, not a
+ * thousand rewrites of the whole table (bench/scale.ts); the snapshot is
+ * rewritten, and the log emptied, once the log holds more lines than the
+ * table has ids (plus COMPACT_SLACK), so either stays in proportion to the
+ * table. Reading applies the log to the snapshot in order: a line torn by a
+ * crash, or damaged, is skipped and counted (that id is unbound, as a
+ * damaged file unbinds them all). Not fsynced: the table is a guard against
+ * squatting, not the VMs' memory.
+ *
+ * An id unused for OWNER_TTL_MS is forgotten, and a uid may own at most
+ * MAX_IDS_PER_UID ids (its least recently used idle id makes room, logged
+ * as a `forget` line): the files cannot grow without bound.
  */
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { onFirstUse } from '../sys/on-first-use.js';
-import { PacedWrite } from './paced-write.js';
 
 export const OWNER_TTL_MS = 30 * 24 * 3600 * 1000;
 export const MAX_IDS_PER_UID = 1024;
 /** How stale a last-seen time may get before it is written again (not at every subscribe). */
 const TOUCH_INTERVAL_MS = 24 * 3600 * 1000;
+/** Log lines beyond the table's size before the snapshot is rewritten. */
+const COMPACT_SLACK = 256;
+
+/** The log of the owners file `file`. */
+export function ownersLogPath(file: string): string {
+  return `${file}.log`;
+}
+
+type Entry = { uid: number; seen: number };
+
+/** One change, as the log holds it: a binding (or its new last-seen time), or an id forgotten. */
+function logLine(id: string, entry: Entry | null): string {
+  return `${JSON.stringify(entry ? { id, uid: entry.uid, seen: entry.seen } : { forget: id })}\n`;
+}
+
+/** A log line's change; null for a torn or damaged line. */
+function parseLogLine(line: string): { id: string; entry: Entry | null } | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return null;
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  const { id, uid, seen, forget } = value as Record<string, unknown>;
+  if (typeof forget === 'string' && id === undefined) return { id: forget, entry: null };
+  if (typeof id !== 'string' || !Number.isSafeInteger(uid) || (uid as number) < 0) return null;
+  if (typeof seen !== 'number' || !Number.isFinite(seen)) return null;
+  return { id, entry: { uid: uid as number, seen } };
+}
 
 // Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
 export const OwnersFile = onFirstUse(() =>
@@ -61,7 +100,17 @@ export type OwnerCheck = { ok: true } | { ok: false; owner: number };
 export class IdOwners {
   readonly file: string | null;
   readonly #log: Logger;
-  readonly #owners = new Map<string, { uid: number; seen: number }>();
+  readonly #owners = new Map<string, Entry>();
+  /** How many ids each uid owns (#makeRoom looks at a uid's ids only when it is full). */
+  readonly #perUid = new Map<number, number>();
+  /** The log, open for appending (null until the first change, and after a compaction). */
+  #logFd: number | null = null;
+  /** Lines in the log since the snapshot was written. */
+  #logLines = 0;
+  /** The log ends in a torn line (a crash mid-append): the next line must start on a line of its own. */
+  #logTorn = false;
+  /** A write failed: said once, not at every change. */
+  #failed = false;
 
   /** `file`: where the table is kept (null: in memory only, for tests). */
   constructor(file: string | null, log: Logger, now = Date.now()) {
@@ -89,13 +138,12 @@ export class IdOwners {
       if (entry.uid !== uid && uid !== 0) return { ok: false, owner: entry.uid };
       if (entry.uid === uid && now - entry.seen > TOUCH_INTERVAL_MS) {
         entry.seen = now;
-        this.#save();
+        this.#changed(id, entry);
       }
       return { ok: true };
     }
     this.#makeRoom(uid, busy);
-    this.#owners.set(id, { uid, seen: now });
-    this.#save();
+    this.#set(id, { uid, seen: now });
     return { ok: true };
   }
 
@@ -103,67 +151,143 @@ export class IdOwners {
   adopt(id: string, uid: number, now = Date.now()): void {
     const entry = this.#owners.get(id);
     if (entry?.uid === uid) return;
-    this.#owners.set(id, { uid, seen: now });
-    this.#save();
+    this.#set(id, { uid, seen: now });
+  }
+
+  /** luod stops: the log's descriptor is closed (what it holds is on disk already). */
+  close(): void {
+    if (this.#logFd !== null) fs.closeSync(this.#logFd);
+    this.#logFd = null;
+  }
+
+  #set(id: string, entry: Entry): void {
+    this.#forget(id);
+    this.#owners.set(id, entry);
+    this.#perUid.set(entry.uid, (this.#perUid.get(entry.uid) ?? 0) + 1);
+    this.#changed(id, entry);
+  }
+
+  #forget(id: string): boolean {
+    const old = this.#owners.get(id);
+    if (!old) return false;
+    this.#owners.delete(id);
+    this.#perUid.set(old.uid, (this.#perUid.get(old.uid) ?? 1) - 1);
+    return true;
   }
 
   #makeRoom(uid: number, busy: (id: string) => boolean): void {
-    const mine = [...this.#owners].filter(([, e]) => e.uid === uid);
-    if (mine.length < MAX_IDS_PER_UID) return;
-    const idle = mine.filter(([id]) => !busy(id)).sort((a, b) => a[1].seen - b[1].seen);
+    if ((this.#perUid.get(uid) ?? 0) < MAX_IDS_PER_UID) return;
+    const idle = [...this.#owners]
+      .filter(([id, e]) => e.uid === uid && !busy(id))
+      .sort((a, b) => a[1].seen - b[1].seen);
     const victim = idle[0];
-    if (victim) this.#owners.delete(victim[0]);
+    if (victim && this.#forget(victim[0])) this.#changed(victim[0], null);
   }
 
   #load(file: string, now: number): void {
+    const entries = this.#readSnapshot(file);
+    const logged = this.#readLog(ownersLogPath(file));
+    for (const [id, entry] of entries) this.#owners.set(id, entry);
+    for (const { id, entry } of logged) {
+      if (entry) this.#owners.set(id, entry);
+      else this.#owners.delete(id);
+    }
+    for (const [id, entry] of [...this.#owners]) {
+      if (now - entry.seen > OWNER_TTL_MS) this.#owners.delete(id);
+      else this.#perUid.set(entry.uid, (this.#perUid.get(entry.uid) ?? 0) + 1);
+    }
+    this.#logLines = logged.length;
+  }
+
+  #readSnapshot(file: string): [string, Entry][] {
     let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
         this.#log.error({ err, file }, 'cannot read the id owners file; ids are unbound until re-subscribed');
-      return;
+      return [];
     }
-    let entries: [string, { uid: number; seen: number }][];
     try {
       const value: unknown = JSON.parse(text);
-      entries = ownersFast(value) ?? Object.entries(OwnersFile.parse(value).owners);
+      return ownersFast(value) ?? Object.entries(OwnersFile.parse(value).owners);
     } catch {
       const aside = `${file}.damaged`;
       fs.renameSync(file, aside);
       this.#log.error({ file, aside }, 'the id owners file is damaged: moved aside; ids are unbound');
-      return;
-    }
-    for (const [id, entry] of entries) {
-      if (now - entry.seen <= OWNER_TTL_MS) this.#owners.set(id, entry);
+      return [];
     }
   }
 
-  /**
-   * Written at the first binding after a quiet spell, then paced
-   * (paced-write.ts): a write per SUBSCRIBE, each of the whole table, made a
-   * thousand VMMs subscribing quadratic (bench/scale.ts).
-   */
-  readonly #paced = new PacedWrite(() => this.#write());
-
-  #save(): void {
-    if (this.file) void this.#paced.request();
-  }
-
-  /** A failed write keeps the table in memory and says so: refusing a VMM for it would be worse. */
-  #write(): void {
-    if (!this.file) return;
+  #readLog(logFile: string): { id: string; entry: Entry | null }[] {
+    let text: string;
     try {
-      writeFileAtomic(
-        this.file,
-        `${JSON.stringify({ format: 'luod-id-owners-v1', owners: Object.fromEntries(this.#owners) })}\n`,
-        { mode: 0o600, durable: false },
-      );
+      text = fs.readFileSync(logFile, 'utf8');
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.#log.error({ err, file: logFile }, 'cannot read the id owners log; its bindings are unbound');
+      return [];
+    }
+    this.#logTorn = text !== '' && !text.endsWith('\n');
+    const changes: { id: string; entry: Entry | null }[] = [];
+    let skipped = 0;
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      const change = parseLogLine(line);
+      if (change) changes.push(change);
+      else skipped++;
+    }
+    if (skipped > 0)
+      this.#log.warn(
+        { file: logFile, skipped },
+        `the id owners log has ${skipped} torn or damaged line(s), skipped: those ids are unbound until re-subscribed`,
+      );
+    return changes;
+  }
+
+  /** On disk (in the page cache) when this returns, unless writing failed (then said, once). */
+  #changed(id: string, entry: Entry | null): void {
+    if (!this.file) return;
+    if (this.#logLines >= this.#owners.size + COMPACT_SLACK) {
+      try {
+        this.#compact(this.file);
+        this.#failed = false;
+        return;
+      } catch (err) {
+        this.#failedWrite(err); // the log still takes the change
+      }
+    }
+    try {
+      this.#logFd ??= fs.openSync(ownersLogPath(this.file), 'a', 0o600);
+      fs.writeSync(this.#logFd, `${this.#logTorn ? '\n' : ''}${logLine(id, entry)}`);
+      this.#logTorn = false;
+      this.#logLines++;
+      this.#failed = false;
+    } catch (err) {
+      this.#failedWrite(err);
+    }
+  }
+
+  /** A failed write keeps the table in memory and says so (once): refusing a VMM for it would be worse. */
+  #failedWrite(err: unknown): void {
+    if (!this.#failed)
       this.#log.error(
         { err, file: this.file },
         'cannot write the id owners file: bindings hold until luod restarts',
       );
-    }
+    this.#failed = true;
+  }
+
+  /** The whole table into the snapshot (atomically), then the log emptied: a crash between leaves both, which read the same. */
+  #compact(file: string): void {
+    writeFileAtomic(
+      file,
+      `${JSON.stringify({ format: 'luod-id-owners-v1', owners: Object.fromEntries(this.#owners) })}\n`,
+      { mode: 0o600, durable: false },
+    );
+    this.close();
+    fs.rmSync(ownersLogPath(file), { force: true });
+    this.#logLines = 0;
+    this.#logTorn = false;
   }
 }

@@ -768,6 +768,7 @@ export class Luod {
   /** Close everything (daemon shutdown). Sessions held only here are released by the kernel. */
   close(): void {
     this.#claims.close();
+    this.#ctx.owners.close();
     for (const client of [...this.#clients]) client.channel.close();
   }
 }
