@@ -74,11 +74,19 @@ interface Side {
   barrier: number;
   claim: number;
   cpuPerSession: number;
+  /** Of which in the kernel (system time): passing fds, the emulator's sockets. */
+  systemPerSession: number;
+}
+
+/** A process's CPU time so far: user and system, in seconds. */
+function cpuTimes(pid: number): { user: number; system: number } {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return { user: Number(fields[11]) / TICKS, system: Number(fields[12]) / TICKS };
 }
 
 function cpuSeconds(pid: number): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS; // utime, stime
+  const { user, system } = cpuTimes(pid);
+  return user + system;
 }
 
 async function floor(dir: string, n: number): Promise<Side> {
@@ -118,7 +126,8 @@ async function floor(dir: string, n: number): Promise<Side> {
     const claim = (performance.now() - t1) / 1000;
     const cpuClaim = process.cpuUsage(cpu1);
     const cpu = (cpuBarrier.user + cpuBarrier.system + cpuClaim.user + cpuClaim.system) / 1e6;
-    return { barrier, claim, cpuPerSession: cpu / n };
+    const system = (cpuBarrier.system + cpuClaim.system) / 1e6;
+    return { barrier, claim, cpuPerSession: cpu / n, systemPerSession: system / n };
   } finally {
     await emulator.stop().catch(() => {});
   }
@@ -192,6 +201,11 @@ async function waitUntil<T>(what: string, probe: () => Promise<T | undefined> | 
   }
 }
 
+/** CPU per session, and its system part. */
+function perSession(side: Side): string {
+  return `${(side.cpuPerSession * 1e3).toFixed(2)} ms (system ${(side.systemPerSession * 1e3).toFixed(2)})`;
+}
+
 function phaseSeconds(record: UpdateRecord, names: string[]): number {
   const spans = record.phases.filter((p) => names.includes(p.phase));
   if (spans.length !== names.length || spans.some((p) => p.end === null))
@@ -251,7 +265,7 @@ async function throughLuod(
     await Promise.all(subscribed);
     ctx.log(`${n} VMMs subscribed`);
     if (!restart) fs.writeFileSync(gate, '');
-    const cpu0 = cpuSeconds(luod.pid!);
+    const cpu0 = cpuTimes(luod.pid!);
     const admin = await LuoClient.connect(socket);
     const update = await admin
       .update({ timeoutMs: 600_000 })
@@ -292,7 +306,9 @@ async function throughLuod(
     } else {
       await Promise.all(claimed);
     }
-    const cpu = cpuSeconds(luod.pid!) - (restart ? 0 : cpu0);
+    const times = cpuTimes(luod.pid!);
+    const system = times.system - (restart ? 0 : cpu0.system);
+    const cpu = times.user + times.system - (restart ? 0 : cpu0.user + cpu0.system);
     const record = await waitUntil('the closed update record', () => {
       const r = newestRecord(path.join(dir, 'records'));
       return r && r.outcome !== 'in-progress' && (update === undefined || r.update === update)
@@ -303,6 +319,7 @@ async function throughLuod(
       barrier: phaseSeconds(record, ['preserve', 'barrier']),
       claim: phaseSeconds(record, ['restore', 'claims']),
       cpuPerSession: restart ? Number.NaN : cpu / n,
+      systemPerSession: restart ? Number.NaN : system / n,
       restart: restarted,
     };
   } finally {
@@ -371,7 +388,7 @@ export const scale: Benchmark = {
           pair('CPU s per session', 'cpuPerSession');
           notes.push(
             `${n} VMMs: barrier ${ms(luod.value.barrier)} vs ${ms(floorRun.value.barrier)}, claim ${ms(luod.value.claim)} vs ${ms(floorRun.value.claim)}, ` +
-              `CPU per session ${(luod.value.cpuPerSession * 1e3).toFixed(2)} vs ${(floorRun.value.cpuPerSession * 1e3).toFixed(2)} ms`,
+              `CPU per session ${perSession(luod.value)} vs ${perSession(floorRun.value)}`,
           );
         }
         if (n === Math.max(...sizes) && process.env.LUOKIT_BENCH_SCALE_RESTART !== '0') {
