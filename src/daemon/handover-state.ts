@@ -17,6 +17,7 @@ import { Errno } from '../sys/errno.js';
 import { SysError } from '../sys/error.js';
 import { fstat, pread, pwriteAll } from '../sys/file.js';
 import {
+  arrayOf,
   isFiniteNumber,
   isNonnegativeInt,
   isPlainObject,
@@ -88,23 +89,16 @@ export function carriedStateFast(value: unknown): CarriedState | undefined {
   if (!isPlainObject(value) || value.format !== STATE_FORMAT) return undefined;
   const { update, from, to } = value;
   if (typeof update !== 'string' || typeof from !== 'string' || typeof to !== 'string') return undefined;
-  if (!Array.isArray(value.clients) || !Array.isArray(value.timeline)) return undefined;
-  const clients: CarriedState['clients'] = [];
-  for (const c of value.clients as unknown[]) {
+  const clients = arrayOf(value.clients, (c) => {
     if (!isPlainObject(c) || typeof c.id !== 'string' || !isNonnegativeInt(c.uid)) return undefined;
     const sessions = stringArray(c.sessions);
-    if (!sessions || sessions.length < 1) return undefined;
-    clients.push({ id: c.id, uid: c.uid, sessions });
-  }
-  const timeline: PhaseMark[] = [];
-  for (const m of value.timeline as unknown[]) {
-    const mark = phaseMarkFast(m);
-    if (!mark) return undefined;
-    timeline.push(mark);
-  }
+    return sessions && sessions.length >= 1 ? { id: c.id, uid: c.uid, sessions } : undefined;
+  });
+  const timeline = arrayOf(value.timeline, phaseMarkFast);
   const record = updateRecordFast(value.record);
+  if (!clients || !timeline || !record) return undefined;
   // the schema's refine: the record is of this update
-  if (!record || record.update !== update) return undefined;
+  if (record.update !== update) return undefined;
   return { format: STATE_FORMAT, update, from, to, clients, timeline, record };
 }
 

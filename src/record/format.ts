@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import {
+  arrayOf,
   isFiniteNumber,
   isNonnegativeInt,
   isPlainObject,
@@ -194,18 +195,6 @@ function gateFast(v: unknown): Gate | undefined {
     if (keepsOptional(q, 'record', q.record)) gate.qualification.record = q.record;
   } else if (keepsOptional(v, 'qualification', q)) gate.qualification = undefined;
   return gate;
-}
-
-/** `z.array(item)` for a hand check of one item: a copy, or undefined when any item fails. */
-function arrayOf<T>(v: unknown, item: (e: unknown) => T | undefined): T[] | undefined {
-  if (!Array.isArray(v)) return undefined;
-  const out: T[] = new Array(v.length);
-  for (let i = 0; i < v.length; i++) {
-    const e = item(v[i]);
-    if (e === undefined) return undefined;
-    out[i] = e;
-  }
-  return out;
 }
 
 /**

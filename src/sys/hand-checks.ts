@@ -18,17 +18,26 @@ export const isFiniteNumber = (v: unknown): v is number => typeof v === 'number'
 /** `z.number().int().nonnegative()` (zod 4's int is a safe integer). */
 export const isNonnegativeInt = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
-/** `z.array(z.string())`: a copy, or undefined. Indexed, so that a hole (undefined) is refused as zod does. */
-export function stringArray(v: unknown): string[] | undefined {
+/**
+ * `z.array(item)`, with `item` the hand check of one element: a copy, or
+ * undefined when any element fails. Indexed, so that a hole (undefined) is
+ * checked as zod checks it.
+ */
+export function arrayOf<T>(v: unknown, item: (e: unknown) => T | undefined): T[] | undefined {
   if (!Array.isArray(v)) return undefined;
-  const out: string[] = new Array(v.length);
+  const out: T[] = new Array(v.length);
   for (let i = 0; i < v.length; i++) {
-    const s: unknown = v[i];
-    if (typeof s !== 'string') return undefined;
-    out[i] = s;
+    const e = item(v[i]);
+    if (e === undefined) return undefined;
+    out[i] = e;
   }
   return out;
 }
+
+const aString = (s: unknown) => (typeof s === 'string' ? s : undefined);
+
+/** `z.array(z.string())`: a copy, or undefined. */
+export const stringArray = (v: unknown): string[] | undefined => arrayOf(v, aString);
 
 /**
  * Whether zod keeps an optional key in what it returns: when the value is
