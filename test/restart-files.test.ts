@@ -11,23 +11,9 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { OwnersFile, ownersFast } from '../src/daemon/id-owners.js';
 import { StateBody, stateBodyFast } from '../src/daemon/restart-state.js';
+import { agree, extra, opt, withNearMisses } from './support/fast-paths.js';
 
-/** As the file gives it: JSON (no undefined, no NaN, no -0). */
-const wire = (value: unknown) => JSON.parse(JSON.stringify(value) ?? 'null') as unknown;
-
-/** Mostly valid values of each kind (weight 20), and each kind's near misses (weight 1 each). */
-const mostly = <T>(valid: fc.Arbitrary<T>, ...misses: unknown[]) =>
-  fc.oneof(
-    { arbitrary: valid as fc.Arbitrary<unknown>, weight: 20 },
-    ...misses.map((m) => ({ arbitrary: fc.constant(m), weight: 1 })),
-  );
-const str = mostly(fc.string({ maxLength: 8 }), 3, null);
-const num = mostly(fc.oneof(fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true })), 'x', null);
-const uid = mostly(fc.nat(), -1, 1.5, 2 ** 60, '0');
-const bool = mostly(fc.boolean(), 'true', 0);
-const opt = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
-const list = <T>(arb: fc.Arbitrary<T>) => mostly(fc.array(arb, { maxLength: 4 }), 'not a list', {});
-const extra = { extra: opt(fc.string()) };
+const { mostly, str, num, uid, bool, list, mark } = withNearMisses(20);
 
 const client = mostly(
   fc.record(
@@ -37,11 +23,6 @@ const client = mostly(
   null,
   [],
   { id: 'vm-1', uid: 0, sessions: [] },
-);
-const mark = mostly(
-  fc.record({ phase: str, at: num, client: opt(str), ...extra }, { requiredKeys: ['phase', 'at'] }),
-  'claim',
-  { at: 1 },
 );
 const body = fc.record(
   {
@@ -57,32 +38,6 @@ const body = fc.record(
   },
   { requiredKeys: ['boot', 'phase', 'update', 'clients', 'timeline'] },
 );
-
-function agree<T>(
-  fast: (v: unknown) => T | undefined,
-  schema: { safeParse(v: unknown): { success: boolean; data?: unknown } },
-  toSame: (parsed: unknown) => unknown,
-  arb: fc.Arbitrary<unknown>,
-): { fast: number; invalid: number } {
-  const seen = { fast: 0, invalid: 0 };
-  fc.assert(
-    fc.property(arb, (raw) => {
-      const value = wire(raw);
-      const quick = fast(value);
-      const checked = schema.safeParse(value);
-      if (quick === undefined) {
-        assert.equal(checked.success, false, `valid, but left to the schema: ${JSON.stringify(value)}`);
-        seen.invalid++;
-      } else {
-        assert.ok(checked.success, `the fast path took what the schema refuses: ${JSON.stringify(value)}`);
-        assert.deepEqual(quick, toSame(checked.data));
-        seen.fast++;
-      }
-    }),
-    { numRuns: 3000 },
-  );
-  return seen;
-}
 
 test('the state body: stateBodyFast and the StateBody schema agree', () => {
   const seen = agree(stateBodyFast, StateBody, (d) => d, body);

@@ -29,7 +29,7 @@ import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
 import { onFirstUse } from '../sys/on-first-use.js';
 import { tieredSafeParse } from '../sys/tiered-parse.js';
-import { PhaseMark } from './handover-state.js';
+import { PhaseMark, phaseMarkFast } from './handover-state.js';
 
 export const STATE_FILE_FORMAT = 'luod-state-file-v1';
 
@@ -94,9 +94,9 @@ export function stateBodyFast(value: unknown): StateBody | undefined {
   }
   const timeline: StateBody['timeline'] = [];
   for (const m of value.timeline as unknown[]) {
-    if (!isObject(m) || typeof m.phase !== 'string' || !isNumber(m.at)) return undefined;
-    if (m.client !== undefined && typeof m.client !== 'string') return undefined;
-    timeline.push({ phase: m.phase, at: m.at, ...(m.client !== undefined && { client: m.client }) });
+    const mark = phaseMarkFast(m);
+    if (!mark) return undefined;
+    timeline.push(mark);
   }
   return {
     boot,
