@@ -17,6 +17,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
+import { ConsoleJoiner } from './console-lines.js';
 
 export interface Share {
   /** The 9p mount tag the guest's /init knows ('host', 'out'). */
@@ -223,12 +224,17 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
     };
   }
 
+  // Marks a printk split in two come back whole (console-lines.ts); the log keeps what arrived.
+  const joiner = new ConsoleJoiner();
   const onLine = (raw: string): void => {
     // Serial output: CRLF, and SeaBIOS's terminal resets (ESC c, ESC [ ... ).
     const line = raw.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[a-zA-Z]|\r/g, '');
     const atMs = now();
     write(`${stamp(atMs)} ${line}\n`);
     options.onLine?.(line, atMs);
+    for (const joined of joiner.push(line, atMs)) onJoinedLine(joined.text, joined.atMs);
+  };
+  const onJoinedLine = (line: string, atMs: number): void => {
     if (/Linux version \d/.test(line)) kernelStarts.push(atMs);
     if (panic === undefined && /Kernel panic - not syncing/.test(line)) panic = line.trim();
     const marker = parseMarker(line, atMs);
@@ -310,6 +316,7 @@ export async function runQemu(options: QemuOptions): Promise<QemuResult> {
   process.removeListener('exit', killer);
   // Let readline deliver the last lines.
   await new Promise((resolve) => setImmediate(resolve));
+  for (const joined of joiner.flush()) onJoinedLine(joined.text, joined.atMs);
   const durationMs = now();
   write(`${stamp(durationMs)} [runner] qemu exited: code ${result.code} signal ${result.signal}\n`);
   fs.closeSync(log);

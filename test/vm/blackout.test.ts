@@ -485,3 +485,35 @@ test("Node's own start, probed in the floor's next boot after its blackout: cold
   assert.match(table, /Node's own start in the next kernel .*: 1440 ms cold page cache, 690 ms warm/);
   assert.match(table, /ratio luod \/ \(floor \+ Node's cold start\): 1\.23x/);
 });
+
+test('a mark a printk split in two is read whole, at the time its first part came (the floor once lost init@1)', () => {
+  // As the floor's console of 2026-12-07 received it: the kernel's mouse line
+  // landed inside the job's LUOKIT-BOOT line.
+  const text = `[+  10.521s] [    1.690869] Run /init as init process
+[+  10.705s] LUOKIT-BOOT boot[    1.873468] input: ImExPS/2 Generic Explorer Mouse as /devices/platform/i8042/serio1/input/input3
+[+  10.706s] =1 release=7.2.13 uptime=1.90
+[+  10.893s] [    2.060488] EXT4-fs (vda): mounted filesystem ro without journal.
+[+  11.137s] LUOKIT-PHASE path=floor boot=1 phase=start
+[+  11.143s] LUOKIT-PHASE path=floor boot=1 phase=re[    2.300001] random: crng init done
+[+  11.150s] LUOKIT-PHASE path=floor boot=1 phase=verified
+`;
+  const lines = parseConsoleLog(text);
+  assert.deepEqual(
+    lines.map((l) => [l.atMs, l.text]),
+    [
+      [10521, '[    1.690869] Run /init as init process'],
+      [10705, '[    1.873468] input: ImExPS/2 Generic Explorer Mouse as /devices/platform/i8042/serio1/input/input3'],
+      [10705, 'LUOKIT-BOOT boot=1 release=7.2.13 uptime=1.90'],
+      [10893, '[    2.060488] EXT4-fs (vda): mounted filesystem ro without journal.'],
+      [11137, 'LUOKIT-PHASE path=floor boot=1 phase=start'],
+      [11143, '[    2.300001] random: crng init done'],
+      // No tail came (the next line is a mark of its own): the head as it is, then that mark.
+      [11143, 'LUOKIT-PHASE path=floor boot=1 phase=re'],
+      [11150, 'LUOKIT-PHASE path=floor boot=1 phase=verified'],
+    ],
+  );
+  const run = collectMarks(lines);
+  assert.equal(run.marks['init@1'], 10705);
+  assert.equal(run.marks['start@1'], 11137);
+  assert.equal(run.marks['verified@1'], 11150);
+});

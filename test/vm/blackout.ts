@@ -26,6 +26,7 @@
  * after, on both paths, as its own phase.
  */
 
+import { joinConsoleLines } from '../../src/vm/console-lines.js';
 import type { QemuBlackout } from './qemu-blackout.js';
 
 export type UpdatePath = 'luod' | 'floor';
@@ -71,7 +72,8 @@ export function parseConsoleLog(text: string): ConsoleLine[] {
     const m = /^\[\+\s*(\d+(?:\.\d+)?)s\] ?(.*)$/.exec(raw);
     if (m) lines.push({ atMs: Math.round(Number(m[1]) * 1000), text: m[2]! });
   }
-  return lines;
+  // A mark a printk split in two, whole again (src/vm/console-lines.ts).
+  return joinConsoleLines(lines);
 }
 
 /** `KEY=value` fields of a LUOKIT- line (a value runs to the next ` key=`). */
