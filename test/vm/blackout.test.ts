@@ -502,7 +502,10 @@ test('a mark a printk split in two is read whole, at the time its first part cam
     lines.map((l) => [l.atMs, l.text]),
     [
       [10521, '[    1.690869] Run /init as init process'],
-      [10705, '[    1.873468] input: ImExPS/2 Generic Explorer Mouse as /devices/platform/i8042/serio1/input/input3'],
+      [
+        10705,
+        '[    1.873468] input: ImExPS/2 Generic Explorer Mouse as /devices/platform/i8042/serio1/input/input3',
+      ],
       [10705, 'LUOKIT-BOOT boot=1 release=7.2.13 uptime=1.90'],
       [10893, '[    2.060488] EXT4-fs (vda): mounted filesystem ro without journal.'],
       [11137, 'LUOKIT-PHASE path=floor boot=1 phase=start'],
