@@ -289,11 +289,18 @@ for (const [name, [entry]] of Object.entries(BUNDLES)) {
 /**
  * The code cache holds what V8 compiled by the time the process exits, so each
  * cache is written by a run that takes the command's usual path, not just its
- * top level: luod starts (on the emulated kernel, in a scratch directory) and
- * listens; `luoctl status` asks it (zod's reply schemas, the socket code);
- * then luod is stopped. The holder listens and is stopped. luo-qemu and the
- * example VMM print their help. A path the run missed is compiled at run time,
- * as without a cache; nothing else changes.
+ * top level. luo-qemu prints its help. Then a whole live update, on the
+ * emulated kernel in a scratch directory: luod starts and listens, an example
+ * VMM subscribes, `luoctl update` runs the barrier and the emulated kexec,
+ * luod restores as after a reboot (the carried state, the sessions back, its
+ * holder's copies) and the VMM claims; `luoctl status` asks luod last (zod's
+ * reply schemas, the socket code), and luod is stopped. So the caches of
+ * luod, its holder and the VMM hold the restore's and the claims' code too:
+ * after a real kexec that code runs cold on every VM's blackout, and under
+ * TCG its lazy compiles were a visible part of luod's restore and claims
+ * (docs/vm.md). A path the run missed is compiled at run time, as without a
+ * cache; nothing else changes. The emulator is stopped at the end: a build
+ * leaves no process behind.
  */
 const scratch = fs.mkdtempSync(path.join(out, '.cache-run-'));
 const env = { ...process.env, LUOKIT_WRITE_CODE_CACHE: '1', LUOKIT_LOG_LEVEL: 'warn' };
@@ -323,39 +330,66 @@ async function runUntilListening(name, args, socket, during = async () => {}) {
   return { stderr };
 }
 
+/** A short command of the project's, its cache written at its exit. */
+const runBin = (name, args, extraEnv = {}) =>
+  spawnSync(process.execPath, [launcherOf(name), ...args], {
+    env: { ...env, ...extraEnv },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+
+/** Poll `probe` until it is true (false after `ms`). */
+async function waitFor(probe, ms) {
+  for (const deadline = Date.now() + ms; Date.now() < deadline; await sleep(50)) if (probe()) return true;
+  return false;
+}
+
 const runs = {};
+const emuState = path.join(scratch, 'emu');
 try {
+  // First the runs whose bins the update below runs again: the last cache written wins.
+  const holderSocket = path.join(scratch, 'holder.sock');
+  runs.holder = await runUntilListening('holder', ['--socket', holderSocket], holderSocket);
+  runs['luo-qemu'] = runBin('luo-qemu', ['--help']);
+  runs.vmm = runBin('vmm', ['--help']);
   const luodSocket = path.join(scratch, 'luod.sock');
+  const socketEnv = { LUOD_SOCKET: luodSocket };
   runs.luod = await runUntilListening(
     'luod',
-    ['--emulate', '--state', path.join(scratch, 'emu'), '--socket', luodSocket],
+    ['--emulate', '--state', emuState, '--socket', luodSocket],
     luodSocket,
     async () => {
-      runs.luoctl = spawnSync(process.execPath, [launcherOf('luoctl'), 'status'], {
-        env: { ...env, LUOD_SOCKET: luodSocket },
-        encoding: 'utf8',
-        timeout: 120_000,
-      });
+      const vmm = spawn(
+        process.execPath,
+        [launcherOf('vmm'), '--id', 'cache-run', '--mem', '1M', '--updates', '1', '--quiet'],
+        { env: { ...env, ...socketEnv }, stdio: 'ignore' },
+      );
+      const vmmExited = new Promise((resolve) => vmm.once('exit', resolve));
+      const subscribed = await waitFor(() => {
+        const status = runBin('luoctl', ['status', '--json'], socketEnv);
+        return status.status === 0 && status.stdout.includes('"cache-run"');
+      }, 60_000);
+      if (subscribed) {
+        runs.update = runBin('luoctl', ['update', '--json'], socketEnv);
+        // A VMM that never ends must not hold the build: an unref'd minute at most.
+        await Promise.race([vmmExited, new Promise((r) => setTimeout(r, 60_000).unref())]);
+      } else {
+        process.stderr.write("bundle: the cache run's VMM did not subscribe; the caches hold less\n");
+      }
+      vmm.kill('SIGKILL');
+      runs.luoctl = runBin('luoctl', ['status'], socketEnv);
     },
   );
   // luod's holder (started with the same environment) exits once luod is gone and it
-  // holds nothing; wait for it, so that the holder's own run below writes the last cache.
-  const luodHolder = `${luodSocket}.holder`;
-  for (const deadline = Date.now() + 30_000; fs.existsSync(luodHolder) && Date.now() < deadline; )
-    await sleep(50);
-  const holderSocket = path.join(scratch, 'holder.sock');
-  runs.holder = await runUntilListening('holder', ['--socket', holderSocket], holderSocket);
-  for (const [name, args] of [
-    ['luo-qemu', ['--help']],
-    ['vmm', ['--help']],
-  ]) {
-    runs[name] = spawnSync(process.execPath, [launcherOf(name), ...args], {
-      env,
-      encoding: 'utf8',
-      timeout: 120_000,
-    });
-  }
+  // holds nothing, writing its cache: wait for it.
+  await waitFor(() => !fs.existsSync(`${luodSocket}.holder`), 30_000);
 } finally {
+  // luod --emulate started the emulated kernel: stop it, or every build leaves one running.
+  spawnSync(process.execPath, [launcherOf('luoctl'), 'emu', 'stop', '--state', emuState], {
+    env: { ...process.env, LUOKIT_LOG_LEVEL: 'warn' },
+    stdio: 'ignore',
+    timeout: 30_000,
+  });
   fs.rmSync(scratch, { recursive: true, force: true });
 }
 for (const name of Object.keys(BUNDLES)) {
