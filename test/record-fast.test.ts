@@ -13,7 +13,15 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { CarriedState, carriedStateFast } from '../src/daemon/handover-state.js';
-import { OUTCOMES, PHASES, RECORD_FORMAT, UpdateRecord, updateRecordFast } from '../src/record/format.js';
+import {
+  isUpdateId,
+  OUTCOMES,
+  PHASES,
+  RECORD_FORMAT,
+  UpdateId,
+  UpdateRecord,
+  updateRecordFast,
+} from '../src/record/format.js';
 import { agree, extra, opt, withNearMisses } from './support/fast-paths.js';
 import { abortedRecord, completedRecord } from './support/records.js';
 
@@ -239,4 +247,28 @@ const carried = fc
 test('the state carried across a kexec: carriedStateFast and the CarriedState schema agree', () => {
   const seen = agree(carriedStateFast, CarriedState, (d) => d, carried);
   assert.ok(seen.fast > 50 && seen.invalid > 50, JSON.stringify(seen));
+});
+
+test('an update id: isUpdateId and the UpdateId schema agree (the record path is made with it)', () => {
+  const id = fc.oneof(
+    fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/),
+    fc.stringMatching(/^[A-Za-z0-9_-]{60,70}$/),
+    fc.string({ maxLength: 8 }),
+    fc.constantFrom('', '../x', 'u-1\n', 'u 1', 'ü', 3, null, undefined),
+  );
+  let accepted = 0;
+  let refused = 0;
+  fc.assert(
+    fc.property(id, (value) => {
+      const fast = isUpdateId(value);
+      assert.equal(fast, UpdateId.safeParse(value).success, JSON.stringify(value));
+      if (fast) accepted++;
+      else refused++;
+    }),
+    { numRuns: 3000 },
+  );
+  assert.ok(
+    accepted > 500 && refused > 500,
+    `both sides exercised (${accepted} accepted, ${refused} refused)`,
+  );
 });

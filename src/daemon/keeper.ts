@@ -43,6 +43,7 @@ import {
   readStateFile,
   type StateBody,
   type StateFileError,
+  warmDigest,
   withLoggedClaims,
   writeStateFile,
 } from './restart-state.js';
@@ -182,10 +183,14 @@ export class SessionKeeper {
     const claimed = options.claimed ?? [];
     if (!options.alreadyHeld) {
       await this.#refreshBoot(); // after a kexec: the new kernel's boot
-      await this.#holdAll(
+      const holding = this.#holdAll(
         'in',
         clients.flatMap((c) => c.sessions.map((session) => ({ update: c.update, uid: c.uid, session }))),
       );
+      // The holds go out when this turn ends (holder-process.ts); the state file's hash
+      // gets ready after them, while the holder process takes them.
+      setImmediate(warmDigest);
+      await holding;
     }
     this.#record({
       boot: this.boot,

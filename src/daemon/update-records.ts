@@ -359,7 +359,10 @@ export class UpdateRecords {
         this.#log.warn({ err }, "the kernel's start time is unknown; the boot phase is not split");
       }
       const kernelStart = Math.min(readyAt, Math.max(started, draft.started));
-      const luodStart = Math.min(readyAt, Math.max(kernelStart, Math.round(performance.timeOrigin)));
+      // luod's own start: `performance.timeOrigin` would load node:perf_hooks here, on the
+      // restore after a kexec (0.1 s under TCG); process.uptime() tells the same.
+      const processStart = Math.round(Date.now() - process.uptime() * 1000);
+      const luodStart = Math.min(readyAt, Math.max(kernelStart, processStart));
       record.end('kexec', kernelStart);
       record.span('boot', kernelStart, luodStart);
       record.span('luod-ready', luodStart, readyAt);

@@ -11,7 +11,7 @@ import { writeFileAtomic, writeFileAtomicAsync } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
 import { tieredSafeParse } from '../sys/tiered-parse.js';
-import { describeRecordIssue, UpdateId, UpdateRecord, updateRecordFast } from './format.js';
+import { describeRecordIssue, isUpdateId, UpdateId, UpdateRecord, updateRecordFast } from './format.js';
 
 /** Where luod keeps records on a real host. */
 export const DEFAULT_RECORDS_DIR = '/var/lib/luod/updates';
@@ -25,7 +25,8 @@ export function emulatedRecordsDir(stateDir: string): string {
 }
 
 export function recordPath(dir: string, update: string): string {
-  const id = UpdateId.safeParse(update);
+  if (isUpdateId(update)) return path.join(dir, `${update}.json`);
+  const id = UpdateId.safeParse(update); // the schema words what is wrong
   if (!id.success)
     throw new SysError(
       'record',
