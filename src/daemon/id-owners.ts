@@ -27,6 +27,7 @@ import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
+import { isFiniteNumber, isNonnegativeInt, isPlainObject } from '../sys/hand-checks.js';
 import { onFirstUse } from '../sys/on-first-use.js';
 
 export const OWNER_TTL_MS = 30 * 24 * 3600 * 1000;
@@ -59,9 +60,14 @@ function parseLogLine(line: string): { id: string; entry: Entry | null } | null 
   if (typeof value !== 'object' || value === null) return null;
   const { id, uid, seen, forget } = value as Record<string, unknown>;
   if (typeof forget === 'string' && id === undefined) return { id: forget, entry: null };
-  if (typeof id !== 'string' || !Number.isSafeInteger(uid) || (uid as number) < 0) return null;
-  if (typeof seen !== 'number' || !Number.isFinite(seen)) return null;
-  return { id, entry: { uid: uid as number, seen } };
+  const entry = ownerEntry({ uid, seen });
+  return typeof id === 'string' && entry ? { id, entry } : null;
+}
+
+/** An owner entry (`{ uid, seen }`, as OwnersFile takes one), checked by hand; undefined if it is not one. */
+function ownerEntry(value: unknown): Entry | undefined {
+  if (!isPlainObject(value) || !isNonnegativeInt(value.uid) || !isFiniteNumber(value.seen)) return undefined;
+  return { uid: value.uid, seen: value.seen };
 }
 
 // Schemas are built on first use, not when the module loads (sys/on-first-use.ts).
@@ -80,17 +86,14 @@ export const OwnersFile = onFirstUse(() =>
  * here goes through it); test/restart-files.test.ts holds the two to the
  * same answer.
  */
-export function ownersFast(value: unknown): [string, { uid: number; seen: number }][] | undefined {
-  const isObject = (v: unknown): v is Record<string, unknown> =>
-    typeof v === 'object' && v !== null && !Array.isArray(v);
-  if (!isObject(value) || value.format !== 'luod-id-owners-v1' || !isObject(value.owners)) return undefined;
-  const out: [string, { uid: number; seen: number }][] = [];
-  for (const [id, entry] of Object.entries(value.owners)) {
-    if (!isObject(entry)) return undefined;
-    const { uid, seen } = entry;
-    if (!Number.isSafeInteger(uid) || (uid as number) < 0) return undefined;
-    if (typeof seen !== 'number' || !Number.isFinite(seen)) return undefined;
-    out.push([id, { uid: uid as number, seen }]);
+export function ownersFast(value: unknown): [string, Entry][] | undefined {
+  if (!isPlainObject(value) || value.format !== 'luod-id-owners-v1' || !isPlainObject(value.owners))
+    return undefined;
+  const out: [string, Entry][] = [];
+  for (const [id, raw] of Object.entries(value.owners)) {
+    const entry = ownerEntry(raw);
+    if (!entry) return undefined;
+    out.push([id, entry]);
   }
   return out;
 }

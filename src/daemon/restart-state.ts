@@ -27,6 +27,7 @@ import { z } from 'zod';
 import { writeFileAtomic } from '../sys/atomic-file.js';
 import { Errno } from '../sys/errno.js';
 import { errorCode, SysError } from '../sys/error.js';
+import { arrayOf, isFiniteNumber, isNonnegativeInt, isPlainObject, stringArray } from '../sys/hand-checks.js';
 import { onFirstUse } from '../sys/on-first-use.js';
 import { tieredSafeParse } from '../sys/tiered-parse.js';
 import { PhaseMark, phaseMarkFast } from './handover-state.js';
@@ -59,10 +60,6 @@ export const StateBody = onFirstUse(() =>
 );
 export type StateBody = z.infer<typeof StateBody>;
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
-
 /**
  * A state body in its valid shape, checked by hand; undefined for anything
  * else. A restarted luod reads a thousand clients before it listens, and
@@ -72,32 +69,21 @@ const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.is
  * fields only; test/restart-files.test.ts holds the two to the same answer.
  */
 export function stateBodyFast(value: unknown): StateBody | undefined {
-  if (!isObject(value)) return undefined;
+  if (!isPlainObject(value)) return undefined;
   const { boot, phase, update, from, to, claimDeadline } = value;
   if (typeof boot !== 'string' || typeof update !== 'string') return undefined;
   if (phase !== 'preserving' && phase !== 'kexec' && phase !== 'claiming') return undefined;
   if ((from !== undefined && typeof from !== 'string') || (to !== undefined && typeof to !== 'string'))
     return undefined;
-  if (claimDeadline !== undefined && !isNumber(claimDeadline)) return undefined;
-  if (!Array.isArray(value.clients) || !Array.isArray(value.timeline)) return undefined;
-  const clients: StateBody['clients'] = [];
-  for (const c of value.clients as unknown[]) {
-    if (!isObject(c) || typeof c.id !== 'string' || typeof c.claimed !== 'boolean') return undefined;
-    if (!Number.isSafeInteger(c.uid) || (c.uid as number) < 0) return undefined;
-    if (!Array.isArray(c.sessions) || !c.sessions.every((n) => typeof n === 'string')) return undefined;
-    clients.push({
-      id: c.id,
-      uid: c.uid as number,
-      sessions: [...(c.sessions as string[])],
-      claimed: c.claimed,
-    });
-  }
-  const timeline: StateBody['timeline'] = [];
-  for (const m of value.timeline as unknown[]) {
-    const mark = phaseMarkFast(m);
-    if (!mark) return undefined;
-    timeline.push(mark);
-  }
+  if (claimDeadline !== undefined && !isFiniteNumber(claimDeadline)) return undefined;
+  const clients = arrayOf(value.clients, (c): StateBody['clients'][number] | undefined => {
+    if (!isPlainObject(c) || typeof c.id !== 'string' || typeof c.claimed !== 'boolean') return undefined;
+    const sessions = stringArray(c.sessions);
+    if (!isNonnegativeInt(c.uid) || !sessions) return undefined;
+    return { id: c.id, uid: c.uid, sessions, claimed: c.claimed };
+  });
+  const timeline = arrayOf(value.timeline, phaseMarkFast);
+  if (!clients || !timeline) return undefined;
   return {
     boot,
     phase,

@@ -4,6 +4,7 @@
  * back: events.ts and replies.ts.
  */
 import { z } from 'zod';
+import { isPlainObject } from '../sys/hand-checks.js';
 import { onFirstUse } from '../sys/on-first-use.js';
 import { tieredSafeParse } from '../sys/tiered-parse.js';
 import { LIST_MAX_LIMIT } from './list-page.js';
@@ -152,8 +153,8 @@ function isSeq(seq: unknown): boolean {
  * answer (test/hot-command.test.ts).
  */
 export function parseHotCommand(value: unknown): Command | undefined {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-  const v = value as Record<string, unknown>;
+  if (!isPlainObject(value)) return undefined;
+  const v = value;
   if (v.seq !== undefined && !isSeq(v.seq)) return undefined;
   const seq = v.seq === undefined ? {} : { seq: v.seq as number | string };
   switch (v.cmd) {

@@ -1,7 +1,9 @@
 /**
- * The checks the hand-written fast paths of luokit's files share (the update
- * record's, record/format.ts; the state carried across a kexec,
- * daemon/handover-state.ts). Each answers as the zod piece named beside it
+ * The checks the hand-written fast paths of luokit's files and hot commands
+ * share (the update record, record/format.ts; the state carried across a
+ * kexec, daemon/handover-state.ts; luod's state file, daemon/restart-state.ts;
+ * the id owners file, daemon/id-owners.ts; SUBSCRIBE, READY and CLAIM,
+ * protocol/messages.ts). Each answers as the zod piece named beside it
  * does, on anything a JSON file or a record in memory can hold: a fast path
  * built from them spares luod a cold zod parse of a valid file, and leaves
  * everything else to the schema, the validator of record, which words the
